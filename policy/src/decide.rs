@@ -1,0 +1,170 @@
+//! The decision: policy + job identity + request → grant or denial, with the reason.
+//! Pure: no NSS, no files; the caller resolves groups first.
+
+use crate::{Policy, Principals, Profile};
+
+/// What the job asked for (from `--external-net[=PROFILE]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// The job did not ask.
+    None,
+    /// `--external-net`: the first profile that grants the job.
+    Any,
+    /// `--external-net=NAME`.
+    Profile(String),
+}
+
+impl Request {
+    /// Parses the value the SPANK plugin hands to the prolog (`*` or a profile name; absent or
+    /// empty means not asked).
+    pub fn from_env_value(v: Option<&str>) -> Request {
+        match v.map(str::trim) {
+            None | Some("") => Request::None,
+            Some("*") => Request::Any,
+            Some(name) => Request::Profile(name.to_owned()),
+        }
+    }
+}
+
+/// Who the job is, as Slurm says (never as the user's environment says).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobIdentity {
+    pub user: String,
+    /// The user's groups, primary and supplementary, by name.
+    pub groups: Vec<String>,
+    pub account: Option<String>,
+    pub partition: Option<String>,
+    pub qos: Option<String>,
+}
+
+/// The outcome, with words for the user and for the admin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The job did not ask and no profile grants it without asking: nothing to do.
+    NotRequested,
+    Granted {
+        profile: String,
+        /// Granted without asking (the profile's `auto` principals).
+        auto: bool,
+        /// The rule that matched, for logs and `extnet policy explain`.
+        rule: String,
+    },
+    Denied {
+        /// One sentence the user sees.
+        reason: String,
+    },
+}
+
+/// Which principal of `p` matches the job, as words (`user alice`, `group alice`, ...).
+fn matching(p: &Principals, job: &JobIdentity) -> Option<String> {
+    if p.users.iter().any(|u| u == "*") {
+        return Some("everyone (users = [\"*\"])".into());
+    }
+    if p.users.contains(&job.user) {
+        return Some(format!("user {}", job.user));
+    }
+    if let Some(g) = job.groups.iter().find(|g| p.groups.contains(g)) {
+        return Some(format!("group {g}"));
+    }
+    if let Some(a) = job.account.as_ref().filter(|a| p.accounts.contains(a)) {
+        return Some(format!("account {a}"));
+    }
+    None
+}
+
+/// Why `profile` does not apply to `job`, or the rule that makes it apply.
+fn evaluate(profile: &Profile, job: &JobIdentity) -> Result<String, String> {
+    if let Some(who) = matching(&profile.deny, job) {
+        return Err(format!("profile {:?} denies {who}", profile.name));
+    }
+    let Some(who) = matching(&profile.allow, job) else {
+        return Err(format!(
+            "profile {:?} does not list user {}, any of its groups or its account",
+            profile.name, job.user
+        ));
+    };
+    if !profile.partitions.is_empty() {
+        match &job.partition {
+            Some(p) if profile.partitions.contains(p) => {}
+            other => {
+                return Err(format!(
+                    "profile {:?} applies only in partition(s) {} (job: {})",
+                    profile.name,
+                    profile.partitions.join(", "),
+                    other.as_deref().unwrap_or("none")
+                ))
+            }
+        }
+    }
+    if !profile.qos.is_empty() {
+        match &job.qos {
+            Some(q) if profile.qos.contains(q) => {}
+            other => {
+                return Err(format!(
+                    "profile {:?} applies only to QOS {} (job: {})",
+                    profile.name,
+                    profile.qos.join(", "),
+                    other.as_deref().unwrap_or("none")
+                ))
+            }
+        }
+    }
+    Ok(format!("profile {:?} allows {who}", profile.name))
+}
+
+/// Decides whether `job` gets external access, and through which profile.
+pub fn decide(policy: &Policy, job: &JobIdentity, request: &Request) -> Decision {
+    match request {
+        Request::None => {
+            for p in &policy.profiles {
+                if let (Some(who), Ok(rule)) = (matching(&p.auto, job), evaluate(p, job)) {
+                    return Decision::Granted {
+                        profile: p.name.clone(),
+                        auto: true,
+                        rule: format!("{rule}; {who} gets it without asking (auto)"),
+                    };
+                }
+            }
+            Decision::NotRequested
+        }
+        Request::Profile(name) => match policy.profile(name) {
+            None => Decision::Denied {
+                reason: format!(
+                    "there is no external-net profile named {name:?}; profiles: {}",
+                    names(policy)
+                ),
+            },
+            Some(p) => match evaluate(p, job) {
+                Ok(rule) => Decision::Granted { profile: p.name.clone(), auto: false, rule },
+                Err(why) => Decision::Denied { reason: format!("external network access denied: {why}") },
+            },
+        },
+        Request::Any => {
+            let mut whys = Vec::new();
+            for p in &policy.profiles {
+                match evaluate(p, job) {
+                    Ok(rule) => return Decision::Granted { profile: p.name.clone(), auto: false, rule },
+                    Err(why) => whys.push(why),
+                }
+            }
+            Decision::Denied {
+                reason: if whys.is_empty() {
+                    "external network access denied: the site's policy defines no profiles".into()
+                } else {
+                    format!(
+                        "external network access denied: no profile grants user {}: {}",
+                        job.user,
+                        whys.join("; ")
+                    )
+                },
+            }
+        }
+    }
+}
+
+fn names(policy: &Policy) -> String {
+    if policy.profiles.is_empty() {
+        return "(none)".into();
+    }
+    policy.profiles.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+}

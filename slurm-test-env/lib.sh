@@ -1,0 +1,115 @@
+# shellcheck shell=bash disable=SC2034 # the variables are used by the scripts that source this
+# Shared definitions of slurm-test-env/{up,down,demo,xn-login}. Sourced, not run.
+
+XN_HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+XN_REPO=$(cd -- "$XN_HERE/.." && pwd)
+XN_DIR=${XN_DIR:-/run/extnet-test}
+XN_DIR=${XN_DIR%/}
+export XN_DIR
+
+# Network namespaces of the cluster, in creation order (xn-sw first: it holds the bridges).
+XN_NETNS=(xn-sw xn-ctl xn-login xn-n1 xn-n2 xn-gw1 xn-out)
+# Short-lived namespace in which up checks the gateway path end to end.
+XN_CHECK_NETNS=xn-check
+# Namespaces that the product (extnet prolog, netns mode) creates for jobs.
+XN_PRODUCT_NETNS_PREFIX=${XN_PRODUCT_NETNS_PREFIX:-extnet-}
+XN_NODES=(n1 n2)
+XN_USERS=(xnalice xnbob)
+XN_GROUP=xnexp
+# GECOS of the users up creates: down removes only users that carry it.
+XN_USER_MARK="extnet slurm-test-env user"
+XN_CGROUP_BASE=/sys/fs/cgroup/unified/extnet
+XN_VIP=10.99.0.254
+XN_OUT_IP=203.0.113.10
+XN_GW_OUT_IP=203.0.113.1
+# Marker file: proves that $XN_DIR is ours before down removes it.
+XN_MARKER=.slurm-test-env
+
+say() { printf 'slurm-test-env: %s\n' "$*"; }
+warn() { printf 'slurm-test-env: warning: %s\n' "$*" >&2; }
+die() { printf 'slurm-test-env: error: %s\n' "$*" >&2; exit 1; }
+
+# elapsed START: seconds since START (an $EPOCHREALTIME value), one decimal.
+elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+
+need_root() {
+    [[ $(id -u) -eq 0 ]] || die "must run as root (it creates network namespaces, users and daemons)"
+}
+
+# Refuse state directories that rm -rf must never see.
+check_xn_dir() {
+    [[ $XN_DIR == /* ]] || die "XN_DIR must be an absolute path (got '$XN_DIR')"
+    case $XN_DIR in
+        / | /run | /tmp | /var | /var/run | /etc | /usr | /root | /home | /work | /proc | /sys)
+            die "XN_DIR=$XN_DIR is too dangerous a place; pick a directory of its own" ;;
+    esac
+}
+
+# in_ns NS CMD...: run CMD in namespace NS. nsenter --net only: `ip netns exec`
+# would remount /sys and hide /sys/fs/cgroup, which slurmd and the product need.
+in_ns() {
+    local ns=$1
+    shift
+    nsenter --net="/run/netns/$ns" -- "$@"
+}
+
+netns_exists() { [[ -e /run/netns/$1 ]]; }
+
+# Names of all namespaces that belong to the test cluster (ours and the product's).
+our_netns_names() {
+    local ns
+    for ns in "${XN_NETNS[@]}" "$XN_CHECK_NETNS"; do
+        netns_exists "$ns" && printf '%s\n' "$ns"
+    done
+    if [[ -d /run/netns ]]; then
+        for ns in /run/netns/"$XN_PRODUCT_NETNS_PREFIX"*; do
+            [[ -e $ns ]] && printf '%s\n' "${ns##*/}"
+        done
+    fi
+    return 0
+}
+
+# Inode of a named network namespace (what /proc/PID/ns/net points to).
+netns_inode() { stat -L -c %i "/run/netns/$1" 2>/dev/null; }
+
+# Start time (clock ticks since boot) of a live process: with the PID it names one
+# process for good, so a recycled PID is never mistaken for ours. Fails for zombies:
+# PID 1 here reaps orphans only every second or so, and a zombie is gone for us.
+proc_starttime() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    # shellcheck disable=SC2086 # split on purpose: fields of /proc/PID/stat
+    set -- $stat
+    [[ $1 != [ZX] ]] || return 1
+    printf '%s\n' "${20}"
+}
+
+# record_pid NAME PID: remember a process we started ($XN_DIR/pids/NAME.pid = "PID STARTTIME").
+record_pid() {
+    local st
+    st=$(proc_starttime "$2") || st=gone
+    printf '%s %s\n' "$2" "$st" >"$XN_DIR/pids/$1.pid"
+}
+
+# recorded_alive FILE: true if the process recorded in FILE still runs; prints its PID.
+recorded_alive() {
+    local pid st now
+    read -r pid st <"$1" 2>/dev/null || return 1
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    now=$(proc_starttime "$pid") || return 1
+    [[ $now == "$st" ]] || return 1
+    printf '%s\n' "$pid"
+}
+
+slurm_env() {
+    printf '%s\n' "SLURM_CONF=$XN_DIR/etc/slurm.conf" "XN_DIR=$XN_DIR" \
+        "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+}
+
+# Run a Slurm client command as root on the login host.
+login_root() {
+    local -a envs
+    mapfile -t envs < <(slurm_env)
+    in_ns xn-login env "${envs[@]}" "$@"
+}

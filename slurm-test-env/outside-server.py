@@ -1,0 +1,116 @@
+#!/usr/bin/python3
+"""The "outside" host of the extnet test cluster (slurm-test-env).
+
+Runs in the xn-out network namespace and tells every client which source
+address and port it saw, so tests can check that a job's traffic left the
+cluster through the NAT gateway (and with which port):
+
+  TCP  7000  on connect: writes "SEEN tcp <src_ip> <src_port>\n" and closes
+  UDP  7001  answers every datagram with "SEEN udp <src_ip> <src_port>\n"
+  HTTP 8080  GET any path: 200, body "SEEN http <src_ip> <src_port>\n"
+
+Every SEEN line is also appended, with a UTC timestamp, to the log file given
+with --log. Standard library only.
+"""
+
+import argparse
+import datetime
+import http.server
+import socket
+import socketserver
+import sys
+import threading
+
+LOG_LOCK = threading.Lock()
+LOG_PATH = None
+
+
+def seen(proto, addr):
+    """Build the SEEN line for a peer address and record it in the log."""
+    line = "SEEN %s %s %d\n" % (proto, addr[0], addr[1])
+    if LOG_PATH:
+        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+        with LOG_LOCK, open(LOG_PATH, "a", encoding="utf-8") as log:
+            log.write("%s %s" % (stamp, line))
+    return line
+
+
+class TcpHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        try:
+            self.request.sendall(seen("tcp", self.client_address).encode())
+        except OSError:
+            pass
+
+
+class UdpHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        _data, sock = self.request
+        try:
+            sock.sendto(seen("udp", self.client_address).encode(), self.client_address)
+        except OSError:
+            pass
+
+
+class HttpHandler(http.server.BaseHTTPRequestHandler):
+    server_version = "xn-outside/1"
+
+    def do_GET(self):  # noqa: N802 (http.server naming)
+        body = seen("http", self.client_address).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt, *args):  # keep stderr quiet
+        pass
+
+
+class TcpServer(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+class UdpServer(socketserver.ThreadingUDPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+class HttpServer(http.server.ThreadingHTTPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+def main():
+    global LOG_PATH
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bind", default="0.0.0.0")
+    ap.add_argument("--tcp-port", type=int, default=7000)
+    ap.add_argument("--udp-port", type=int, default=7001)
+    ap.add_argument("--http-port", type=int, default=8080)
+    ap.add_argument("--log", help="append every SEEN line with a timestamp here")
+    args = ap.parse_args()
+    LOG_PATH = args.log
+
+    servers = [
+        TcpServer((args.bind, args.tcp_port), TcpHandler),
+        UdpServer((args.bind, args.udp_port), UdpHandler),
+        HttpServer((args.bind, args.http_port), HttpHandler),
+    ]
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    for t in threads:
+        t.start()
+    print("outside-server: listening on %s tcp/%d udp/%d http/%d"
+          % (args.bind, args.tcp_port, args.udp_port, args.http_port), flush=True)
+    try:
+        for t in threads:
+            t.join()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

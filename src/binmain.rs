@@ -1,0 +1,97 @@
+//! The shared body of the `extnet-prolog` and `extnet-epilog` binaries.
+
+use crate::job::JobEnv;
+use crate::layout::Layout;
+use extnet_policy::{expand, Policy, Request};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Which program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prog {
+    Prolog,
+    Epilog,
+}
+
+fn usage(name: &str) -> String {
+    format!(
+        "usage: {name} [--policy PATH]\n\nRun by slurmd as root for every job (slurm.conf: Prolog=/Epilog=).\n--policy PATH  the policy file (default {})",
+        extnet_policy::DEFAULT_PATH
+    )
+}
+
+/// Runs the prolog or epilog with the process's arguments and environment.
+///
+/// Exit status: 0 for every decision, including denials and failed setups (recorded for the
+/// job's tasks); 1 only for node faults that need an admin (slurmd then drains the node).
+pub fn main(prog: Prog) -> ExitCode {
+    let name = match prog {
+        Prog::Prolog => "extnet-prolog",
+        Prog::Epilog => "extnet-epilog",
+    };
+    let mut policy_path = PathBuf::from(extnet_policy::DEFAULT_PATH);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--policy" => match args.next() {
+                Some(p) => policy_path = PathBuf::from(p),
+                None => {
+                    eprintln!("{name}: --policy needs a path\n{}", usage(name));
+                    return ExitCode::from(2);
+                }
+            },
+            "--version" => {
+                println!("{name} {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            "-h" | "--help" => {
+                println!("{}", usage(name));
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("{name}: unknown argument {other:?}\n{}", usage(name));
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let job = match JobEnv::from_env(|k| std::env::var(k).ok()) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let policy = match Policy::load(&policy_path) {
+        Ok(p) => p,
+        Err(e) => {
+            // Nothing is granted. The job's tasks fail with the same reason in the plugin if
+            // the job asked; a job that did not ask runs without external access.
+            crate::logging::init(name, None);
+            if job.request != Request::None || prog == Prog::Epilog {
+                tracing::error!(job_id = job.job_id, node = %job.node, "{e}");
+            }
+            return ExitCode::SUCCESS;
+        }
+    };
+    // a job that did not ask, with no auto profile: nothing to do, no log line
+    if prog == Prog::Prolog && job.request == Request::None && !policy.has_auto() {
+        return ExitCode::SUCCESS;
+    }
+    crate::logging::init(name, Some(expand(&policy.log.file, &job.node)));
+    let layout = Layout::new(&policy, &job.node);
+    let started = std::time::Instant::now();
+    let result = match prog {
+        Prog::Prolog => crate::prolog::run(&policy, &layout, &job).map(|r| format!("{r:?}")),
+        Prog::Epilog => crate::epilog::run(&policy, &layout, &job).map(|r| format!("{r:?}")),
+    };
+    match result {
+        Ok(r) => {
+            tracing::info!(job_id = job.job_id, node = %job.node, user = %job.user, micros = started.elapsed().as_micros() as u64, "{name}: {r}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(job_id = job.job_id, node = %job.node, "{name} failed: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

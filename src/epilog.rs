@@ -1,0 +1,81 @@
+//! What the epilog does for one job on one node: tear down, release, record. Safe to run
+//! twice, and after a prolog that failed or never ran: names derive from the job id and the
+//! lease table, not from the state file alone.
+
+use crate::fsutil::Lock;
+use crate::job::JobEnv;
+use crate::layout::Layout;
+use crate::lease::{self, LeaseTable, LogRecord};
+use crate::netlink::Netlink;
+use crate::state::JobState;
+use crate::{cgroup, prolog};
+use extnet_policy::Policy;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// Nothing of this job on this node.
+    Nothing,
+    /// Torn down; `released` says whether a lease was released.
+    Done { released: bool },
+}
+
+/// Tears the job down. Errors are collected; the lease is released only when the job's path
+/// out is really gone (a process that survived would otherwise carry the next job's mark), and
+/// the state file is removed last.
+pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Report> {
+    let state_path = layout.job_state(job.job_id);
+    let state = match JobState::load(&state_path, job.job_id) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(job_id = job.job_id, error = %e, "job state unreadable; tearing down by job id");
+            None
+        }
+    };
+    let state_exists = state_path.exists();
+    let table_path = layout.lease_table();
+    // fast path: no state and no lease (read without the lock; the table is replaced atomically)
+    let leased = LeaseTable::load(&table_path, &layout.node).map(|t| t.lease_of(job.job_id).is_some()).unwrap_or(true);
+    let netns_present = layout.netns_dir.join(layout.netns_name(job.job_id)).exists();
+    if !state_exists && !leased && !netns_present {
+        return Ok(Report::Nothing);
+    }
+    let _lock = Lock::acquire(&layout.lock_file())?;
+    let mut table = LeaseTable::load(&table_path, &layout.node)?;
+    let lease = table.lease_of(job.job_id).cloned();
+    let mut errors: Vec<String> = Vec::new();
+    if let Some(l) = &lease {
+        if let Err(e) = cgroup::kill_all(&layout.slot_cgroup(l.slot), Duration::from_secs(10)) {
+            errors.push(e.to_string());
+        }
+    }
+    match Netlink::open() {
+        Ok(mut nl) => {
+            if let Err(e) = prolog::teardown_netns(layout, &mut nl, job.job_id) {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        Err(e) => errors.push(e.to_string()),
+    }
+    if !errors.is_empty() {
+        anyhow::bail!(
+            "teardown of job {} on node {} failed, its lease is kept so no other job gets its ports: {}",
+            job.job_id,
+            layout.node,
+            errors.join("; ")
+        );
+    }
+    let now = lease::now();
+    let released = match table.release(job.job_id, now, policy.ports.quarantine_secs) {
+        Some(l) => {
+            table.store(&table_path)?;
+            LogRecord::new("release", &l, &layout.node, now).append(&layout.lease_log)?;
+            true
+        }
+        None => false,
+    };
+    if state.is_some() || state_exists {
+        std::fs::remove_file(&state_path).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })?;
+    }
+    Ok(Report::Done { released })
+}

@@ -1,0 +1,124 @@
+//! Where everything of one node lives, derived once from the policy and the node name.
+//!
+//! Paths are parameters of the functions that use them (never constants deep inside), so tests
+//! can point everything at a temporary directory.
+
+use extnet_policy::{expand, Policy};
+use std::path::{Path, PathBuf};
+
+/// The node's extnet paths and names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub node: String,
+    /// `node.state_dir`: lease table, lock, base marker.
+    pub state_dir: PathBuf,
+    /// One versioned JSON file per job on this node.
+    pub jobs_dir: PathBuf,
+    /// The cgroup v2 directory that holds the slot cgroups.
+    pub cgroup_root: PathBuf,
+    /// The cgroup2 mount point `cgroup_root` is under (its level 0).
+    pub cgroup_mount: PathBuf,
+    /// Where job network namespaces are mounted.
+    pub netns_dir: PathBuf,
+    /// The append-only lease log.
+    pub lease_log: PathBuf,
+}
+
+impl Layout {
+    pub fn new(policy: &Policy, node: &str) -> Layout {
+        let state_dir = expand(&policy.node.state_dir, node);
+        let (cgroup_mount, cgroup_root) = match &policy.node.cgroup_root {
+            Some(t) => {
+                let root = expand(t, node);
+                (cgroup2_mount_of(&root), root)
+            }
+            None => {
+                let mount = detect_cgroup2_mount();
+                let root = mount.join("extnet");
+                (mount, root)
+            }
+        };
+        Layout {
+            node: node.to_owned(),
+            jobs_dir: state_dir.join("jobs"),
+            state_dir,
+            cgroup_root,
+            cgroup_mount,
+            netns_dir: policy.node.netns_dir.clone(),
+            lease_log: expand(&policy.log.lease_log, node),
+        }
+    }
+
+    /// The job's state file.
+    pub fn job_state(&self, job_id: u32) -> PathBuf {
+        self.jobs_dir.join(format!("{job_id}.json"))
+    }
+
+    /// The lease table and its lock.
+    pub fn lease_table(&self) -> PathBuf {
+        self.state_dir.join("leases.json")
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.state_dir.join("lock")
+    }
+
+    /// What the node's base setup last applied (see [`crate::node`]).
+    pub fn base_marker(&self) -> PathBuf {
+        self.state_dir.join("base.json")
+    }
+
+    /// The cgroup of slot `slot`: a job leased that slot puts its tasks here.
+    pub fn slot_cgroup(&self, slot: u32) -> PathBuf {
+        self.cgroup_root.join(format!("slot_{slot}"))
+    }
+
+    /// Depth of the slot cgroups below the cgroup2 root (`socket cgroupv2 level N`).
+    pub fn slot_level(&self) -> usize {
+        self.slot_cgroup(0)
+            .strip_prefix(&self.cgroup_mount)
+            .map(|p| p.components().count())
+            .unwrap_or(0)
+    }
+
+    /// The job's network namespace name (netns mode). The node name is part of it so that
+    /// several nodes sharing one `/run/netns` (the test cluster) never collide.
+    pub fn netns_name(&self, job_id: u32) -> String {
+        format!("extnet-{}-{job_id}", self.node)
+    }
+
+    /// The host side of the job's veth pair (netns mode): at most 15 bytes.
+    pub fn veth_name(job_id: u32) -> String {
+        format!("xj{job_id}")
+    }
+}
+
+fn is_cgroup2(p: &Path) -> bool {
+    nix::sys::statfs::statfs(p)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// `/sys/fs/cgroup/unified` on hybrid hosts (cgroup v1 controllers, v2 beside them),
+/// `/sys/fs/cgroup` on pure v2 hosts.
+pub fn detect_cgroup2_mount() -> PathBuf {
+    let unified = PathBuf::from("/sys/fs/cgroup/unified");
+    if is_cgroup2(&unified) {
+        unified
+    } else {
+        PathBuf::from("/sys/fs/cgroup")
+    }
+}
+
+/// The nearest ancestor of `p` (that exists) which is a cgroup2 mount root.
+fn cgroup2_mount_of(p: &Path) -> PathBuf {
+    for a in p.ancestors() {
+        if a.exists() && is_cgroup2(a) {
+            let parent_is = a.parent().is_some_and(is_cgroup2);
+            if !parent_is {
+                return a.to_owned();
+            }
+        }
+    }
+    detect_cgroup2_mount()
+}

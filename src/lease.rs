@@ -1,0 +1,362 @@
+//! The node's lease table (which job holds which slot and port block) and the append-only
+//! lease log (who held which public-facing port block, when).
+//!
+//! The table is one small JSON file, changed only under the node lock and replaced atomically
+//! (temp file, fsync, rename). Released blocks wait out a quarantine before their ports are
+//! leased again (RFC 6888 recommends 120 s). A full pool denies new jobs: a running job is
+//! never evicted.
+
+use crate::fsutil::{append_line, write_atomic, FsError};
+use extnet_policy::{Mode, PortPool};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+pub const TABLE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseTable {
+    pub version: u32,
+    pub node: String,
+    pub leases: Vec<Lease>,
+    /// Port ranges recently released, not to be leased again before `until`.
+    pub quarantine: Vec<Quarantined>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lease {
+    pub job_id: u32,
+    pub user: String,
+    pub uid: u32,
+    pub slot: u32,
+    pub port_first: u16,
+    pub port_last: u16,
+    pub mark: u32,
+    pub mode: Mode,
+    pub profile: String,
+    /// The node address the block is on (what the gateway sees before its own NAT).
+    pub node_addr: Ipv4Addr,
+    /// Unix time the lease was taken.
+    pub since: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quarantined {
+    pub port_first: u16,
+    pub port_last: u16,
+    pub until: u64,
+    pub job_id: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error("lease table {path} is corrupt ({detail}); no new external job is granted on this node until an admin repairs it: compare it with `extnet status` and the lease log, then fix or remove it")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("lease table {path} belongs to node {found}, not {expected}; check node.state_dir")]
+    WrongNode { path: PathBuf, found: String, expected: String },
+    #[error("no free port block on node {node}: {active} jobs hold blocks and {quarantined} blocks wait out their quarantine; the request is denied (running jobs are never evicted); raise ports.range or lower ports.block_size")]
+    PoolFull { node: String, active: usize, quarantined: usize },
+}
+
+/// What the job asks the table for.
+#[derive(Debug, Clone)]
+pub struct LeaseRequest<'a> {
+    pub job_id: u32,
+    pub user: &'a str,
+    pub uid: u32,
+    pub mode: Mode,
+    pub profile: &'a str,
+    pub fwmark: u32,
+    pub node_addr: Ipv4Addr,
+}
+
+impl LeaseTable {
+    pub fn empty(node: &str) -> LeaseTable {
+        LeaseTable { version: TABLE_VERSION, node: node.to_owned(), leases: Vec::new(), quarantine: Vec::new() }
+    }
+
+    /// Reads the table; a missing file is an empty table, a damaged one an error (fail closed).
+    pub fn load(path: &Path, node: &str) -> Result<LeaseTable, LeaseError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LeaseTable::empty(node)),
+            Err(source) => return Err(FsError::Io { op: "read", path: path.to_owned(), source }.into()),
+        };
+        let corrupt = |detail: String| LeaseError::Corrupt { path: path.to_owned(), detail };
+        let t: LeaseTable = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        if t.version != TABLE_VERSION {
+            return Err(corrupt(format!("version {} (this extnet reads {TABLE_VERSION})", t.version)));
+        }
+        if t.node != node {
+            return Err(LeaseError::WrongNode { path: path.to_owned(), found: t.node, expected: node.to_owned() });
+        }
+        for (i, a) in t.leases.iter().enumerate() {
+            if a.port_first > a.port_last {
+                return Err(corrupt(format!("job {} has an empty port block", a.job_id)));
+            }
+            for b in &t.leases[..i] {
+                if a.job_id == b.job_id || a.slot == b.slot || overlaps(a.port_first, a.port_last, b.port_first, b.port_last) {
+                    return Err(corrupt(format!("jobs {} and {} share a slot or ports", b.job_id, a.job_id)));
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    pub fn store(&self, path: &Path) -> Result<(), LeaseError> {
+        let mut text = serde_json::to_vec_pretty(self).expect("lease table serializes");
+        text.push(b'\n');
+        write_atomic(path, &text, 0o600)?;
+        Ok(())
+    }
+
+    pub fn lease_of(&self, job_id: u32) -> Option<&Lease> {
+        self.leases.iter().find(|l| l.job_id == job_id)
+    }
+
+    /// Leases a block for the job: the job's existing lease if it has one (a prolog run twice),
+    /// else the lowest slot whose ports are neither leased nor in quarantine.
+    pub fn allocate(&mut self, req: &LeaseRequest, pool: &PortPool, now: u64) -> Result<(Lease, bool), LeaseError> {
+        if let Some(l) = self.lease_of(req.job_id) {
+            return Ok((l.clone(), false));
+        }
+        self.quarantine.retain(|q| q.until > now);
+        for slot in 0..pool.blocks() {
+            let (lo, hi) = pool.block(slot);
+            let busy = self.leases.iter().any(|l| l.slot == slot || overlaps(lo, hi, l.port_first, l.port_last))
+                || self.quarantine.iter().any(|q| overlaps(lo, hi, q.port_first, q.port_last));
+            if !busy {
+                let lease = Lease {
+                    job_id: req.job_id,
+                    user: req.user.to_owned(),
+                    uid: req.uid,
+                    slot,
+                    port_first: lo,
+                    port_last: hi,
+                    mark: req.fwmark | slot,
+                    mode: req.mode,
+                    profile: req.profile.to_owned(),
+                    node_addr: req.node_addr,
+                    since: now,
+                };
+                self.leases.push(lease.clone());
+                return Ok((lease, true));
+            }
+        }
+        Err(LeaseError::PoolFull {
+            node: self.node.clone(),
+            active: self.leases.len(),
+            quarantined: self.quarantine.len(),
+        })
+    }
+
+    /// Ends the job's lease; its ports wait `quarantine_secs` before reuse. `None` when the job
+    /// held none (an epilog run twice, or after a prolog that granted nothing).
+    pub fn release(&mut self, job_id: u32, now: u64, quarantine_secs: u64) -> Option<Lease> {
+        let i = self.leases.iter().position(|l| l.job_id == job_id)?;
+        let l = self.leases.remove(i);
+        self.quarantine.retain(|q| q.until > now);
+        if quarantine_secs > 0 {
+            self.quarantine.push(Quarantined {
+                port_first: l.port_first,
+                port_last: l.port_last,
+                until: now + quarantine_secs,
+                job_id,
+            });
+        }
+        Some(l)
+    }
+
+    /// Drops a lease that never carried traffic (a prolog that failed before any task ran):
+    /// no quarantine is needed.
+    pub fn forget(&mut self, job_id: u32) -> Option<Lease> {
+        let i = self.leases.iter().position(|l| l.job_id == job_id)?;
+        Some(self.leases.remove(i))
+    }
+}
+
+fn overlaps(a_lo: u16, a_hi: u16, b_lo: u16, b_hi: u16) -> bool {
+    a_lo <= b_hi && b_lo <= a_hi
+}
+
+/// One record of the lease log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// RFC 3339 UTC.
+    pub time: String,
+    pub unix: u64,
+    /// `allocate` or `release`.
+    pub event: String,
+    pub job_id: u32,
+    pub user: String,
+    pub uid: u32,
+    pub node: String,
+    pub node_addr: Ipv4Addr,
+    pub family: String,
+    pub proto: String,
+    pub port_first: u16,
+    pub port_last: u16,
+    pub mark: u32,
+    pub mode: Mode,
+    pub profile: String,
+}
+
+impl LogRecord {
+    pub fn new(event: &str, lease: &Lease, node: &str, now: u64) -> LogRecord {
+        LogRecord {
+            time: rfc3339(now),
+            unix: now,
+            event: event.to_owned(),
+            job_id: lease.job_id,
+            user: lease.user.clone(),
+            uid: lease.uid,
+            node: node.to_owned(),
+            node_addr: lease.node_addr,
+            family: "ipv4".into(),
+            proto: "tcp,udp".into(),
+            port_first: lease.port_first,
+            port_last: lease.port_last,
+            mark: lease.mark,
+            mode: lease.mode,
+            profile: lease.profile.clone(),
+        }
+    }
+
+    /// Appends the record as one JSON line and fsyncs it.
+    pub fn append(&self, log: &Path) -> Result<(), FsError> {
+        append_line(log, &serde_json::to_string(self).expect("log record serializes"))
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time (civil-from-days, proleptic Gregorian).
+pub fn rfc3339(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> PortPool {
+        PortPool { first: 20000, last: 20767, block_size: 256, quarantine_secs: 120 }
+    }
+
+    fn req(job_id: u32) -> LeaseRequest<'static> {
+        LeaseRequest { job_id, user: "alice", uid: 1000, mode: Mode::Cgroup, profile: "default", fwmark: 0x10000, node_addr: Ipv4Addr::new(10, 0, 0, 1) }
+    }
+
+    #[test]
+    fn allocates_distinct_blocks_and_is_idempotent_per_job() {
+        let mut t = LeaseTable::empty("n1");
+        let (a, new_a) = t.allocate(&req(1), &pool(), 100).unwrap();
+        let (b, _) = t.allocate(&req(2), &pool(), 100).unwrap();
+        let (a2, new_a2) = t.allocate(&req(1), &pool(), 100).unwrap();
+        assert!(new_a && !new_a2);
+        assert_eq!(a, a2);
+        assert_eq!((a.slot, a.port_first, a.port_last, a.mark), (0, 20000, 20255, 0x10000));
+        assert_eq!((b.slot, b.port_first), (1, 20256));
+    }
+
+    #[test]
+    fn full_pool_denies_and_never_evicts() {
+        let mut t = LeaseTable::empty("n1");
+        for j in 1..=3 {
+            t.allocate(&req(j), &pool(), 0).unwrap();
+        }
+        let e = t.allocate(&req(4), &pool(), 0).unwrap_err();
+        assert!(e.to_string().contains("no free port block on node n1: 3 jobs"), "{e}");
+        assert_eq!(t.leases.len(), 3);
+    }
+
+    #[test]
+    fn released_blocks_wait_out_the_quarantine() {
+        let mut t = LeaseTable::empty("n1");
+        for j in 1..=3 {
+            t.allocate(&req(j), &pool(), 0).unwrap();
+        }
+        assert_eq!(t.release(2, 10, 120).unwrap().slot, 1);
+        assert!(t.release(2, 10, 120).is_none(), "release is idempotent");
+        assert!(matches!(t.allocate(&req(4), &pool(), 129), Err(LeaseError::PoolFull { quarantined: 1, .. })));
+        let (l, _) = t.allocate(&req(4), &pool(), 130).unwrap();
+        assert_eq!(l.slot, 1);
+        assert!(t.quarantine.is_empty());
+    }
+
+    #[test]
+    fn quarantine_is_by_ports_so_a_new_geometry_respects_it() {
+        let mut t = LeaseTable::empty("n1");
+        t.allocate(&req(1), &pool(), 0).unwrap();
+        t.release(1, 0, 120);
+        let small = PortPool { block_size: 128, ..pool() };
+        let (l, _) = t.allocate(&req(2), &small, 1).unwrap();
+        assert_eq!(l.port_first, 20256, "ports 20000-20255 are still in quarantine");
+    }
+
+    #[test]
+    fn store_and_load_round_trip_and_detect_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leases.json");
+        let mut t = LeaseTable::empty("n1");
+        t.allocate(&req(7), &pool(), 5).unwrap();
+        t.store(&path).unwrap();
+        assert_eq!(LeaseTable::load(&path, "n1").unwrap(), t);
+        assert!(matches!(LeaseTable::load(&path, "n2"), Err(LeaseError::WrongNode { .. })));
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, &text[..text.len() / 2]).unwrap();
+        let e = LeaseTable::load(&path, "n1").unwrap_err();
+        assert!(e.to_string().contains("is corrupt"), "{e}");
+        let mut dup = t.clone();
+        dup.leases.push(Lease { job_id: 8, ..t.leases[0].clone() });
+        std::fs::write(&path, serde_json::to_vec(&dup).unwrap()).unwrap();
+        assert!(LeaseTable::load(&path, "n1").unwrap_err().to_string().contains("share a slot"));
+    }
+
+    #[test]
+    fn log_records_are_json_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("sub/lease.log");
+        let mut t = LeaseTable::empty("n1");
+        let (l, _) = t.allocate(&req(9), &pool(), 0).unwrap();
+        LogRecord::new("allocate", &l, "n1", 1_700_000_000).append(&log).unwrap();
+        LogRecord::new("release", &l, "n1", 1_700_000_060).append(&log).unwrap();
+        let lines: Vec<LogRecord> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].time, "2023-11-14T22:13:20Z");
+        assert_eq!(lines[1].event, "release");
+    }
+
+    #[test]
+    fn rfc3339_known_values() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_305_600), "2026-11-22T00:00:00Z");
+    }
+}

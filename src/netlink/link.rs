@@ -1,0 +1,138 @@
+//! Network links (`ip link`): look up, create a veth pair across namespaces, bring up, delete.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkExtentMask, LinkMessage};
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::{LinkUnspec, LinkVeth};
+
+use super::{Netlink, NetlinkError};
+
+/// `IFNAMSIZ` minus the terminating NUL.
+const MAX_NAME_LEN: usize = 15;
+
+/// Checks a link name as the kernel's `dev_valid_name` does, to fail with a clear message
+/// before asking.
+pub fn check_name(name: &str) -> Result<(), NetlinkError> {
+    let why = if name.is_empty() {
+        "empty"
+    } else if name.len() > MAX_NAME_LEN {
+        "too long"
+    } else if name == "." || name == ".." {
+        "is '.' or '..'"
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
+    {
+        "contains '/', ':', NUL or whitespace"
+    } else {
+        return Ok(());
+    };
+    Err(NetlinkError::InvalidLinkName {
+        name: name.to_owned(),
+        why,
+    })
+}
+
+impl Netlink {
+    /// The index of link `name`, or `None` when there is no such link.
+    /// Equals `ip link show NAME`.
+    pub fn index(&mut self, name: &str) -> Result<Option<u32>, NetlinkError> {
+        // A get by name, not a dump: one small answer however many links the node has.
+        let msg = LinkUnspec::new_with_name(name)
+            .append_extra_attribute(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]))
+            .build();
+        match self.get(RouteNetlinkMessage::GetLink(msg), &|| {
+            format!("show link {name}")
+        }) {
+            Ok(answers) => Ok(answers.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(link) => Some(link.header.index),
+                _ => None,
+            })),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates the veth pair `name` (in this socket's namespace) and `peer`, the peer made
+    /// directly inside the namespace `peer_netns` (no move afterwards, so no moment where both
+    /// ends share a namespace). Fails with `EEXIST` ([`NetlinkError::is_exists`]) when `name`
+    /// exists. Equals `ip link add NAME type veth peer name PEER netns NS`.
+    pub fn veth_add(
+        &mut self,
+        name: &str,
+        peer: &str,
+        peer_netns: BorrowedFd<'_>,
+    ) -> Result<(), NetlinkError> {
+        check_name(name)?;
+        check_name(peer)?;
+        // The fd is only read by the kernel while it handles this request; `peer_netns`
+        // borrows it for at least that long.
+        let peer_msg = LinkUnspec::new_with_name(peer)
+            .setns_by_fd(peer_netns.as_raw_fd())
+            .build();
+        let msg = LinkVeth::new(name, peer)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .build();
+        self.change(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+            &|| {
+                format!(
+                    "add link {name} type veth peer name {peer} netns fd {}",
+                    peer_netns.as_raw_fd()
+                )
+            },
+        )?;
+        tracing::debug!(link = name, peer, "veth pair added");
+        Ok(())
+    }
+
+    /// Sets link `index` administratively up. Equals `ip link set dev X up`.
+    pub fn set_up(&mut self, index: u32) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(index).up().build();
+        self.change(RouteNetlinkMessage::NewLink(msg), 0, &|| {
+            format!("set link with index {index} up")
+        })?;
+        tracing::debug!(index, "link set up");
+        Ok(())
+    }
+
+    /// Deletes link `name`: `Ok(true)` when deleted, `Ok(false)` when there was no such link.
+    /// Deleting one end of a veth pair deletes both. Slow (the kernel waits for an RCU grace
+    /// period, tens of milliseconds): dropping the job's namespace reaps its pair for free.
+    /// Equals `ip link del NAME`.
+    pub fn delete(&mut self, name: &str) -> Result<bool, NetlinkError> {
+        let msg: LinkMessage = LinkUnspec::new_with_name(name).build();
+        match self.change(RouteNetlinkMessage::DelLink(msg), 0, &|| {
+            format!("delete link {name}")
+        }) {
+            Ok(()) => {
+                tracing::debug!(link = name, "link deleted");
+                Ok(true)
+            }
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_names_are_checked_like_the_kernel_does() {
+        for good in ["eth0", "ve-j123456789ab", "lo"] {
+            check_name(good).unwrap();
+        }
+        for bad in ["", ".", "..", "ve-j1234567890ab", "a/b", "a:b", "a b"] {
+            let err = check_name(bad).unwrap_err();
+            assert!(
+                matches!(err, NetlinkError::InvalidLinkName { .. }),
+                "{bad:?}"
+            );
+        }
+    }
+}

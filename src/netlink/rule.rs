@@ -1,0 +1,206 @@
+//! IPv4 policy routing rules that send marked packets to a table (`ip rule ... fwmark`).
+
+use std::fmt;
+
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::route::RouteHeader;
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use super::{Netlink, NetlinkError};
+
+/// `fwmark MARK/MASK lookup TABLE priority PRIORITY`: packets whose mark, masked, equals
+/// `fwmark` are routed by `table`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FwmarkRule {
+    pub fwmark: u32,
+    pub mask: u32,
+    pub table: u32,
+    pub priority: u32,
+}
+
+/// Written as `ip rule add` takes it.
+impl fmt::Display for FwmarkRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "fwmark {:#x}/{:#x} lookup {} priority {}",
+            self.fwmark, self.mask, self.table, self.priority
+        )
+    }
+}
+
+impl FwmarkRule {
+    fn message(&self) -> RuleMessage {
+        let mut msg = RuleMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.action = RuleAction::ToTable;
+        // Like iproute2: tables above 255 only in FRA_TABLE, the 8-bit field says "unspec".
+        msg.header.table = if self.table > 255 {
+            RouteHeader::RT_TABLE_UNSPEC
+        } else {
+            self.table as u8
+        };
+        msg.attributes = vec![
+            RuleAttribute::Priority(self.priority),
+            RuleAttribute::FwMark(self.fwmark),
+            RuleAttribute::FwMask(self.mask),
+            RuleAttribute::Table(self.table),
+        ];
+        msg
+    }
+
+    /// A dumped rule as a [`FwmarkRule`], when it is exactly one: IPv4, "lookup", a mark and
+    /// no other selector (no `not`, prefixes, interfaces, uid range, ports, ...).
+    fn parse(msg: &RuleMessage) -> Option<FwmarkRule> {
+        let h = &msg.header;
+        if h.family != AddressFamily::Inet
+            || h.action != RuleAction::ToTable
+            || !h.flags.is_empty()
+            || h.dst_len != 0
+            || h.src_len != 0
+            || h.tos != 0
+        {
+            return None;
+        }
+        let mut table = u32::from(h.table);
+        let (mut fwmark, mut mask, mut priority) = (None, None, 0);
+        for attr in &msg.attributes {
+            match attr {
+                RuleAttribute::Table(t) => table = *t,
+                RuleAttribute::FwMark(m) => fwmark = Some(*m),
+                RuleAttribute::FwMask(m) => mask = Some(*m),
+                RuleAttribute::Priority(p) => priority = *p,
+                // Who added it does not change what it does.
+                RuleAttribute::Protocol(_) => {}
+                // The kernel reports these always; all ones (-1) means "not set".
+                RuleAttribute::SuppressPrefixLen(u32::MAX)
+                | RuleAttribute::SuppressIfGroup(u32::MAX) => {}
+                // Any other attribute is one more selector (or one this crate does not know):
+                // not the plain rule we manage.
+                _ => return None,
+            }
+        }
+        // The kernel's default mask for a mark without one is all ones.
+        let fwmark = fwmark?;
+        Some(FwmarkRule {
+            fwmark,
+            mask: mask.unwrap_or(u32::MAX),
+            table,
+            priority,
+        })
+    }
+}
+
+impl Netlink {
+    /// Adds `rule` unless an identical one is there: `Ok(true)` when added. Reads the rules
+    /// first; the add itself is `NLM_F_EXCL`, so two prologs racing here still leave one rule
+    /// (the loser gets `EEXIST`, reported as `Ok(false)`).
+    /// Equals `ip rule add fwmark M/MASK lookup T priority P`, guarded by `ip rule show`.
+    pub fn rule_ensure(&mut self, rule: &FwmarkRule) -> Result<bool, NetlinkError> {
+        if self.rules_v4()?.contains(rule) {
+            return Ok(false);
+        }
+        match self.change(
+            RouteNetlinkMessage::NewRule(rule.message()),
+            NLM_F_CREATE | NLM_F_EXCL,
+            &|| format!("add rule {rule}"),
+        ) {
+            Ok(()) => {
+                tracing::debug!(%rule, "rule added");
+                Ok(true)
+            }
+            Err(e) if e.is_exists() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes `rule`: `Ok(false)` when there is no such rule. Deletes one copy per call.
+    /// Equals `ip rule del fwmark M/MASK lookup T priority P`.
+    pub fn rule_del(&mut self, rule: &FwmarkRule) -> Result<bool, NetlinkError> {
+        match self.change(RouteNetlinkMessage::DelRule(rule.message()), 0, &|| {
+            format!("delete rule {rule}")
+        }) {
+            Ok(()) => {
+                tracing::debug!(%rule, "rule deleted");
+                Ok(true)
+            }
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The IPv4 rules that are plain `fwmark ... lookup ...` rules, in priority order; other
+    /// rules (the default `local`, `main`, `default` ones, and rules with more selectors) are
+    /// left out. Equals `ip -4 rule show`, filtered.
+    pub fn rules_v4(&mut self) -> Result<Vec<FwmarkRule>, NetlinkError> {
+        let mut req = RuleMessage::default();
+        req.header.family = AddressFamily::Inet;
+        let answers = self.dump(RouteNetlinkMessage::GetRule(req), &|| {
+            "show IPv4 rules".to_string()
+        })?;
+        Ok(answers
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRule(r) => FwmarkRule::parse(r),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_route::route::RouteProtocol;
+
+    #[test]
+    fn built_rules_parse_back_and_read_like_ip_rule() {
+        let rule = FwmarkRule {
+            fwmark: 0x10000,
+            mask: 0x10000,
+            table: 7700,
+            priority: 100,
+        };
+        assert_eq!(FwmarkRule::parse(&rule.message()), Some(rule));
+        assert_eq!(
+            rule.to_string(),
+            "fwmark 0x10000/0x10000 lookup 7700 priority 100"
+        );
+        let small = FwmarkRule { table: 200, ..rule };
+        assert_eq!(small.message().header.table, 200);
+        assert_eq!(FwmarkRule::parse(&small.message()), Some(small));
+    }
+
+    #[test]
+    fn rules_with_more_selectors_are_not_ours() {
+        let rule = FwmarkRule {
+            fwmark: 1,
+            mask: 1,
+            table: 7700,
+            priority: 100,
+        };
+        let mut inverted = rule.message();
+        inverted.header.flags = netlink_packet_route::rule::RuleFlags::Invert;
+        assert_eq!(FwmarkRule::parse(&inverted), None);
+        // As the kernel dumps it: with the unset suppressors and the protocol.
+        let mut dumped = rule.message();
+        dumped
+            .attributes
+            .push(RuleAttribute::SuppressPrefixLen(u32::MAX));
+        dumped
+            .attributes
+            .push(RuleAttribute::Protocol(RouteProtocol::Unspec));
+        assert_eq!(FwmarkRule::parse(&dumped), Some(rule));
+        let mut suppressing = rule.message();
+        suppressing
+            .attributes
+            .push(RuleAttribute::SuppressPrefixLen(0));
+        assert_eq!(FwmarkRule::parse(&suppressing), None);
+        let mut with_iif = rule.message();
+        with_iif
+            .attributes
+            .push(RuleAttribute::Iifname("eth0".into()));
+        assert_eq!(FwmarkRule::parse(&with_iif), None);
+    }
+}

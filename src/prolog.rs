@@ -1,0 +1,195 @@
+//! What the prolog does for one job on one node: decide, lease, set up, record.
+//!
+//! Order matters for crash safety: the lease is stored before any kernel change (so a prolog
+//! killed at any point leaves a lease the epilog finds and releases), the lease log record is
+//! on disk before the state file that lets tasks start, and every object's name derives from
+//! the job id (so the epilog finds it without the state file).
+
+use crate::fsutil::Lock;
+use crate::job::JobEnv;
+use crate::layout::Layout;
+use crate::lease::{self, LeaseRequest, LeaseTable, LogRecord};
+use crate::netlink::route::{Route, RouteKind};
+use crate::netlink::Netlink;
+use crate::state::{Grant, JobState, Outcome, STATE_VERSION};
+use crate::{cgroup, netns, node, plan};
+use extnet_policy::{decide, Decision, Mode, Policy};
+use ipnet::Ipv4Net;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+/// What the prolog did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// The job did not ask and no profile grants it without asking.
+    NotRequested,
+    Denied { reason: String },
+    Granted(Grant),
+}
+
+/// Decides and, on grant, sets the job up. Errors here are node faults (state directory not
+/// writable, ...); a denial or a failed setup is a [`Report::Denied`] with the reason, recorded
+/// in the job state file so the job's tasks fail with it.
+pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Report> {
+    if job.request == extnet_policy::Request::None && !policy.has_auto() {
+        return Ok(Report::NotRequested);
+    }
+    let decision = decide(policy, &job.identity(), &job.request);
+    let report = match decision {
+        Decision::NotRequested => return Ok(Report::NotRequested),
+        Decision::Denied { reason } => Report::Denied { reason },
+        Decision::Granted { profile, auto, rule } => {
+            tracing::info!(job_id = job.job_id, user = %job.user, %profile, auto, %rule, "granted");
+            let mode = policy.profile(&profile).map(|p| p.mode).unwrap_or(policy.node.mode);
+            match grant(policy, layout, job, &profile, auto, mode) {
+                Ok(g) => Report::Granted(g),
+                Err(e) => Report::Denied {
+                    reason: format!(
+                        "external network setup failed on node {}: {e:#}; the job gets no external access (admins: see the extnet log on {})",
+                        layout.node, layout.node
+                    ),
+                },
+            }
+        }
+    };
+    let outcome = match &report {
+        Report::Granted(g) => Outcome::Granted(g.clone()),
+        Report::Denied { reason } => {
+            tracing::warn!(job_id = job.job_id, user = %job.user, %reason, "denied");
+            Outcome::Denied { reason: reason.clone() }
+        }
+        Report::NotRequested => unreachable!("returned above"),
+    };
+    JobState {
+        version: STATE_VERSION,
+        job_id: job.job_id,
+        node: layout.node.clone(),
+        user: job.user.clone(),
+        uid: job.uid,
+        created: lease::now(),
+        outcome,
+    }
+    .store(&layout.job_state(job.job_id))?;
+    Ok(report)
+}
+
+fn grant(policy: &Policy, layout: &Layout, job: &JobEnv, profile: &str, auto: bool, mode: Mode) -> anyhow::Result<Grant> {
+    let _lock = Lock::acquire(&layout.lock_file())?;
+    let mut nl = Netlink::open()?;
+    let (iface, node_addr) = node::node_addr(policy, layout, &mut nl)?;
+    let table_path = layout.lease_table();
+    let mut table = LeaseTable::load(&table_path, &layout.node)?;
+    let now = lease::now();
+    let req = LeaseRequest {
+        job_id: job.job_id,
+        user: &job.user,
+        uid: job.uid,
+        mode,
+        profile,
+        fwmark: policy.node.fwmark,
+        node_addr,
+    };
+    let (l, new) = table.allocate(&req, &policy.ports, now)?;
+    if new {
+        table.store(&table_path)?;
+    }
+    let result = (|| -> anyhow::Result<Grant> {
+        node::ensure(policy, layout, &mut nl, iface, node_addr, Some(l.slot))?;
+        if new {
+            LogRecord::new("allocate", &l, &layout.node, now).append(&layout.lease_log)?;
+        }
+        let mut g = Grant {
+            profile: profile.to_owned(),
+            auto,
+            mode,
+            slot: l.slot,
+            mark: l.mark,
+            port_first: l.port_first,
+            port_last: l.port_last,
+            node_addr,
+            cgroup: None,
+            netns: None,
+        };
+        match mode {
+            Mode::Cgroup => {
+                let dir = layout.slot_cgroup(l.slot);
+                // a process left from an earlier holder of this slot must not share its mark
+                cgroup::kill_all(&dir, Duration::from_secs(5))?;
+                g.cgroup = Some(dir);
+            }
+            Mode::Netns => {
+                setup_netns(policy, layout, &mut nl, job.job_id, l.slot)?;
+                g.netns = Some(layout.netns_dir.join(layout.netns_name(job.job_id)));
+            }
+        }
+        Ok(g)
+    })();
+    if result.is_err() && new {
+        // roll back: nothing ran with this lease, so no quarantine and no release record
+        let _ = teardown_netns(layout, &mut nl, job.job_id);
+        if let Ok(mut t) = LeaseTable::load(&table_path, &layout.node) {
+            if t.forget(job.job_id).is_some() {
+                let _ = t.store(&table_path);
+            }
+        }
+    }
+    result
+}
+
+/// The job's namespace, veth pair, addresses and routes (netns mode). Equals:
+/// `ip netns add NS; ip link add xjJOB type veth peer name eth0 netns NS;
+///  ip addr add HOST/30 dev xjJOB; ip link set xjJOB up; ip -n NS link set lo up;
+///  ip -n NS addr add JOB/30 dev eth0; ip -n NS link set eth0 up;
+///  ip -n NS route add default via HOST`.
+fn setup_netns(policy: &Policy, layout: &Layout, nl: &mut Netlink, job_id: u32, slot: u32) -> anyhow::Result<()> {
+    let name = layout.netns_name(job_id);
+    // a prolog run twice: start from scratch
+    teardown_netns(layout, nl, job_id)?;
+    let ns = netns::create(&layout.netns_dir, &name)?;
+    let host = Layout::veth_name(job_id);
+    let (host_addr, job_addr) = plan::netns_addrs(policy, slot);
+    nl.veth_add(&host, "eth0", ns.as_fd())?;
+    let idx = nl.index(&host)?.ok_or_else(|| anyhow::anyhow!("veth {host} vanished right after creation"))?;
+    nl.addr_add(idx, host_addr, 30)?;
+    node::sysctl(&format!("/proc/sys/net/ipv4/conf/{host}/forwarding"), "1")?;
+    nl.set_up(idx)?;
+    let mut jnl = Netlink::open_in(ns.as_fd())?;
+    if let Some(lo) = jnl.index("lo")? {
+        jnl.set_up(lo)?;
+    }
+    let eth = jnl.index("eth0")?.ok_or_else(|| anyhow::anyhow!("eth0 missing in namespace {name}"))?;
+    jnl.addr_add(eth, job_addr, 30)?;
+    jnl.set_up(eth)?;
+    jnl.route_replace(&Route {
+        table: 254,
+        dst: Ipv4Net::default(),
+        kind: RouteKind::Unicast { gateway: Some(host_addr), oif: Some(eth) },
+    })?;
+    Ok(())
+}
+
+/// Drops the job's namespace (netns mode), killing what still runs inside; the kernel then
+/// reaps the veth pair (dropping the namespace costs ~50 µs, deleting the veth ~30 ms).
+pub fn teardown_netns(layout: &Layout, nl: &mut Netlink, job_id: u32) -> anyhow::Result<bool> {
+    let name = layout.netns_name(job_id);
+    let mut found = false;
+    if let Some(f) = netns::open(&layout.netns_dir, &name)? {
+        found = true;
+        let ino = netns::inode(&f);
+        drop(f);
+        for _ in 0..100 {
+            let pids = netns::pids_in(ino);
+            if pids.is_empty() {
+                break;
+            }
+            for p in pids {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        netns::delete(&layout.netns_dir, &name)?;
+    }
+    // a veth left from a namespace still pinned elsewhere
+    let _ = nl;
+    Ok(found)
+}

@@ -1,0 +1,238 @@
+//! Shared helpers of the cluster tests: run commands as test users on the login host of the
+//! test cluster (`slurm-test-env/`), read the nodes' extnet state, and check that a job left
+//! nothing behind.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const OUTSIDE: &str = "203.0.113.10";
+pub const GATEWAY_PUBLIC: &str = "203.0.113.1";
+pub const NODES: [&str; 2] = ["n1", "n2"];
+pub const ALLOWED: &str = "xnalice";
+pub const DENIED: &str = "xnbob";
+
+pub struct Cluster {
+    pub repo: PathBuf,
+    pub xn_dir: PathBuf,
+}
+
+/// Output of a command, as text.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// `JOB=<id>` printed by the job's first line.
+    pub fn job_id(&self) -> u32 {
+        self.stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("JOB=").and_then(|v| v.parse().ok()))
+            .unwrap_or_else(|| panic!("no JOB= line in the job's output:\n{self}"))
+    }
+
+    /// The `SEEN <proto> <ip> <port>` lines of the outside host.
+    pub fn seen(&self, proto: &str) -> Vec<(String, u16)> {
+        self.stdout
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 4 && f[0] == "SEEN" && f[1] == proto).then(|| (f[2].to_string(), f[3].parse().unwrap()))
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {:?}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+impl Cluster {
+    /// The running test cluster. Panics with the way to start it when it is not up.
+    pub fn get() -> Cluster {
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let xn_dir = PathBuf::from(std::env::var("XN_DIR").unwrap_or_else(|_| "/run/extnet-test".into()));
+        assert!(
+            xn_dir.join(".slurm-test-env").exists() && Path::new("/run/netns/xn-login").exists(),
+            "the test cluster is not up (no {}/.slurm-test-env): run `slurm-test-env/test` (or `slurm-test-env/up` first)",
+            xn_dir.display()
+        );
+        Cluster { repo, xn_dir }
+    }
+
+    /// Runs `args` as `user` on the login host (`slurm-test-env/xn-login`), at most `secs`.
+    pub fn login(&self, user: &str, secs: u32, args: &[&str]) -> Run {
+        let o = Command::new("timeout")
+            .arg("-k5")
+            .arg(secs.to_string())
+            .arg(self.repo.join("slurm-test-env/xn-login"))
+            .arg(user)
+            .args(args)
+            .env("XN_DIR", &self.xn_dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run slurm-test-env/xn-login");
+        Run::from(o)
+    }
+
+    /// `srun ARGS -- sh -c 'echo JOB=$SLURM_JOB_ID; SCRIPT'` as `user`.
+    pub fn srun(&self, user: &str, srun_args: &[&str], script: &str) -> Run {
+        let full = format!("echo JOB=$SLURM_JOB_ID; {script}");
+        let mut args = vec!["srun"];
+        args.extend_from_slice(srun_args);
+        args.extend_from_slice(&["sh", "-c", &full]);
+        self.login(user, 120, &args)
+    }
+
+    /// The probe a job runs to reach the outside host.
+    pub fn probe(&self) -> String {
+        self.xn_dir.join("bin/probe").display().to_string()
+    }
+
+    /// Runs a command in a node's network namespace, as root.
+    pub fn on_node(&self, node: &str, args: &[&str]) -> Run {
+        let o = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/xn-{node}"))
+            .arg("--")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("nsenter");
+        Run::from(o)
+    }
+
+    pub fn state_dir(&self, node: &str) -> PathBuf {
+        self.xn_dir.join("state").join(node)
+    }
+
+    /// The lease log records of `job` (all nodes).
+    pub fn lease_records(&self, job: u32) -> Vec<serde_json::Value> {
+        let mut v = Vec::new();
+        for node in NODES {
+            let path = self.xn_dir.join(format!("log/lease-{node}.log"));
+            for line in std::fs::read_to_string(&path).unwrap_or_default().lines() {
+                let r: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("lease log {} has a bad line {line:?}: {e}", path.display()));
+                if r["job_id"] == job {
+                    v.push(r);
+                }
+            }
+        }
+        v
+    }
+
+    /// The port block the job was given on `node`, from the lease log.
+    pub fn block(&self, job: u32, node: &str) -> (u16, u16) {
+        let r = self
+            .lease_records(job)
+            .into_iter()
+            .find(|r| r["event"] == "allocate" && r["node"] == node)
+            .unwrap_or_else(|| panic!("no allocate record for job {job} on {node} in the lease log"));
+        (r["port_first"].as_u64().unwrap() as u16, r["port_last"].as_u64().unwrap() as u16)
+    }
+
+    /// Waits until slurmctld no longer lists the job (its epilog has run on every node).
+    pub fn wait_gone(&self, job: u32) {
+        let start = Instant::now();
+        loop {
+            let r = self.login("root", 20, &["squeue", "-h", "-j", &job.to_string(), "-o", "%T"]);
+            if r.stdout.trim().is_empty() || r.stderr.contains("Invalid job id") {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "job {job} still listed after 60 s: {r}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// What of `job` is still on the nodes: namespace, link, lease, state file, processes in
+    /// its slot cgroup, extra rules, routes or nft elements. Empty when nothing.
+    pub fn residue(&self, job: u32) -> Vec<String> {
+        let mut left = Vec::new();
+        for node in NODES {
+            let ns = format!("/run/netns/extnet-{node}-{job}");
+            if Path::new(&ns).exists() {
+                left.push(format!("{node}: network namespace {ns}"));
+            }
+            let link = self.on_node(node, &["ip", "-o", "link", "show", &format!("xj{job}")]);
+            if link.ok() {
+                left.push(format!("{node}: link xj{job}"));
+            }
+            let state = self.state_dir(node).join(format!("jobs/{job}.json"));
+            if state.exists() {
+                left.push(format!("{node}: state file {}", state.display()));
+            }
+            let leases = std::fs::read_to_string(self.state_dir(node).join("leases.json")).unwrap_or_default();
+            if !leases.is_empty() {
+                let t: serde_json::Value = serde_json::from_str(&leases).expect("lease table is JSON");
+                for l in t["leases"].as_array().unwrap() {
+                    if l["job_id"] == job {
+                        left.push(format!("{node}: lease {l}"));
+                    }
+                }
+            }
+            let cg = PathBuf::from(format!("/sys/fs/cgroup/unified/extnet/{node}"));
+            if let Ok(rd) = std::fs::read_dir(&cg) {
+                for e in rd.flatten() {
+                    let procs = std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
+                    if !procs.trim().is_empty() {
+                        left.push(format!("{node}: processes {:?} in {}", procs.trim(), e.path().display()));
+                    }
+                }
+            }
+            let rules = self.on_node(node, &["ip", "rule", "show"]);
+            let n = rules.stdout.lines().filter(|l| l.contains("fwmark")).count();
+            if n > 1 {
+                left.push(format!("{node}: {n} fwmark rules (one expected):\n{}", rules.stdout));
+            }
+            let routes = self.on_node(node, &["ip", "route", "show", "table", "7700"]);
+            let n = routes.stdout.lines().count();
+            if n > 2 {
+                left.push(format!("{node}: {n} routes in table 7700 (2 expected):\n{}", routes.stdout));
+            }
+            // per-slot elements only: as many as the pool has blocks, never one per job
+            for map in ["slot_snat", "slot_netns"] {
+                let m = self.on_node(node, &["nft", "-j", "list", "map", "ip", "extnet", map]);
+                if m.ok() {
+                    let v: serde_json::Value = serde_json::from_str(&m.stdout).expect("nft -j output");
+                    let elems = v["nftables"][1]["map"]["elem"].as_array().map(|a| a.len()).unwrap_or(0);
+                    if elems != 39 {
+                        left.push(format!("{node}: map {map} has {elems} elements, the pool has 39 blocks"));
+                    }
+                }
+            }
+        }
+        left
+    }
+
+    /// Waits for the job to end and asserts that nothing of it is left on any node.
+    pub fn assert_clean(&self, job: u32) {
+        self.wait_gone(job);
+        // the epilog finishes shortly after slurmctld forgets the job
+        let start = Instant::now();
+        loop {
+            let left = self.residue(job);
+            if left.is_empty() {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "job {job} left behind:\n  {}", left.join("\n  "));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
