@@ -17,15 +17,28 @@ fn main() {
         .into_iter()
         .chain(["/usr/include", "/usr/local/include"].map(PathBuf::from))
         .collect();
-    let Some(include) = candidates.iter().find(|d| d.join("slurm/spank.h").is_file()) else {
+    let Some(include) = candidates
+        .iter()
+        .find(|d| d.join("slurm/spank.h").is_file())
+    else {
         panic!(
             "slurm/spank.h not found in {}: install Slurm's development headers \
              (Debian: apt-get install libslurm-dev) or set SLURM_INCLUDE_DIR",
-            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     };
-    println!("cargo:rerun-if-changed={}", include.join("slurm/spank.h").display());
-    println!("cargo:rerun-if-changed={}", include.join("slurm/slurm_version.h").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        include.join("slurm/spank.h").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        include.join("slurm/slurm_version.h").display()
+    );
     let bindings = bindgen::Builder::default()
         .header_contents(
             "extnet_slurm.h",
@@ -34,7 +47,9 @@ fn main() {
         .clang_arg(format!("-I{}", include.display()))
         .allowlist_function("spank_.*")
         .allowlist_function("slurm_(error|info|verbose|debug|debug2|debug3|spank_log)")
-        .allowlist_type("spank_err|spank_err_t|spank_context|spank_context_t|spank_item|spank_item_t")
+        .allowlist_type(
+            "spank_err|spank_err_t|spank_context|spank_context_t|spank_item|spank_item_t",
+        )
         .allowlist_type("spank_option|spank_opt_cb_f|spank_t|spank_handle")
         .allowlist_var("ESPANK_.*|S_CTX_.*|SLURM_VERSION_.*|SPANK_.*")
         .default_enum_style(bindgen::EnumVariation::Consts)

@@ -8,13 +8,21 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     #[error("cannot {op} cgroup {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cgroup {path} still holds processes {pids:?} after cgroup.kill; they keep the slot busy until they exit")]
     Busy { path: PathBuf, pids: Vec<i32> },
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CgroupError + 'a {
-    move |source| CgroupError::Io { op, path: path.to_owned(), source }
+    move |source| CgroupError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// `mkdir -p DIR` in the cgroup2 hierarchy.
@@ -28,7 +36,9 @@ pub fn create(dir: &Path) -> Result<(), CgroupError> {
 /// The cgroup id nftables matches on: the inode number of the directory.
 pub fn id(dir: &Path) -> Result<u64, CgroupError> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(dir).map(|m| m.ino()).map_err(io("stat", dir))
+    std::fs::metadata(dir)
+        .map(|m| m.ino())
+        .map_err(io("stat", dir))
 }
 
 /// Processes in the cgroup (`cat DIR/cgroup.procs`); a missing cgroup has none.
@@ -56,7 +66,8 @@ pub fn kill_all(dir: &Path, wait: Duration) -> Result<(), CgroupError> {
         .is_ok();
     if !killed {
         for p in &pids {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), nix::sys::signal::SIGKILL);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), nix::sys::signal::SIGKILL);
         }
     }
     let start = Instant::now();
@@ -67,7 +78,10 @@ pub fn kill_all(dir: &Path, wait: Duration) -> Result<(), CgroupError> {
     if pids.is_empty() {
         Ok(())
     } else {
-        Err(CgroupError::Busy { path: dir.to_owned(), pids })
+        Err(CgroupError::Busy {
+            path: dir.to_owned(),
+            pids,
+        })
     }
 }
 

@@ -35,8 +35,13 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
     let state_exists = state_path.exists();
     let table_path = layout.lease_table();
     // fast path: no state and no lease (read without the lock; the table is replaced atomically)
-    let leased = LeaseTable::load(&table_path, &layout.node).map(|t| t.lease_of(job.job_id).is_some()).unwrap_or(true);
-    let netns_present = layout.netns_dir.join(layout.netns_name(job.job_id)).exists();
+    let leased = LeaseTable::load(&table_path, &layout.node)
+        .map(|t| t.lease_of(job.job_id).is_some())
+        .unwrap_or(true);
+    let netns_present = layout
+        .netns_dir
+        .join(layout.netns_name(job.job_id))
+        .exists();
     if !state_exists && !leased && !netns_present {
         return Ok(Report::Nothing);
     }
@@ -75,7 +80,13 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
         None => false,
     };
     if state.is_some() || state_exists {
-        std::fs::remove_file(&state_path).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })?;
+        std::fs::remove_file(&state_path).or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })?;
     }
     Ok(Report::Done { released })
 }

@@ -9,11 +9,19 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
     #[error("cannot {op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> FsError + 'a {
-    move |source| FsError::Io { op, path: path.to_owned(), source }
+    move |source| FsError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Creates `dir` and its parents with mode 0755 (root-owned state directories).
@@ -42,7 +50,9 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), FsError> 
     f.sync_all().map_err(io("fsync", &tmp))?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(io("rename into place", path))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory", dir))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync directory", dir))?;
     Ok(())
 }
 
@@ -86,8 +96,11 @@ impl Lock {
             .mode(0o600)
             .open(path)
             .map_err(io("open lock", path))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| FsError::Io { op: "lock", path: path.to_owned(), source: e.into() })?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| FsError::Io {
+            op: "lock",
+            path: path.to_owned(),
+            source: e.into(),
+        })?;
         Ok(Lock { _lock: lock })
     }
 }

@@ -32,16 +32,29 @@ pub enum JobEnvError {
 impl JobEnv {
     /// Reads the job from `get` (`std::env::var` in the binaries; a map in tests).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<JobEnv, JobEnvError> {
-        let req = |var: &'static str| get(var).filter(|v| !v.is_empty()).ok_or(JobEnvError::Missing { var });
+        let req = |var: &'static str| {
+            get(var)
+                .filter(|v| !v.is_empty())
+                .ok_or(JobEnvError::Missing { var })
+        };
         let num = |var: &'static str| -> Result<u32, JobEnvError> {
             let v = req(var)?;
-            v.trim().parse().map_err(|_| JobEnvError::NotNumber { var, value: v })
+            v.trim()
+                .parse()
+                .map_err(|_| JobEnvError::NotNumber { var, value: v })
         };
         let job_id = num("SLURM_JOB_ID")?;
         let uid = num("SLURM_JOB_UID")?;
         let gid = match get("SLURM_JOB_GID") {
-            Some(v) if !v.is_empty() => v.trim().parse().map_err(|_| JobEnvError::NotNumber { var: "SLURM_JOB_GID", value: v })?,
-            _ => nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.gid.as_raw()).unwrap_or(u32::MAX),
+            Some(v) if !v.is_empty() => v.trim().parse().map_err(|_| JobEnvError::NotNumber {
+                var: "SLURM_JOB_GID",
+                value: v,
+            })?,
+            _ => nix::unistd::User::from_uid(uid.into())
+                .ok()
+                .flatten()
+                .map(|u| u.gid.as_raw())
+                .unwrap_or(u32::MAX),
         };
         let user = match get("SLURM_JOB_USER").filter(|v| !v.is_empty()) {
             Some(u) => u,
@@ -49,11 +62,15 @@ impl JobEnv {
                 .ok()
                 .flatten()
                 .map(|u| u.name)
-                .ok_or(JobEnvError::Missing { var: "SLURM_JOB_USER" })?,
+                .ok_or(JobEnvError::Missing {
+                    var: "SLURM_JOB_USER",
+                })?,
         };
         let node = match get("SLURMD_NODENAME").filter(|v| !v.is_empty()) {
             Some(n) => n,
-            None => short_hostname().ok_or(JobEnvError::Missing { var: "SLURMD_NODENAME" })?,
+            None => short_hostname().ok_or(JobEnvError::Missing {
+                var: "SLURMD_NODENAME",
+            })?,
         };
         let opt = |var: &str| get(var).filter(|v| !v.is_empty() && v != "(null)");
         Ok(JobEnv {
@@ -83,11 +100,19 @@ impl JobEnv {
 
 /// Names of the user's primary and supplementary groups (`id -Gn USER`).
 pub fn group_names(user: &str, gid: u32) -> Vec<String> {
-    let Ok(cuser) = std::ffi::CString::new(user) else { return Vec::new() };
-    let gids = nix::unistd::getgrouplist(&cuser, nix::unistd::Gid::from_raw(gid)).unwrap_or_default();
+    let Ok(cuser) = std::ffi::CString::new(user) else {
+        return Vec::new();
+    };
+    let gids =
+        nix::unistd::getgrouplist(&cuser, nix::unistd::Gid::from_raw(gid)).unwrap_or_default();
     let mut names: Vec<String> = gids
         .into_iter()
-        .filter_map(|g| nix::unistd::Group::from_gid(g).ok().flatten().map(|g| g.name))
+        .filter_map(|g| {
+            nix::unistd::Group::from_gid(g)
+                .ok()
+                .flatten()
+                .map(|g| g.name)
+        })
         .collect();
     names.dedup();
     names
@@ -106,7 +131,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| m.get(k).cloned()
     }
 
@@ -134,7 +162,8 @@ mod tests {
     fn missing_or_bad_job_id_is_an_error_naming_the_variable() {
         let e = JobEnv::from_env(env(&[("SLURM_JOB_UID", "1")])).unwrap_err();
         assert!(e.to_string().contains("SLURM_JOB_ID is not set"), "{e}");
-        let e = JobEnv::from_env(env(&[("SLURM_JOB_ID", "x"), ("SLURM_JOB_UID", "1")])).unwrap_err();
+        let e =
+            JobEnv::from_env(env(&[("SLURM_JOB_ID", "x"), ("SLURM_JOB_UID", "1")])).unwrap_err();
         assert!(e.to_string().contains("SLURM_JOB_ID=\"x\""), "{e}");
     }
 }

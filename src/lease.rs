@@ -58,9 +58,17 @@ pub enum LeaseError {
     #[error("lease table {path} is corrupt ({detail}); no new external job is granted on this node until an admin repairs it: compare it with `extnet status` and the lease log, then fix or remove it")]
     Corrupt { path: PathBuf, detail: String },
     #[error("lease table {path} belongs to node {found}, not {expected}; check node.state_dir")]
-    WrongNode { path: PathBuf, found: String, expected: String },
+    WrongNode {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
     #[error("no free port block on node {node}: {active} jobs hold blocks and {quarantined} blocks wait out their quarantine; the request is denied (running jobs are never evicted); raise ports.range or lower ports.block_size")]
-    PoolFull { node: String, active: usize, quarantined: usize },
+    PoolFull {
+        node: String,
+        active: usize,
+        quarantined: usize,
+    },
 }
 
 /// What the job asks the table for.
@@ -77,31 +85,61 @@ pub struct LeaseRequest<'a> {
 
 impl LeaseTable {
     pub fn empty(node: &str) -> LeaseTable {
-        LeaseTable { version: TABLE_VERSION, node: node.to_owned(), leases: Vec::new(), quarantine: Vec::new() }
+        LeaseTable {
+            version: TABLE_VERSION,
+            node: node.to_owned(),
+            leases: Vec::new(),
+            quarantine: Vec::new(),
+        }
     }
 
     /// Reads the table; a missing file is an empty table, a damaged one an error (fail closed).
     pub fn load(path: &Path, node: &str) -> Result<LeaseTable, LeaseError> {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LeaseTable::empty(node)),
-            Err(source) => return Err(FsError::Io { op: "read", path: path.to_owned(), source }.into()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(LeaseTable::empty(node))
+            }
+            Err(source) => {
+                return Err(FsError::Io {
+                    op: "read",
+                    path: path.to_owned(),
+                    source,
+                }
+                .into())
+            }
         };
-        let corrupt = |detail: String| LeaseError::Corrupt { path: path.to_owned(), detail };
+        let corrupt = |detail: String| LeaseError::Corrupt {
+            path: path.to_owned(),
+            detail,
+        };
         let t: LeaseTable = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
         if t.version != TABLE_VERSION {
-            return Err(corrupt(format!("version {} (this extnet reads {TABLE_VERSION})", t.version)));
+            return Err(corrupt(format!(
+                "version {} (this extnet reads {TABLE_VERSION})",
+                t.version
+            )));
         }
         if t.node != node {
-            return Err(LeaseError::WrongNode { path: path.to_owned(), found: t.node, expected: node.to_owned() });
+            return Err(LeaseError::WrongNode {
+                path: path.to_owned(),
+                found: t.node,
+                expected: node.to_owned(),
+            });
         }
         for (i, a) in t.leases.iter().enumerate() {
             if a.port_first > a.port_last {
                 return Err(corrupt(format!("job {} has an empty port block", a.job_id)));
             }
             for b in &t.leases[..i] {
-                if a.job_id == b.job_id || a.slot == b.slot || overlaps(a.port_first, a.port_last, b.port_first, b.port_last) {
-                    return Err(corrupt(format!("jobs {} and {} share a slot or ports", b.job_id, a.job_id)));
+                if a.job_id == b.job_id
+                    || a.slot == b.slot
+                    || overlaps(a.port_first, a.port_last, b.port_first, b.port_last)
+                {
+                    return Err(corrupt(format!(
+                        "jobs {} and {} share a slot or ports",
+                        b.job_id, a.job_id
+                    )));
                 }
             }
         }
@@ -121,15 +159,26 @@ impl LeaseTable {
 
     /// Leases a block for the job: the job's existing lease if it has one (a prolog run twice),
     /// else the lowest slot whose ports are neither leased nor in quarantine.
-    pub fn allocate(&mut self, req: &LeaseRequest, pool: &PortPool, now: u64) -> Result<(Lease, bool), LeaseError> {
+    pub fn allocate(
+        &mut self,
+        req: &LeaseRequest,
+        pool: &PortPool,
+        now: u64,
+    ) -> Result<(Lease, bool), LeaseError> {
         if let Some(l) = self.lease_of(req.job_id) {
             return Ok((l.clone(), false));
         }
         self.quarantine.retain(|q| q.until > now);
         for slot in 0..pool.blocks() {
             let (lo, hi) = pool.block(slot);
-            let busy = self.leases.iter().any(|l| l.slot == slot || overlaps(lo, hi, l.port_first, l.port_last))
-                || self.quarantine.iter().any(|q| overlaps(lo, hi, q.port_first, q.port_last));
+            let busy = self
+                .leases
+                .iter()
+                .any(|l| l.slot == slot || overlaps(lo, hi, l.port_first, l.port_last))
+                || self
+                    .quarantine
+                    .iter()
+                    .any(|q| overlaps(lo, hi, q.port_first, q.port_last));
             if !busy {
                 let lease = Lease {
                     job_id: req.job_id,
@@ -229,7 +278,10 @@ impl LogRecord {
 
     /// Appends the record as one JSON line and fsyncs it.
     pub fn append(&self, log: &Path) -> Result<(), FsError> {
-        append_line(log, &serde_json::to_string(self).expect("log record serializes"))
+        append_line(
+            log,
+            &serde_json::to_string(self).expect("log record serializes"),
+        )
     }
 }
 
@@ -254,7 +306,12 @@ pub fn rfc3339(unix: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 #[cfg(test)]
@@ -262,11 +319,24 @@ mod tests {
     use super::*;
 
     fn pool() -> PortPool {
-        PortPool { first: 20000, last: 20767, block_size: 256, quarantine_secs: 120 }
+        PortPool {
+            first: 20000,
+            last: 20767,
+            block_size: 256,
+            quarantine_secs: 120,
+        }
     }
 
     fn req(job_id: u32) -> LeaseRequest<'static> {
-        LeaseRequest { job_id, user: "alice", uid: 1000, mode: Mode::Cgroup, profile: "default", fwmark: 0x10000, node_addr: Ipv4Addr::new(10, 0, 0, 1) }
+        LeaseRequest {
+            job_id,
+            user: "alice",
+            uid: 1000,
+            mode: Mode::Cgroup,
+            profile: "default",
+            fwmark: 0x10000,
+            node_addr: Ipv4Addr::new(10, 0, 0, 1),
+        }
     }
 
     #[test]
@@ -277,7 +347,10 @@ mod tests {
         let (a2, new_a2) = t.allocate(&req(1), &pool(), 100).unwrap();
         assert!(new_a && !new_a2);
         assert_eq!(a, a2);
-        assert_eq!((a.slot, a.port_first, a.port_last, a.mark), (0, 20000, 20255, 0x10000));
+        assert_eq!(
+            (a.slot, a.port_first, a.port_last, a.mark),
+            (0, 20000, 20255, 0x10000)
+        );
         assert_eq!((b.slot, b.port_first), (1, 20256));
     }
 
@@ -288,7 +361,11 @@ mod tests {
             t.allocate(&req(j), &pool(), 0).unwrap();
         }
         let e = t.allocate(&req(4), &pool(), 0).unwrap_err();
-        assert!(e.to_string().contains("no free port block on node n1: 3 jobs"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("no free port block on node n1: 3 jobs"),
+            "{e}"
+        );
         assert_eq!(t.leases.len(), 3);
     }
 
@@ -300,7 +377,10 @@ mod tests {
         }
         assert_eq!(t.release(2, 10, 120).unwrap().slot, 1);
         assert!(t.release(2, 10, 120).is_none(), "release is idempotent");
-        assert!(matches!(t.allocate(&req(4), &pool(), 129), Err(LeaseError::PoolFull { quarantined: 1, .. })));
+        assert!(matches!(
+            t.allocate(&req(4), &pool(), 129),
+            Err(LeaseError::PoolFull { quarantined: 1, .. })
+        ));
         let (l, _) = t.allocate(&req(4), &pool(), 130).unwrap();
         assert_eq!(l.slot, 1);
         assert!(t.quarantine.is_empty());
@@ -311,9 +391,15 @@ mod tests {
         let mut t = LeaseTable::empty("n1");
         t.allocate(&req(1), &pool(), 0).unwrap();
         t.release(1, 0, 120);
-        let small = PortPool { block_size: 128, ..pool() };
+        let small = PortPool {
+            block_size: 128,
+            ..pool()
+        };
         let (l, _) = t.allocate(&req(2), &small, 1).unwrap();
-        assert_eq!(l.port_first, 20256, "ports 20000-20255 are still in quarantine");
+        assert_eq!(
+            l.port_first, 20256,
+            "ports 20000-20255 are still in quarantine"
+        );
     }
 
     #[test]
@@ -324,15 +410,24 @@ mod tests {
         t.allocate(&req(7), &pool(), 5).unwrap();
         t.store(&path).unwrap();
         assert_eq!(LeaseTable::load(&path, "n1").unwrap(), t);
-        assert!(matches!(LeaseTable::load(&path, "n2"), Err(LeaseError::WrongNode { .. })));
+        assert!(matches!(
+            LeaseTable::load(&path, "n2"),
+            Err(LeaseError::WrongNode { .. })
+        ));
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, &text[..text.len() / 2]).unwrap();
         let e = LeaseTable::load(&path, "n1").unwrap_err();
         assert!(e.to_string().contains("is corrupt"), "{e}");
         let mut dup = t.clone();
-        dup.leases.push(Lease { job_id: 8, ..t.leases[0].clone() });
+        dup.leases.push(Lease {
+            job_id: 8,
+            ..t.leases[0].clone()
+        });
         std::fs::write(&path, serde_json::to_vec(&dup).unwrap()).unwrap();
-        assert!(LeaseTable::load(&path, "n1").unwrap_err().to_string().contains("share a slot"));
+        assert!(LeaseTable::load(&path, "n1")
+            .unwrap_err()
+            .to_string()
+            .contains("share a slot"));
     }
 
     #[test]
@@ -341,8 +436,12 @@ mod tests {
         let log = dir.path().join("sub/lease.log");
         let mut t = LeaseTable::empty("n1");
         let (l, _) = t.allocate(&req(9), &pool(), 0).unwrap();
-        LogRecord::new("allocate", &l, "n1", 1_700_000_000).append(&log).unwrap();
-        LogRecord::new("release", &l, "n1", 1_700_000_060).append(&log).unwrap();
+        LogRecord::new("allocate", &l, "n1", 1_700_000_000)
+            .append(&log)
+            .unwrap();
+        LogRecord::new("release", &l, "n1", 1_700_000_060)
+            .append(&log)
+            .unwrap();
         let lines: Vec<LogRecord> = std::fs::read_to_string(&log)
             .unwrap()
             .lines()

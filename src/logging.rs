@@ -41,7 +41,12 @@ pub fn init(prog: &'static str, file: Option<PathBuf>) {
         if let Some(d) = p.parent() {
             let _ = std::fs::create_dir_all(d);
         }
-        std::fs::OpenOptions::new().append(true).create(true).open(p).ok().map(Mutex::new)
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(p)
+            .ok()
+            .map(Mutex::new)
     });
     let level = std::env::var("EXTNET_LOG")
         .ok()

@@ -200,12 +200,18 @@ pub fn open_checked(path: &Path) -> Result<File, NetnsError> {
     if fs_type != nix::sys::statfs::NSFS_MAGIC {
         return Err(NetnsError::NotNetns {
             path: path.to_owned(),
-            what: format!("filesystem type {:#x}, not nsfs: nothing is mounted on it", fs_type.0),
+            what: format!(
+                "filesystem type {:#x}, not nsfs: nothing is mounted on it",
+                fs_type.0
+            ),
         });
     }
     let owner = file.metadata().map_err(io_sys("stat", path))?.uid();
     if owner != 0 {
-        return Err(NetnsError::NotNetns { path: path.to_owned(), what: format!("a namespace owned by uid {owner}, not root") });
+        return Err(NetnsError::NotNetns {
+            path: path.to_owned(),
+            what: format!("a namespace owned by uid {owner}, not root"),
+        });
     }
     // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd, which `file` keeps open.
     let nstype = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };

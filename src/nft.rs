@@ -13,7 +13,10 @@ pub enum NftError {
     #[error("nft refused the extnet ruleset: {stderr}")]
     Rejected { stderr: String },
     #[error("netlink query of nftables table {table}: {source}")]
-    Netlink { table: String, source: std::io::Error },
+    Netlink {
+        table: String,
+        source: std::io::Error,
+    },
 }
 
 /// `nft -f -` with `ruleset` on stdin. `nft` is looked up as `/usr/sbin/nft`, then on PATH.
@@ -28,17 +31,28 @@ pub fn apply(ruleset: &str) -> Result<(), NftError> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| NftError::Spawn { nft: nft.into(), source })?;
+        .map_err(|source| NftError::Spawn {
+            nft: nft.into(),
+            source,
+        })?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(ruleset.as_bytes())
-            .map_err(|source| NftError::Spawn { nft: nft.into(), source })?;
+            .map_err(|source| NftError::Spawn {
+                nft: nft.into(),
+                source,
+            })?;
     }
-    let out = child.wait_with_output().map_err(|source| NftError::Spawn { nft: nft.into(), source })?;
+    let out = child.wait_with_output().map_err(|source| NftError::Spawn {
+        nft: nft.into(),
+        source,
+    })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(NftError::Rejected { stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() })
+        Err(NftError::Rejected {
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
     }
 }
 
@@ -61,7 +75,10 @@ const NLMSG_ERROR: u16 = 2;
 /// Whether table `ip NAME` exists in the current network namespace (`nft list tables`, but
 /// one netlink round trip and no element is touched).
 pub fn table_exists(name: &str) -> Result<bool, NftError> {
-    let err = |source: std::io::Error| NftError::Netlink { table: name.into(), source };
+    let err = |source: std::io::Error| NftError::Netlink {
+        table: name.into(),
+        source,
+    };
     let mut sock = Socket::new(NETLINK_NETFILTER).map_err(err)?;
     sock.bind_auto().map_err(err)?;
     sock.connect(&SocketAddr::new(0, 0)).map_err(err)?;
@@ -91,13 +108,15 @@ pub fn table_exists(name: &str) -> Result<bool, NftError> {
         let n = sock.recv(&mut &mut buf[..], 0).map_err(err)?;
         let mut off = 0;
         while off + 16 <= n {
-            let mlen = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap_or_default()) as usize;
+            let mlen =
+                u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap_or_default()) as usize;
             let mtype = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap_or_default());
             if mlen < 16 || off + mlen > n {
                 return Err(err(std::io::Error::other("truncated netlink reply")));
             }
             if mtype == NLMSG_ERROR {
-                let code = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap_or_default());
+                let code =
+                    i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap_or_default());
                 return match -code {
                     0 => Ok(found),
                     libc::ENOENT => Ok(false),

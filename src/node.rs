@@ -7,6 +7,7 @@
 //! leased slot's cgroup was recreated. Rule and routes are re-asserted over netlink every time,
 //! so a link flap that flushed them is repaired by the next external job.
 
+use crate::bpf;
 use crate::cgroup;
 use crate::fsutil::write_atomic;
 use crate::layout::Layout;
@@ -34,12 +35,17 @@ pub enum NodeError {
     Netlink(#[from] crate::netlink::NetlinkError),
     #[error("nftables: {0}")]
     Nft(#[from] nft::NftError),
+    #[error("bpf: {0}")]
+    Bpf(#[from] bpf::BpfError),
     #[error("cgroup: {0}")]
     Cgroup(#[from] cgroup::CgroupError),
     #[error("{0}")]
     Fs(#[from] crate::fsutil::FsError),
     #[error("cannot set {path}: {source}")]
-    Sysctl { path: PathBuf, source: std::io::Error },
+    Sysctl {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What the last base load applied, in `<state_dir>/base.json`.
@@ -55,21 +61,31 @@ pub struct Marker {
 }
 
 /// The node's IPv4 address on `node.interface`, and the interface index.
-pub fn node_addr(policy: &Policy, layout: &Layout, nl: &mut Netlink) -> Result<(u32, Ipv4Addr), NodeError> {
+pub fn node_addr(
+    policy: &Policy,
+    layout: &Layout,
+    nl: &mut Netlink,
+) -> Result<(u32, Ipv4Addr), NodeError> {
     let iface = &policy.node.interface;
-    let idx = nl
-        .index(iface)?
-        .ok_or_else(|| NodeError::NoInterface { iface: iface.clone(), node: layout.node.clone() })?;
+    let idx = nl.index(iface)?.ok_or_else(|| NodeError::NoInterface {
+        iface: iface.clone(),
+        node: layout.node.clone(),
+    })?;
     let addr = nl
         .addrs_v4(idx)?
         .first()
         .map(|(a, _)| *a)
-        .ok_or_else(|| NodeError::NoAddress { iface: iface.clone(), node: layout.node.clone() })?;
+        .ok_or_else(|| NodeError::NoAddress {
+            iface: iface.clone(),
+            node: layout.node.clone(),
+        })?;
     Ok((idx, addr))
 }
 
 fn current_netns() -> u64 {
-    std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()).unwrap_or(0)
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .map(|m| m.ino())
+        .unwrap_or(0)
 }
 
 /// Brings the node's base to what the policy says. `slot`: the slot about to be used, whose
@@ -84,17 +100,32 @@ pub fn ensure(
 ) -> Result<bool, NodeError> {
     let n = &policy.node;
     // routing: one rule for all jobs, one table whose default is the gateway
-    nl.rule_ensure(&FwmarkRule { fwmark: n.fwmark, mask: n.fwmark, table: n.route_table, priority: n.rule_priority })?;
+    nl.rule_ensure(&FwmarkRule {
+        fwmark: n.fwmark,
+        mask: n.fwmark,
+        table: n.route_table,
+        priority: n.rule_priority,
+    })?;
     nl.route_replace(&Route {
         table: n.route_table,
         dst: Ipv4Net::default(),
-        kind: RouteKind::Unicast { gateway: Some(n.gateway), oif: Some(iface_index) },
+        kind: RouteKind::Unicast {
+            gateway: Some(n.gateway),
+            oif: Some(iface_index),
+        },
     })?;
     for net in &n.internal {
-        nl.route_replace(&Route { table: n.route_table, dst: *net, kind: RouteKind::Throw })?;
+        nl.route_replace(&Route {
+            table: n.route_table,
+            dst: *net,
+            kind: RouteKind::Throw,
+        })?;
     }
     if policy.uses_netns() {
-        sysctl(&format!("/proc/sys/net/ipv4/conf/{}/forwarding", n.interface), "1")?;
+        sysctl(
+            &format!("/proc/sys/net/ipv4/conf/{}/forwarding", n.interface),
+            "1",
+        )?;
     }
 
     let facts = BaseFacts::new(policy, layout, node_addr).map_err(NodeError::Layout)?;
@@ -118,11 +149,22 @@ pub fn ensure(
     for s in 0..policy.ports.blocks() {
         let dir = layout.slot_cgroup(s);
         cgroup::create(&dir)?;
+        bpf::attach_sock_mark(&dir, plan::mark(policy, s))?;
         slot_ids.push(cgroup::id(&dir)?);
     }
     nft::apply(&ruleset)?;
-    let m = Marker { version: 1, fingerprint, netns, slot_ids, node_addr };
-    write_atomic(&layout.base_marker(), &serde_json::to_vec_pretty(&m).expect("marker serializes"), 0o644)?;
+    let m = Marker {
+        version: 1,
+        fingerprint,
+        netns,
+        slot_ids,
+        node_addr,
+    };
+    write_atomic(
+        &layout.base_marker(),
+        &serde_json::to_vec_pretty(&m).expect("marker serializes"),
+        0o644,
+    )?;
     tracing::info!(node = %layout.node, slots = policy.ports.blocks(), "loaded the extnet nftables table");
     Ok(true)
 }
@@ -132,7 +174,10 @@ pub fn sysctl(path: &str, value: &str) -> Result<(), NodeError> {
     if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == value) {
         return Ok(());
     }
-    std::fs::write(path, value).map_err(|source| NodeError::Sysctl { path: path.into(), source })
+    std::fs::write(path, value).map_err(|source| NodeError::Sysctl {
+        path: path.into(),
+        source,
+    })
 }
 
 /// Removes the node's base (the `extnet node teardown` command and the tests): nft table, rule,
@@ -143,7 +188,12 @@ pub fn teardown(policy: &Policy, layout: &Layout, nl: &mut Netlink) -> Vec<Strin
     if let Err(e) = nft::delete_table(plan::TABLE) {
         errors.push(e.to_string());
     }
-    if let Err(e) = nl.rule_del(&FwmarkRule { fwmark: n.fwmark, mask: n.fwmark, table: n.route_table, priority: n.rule_priority }) {
+    if let Err(e) = nl.rule_del(&FwmarkRule {
+        fwmark: n.fwmark,
+        mask: n.fwmark,
+        table: n.route_table,
+        priority: n.rule_priority,
+    }) {
         errors.push(e.to_string());
     }
     match nl.routes(n.route_table) {

@@ -54,7 +54,11 @@ impl BaseFacts {
             })?;
             slot_cgroups.push(rel.display().to_string());
         }
-        Ok(BaseFacts { node_addr, slot_cgroups, cgroup_level: layout.slot_level() })
+        Ok(BaseFacts {
+            node_addr,
+            slot_cgroups,
+            cgroup_level: layout.slot_level(),
+        })
     }
 }
 
@@ -66,7 +70,10 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
     let blocks = policy.ports.blocks();
     let mut s = String::with_capacity(256 + blocks as usize * 160);
     // `table; delete table; table {..}` in one transaction: create-if-missing, then replace.
-    let _ = writeln!(s, "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{");
+    let _ = writeln!(
+        s,
+        "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{"
+    );
     let internal: Vec<String> = n.internal.iter().map(|i| i.to_string()).collect();
     if internal.is_empty() {
         let _ = writeln!(s, "  set internal {{ type ipv4_addr; flags interval; }}");
@@ -79,10 +86,25 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
     }
     // slot → cgroup, slot → job address, slot → port block; static, one element per slot.
     let _ = write!(s, "  map slot_cgroup {{ type cgroupsv2 : mark;");
-    list(&mut s, (0..blocks).map(|i| format!("\"{}\" : 0x{:x}", facts.slot_cgroups[i as usize], mark(policy, i))));
+    list(
+        &mut s,
+        (0..blocks).map(|i| {
+            format!(
+                "\"{}\" : 0x{:x}",
+                facts.slot_cgroups[i as usize],
+                mark(policy, i)
+            )
+        }),
+    );
     let _ = write!(s, "  map slot_netns {{ type ipv4_addr : mark;");
-    list(&mut s, (0..blocks).map(|i| format!("{} : 0x{:x}", netns_addrs(policy, i).1, mark(policy, i))));
-    let _ = write!(s, "  map slot_snat {{ type mark : interval ipv4_addr . inet_service;");
+    list(
+        &mut s,
+        (0..blocks).map(|i| format!("{} : 0x{:x}", netns_addrs(policy, i).1, mark(policy, i))),
+    );
+    let _ = write!(
+        s,
+        "  map slot_snat {{ type mark : interval ipv4_addr . inet_service;"
+    );
     list(
         &mut s,
         (0..blocks).map(|i| {
@@ -111,10 +133,11 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
+    iifname "{VETH_PREFIX}*" ip daddr @internal masquerade
+    ip daddr @internal return
     meta mark & 0x{flag:x} == 0x{flag:x} meta l4proto {{ tcp, udp }} snat ip to meta mark map @slot_snat
     meta mark & 0x{flag:x} == 0x{flag:x} meta l4proto {{ tcp, udp }} counter drop comment "marked without a port block: never leave untranslated"
     meta mark & 0x{flag:x} == 0x{flag:x} snat ip to {addr}
-    iifname "{VETH_PREFIX}*" ip daddr @internal masquerade
   }}
 }}"#,
         addr = facts.node_addr
@@ -168,25 +191,43 @@ block_size = 256
         assert_eq!(p.ports.blocks(), 3);
         assert_eq!(mark(&p, 2), 0x10002);
         assert_eq!(p.ports.block(2), (20512, 20767));
-        assert_eq!(netns_addrs(&p, 0), ("100.64.0.1".parse().unwrap(), "100.64.0.2".parse().unwrap()));
-        assert_eq!(netns_addrs(&p, 65), ("100.64.1.5".parse().unwrap(), "100.64.1.6".parse().unwrap()));
+        assert_eq!(
+            netns_addrs(&p, 0),
+            ("100.64.0.1".parse().unwrap(), "100.64.0.2".parse().unwrap())
+        );
+        assert_eq!(
+            netns_addrs(&p, 65),
+            ("100.64.1.5".parse().unwrap(), "100.64.1.6".parse().unwrap())
+        );
     }
 
     #[test]
     fn ruleset_has_one_element_per_slot_and_no_per_job_rule() {
         let p = policy();
         let layout = Layout::new(&p, "n1");
-        assert_eq!(layout.slot_cgroup(1).display().to_string(), "/sys/fs/cgroup/unified/extnet/n1/slot_1");
+        assert_eq!(
+            layout.slot_cgroup(1).display().to_string(),
+            "/sys/fs/cgroup/unified/extnet/n1/slot_1"
+        );
         let mut facts = BaseFacts::new(&p, &layout, "10.99.0.11".parse().unwrap()).unwrap();
         facts.cgroup_level = 3;
         let r = base_ruleset(&p, &facts);
         assert!(r.contains("\"unified/extnet/n1/slot_2\" : 0x10002"), "{r}");
         assert!(r.contains("0x10001 : 10.99.0.11 . 20256-20511"), "{r}");
         assert!(r.contains("100.64.0.10 : 0x10002"), "{r}");
-        assert!(r.contains("socket cgroupv2 level 3 map @slot_cgroup"), "{r}");
-        assert!(r.contains("elements = { 10.99.0.0/24, 172.16.0.0/12 }"), "{r}");
+        assert!(
+            r.contains("socket cgroupv2 level 3 map @slot_cgroup"),
+            "{r}"
+        );
+        assert!(
+            r.contains("elements = { 10.99.0.0/24, 172.16.0.0/12 }"),
+            "{r}"
+        );
         assert_eq!(r.matches("0x10002").count(), 3, "{r}");
-        assert!(!r.contains("job"), "no per-job state in the base ruleset: {r}");
+        assert!(
+            !r.contains("job"),
+            "no per-job state in the base ruleset: {r}"
+        );
     }
 
     #[test]

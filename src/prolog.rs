@@ -23,7 +23,9 @@ use std::time::Duration;
 pub enum Report {
     /// The job did not ask and no profile grants it without asking.
     NotRequested,
-    Denied { reason: String },
+    Denied {
+        reason: String,
+    },
     Granted(Grant),
 }
 
@@ -38,9 +40,16 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
     let report = match decision {
         Decision::NotRequested => return Ok(Report::NotRequested),
         Decision::Denied { reason } => Report::Denied { reason },
-        Decision::Granted { profile, auto, rule } => {
+        Decision::Granted {
+            profile,
+            auto,
+            rule,
+        } => {
             tracing::info!(job_id = job.job_id, user = %job.user, %profile, auto, %rule, "granted");
-            let mode = policy.profile(&profile).map(|p| p.mode).unwrap_or(policy.node.mode);
+            let mode = policy
+                .profile(&profile)
+                .map(|p| p.mode)
+                .unwrap_or(policy.node.mode);
             match grant(policy, layout, job, &profile, auto, mode) {
                 Ok(g) => Report::Granted(g),
                 Err(e) => Report::Denied {
@@ -56,7 +65,9 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
         Report::Granted(g) => Outcome::Granted(g.clone()),
         Report::Denied { reason } => {
             tracing::warn!(job_id = job.job_id, user = %job.user, %reason, "denied");
-            Outcome::Denied { reason: reason.clone() }
+            Outcome::Denied {
+                reason: reason.clone(),
+            }
         }
         Report::NotRequested => unreachable!("returned above"),
     };
@@ -73,7 +84,14 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
     Ok(report)
 }
 
-fn grant(policy: &Policy, layout: &Layout, job: &JobEnv, profile: &str, auto: bool, mode: Mode) -> anyhow::Result<Grant> {
+fn grant(
+    policy: &Policy,
+    layout: &Layout,
+    job: &JobEnv,
+    profile: &str,
+    auto: bool,
+    mode: Mode,
+) -> anyhow::Result<Grant> {
     let _lock = Lock::acquire(&layout.lock_file())?;
     let mut nl = Netlink::open()?;
     let (iface, node_addr) = node::node_addr(policy, layout, &mut nl)?;
@@ -141,7 +159,13 @@ fn grant(policy: &Policy, layout: &Layout, job: &JobEnv, profile: &str, auto: bo
 ///  ip addr add HOST/30 dev xjJOB; ip link set xjJOB up; ip -n NS link set lo up;
 ///  ip -n NS addr add JOB/30 dev eth0; ip -n NS link set eth0 up;
 ///  ip -n NS route add default via HOST`.
-fn setup_netns(policy: &Policy, layout: &Layout, nl: &mut Netlink, job_id: u32, slot: u32) -> anyhow::Result<()> {
+fn setup_netns(
+    policy: &Policy,
+    layout: &Layout,
+    nl: &mut Netlink,
+    job_id: u32,
+    slot: u32,
+) -> anyhow::Result<()> {
     let name = layout.netns_name(job_id);
     // a prolog run twice: start from scratch
     teardown_netns(layout, nl, job_id)?;
@@ -149,7 +173,9 @@ fn setup_netns(policy: &Policy, layout: &Layout, nl: &mut Netlink, job_id: u32, 
     let host = Layout::veth_name(job_id);
     let (host_addr, job_addr) = plan::netns_addrs(policy, slot);
     nl.veth_add(&host, "eth0", ns.as_fd())?;
-    let idx = nl.index(&host)?.ok_or_else(|| anyhow::anyhow!("veth {host} vanished right after creation"))?;
+    let idx = nl
+        .index(&host)?
+        .ok_or_else(|| anyhow::anyhow!("veth {host} vanished right after creation"))?;
     nl.addr_add(idx, host_addr, 30)?;
     node::sysctl(&format!("/proc/sys/net/ipv4/conf/{host}/forwarding"), "1")?;
     nl.set_up(idx)?;
@@ -157,13 +183,18 @@ fn setup_netns(policy: &Policy, layout: &Layout, nl: &mut Netlink, job_id: u32, 
     if let Some(lo) = jnl.index("lo")? {
         jnl.set_up(lo)?;
     }
-    let eth = jnl.index("eth0")?.ok_or_else(|| anyhow::anyhow!("eth0 missing in namespace {name}"))?;
+    let eth = jnl
+        .index("eth0")?
+        .ok_or_else(|| anyhow::anyhow!("eth0 missing in namespace {name}"))?;
     jnl.addr_add(eth, job_addr, 30)?;
     jnl.set_up(eth)?;
     jnl.route_replace(&Route {
         table: 254,
         dst: Ipv4Net::default(),
-        kind: RouteKind::Unicast { gateway: Some(host_addr), oif: Some(eth) },
+        kind: RouteKind::Unicast {
+            gateway: Some(host_addr),
+            oif: Some(eth),
+        },
     })?;
     Ok(())
 }
@@ -183,7 +214,10 @@ pub fn teardown_netns(layout: &Layout, nl: &mut Netlink, job_id: u32) -> anyhow:
                 break;
             }
             for p in pids {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::SIGKILL,
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -58,8 +58,14 @@ pub enum StateError {
     Corrupt { path: PathBuf, detail: String },
     #[error("job state file {path} has version {found}, this extnet reads version {STATE_VERSION}; finish running jobs before upgrading, or run the matching extnet")]
     Version { path: PathBuf, found: u32 },
-    #[error("job state file {path} is for job {found}, expected job {expected}; remove it by hand")]
-    WrongJob { path: PathBuf, found: u32, expected: u32 },
+    #[error(
+        "job state file {path} is for job {found}, expected job {expected}; remove it by hand"
+    )]
+    WrongJob {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
 }
 
 impl JobState {
@@ -68,17 +74,38 @@ impl JobState {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(FsError::Io { op: "read", path: path.to_owned(), source }.into()),
+            Err(source) => {
+                return Err(FsError::Io {
+                    op: "read",
+                    path: path.to_owned(),
+                    source,
+                }
+                .into())
+            }
         };
-        let corrupt = |detail: String| StateError::Corrupt { path: path.to_owned(), detail };
-        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        let found = v.get("version").and_then(|v| v.as_u64()).ok_or_else(|| corrupt("no version".into()))?;
+        let corrupt = |detail: String| StateError::Corrupt {
+            path: path.to_owned(),
+            detail,
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let found = v
+            .get("version")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| corrupt("no version".into()))?;
         if found != u64::from(STATE_VERSION) {
-            return Err(StateError::Version { path: path.to_owned(), found: found as u32 });
+            return Err(StateError::Version {
+                path: path.to_owned(),
+                found: found as u32,
+            });
         }
         let s: JobState = serde_json::from_value(v).map_err(|e| corrupt(e.to_string()))?;
         if s.job_id != job_id {
-            return Err(StateError::WrongJob { path: path.to_owned(), found: s.job_id, expected: job_id });
+            return Err(StateError::WrongJob {
+                path: path.to_owned(),
+                found: s.job_id,
+                expected: job_id,
+            });
         }
         Ok(Some(s))
     }

@@ -10,8 +10,14 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
     #[error("cannot move task {pid} into cgroup {path}: {source}; the job's path out is missing (was the epilog run early, or the cgroup removed?)")]
-    Cgroup { pid: u32, path: PathBuf, source: std::io::Error },
-    #[error("job network namespace {path} is not safe to enter: {why}; remove it and rerun the job")]
+    Cgroup {
+        pid: u32,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "job network namespace {path} is not safe to enter: {why}; remove it and rerun the job"
+    )]
     NetnsUnsafe { path: PathBuf, why: String },
     #[error("cannot enter job network namespace {path}: {source}")]
     Setns { path: PathBuf, source: nix::Error },
@@ -23,11 +29,17 @@ pub enum JoinError {
 pub fn join(grant: &Grant, pid: u32) -> Result<(), JoinError> {
     match grant.mode {
         Mode::Cgroup => {
-            let dir = grant.cgroup.as_deref().ok_or(JoinError::Incomplete { mode: grant.mode, what: "cgroup" })?;
+            let dir = grant.cgroup.as_deref().ok_or(JoinError::Incomplete {
+                mode: grant.mode,
+                what: "cgroup",
+            })?;
             join_cgroup(dir, pid)
         }
         Mode::Netns => {
-            let path = grant.netns.as_deref().ok_or(JoinError::Incomplete { mode: grant.mode, what: "netns" })?;
+            let path = grant.netns.as_deref().ok_or(JoinError::Incomplete {
+                mode: grant.mode,
+                what: "netns",
+            })?;
             enter_netns(path)
         }
     }
@@ -37,16 +49,29 @@ pub fn join(grant: &Grant, pid: u32) -> Result<(), JoinError> {
 /// before exec.
 pub fn join_cgroup(dir: &Path, pid: u32) -> Result<(), JoinError> {
     let procs = dir.join("cgroup.procs");
-    let err = |source| JoinError::Cgroup { pid, path: dir.to_owned(), source };
-    let mut f = std::fs::OpenOptions::new().write(true).open(&procs).map_err(err)?;
+    let err = |source| JoinError::Cgroup {
+        pid,
+        path: dir.to_owned(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&procs)
+        .map_err(err)?;
     f.write_all(pid.to_string().as_bytes()).map_err(err)
 }
 
 /// `setns` into the namespace file at `path`, opened without following links and checked to
 /// be a root-owned network namespace (see [`crate::netns::open_checked`]).
 pub fn enter_netns(path: &Path) -> Result<(), JoinError> {
-    let f = crate::netns::open_checked(path)
-        .map_err(|e| JoinError::NetnsUnsafe { path: path.to_owned(), why: e.to_string() })?;
-    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|source| JoinError::Setns { path: path.to_owned(), source })
+    let f = crate::netns::open_checked(path).map_err(|e| JoinError::NetnsUnsafe {
+        path: path.to_owned(),
+        why: e.to_string(),
+    })?;
+    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| {
+        JoinError::Setns {
+            path: path.to_owned(),
+            source,
+        }
+    })
 }

@@ -135,27 +135,33 @@ pub fn decide(policy: &Policy, job: &JobIdentity, request: &Request) -> Decision
                 ),
             },
             Some(p) => match evaluate(p, job) {
-                Ok(rule) => Decision::Granted { profile: p.name.clone(), auto: false, rule },
-                Err(why) => Decision::Denied { reason: format!("external network access denied: {why}") },
+                Ok(rule) => Decision::Granted {
+                    profile: p.name.clone(),
+                    auto: false,
+                    rule,
+                },
+                Err(why) => Decision::Denied { reason: why },
             },
         },
         Request::Any => {
             let mut whys = Vec::new();
             for p in &policy.profiles {
                 match evaluate(p, job) {
-                    Ok(rule) => return Decision::Granted { profile: p.name.clone(), auto: false, rule },
+                    Ok(rule) => {
+                        return Decision::Granted {
+                            profile: p.name.clone(),
+                            auto: false,
+                            rule,
+                        }
+                    }
                     Err(why) => whys.push(why),
                 }
             }
             Decision::Denied {
                 reason: if whys.is_empty() {
-                    "external network access denied: the site's policy defines no profiles".into()
+                    "the site's policy defines no profiles".into()
                 } else {
-                    format!(
-                        "external network access denied: no profile grants user {}: {}",
-                        job.user,
-                        whys.join("; ")
-                    )
+                    format!("no profile grants user {}: {}", job.user, whys.join("; "))
                 },
             }
         }
@@ -166,5 +172,10 @@ fn names(policy: &Policy) -> String {
     if policy.profiles.is_empty() {
         return "(none)".into();
     }
-    policy.profiles.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+    policy
+        .profiles
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

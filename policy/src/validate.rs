@@ -12,17 +12,27 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("cannot read policy file {path}: {source}; check that the file exists and is readable by root")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("policy file {path} is unsafe: {why}; fix with: chown root:root {path} && chmod 0644 {path} (nothing is granted until then)")]
     Unsafe { path: PathBuf, why: String },
     #[error("policy file {origin} is not valid TOML or has an unknown or mistyped key: {message}")]
     Syntax { origin: String, message: String },
     #[error("policy file {origin} is invalid:\n{}", list(.errors))]
-    Invalid { origin: String, errors: Vec<ValidationError> },
+    Invalid {
+        origin: String,
+        errors: Vec<ValidationError>,
+    },
 }
 
 fn list(errors: &[ValidationError]) -> String {
-    errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n")
+    errors
+        .iter()
+        .map(|e| format!("  - {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// One invalid value: the key, what is wrong, and a hint.
@@ -39,7 +49,11 @@ pub struct ValidationError {
 impl std::fmt::Display for ValidationError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.line {
-            Some(l) => write!(f, "line {l}: {}: {} (hint: {})", self.key, self.problem, self.hint),
+            Some(l) => write!(
+                f,
+                "line {l}: {}: {} (hint: {})",
+                self.key, self.problem, self.hint
+            ),
             None => write!(f, "{}: {} (hint: {})", self.key, self.problem, self.hint),
         }
     }
@@ -47,14 +61,22 @@ impl std::fmt::Display for ValidationError {
 
 /// Reads the file after checking that only root can change it.
 pub(crate) fn read_checked(path: &Path) -> Result<String, PolicyError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|source| PolicyError::Read { path: path.to_owned(), source })?;
-    let unsafe_ = |why: String| PolicyError::Unsafe { path: path.to_owned(), why };
+    let meta = std::fs::metadata(path).map_err(|source| PolicyError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let unsafe_ = |why: String| PolicyError::Unsafe {
+        path: path.to_owned(),
+        why,
+    };
     if !meta.is_file() {
         return Err(unsafe_("it is not a regular file".into()));
     }
     if meta.uid() != 0 {
-        return Err(unsafe_(format!("it is owned by uid {}, not root", meta.uid())));
+        return Err(unsafe_(format!(
+            "it is owned by uid {}, not root",
+            meta.uid()
+        )));
     }
     if meta.mode() & 0o022 != 0 {
         return Err(unsafe_(format!(
@@ -62,7 +84,10 @@ pub(crate) fn read_checked(path: &Path) -> Result<String, PolicyError> {
             meta.mode() & 0o7777
         )));
     }
-    std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.to_owned(), source })
+    std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 pub(crate) fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
@@ -70,12 +95,18 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         origin: origin.to_owned(),
         message: e.to_string().trim_end().replace('\n', "\n    "),
     })?;
-    let mut v = Validator { text, errors: Vec::new() };
+    let mut v = Validator {
+        text,
+        errors: Vec::new(),
+    };
     let policy = v.policy(raw);
     if v.errors.is_empty() {
         Ok(policy.expect("a policy is built whenever no error was recorded"))
     } else {
-        Err(PolicyError::Invalid { origin: origin.to_owned(), errors: v.errors })
+        Err(PolicyError::Invalid {
+            origin: origin.to_owned(),
+            errors: v.errors,
+        })
     }
 }
 
@@ -91,14 +122,23 @@ const SLOT_MASK: u32 = 0xffff;
 impl Validator<'_> {
     fn err(&mut self, key: &str, needle: Option<&str>, problem: String, hint: &str) {
         let line = needle.and_then(|n| self.line_of(n));
-        self.errors.push(ValidationError { key: key.to_owned(), line, problem, hint: hint.to_owned() });
+        self.errors.push(ValidationError {
+            key: key.to_owned(),
+            line,
+            problem,
+            hint: hint.to_owned(),
+        });
     }
 
     /// Best-effort line lookup: the first line that contains `needle` outside a comment.
     fn line_of(&self, needle: &str) -> Option<usize> {
         self.text
             .lines()
-            .position(|l| l.split('#').next().is_some_and(|code| code.contains(needle)))
+            .position(|l| {
+                l.split('#')
+                    .next()
+                    .is_some_and(|code| code.contains(needle))
+            })
             .map(|i| i + 1)
     }
 
@@ -114,8 +154,14 @@ impl Validator<'_> {
         let node = self.node(raw.node);
         let ports = self.ports(raw.ports);
         let log = LogConfig {
-            lease_log: raw.log.lease_log.unwrap_or_else(|| "/var/log/extnet/lease.log".into()),
-            file: raw.log.file.unwrap_or_else(|| "/var/log/extnet/extnet.log".into()),
+            lease_log: raw
+                .log
+                .lease_log
+                .unwrap_or_else(|| "/var/log/extnet/lease.log".into()),
+            file: raw
+                .log
+                .file
+                .unwrap_or_else(|| "/var/log/extnet/extnet.log".into()),
         };
         let default_mode = node.as_ref().map(|n| n.mode).unwrap_or(Mode::Cgroup);
         let mut profiles = Vec::new();
@@ -160,7 +206,12 @@ impl Validator<'_> {
         if !self.errors.is_empty() {
             return None;
         }
-        Some(Policy { node: node?, ports: ports?, log, profiles })
+        Some(Policy {
+            node: node?,
+            ports: ports?,
+            log,
+            profiles,
+        })
     }
 
     fn node(&mut self, raw: crate::raw::RawNode) -> Option<NodeConfig> {
@@ -239,18 +290,24 @@ impl Validator<'_> {
                 "use a flag above bit 15, e.g. 0x10000",
             );
         }
-        let netns_subnet = match raw.netns_subnet.as_deref().unwrap_or("100.64.0.0/16").parse::<Ipv4Net>() {
-            Ok(n) if n.prefix_len() <= 30 => Some(n.trunc()),
-            _ => {
-                self.err(
+        let netns_subnet =
+            match raw
+                .netns_subnet
+                .as_deref()
+                .unwrap_or("100.64.0.0/16")
+                .parse::<Ipv4Net>()
+            {
+                Ok(n) if n.prefix_len() <= 30 => Some(n.trunc()),
+                _ => {
+                    self.err(
                     "node.netns_subnet",
                     Some("netns_subnet"),
                     format!("{:?} is not an IPv4 network of /30 or larger", raw.netns_subnet),
                     "use a node-private range that no real network uses, e.g. \"100.64.0.0/16\"",
                 );
-                None
-            }
-        };
+                    None
+                }
+            };
         if let Some(ns) = netns_subnet {
             for n in &internal {
                 if n.contains(&ns.network()) || ns.contains(&n.network()) {
@@ -307,7 +364,8 @@ impl Validator<'_> {
                 format!("{block_size} ports per job is outside 16..=32768"),
                 "256 suits most jobs; a job holds one port per open connection",
             );
-        } else if self.errors.len() == start && u32::from(last) - u32::from(first) + 1 < block_size {
+        } else if self.errors.len() == start && u32::from(last) - u32::from(first) + 1 < block_size
+        {
             self.err(
                 "ports.block_size",
                 Some("block_size"),
@@ -327,11 +385,20 @@ impl Validator<'_> {
         if self.errors.len() > start {
             return None;
         }
-        Some(PortPool { first, last, block_size: block_size as u16, quarantine_secs })
+        Some(PortPool {
+            first,
+            last,
+            block_size: block_size as u16,
+            quarantine_secs,
+        })
     }
 
     fn principals(&mut self, key: &str, raw: RawPrincipals) -> Principals {
-        for (what, list) in [("users", &raw.users), ("groups", &raw.groups), ("accounts", &raw.accounts)] {
+        for (what, list) in [
+            ("users", &raw.users),
+            ("groups", &raw.groups),
+            ("accounts", &raw.accounts),
+        ] {
             for n in list {
                 if n.is_empty() || n.chars().any(|c| c.is_whitespace() || c == ',') {
                     self.err(
@@ -351,7 +418,11 @@ impl Validator<'_> {
                 }
             }
         }
-        Principals { users: raw.users, groups: raw.groups, accounts: raw.accounts }
+        Principals {
+            users: raw.users,
+            groups: raw.groups,
+            accounts: raw.accounts,
+        }
     }
 
     fn profile(&mut self, i: usize, raw: RawProfile, default_mode: Mode) -> Option<Profile> {
@@ -359,7 +430,10 @@ impl Validator<'_> {
         let start = self.errors.len();
         let name_ok = !raw.name.is_empty()
             && raw.name.len() <= 32
-            && raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && raw
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !name_ok {
             self.err(
                 &format!("{key}.name"),
@@ -370,7 +444,11 @@ impl Validator<'_> {
         }
         let allow = self.principals(
             &key,
-            RawPrincipals { users: raw.users, groups: raw.groups, accounts: raw.accounts },
+            RawPrincipals {
+                users: raw.users,
+                groups: raw.groups,
+                accounts: raw.accounts,
+            },
         );
         let deny = self.principals(&format!("{key}.deny"), raw.deny);
         let auto = self.principals(&format!("{key}.auto"), raw.auto);
@@ -408,7 +486,9 @@ impl Validator<'_> {
                 self.err(
                     &format!("{key}.auto.accounts"),
                     Some("auto"),
-                    format!("account {a:?} gets the profile without asking but is not in its accounts"),
+                    format!(
+                        "account {a:?} gets the profile without asking but is not in its accounts"
+                    ),
                     "list auto principals in the profile's users/groups/accounts too",
                 );
             }

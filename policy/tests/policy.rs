@@ -47,7 +47,9 @@ fn defaults_are_filled_in() {
 fn unknown_key_is_rejected_with_its_name() {
     let e = invalid(&format!("{BASE}gatway = \"x\"\n"));
     assert!(e.contains("gatway"), "{e}");
-    let e = invalid(&format!("{BASE}[[profile]]\nname = \"a\"\nuser = [\"x\"]\n"));
+    let e = invalid(&format!(
+        "{BASE}[[profile]]\nname = \"a\"\nuser = [\"x\"]\n"
+    ));
     assert!(e.contains("unknown field `user`"), "{e}");
 }
 
@@ -55,9 +57,15 @@ fn unknown_key_is_rejected_with_its_name() {
 fn bad_values_name_key_line_and_hint() {
     let text = format!("{BASE}[ports]\nrange = \"30000-20000\"\n");
     let e = invalid(&text);
-    assert!(e.contains("ports.range") && e.contains("line 8") && e.contains("hint"), "{e}");
+    assert!(
+        e.contains("ports.range") && e.contains("line 8") && e.contains("hint"),
+        "{e}"
+    );
     let e = invalid(&BASE.replace("10.99.0.254", "10.99.0.999"));
-    assert!(e.contains("node.gateway") && e.contains("not an IPv4 address"), "{e}");
+    assert!(
+        e.contains("node.gateway") && e.contains("not an IPv4 address"),
+        "{e}"
+    );
     let e = invalid(&BASE.replace("[\"10.99.0.0/24\"]", "[\"10.99.0.0/24\", \"10.99.0.0/16\"]"));
     assert!(e.contains("overlap"), "{e}");
     let e = invalid(&BASE.replace("[\"10.99.0.0/24\"]", "[\"10.98.0.0/24\"]"));
@@ -76,7 +84,9 @@ fn profiles_that_cannot_match_or_repeat_are_rejected() {
         "{BASE}[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[[profile]]\nname = \"a\"\nusers = [\"y\"]\n"
     ));
     assert!(e.contains("used twice"), "{e}");
-    let e = invalid(&format!("{BASE}[[profile]]\nname = \"a b\"\nusers = [\"x\"]\n"));
+    let e = invalid(&format!(
+        "{BASE}[[profile]]\nname = \"a b\"\nusers = [\"x\"]\n"
+    ));
     assert!(e.contains("not a valid profile name"), "{e}");
     let e = invalid(&format!(
         "{BASE}[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[profile.auto]\nusers = [\"y\"]\n"
@@ -96,16 +106,26 @@ fn all_errors_are_reported_at_once() {
 #[test]
 fn not_asking_gets_nothing_unless_auto() {
     let p = policy("[[profile]]\nname = \"x\"\nusers = [\"alice\"]\n");
-    assert_eq!(decide(&p, &job("alice", &[]), &Request::None), Decision::NotRequested);
+    assert_eq!(
+        decide(&p, &job("alice", &[]), &Request::None),
+        Decision::NotRequested
+    );
     let p = policy("[[profile]]\nname = \"alice\"\ngroups = [\"alice\"]\n[profile.auto]\ngroups = [\"alice\"]\n");
     match decide(&p, &job("aliprod", &["alice"]), &Request::None) {
-        Decision::Granted { profile, auto: true, rule } => {
+        Decision::Granted {
+            profile,
+            auto: true,
+            rule,
+        } => {
             assert_eq!(profile, "alice");
             assert!(rule.contains("group alice"), "{rule}");
         }
         d => panic!("{d:?}"),
     }
-    assert_eq!(decide(&p, &job("bob", &["users"]), &Request::None), Decision::NotRequested);
+    assert_eq!(
+        decide(&p, &job("bob", &["users"]), &Request::None),
+        Decision::NotRequested
+    );
 }
 
 #[test]
@@ -114,12 +134,18 @@ fn asking_picks_first_profile_that_grants() {
         "[[profile]]\nname = \"a\"\nusers = [\"bob\"]\n[[profile]]\nname = \"b\"\nusers = [\"alice\"]\nmode = \"netns\"\n",
     );
     match decide(&p, &job("alice", &[]), &Request::Any) {
-        Decision::Granted { profile, auto: false, .. } => assert_eq!(profile, "b"),
+        Decision::Granted {
+            profile,
+            auto: false,
+            ..
+        } => assert_eq!(profile, "b"),
         d => panic!("{d:?}"),
     }
     assert_eq!(p.profile("b").unwrap().mode, Mode::Netns);
     match decide(&p, &job("carol", &[]), &Request::Any) {
-        Decision::Denied { reason } => assert!(reason.contains("no profile grants user carol"), "{reason}"),
+        Decision::Denied { reason } => {
+            assert!(reason.contains("no profile grants user carol"), "{reason}")
+        }
         d => panic!("{d:?}"),
     }
 }
@@ -128,11 +154,17 @@ fn asking_picks_first_profile_that_grants() {
 fn named_profile_must_exist_and_match() {
     let p = policy("[[profile]]\nname = \"a\"\nusers = [\"alice\"]\n");
     match decide(&p, &job("alice", &[]), &Request::Profile("nope".into())) {
-        Decision::Denied { reason } => assert!(reason.contains("no external-net profile named \"nope\"") && reason.contains("profiles: a"), "{reason}"),
+        Decision::Denied { reason } => assert!(
+            reason.contains("no external-net profile named \"nope\"")
+                && reason.contains("profiles: a"),
+            "{reason}"
+        ),
         d => panic!("{d:?}"),
     }
     match decide(&p, &job("bob", &[]), &Request::Profile("a".into())) {
-        Decision::Denied { reason } => assert!(reason.contains("does not list user bob"), "{reason}"),
+        Decision::Denied { reason } => {
+            assert!(reason.contains("does not list user bob"), "{reason}")
+        }
         d => panic!("{d:?}"),
     }
 }
@@ -142,7 +174,10 @@ fn deny_wins_over_allow_and_auto() {
     let p = policy(
         "[[profile]]\nname = \"exp\"\ngroups = [\"exp\"]\n[profile.deny]\nusers = [\"mallory\"]\n[profile.auto]\ngroups = [\"exp\"]\n",
     );
-    assert_eq!(decide(&p, &job("mallory", &["exp"]), &Request::None), Decision::NotRequested);
+    assert_eq!(
+        decide(&p, &job("mallory", &["exp"]), &Request::None),
+        Decision::NotRequested
+    );
     match decide(&p, &job("mallory", &["exp"]), &Request::Any) {
         Decision::Denied { reason } => assert!(reason.contains("denies user mallory"), "{reason}"),
         d => panic!("{d:?}"),
@@ -156,15 +191,23 @@ fn account_partition_and_qos_restrict() {
     j.account = Some("grid".into());
     j.partition = Some("ext".into());
     j.qos = Some("normal".into());
-    assert!(matches!(decide(&p, &j, &Request::Any), Decision::Granted { .. }));
+    assert!(matches!(
+        decide(&p, &j, &Request::Any),
+        Decision::Granted { .. }
+    ));
     j.partition = Some("batch".into());
     match decide(&p, &j, &Request::Any) {
-        Decision::Denied { reason } => assert!(reason.contains("partition(s) ext (job: batch)"), "{reason}"),
+        Decision::Denied { reason } => {
+            assert!(reason.contains("partition(s) ext (job: batch)"), "{reason}")
+        }
         d => panic!("{d:?}"),
     }
     j.partition = Some("ext".into());
     j.qos = None;
-    assert!(matches!(decide(&p, &j, &Request::Any), Decision::Denied { .. }));
+    assert!(matches!(
+        decide(&p, &j, &Request::Any),
+        Decision::Denied { .. }
+    ));
 }
 
 #[test]
@@ -172,5 +215,8 @@ fn request_values_from_the_plugin() {
     assert_eq!(Request::from_env_value(None), Request::None);
     assert_eq!(Request::from_env_value(Some("")), Request::None);
     assert_eq!(Request::from_env_value(Some("*")), Request::Any);
-    assert_eq!(Request::from_env_value(Some("grid")), Request::Profile("grid".into()));
+    assert_eq!(
+        Request::from_env_value(Some("grid")),
+        Request::Profile("grid".into())
+    );
 }

@@ -10,10 +10,22 @@
 //!
 //! extnet defines no slurmd or job script callbacks, so slurmd and the prolog/epilog context
 //! never load it.
+//!
+//! How a request travels (measured on Slurm 22.05.8):
+//!
+//! - srun creating a job: the option goes to each step's slurmstepd in the launch message; the
+//!   step's environment has no trace of it.
+//! - sbatch/salloc: the job's environment gets `SLURM_SPANK__SLURM_SPANK_OPTION_extnet_external_net`
+//!   (`(null)` when no value was given) and `SLURM_SPANK_EXTNET_REQUEST`. The batch step's
+//!   slurmstepd runs the option callback from the first; every srun inside the allocation runs
+//!   it too (local context) and forwards the option to its steps.
+//! - The prolog and epilog get `SPANK_EXTNET_REQUEST` and
+//!   `SPANK__SLURM_SPANK_OPTION_extnet_external_net`.
 
 use crate::args::{self, Config};
 use crate::guard::{self, OK};
 use crate::placement::{self, JobRef, Placement};
+use crate::request::{ARGINFO_C, JOB_CONTROL_VAR_C, OPTION_C, STEP_REQUEST_VAR_C, USAGE_C};
 use crate::slurm::{self, Context, Spank};
 use crate::{node, request, session};
 use extnet::slurm_sys as sys;
@@ -21,8 +33,6 @@ use extnet_policy::{Policy, Request};
 use std::ffi::{c_char, c_int, CStr};
 
 type Argv = *mut *mut c_char;
-
-use request::{ARGINFO_C, JOB_CONTROL_VAR_C, OPTION_C, STEP_REQUEST_VAR_C, USAGE_C};
 
 /// The plugstack.conf arguments.
 ///

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "extnet", version, about = "Per-job external network access for Slurm: the admin's tool")]
+#[command(
+    name = "extnet",
+    version,
+    about = "Per-job external network access for Slurm: the admin's tool"
+)]
 struct Cli {
     /// The policy file.
     #[arg(long, global = true, default_value = extnet_policy::DEFAULT_PATH)]
@@ -82,7 +86,8 @@ enum NodeCmd {
 }
 
 fn node_name(n: Option<String>) -> anyhow::Result<String> {
-    n.or_else(extnet::job::short_hostname).context("cannot tell the node name; pass --node")
+    n.or_else(extnet::job::short_hostname)
+        .context("cannot tell the node name; pass --node")
 }
 
 fn main() -> ExitCode {
@@ -99,12 +104,35 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Status { node, json } => status(&cli.policy, &node_name(node)?, json),
-        Cmd::Policy { cmd: PolicyCmd::Check { file } } => check(&file.unwrap_or(cli.policy)),
-        Cmd::Policy { cmd: PolicyCmd::Explain { user, account, partition, qos, profile, not_asked } } => {
+        Cmd::Policy {
+            cmd: PolicyCmd::Check { file },
+        } => check(&file.unwrap_or(cli.policy)),
+        Cmd::Policy {
+            cmd:
+                PolicyCmd::Explain {
+                    user,
+                    account,
+                    partition,
+                    qos,
+                    profile,
+                    not_asked,
+                },
+        } => {
             let policy = Policy::load(&cli.policy)?;
-            let gid = nix::unistd::User::from_name(&user).ok().flatten().map(|u| u.gid.as_raw());
-            let groups = gid.map(|g| extnet::job::group_names(&user, g)).unwrap_or_default();
-            let id = JobIdentity { user: user.clone(), groups, account, partition, qos };
+            let gid = nix::unistd::User::from_name(&user)
+                .ok()
+                .flatten()
+                .map(|u| u.gid.as_raw());
+            let groups = gid
+                .map(|g| extnet::job::group_names(&user, g))
+                .unwrap_or_default();
+            let id = JobIdentity {
+                user: user.clone(),
+                groups,
+                account,
+                partition,
+                qos,
+            };
             let req = match (profile, not_asked) {
                 (Some(p), _) => Request::Profile(p),
                 (None, true) => Request::None,
@@ -118,14 +146,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let who = format!(
                 "A job of user {} (groups: {}; account: {}; partition: {}; qos: {}) {asked}",
                 id.user,
-                if id.groups.is_empty() { "none found".into() } else { id.groups.join(", ") },
+                if id.groups.is_empty() {
+                    "none found".into()
+                } else {
+                    id.groups.join(", ")
+                },
                 id.account.as_deref().unwrap_or("any"),
                 id.partition.as_deref().unwrap_or("any"),
                 id.qos.as_deref().unwrap_or("any"),
             );
             match decide(&policy, &id, &req) {
-                Decision::Granted { profile, auto, rule } => {
-                    let mode = policy.profile(&profile).map(|p| p.mode).unwrap_or(policy.node.mode);
+                Decision::Granted {
+                    profile,
+                    auto,
+                    rule,
+                } => {
+                    let mode = policy
+                        .profile(&profile)
+                        .map(|p| p.mode)
+                        .unwrap_or(policy.node.mode);
                     println!(
                         "{who} is GRANTED profile {profile:?} ({mode} mode{}): {rule}.",
                         if auto { ", without asking" } else { "" }
@@ -138,21 +177,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Node { cmd: NodeCmd::Setup { node } } => {
+        Cmd::Node {
+            cmd: NodeCmd::Setup { node },
+        } => {
             let policy = Policy::load(&cli.policy)?;
             let layout = Layout::new(&policy, &node_name(node)?);
             let mut nl = extnet::netlink::Netlink::open()?;
             let (idx, addr) = extnet::node::node_addr(&policy, &layout, &mut nl)?;
             let loaded = extnet::node::ensure(&policy, &layout, &mut nl, idx, addr, None)?;
-            println!("node {}: base {} (address {addr}, {} slots)", layout.node, if loaded { "loaded" } else { "already current" }, policy.ports.blocks());
+            println!(
+                "node {}: base {} (address {addr}, {} slots)",
+                layout.node,
+                if loaded { "loaded" } else { "already current" },
+                policy.ports.blocks()
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Node { cmd: NodeCmd::Teardown { node } } => {
+        Cmd::Node {
+            cmd: NodeCmd::Teardown { node },
+        } => {
             let policy = Policy::load(&cli.policy)?;
             let layout = Layout::new(&policy, &node_name(node)?);
             let table = LeaseTable::load(&layout.lease_table(), &layout.node)?;
             if !table.leases.is_empty() {
-                anyhow::bail!("{} external jobs still hold leases on {}; end them first", table.leases.len(), layout.node);
+                anyhow::bail!(
+                    "{} external jobs still hold leases on {}; end them first",
+                    table.leases.len(),
+                    layout.node
+                );
             }
             let mut nl = extnet::netlink::Netlink::open()?;
             let errors = extnet::node::teardown(&policy, &layout, &mut nl);
@@ -182,7 +234,11 @@ fn check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
     );
     println!(
         "internal (never via the gateway): {}",
-        n.internal.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+        n.internal
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!(
         "ports: {}-{} in blocks of {} = {} concurrent external jobs per node; quarantine {} s",
@@ -209,7 +265,12 @@ fn check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
             }
             v.join("; ")
         };
-        println!("profile {:?} ({} mode): allows {}", p.name, p.mode, who(&p.allow));
+        println!(
+            "profile {:?} ({} mode): allows {}",
+            p.name,
+            p.mode,
+            who(&p.allow)
+        );
         if !p.deny.is_empty() {
             println!("    denies {}", who(&p.deny));
         }
@@ -251,7 +312,10 @@ fn status(policy_path: &std::path::Path, node: &str, json: bool) -> anyhow::Resu
         total.saturating_sub(table.leases.len() + quarantined)
     );
     if !table.leases.is_empty() {
-        println!("{:>8}  {:<12} {:<7} {:>5} {:>9}  {:<13} {:<12} since", "JOB", "USER", "MODE", "SLOT", "MARK", "PORTS", "PROFILE");
+        println!(
+            "{:>8}  {:<12} {:<7} {:>5} {:>9}  {:<13} {:<12} since",
+            "JOB", "USER", "MODE", "SLOT", "MARK", "PORTS", "PROFILE"
+        );
         for l in &table.leases {
             println!(
                 "{:>8}  {:<12} {:<7} {:>5} {:>9}  {:<13} {:<12} {}",

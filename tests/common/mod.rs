@@ -52,7 +52,8 @@ impl Run {
             .lines()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
-                (f.len() == 4 && f[0] == "SEEN" && f[1] == proto).then(|| (f[2].to_string(), f[3].parse().unwrap()))
+                (f.len() == 4 && f[0] == "SEEN" && f[1] == proto)
+                    .then(|| (f[2].to_string(), f[3].parse().unwrap()))
             })
             .collect()
     }
@@ -60,7 +61,11 @@ impl Run {
 
 impl std::fmt::Display for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {:?}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -68,7 +73,8 @@ impl Cluster {
     /// The running test cluster. Panics with the way to start it when it is not up.
     pub fn get() -> Cluster {
         let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let xn_dir = PathBuf::from(std::env::var("XN_DIR").unwrap_or_else(|_| "/run/extnet-test".into()));
+        let xn_dir =
+            PathBuf::from(std::env::var("XN_DIR").unwrap_or_else(|_| "/run/extnet-test".into()));
         assert!(
             xn_dir.join(".slurm-test-env").exists() && Path::new("/run/netns/xn-login").exists(),
             "the test cluster is not up (no {}/.slurm-test-env): run `slurm-test-env/test` (or `slurm-test-env/up` first)",
@@ -128,8 +134,9 @@ impl Cluster {
         for node in NODES {
             let path = self.xn_dir.join(format!("log/lease-{node}.log"));
             for line in std::fs::read_to_string(&path).unwrap_or_default().lines() {
-                let r: serde_json::Value = serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("lease log {} has a bad line {line:?}: {e}", path.display()));
+                let r: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
+                    panic!("lease log {} has a bad line {line:?}: {e}", path.display())
+                });
                 if r["job_id"] == job {
                     v.push(r);
                 }
@@ -144,19 +151,31 @@ impl Cluster {
             .lease_records(job)
             .into_iter()
             .find(|r| r["event"] == "allocate" && r["node"] == node)
-            .unwrap_or_else(|| panic!("no allocate record for job {job} on {node} in the lease log"));
-        (r["port_first"].as_u64().unwrap() as u16, r["port_last"].as_u64().unwrap() as u16)
+            .unwrap_or_else(|| {
+                panic!("no allocate record for job {job} on {node} in the lease log")
+            });
+        (
+            r["port_first"].as_u64().unwrap() as u16,
+            r["port_last"].as_u64().unwrap() as u16,
+        )
     }
 
     /// Waits until slurmctld no longer lists the job (its epilog has run on every node).
     pub fn wait_gone(&self, job: u32) {
         let start = Instant::now();
         loop {
-            let r = self.login("root", 20, &["squeue", "-h", "-j", &job.to_string(), "-o", "%T"]);
+            let r = self.login(
+                "root",
+                20,
+                &["squeue", "-h", "-j", &job.to_string(), "-o", "%T"],
+            );
             if r.stdout.trim().is_empty() || r.stderr.contains("Invalid job id") {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "job {job} still listed after 60 s: {r}");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "job {job} still listed after 60 s: {r}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -178,9 +197,11 @@ impl Cluster {
             if state.exists() {
                 left.push(format!("{node}: state file {}", state.display()));
             }
-            let leases = std::fs::read_to_string(self.state_dir(node).join("leases.json")).unwrap_or_default();
+            let leases = std::fs::read_to_string(self.state_dir(node).join("leases.json"))
+                .unwrap_or_default();
             if !leases.is_empty() {
-                let t: serde_json::Value = serde_json::from_str(&leases).expect("lease table is JSON");
+                let t: serde_json::Value =
+                    serde_json::from_str(&leases).expect("lease table is JSON");
                 for l in t["leases"].as_array().unwrap() {
                     if l["job_id"] == job {
                         left.push(format!("{node}: lease {l}"));
@@ -190,30 +211,51 @@ impl Cluster {
             let cg = PathBuf::from(format!("/sys/fs/cgroup/unified/extnet/{node}"));
             if let Ok(rd) = std::fs::read_dir(&cg) {
                 for e in rd.flatten() {
-                    let procs = std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
+                    let procs =
+                        std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
                     if !procs.trim().is_empty() {
-                        left.push(format!("{node}: processes {:?} in {}", procs.trim(), e.path().display()));
+                        left.push(format!(
+                            "{node}: processes {:?} in {}",
+                            procs.trim(),
+                            e.path().display()
+                        ));
                     }
                 }
             }
             let rules = self.on_node(node, &["ip", "rule", "show"]);
-            let n = rules.stdout.lines().filter(|l| l.contains("fwmark")).count();
+            let n = rules
+                .stdout
+                .lines()
+                .filter(|l| l.contains("fwmark"))
+                .count();
             if n > 1 {
-                left.push(format!("{node}: {n} fwmark rules (one expected):\n{}", rules.stdout));
+                left.push(format!(
+                    "{node}: {n} fwmark rules (one expected):\n{}",
+                    rules.stdout
+                ));
             }
             let routes = self.on_node(node, &["ip", "route", "show", "table", "7700"]);
             let n = routes.stdout.lines().count();
             if n > 2 {
-                left.push(format!("{node}: {n} routes in table 7700 (2 expected):\n{}", routes.stdout));
+                left.push(format!(
+                    "{node}: {n} routes in table 7700 (2 expected):\n{}",
+                    routes.stdout
+                ));
             }
             // per-slot elements only: as many as the pool has blocks, never one per job
             for map in ["slot_snat", "slot_netns"] {
                 let m = self.on_node(node, &["nft", "-j", "list", "map", "ip", "extnet", map]);
                 if m.ok() {
-                    let v: serde_json::Value = serde_json::from_str(&m.stdout).expect("nft -j output");
-                    let elems = v["nftables"][1]["map"]["elem"].as_array().map(|a| a.len()).unwrap_or(0);
+                    let v: serde_json::Value =
+                        serde_json::from_str(&m.stdout).expect("nft -j output");
+                    let elems = v["nftables"][1]["map"]["elem"]
+                        .as_array()
+                        .map(|a| a.len())
+                        .unwrap_or(0);
                     if elems != 39 {
-                        left.push(format!("{node}: map {map} has {elems} elements, the pool has 39 blocks"));
+                        left.push(format!(
+                            "{node}: map {map} has {elems} elements, the pool has 39 blocks"
+                        ));
                     }
                 }
             }
@@ -231,7 +273,11 @@ impl Cluster {
             if left.is_empty() {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "job {job} left behind:\n  {}", left.join("\n  "));
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "job {job} left behind:\n  {}",
+                left.join("\n  ")
+            );
             std::thread::sleep(Duration::from_millis(250));
         }
     }
