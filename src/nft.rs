@@ -1,59 +1,112 @@
-//! nftables: the node's base table is loaded once with `nft -f` (one atomic transaction); the
-//! job path never runs `nft`. Existence checks go straight to nf_tables over netlink: listing
-//! the table would resolve every cgroup element (minutes at thousands of elements).
+//! nftables, in-process through libnftables (no fork/exec of `nft`): the node's base table is
+//! loaded as one atomic transaction; per-job changes use a kept [`Session`]. Existence checks
+//! go straight to nf_tables over netlink: listing the table would resolve every cgroup element
+//! (minutes at thousands of elements).
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
-    #[error("cannot run {nft}: {source}; install nftables (Debian: apt-get install nftables)")]
-    Spawn { nft: String, source: std::io::Error },
-    #[error("nft refused the extnet ruleset: {stderr}")]
-    Rejected { stderr: String },
+    #[error("cannot create a libnftables context; install libnftables1 (Debian: apt-get install libnftables1)")]
+    Context,
+    #[error("nft refused {what}: {stderr}")]
+    Rejected { what: String, stderr: String },
     #[error("netlink query of nftables table {table}: {source}")]
-    Netlink {
-        table: String,
-        source: std::io::Error,
-    },
+    Netlink { table: String, source: std::io::Error },
 }
 
-/// `nft -f -` with `ruleset` on stdin. `nft` is looked up as `/usr/sbin/nft`, then on PATH.
+#[allow(non_camel_case_types)]
+type nft_ctx = std::ffi::c_void;
+
+#[link(name = "nftables")]
+extern "C" {
+    fn nft_ctx_new(flags: u32) -> *mut nft_ctx;
+    fn nft_ctx_free(ctx: *mut nft_ctx);
+    fn nft_ctx_buffer_output(ctx: *mut nft_ctx) -> libc::c_int;
+    fn nft_ctx_buffer_error(ctx: *mut nft_ctx) -> libc::c_int;
+    fn nft_ctx_get_output_buffer(ctx: *mut nft_ctx) -> *const libc::c_char;
+    fn nft_ctx_get_error_buffer(ctx: *mut nft_ctx) -> *const libc::c_char;
+    fn nft_ctx_output_set_flags(ctx: *mut nft_ctx, flags: libc::c_uint);
+    fn nft_run_cmd_from_buffer(ctx: *mut nft_ctx, buf: *const libc::c_char) -> libc::c_int;
+}
+
+/// `NFT_CTX_OUTPUT_JSON`
+const OUTPUT_JSON: u32 = 1 << 4;
+
+/// A kept libnftables context: one command costs ~80 µs instead of ~2.5 ms for a fork/exec
+/// of `nft`. Not `Send`: one per thread (the prolog and epilog have one thread).
+pub struct Session {
+    ctx: *mut nft_ctx,
+}
+
+impl Session {
+    /// A context whose output and errors are buffered (never printed).
+    pub fn new() -> Result<Session, NftError> {
+        // SAFETY: nft_ctx_new has no preconditions; a null return is handled below.
+        let ctx = unsafe { nft_ctx_new(0) };
+        if ctx.is_null() {
+            return Err(NftError::Context);
+        }
+        // SAFETY: `ctx` is a valid context owned by this Session until Drop.
+        unsafe {
+            nft_ctx_buffer_output(ctx);
+            nft_ctx_buffer_error(ctx);
+        }
+        Ok(Session { ctx })
+    }
+
+    /// Runs `cmds` (nft syntax, one transaction) and returns nft's output.
+    pub fn run(&mut self, cmds: &str) -> Result<String, NftError> {
+        self.run_with(cmds, 0)
+    }
+
+    /// Runs `cmds` with JSON output (`nft -j`).
+    pub fn run_json(&mut self, cmds: &str) -> Result<String, NftError> {
+        self.run_with(cmds, OUTPUT_JSON)
+    }
+
+    fn run_with(&mut self, cmds: &str, flags: u32) -> Result<String, NftError> {
+        let what = cmds.lines().next().unwrap_or("").chars().take(80).collect::<String>();
+        let c = std::ffi::CString::new(cmds)
+            .map_err(|_| NftError::Rejected { what: what.clone(), stderr: "command contains a NUL byte".into() })?;
+        // SAFETY: `self.ctx` is valid; `c` outlives the call; the returned buffers belong to the
+        // context and are copied before the next call on it.
+        unsafe {
+            nft_ctx_output_set_flags(self.ctx, flags);
+            let rc = nft_run_cmd_from_buffer(self.ctx, c.as_ptr());
+            let out = cstr(nft_ctx_get_output_buffer(self.ctx));
+            let err = cstr(nft_ctx_get_error_buffer(self.ctx));
+            if rc == 0 {
+                Ok(out)
+            } else {
+                Err(NftError::Rejected { what, stderr: err.trim().to_owned() })
+            }
+        }
+    }
+}
+
+/// Copies a C string owned by libnftables.
+///
+/// # Safety
+/// `p` is null or points at a NUL-terminated string valid for the duration of the call.
+unsafe fn cstr(p: *const libc::c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: the caller guarantees `p` is a valid NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // SAFETY: `ctx` came from nft_ctx_new and is freed exactly once.
+        unsafe { nft_ctx_free(self.ctx) }
+    }
+}
+
+/// Loads `ruleset` (one atomic transaction), as `nft -f -` would.
 pub fn apply(ruleset: &str) -> Result<(), NftError> {
-    let nft = ["/usr/sbin/nft", "/sbin/nft"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or("nft");
-    let mut child = Command::new(nft)
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| NftError::Spawn {
-            nft: nft.into(),
-            source,
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(ruleset.as_bytes())
-            .map_err(|source| NftError::Spawn {
-                nft: nft.into(),
-                source,
-            })?;
-    }
-    let out = child.wait_with_output().map_err(|source| NftError::Spawn {
-        nft: nft.into(),
-        source,
-    })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NftError::Rejected {
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
-    }
+    Session::new()?.run(ruleset).map(|_| ())
 }
 
 /// `nft delete table ip NAME`; absent is fine.
