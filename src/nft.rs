@@ -12,7 +12,10 @@ pub enum NftError {
     #[error("nft refused {what}: {stderr}")]
     Rejected { what: String, stderr: String },
     #[error("netlink query of nftables table {table}: {source}")]
-    Netlink { table: String, source: std::io::Error },
+    Netlink {
+        table: String,
+        source: std::io::Error,
+    },
 }
 
 #[allow(non_camel_case_types)]
@@ -66,9 +69,17 @@ impl Session {
     }
 
     fn run_with(&mut self, cmds: &str, flags: u32) -> Result<String, NftError> {
-        let what = cmds.lines().next().unwrap_or("").chars().take(80).collect::<String>();
-        let c = std::ffi::CString::new(cmds)
-            .map_err(|_| NftError::Rejected { what: what.clone(), stderr: "command contains a NUL byte".into() })?;
+        let what = cmds
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(80)
+            .collect::<String>();
+        let c = std::ffi::CString::new(cmds).map_err(|_| NftError::Rejected {
+            what: what.clone(),
+            stderr: "command contains a NUL byte".into(),
+        })?;
         // SAFETY: `self.ctx` is valid; `c` outlives the call; the returned buffers belong to the
         // context and are copied before the next call on it.
         unsafe {
@@ -79,7 +90,10 @@ impl Session {
             if rc == 0 {
                 Ok(out)
             } else {
-                Err(NftError::Rejected { what, stderr: err.trim().to_owned() })
+                Err(NftError::Rejected {
+                    what,
+                    stderr: err.trim().to_owned(),
+                })
             }
         }
     }
@@ -94,7 +108,9 @@ unsafe fn cstr(p: *const libc::c_char) -> String {
         return String::new();
     }
     // SAFETY: the caller guarantees `p` is a valid NUL-terminated string.
-    unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 impl Drop for Session {
