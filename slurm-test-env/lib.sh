@@ -14,8 +14,12 @@ XN_CHECK_NETNS=xn-check
 # Namespaces that the product (extnet prolog, netns mode) creates for jobs.
 XN_PRODUCT_NETNS_PREFIX=${XN_PRODUCT_NETNS_PREFIX:-extnet-}
 XN_NODES=(n1 n2)
-XN_USERS=(xnalice xnbob)
+# xnalice: allowed by name; xnbob: not by name or group (allowed by account xnacct only);
+# xncarol: allowed through group xnexp; xnmallory: in xnexp but denied; xnauto: granted
+# without asking (the transparent grant). See extnet-test.toml.
+XN_USERS=(xnalice xnbob xncarol xnmallory xnauto)
 XN_GROUP=xnexp
+XN_GROUP_MEMBERS=(xnalice xncarol xnmallory)
 # GECOS of the users up creates: down removes only users that carry it.
 XN_USER_MARK="extnet slurm-test-env user"
 XN_CGROUP_BASE=/sys/fs/cgroup/unified/extnet

@@ -8,6 +8,8 @@ cluster through the NAT gateway (and with which port):
   TCP  7000  on connect: writes "SEEN tcp <src_ip> <src_port>\n" and closes
   UDP  7001  answers every datagram with "SEEN udp <src_ip> <src_port>\n"
   HTTP 8080  GET any path: 200, body "SEEN http <src_ip> <src_port>\n"
+             GET /bytes/N: 200, a body of exactly N bytes (N <= 1 GiB; accounting tests)
+             POST any path: reads the body, 200, body "RECEIVED <n>\n"
 
 Every SEEN line is also appended, with a UTC timestamp, to the log file given
 with --log. Standard library only.
@@ -56,7 +58,48 @@ class HttpHandler(http.server.BaseHTTPRequestHandler):
     server_version = "xn-outside/1"
 
     def do_GET(self):  # noqa: N802 (http.server naming)
+        if self.path.startswith("/bytes/"):
+            return self.send_bytes(self.path[len("/bytes/"):])
         body = seen("http", self.client_address).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def send_bytes(self, count):
+        """Answer with exactly int(count) bytes, written in chunks."""
+        try:
+            n = int(count)
+        except ValueError:
+            n = -1
+        if not 0 <= n <= 1 << 30:
+            self.send_error(400, "GET /bytes/N needs 0 <= N <= 1073741824")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(n))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        chunk = b"x" * 65536
+        try:
+            while n > 0:
+                self.wfile.write(chunk[:n])
+                n -= min(n, len(chunk))
+        except OSError:
+            pass
+
+    def do_POST(self):  # noqa: N802 (http.server naming)
+        left = int(self.headers.get("Content-Length") or 0)
+        got = 0
+        while left > 0:
+            data = self.rfile.read(min(left, 65536))
+            if not data:
+                break
+            got += len(data)
+            left -= len(data)
+        body = ("RECEIVED %d\n" % got).encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))

@@ -8,7 +8,7 @@ use crate::layout::Layout;
 use crate::lease::{self, LeaseTable, LogRecord};
 use crate::netlink::Netlink;
 use crate::state::JobState;
-use crate::{cgroup, prolog};
+use crate::{cgroup, failpoint, prolog};
 use extnet_policy::Policy;
 use std::time::Duration;
 
@@ -46,6 +46,7 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
         return Ok(Report::Nothing);
     }
     let _lock = Lock::acquire(&layout.lock_file())?;
+    failpoint::hit("epilog-after-lock");
     let mut table = LeaseTable::load(&table_path, &layout.node)?;
     let lease = table.lease_of(job.job_id).cloned();
     let mut errors: Vec<String> = Vec::new();
@@ -54,6 +55,7 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
             errors.push(e.to_string());
         }
     }
+    failpoint::hit("epilog-after-kill");
     match Netlink::open() {
         Ok(mut nl) => {
             if let Err(e) = prolog::teardown_netns(layout, &mut nl, job.job_id) {
@@ -61,6 +63,18 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
             }
         }
         Err(e) => errors.push(e.to_string()),
+    }
+    failpoint::hit("epilog-after-netns-teardown");
+    if let Some(l) = &lease {
+        // the job's allowlist binding; gone already (or no table) is fine
+        let unbound =
+            crate::nft::Session::new().and_then(|mut s| crate::allowlist::unbind(&mut s, l.mark));
+        if let Err(e) = unbound {
+            errors.push(format!(
+                "cannot remove the allowlist binding of mark 0x{:x}: {e}",
+                l.mark
+            ));
+        }
     }
     if !errors.is_empty() {
         anyhow::bail!(
@@ -71,14 +85,31 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
         );
     }
     let now = lease::now();
+    if let Some(l) = &lease {
+        // the slot's counters are the job's until its lease is released: read them first
+        match crate::accounting::record_job(l, &layout.node, &layout.accounting_log, now) {
+            Ok(r) => {
+                if let Some(e) = &r.error {
+                    tracing::error!(job_id = job.job_id, node = %layout.node, error = %e, "traffic counters unreadable; the accounting record has zeros and this error");
+                }
+            }
+            Err(e) => {
+                tracing::error!(job_id = job.job_id, node = %layout.node, error = %e, "accounting record not written; the job's traffic is not accounted (the lease is released anyway)")
+            }
+        }
+    }
     let released = match table.release(job.job_id, now, policy.ports.quarantine_secs) {
         Some(l) => {
-            table.store(&table_path)?;
+            // logged before the table forgets the lease: an epilog killed in between releases
+            // and logs it again when run again, so the record is never lost
             LogRecord::new("release", &l, &layout.node, now).append(&layout.lease_log)?;
+            failpoint::hit("epilog-after-release-logged");
+            table.store(&table_path)?;
             true
         }
         None => false,
     };
+    failpoint::hit("epilog-before-state-removed");
     if state.is_some() || state_exists {
         std::fs::remove_file(&state_path).or_else(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {

@@ -98,6 +98,14 @@ impl JobEnv {
     }
 }
 
+/// The name and primary group of user `uid`, through NSS (`getent passwd UID`).
+pub fn user_of_uid(uid: u32) -> Option<(String, u32)> {
+    nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map(|u| (u.name, u.gid.as_raw()))
+}
+
 /// Names of the user's primary and supplementary groups (`id -Gn USER`).
 pub fn group_names(user: &str, gid: u32) -> Vec<String> {
     let Ok(cuser) = std::ffi::CString::new(user) else {

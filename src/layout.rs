@@ -22,6 +22,8 @@ pub struct Layout {
     pub netns_dir: PathBuf,
     /// The append-only lease log.
     pub lease_log: PathBuf,
+    /// The append-only accounting log (one record per job on this node).
+    pub accounting_log: PathBuf,
 }
 
 impl Layout {
@@ -46,6 +48,7 @@ impl Layout {
             cgroup_mount,
             netns_dir: policy.node.netns_dir.clone(),
             lease_log: expand(&policy.log.lease_log, node),
+            accounting_log: expand(&policy.log.accounting, node),
         }
     }
 

@@ -40,6 +40,11 @@ pub struct Lease {
     pub node_addr: Ipv4Addr,
     /// Unix time the lease was taken.
     pub since: u64,
+    /// Unix time of the lease's last `interim` lease-log record (none yet: `since`, the time
+    /// of its `allocate` record). Absent from the file until the first interim record, so a
+    /// table without one stays readable by earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_logged: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +197,7 @@ impl LeaseTable {
                     profile: req.profile.to_owned(),
                     node_addr: req.node_addr,
                     since: now,
+                    last_logged: None,
                 };
                 self.leases.push(lease.clone());
                 return Ok((lease, true));
@@ -229,6 +235,43 @@ impl LeaseTable {
     }
 }
 
+impl Lease {
+    /// Whether the lease needs an `interim` lease-log record at `now`: `interval` seconds
+    /// (`log.interim_secs`, 0 = never) have passed since its last allocate or interim record.
+    pub fn interim_due(&self, now: u64, interval: u64) -> bool {
+        interval > 0
+            && now
+                >= self
+                    .last_logged
+                    .unwrap_or(self.since)
+                    .saturating_add(interval)
+    }
+}
+
+impl LeaseTable {
+    /// Appends an `interim` record for every lease that is due at `now` (one write and one
+    /// fsync for all of them) and notes the time in those leases. Returns how many were
+    /// written. The caller holds the node lock and stores the table afterwards when the count
+    /// is not zero; a crash in between repeats the records next time, never loses one.
+    pub fn log_interim(&mut self, log: &Path, now: u64, interval: u64) -> Result<usize, FsError> {
+        let due: Vec<usize> = (0..self.leases.len())
+            .filter(|&i| self.leases[i].interim_due(now, interval))
+            .collect();
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let records: Vec<LogRecord> = due
+            .iter()
+            .map(|&i| LogRecord::new("interim", &self.leases[i], &self.node, now))
+            .collect();
+        LogRecord::append_all(&records, log)?;
+        for &i in &due {
+            self.leases[i].last_logged = Some(now);
+        }
+        Ok(due.len())
+    }
+}
+
 fn overlaps(a_lo: u16, a_hi: u16, b_lo: u16, b_hi: u16) -> bool {
     a_lo <= b_hi && b_lo <= a_hi
 }
@@ -239,7 +282,7 @@ pub struct LogRecord {
     /// RFC 3339 UTC.
     pub time: String,
     pub unix: u64,
-    /// `allocate` or `release`.
+    /// `allocate`, `interim` (the lease is still held) or `release`.
     pub event: String,
     pub job_id: u32,
     pub user: String,
@@ -282,6 +325,15 @@ impl LogRecord {
             log,
             &serde_json::to_string(self).expect("log record serializes"),
         )
+    }
+
+    /// Appends several records with one write and one fsync.
+    pub fn append_all(records: &[LogRecord], log: &Path) -> Result<(), FsError> {
+        let lines: Vec<String> = records
+            .iter()
+            .map(|r| serde_json::to_string(r).expect("log record serializes"))
+            .collect();
+        append_line(log, &lines.join("\n"))
     }
 }
 
@@ -450,6 +502,129 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0].time, "2023-11-14T22:13:20Z");
         assert_eq!(lines[1].event, "release");
+    }
+
+    #[test]
+    fn a_moved_log_is_followed_by_a_new_file_and_a_truncated_one_is_appended_at_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("lease.log");
+        let moved = dir.path().join("lease.log.1");
+        let mut t = LeaseTable::empty("n1");
+        let (l, _) = t.allocate(&req(3), &pool(), 0).unwrap();
+        LogRecord::new("allocate", &l, "n1", 10)
+            .append(&log)
+            .unwrap();
+        // logrotate's default: rename, then the next record creates a new file
+        std::fs::rename(&log, &moved).unwrap();
+        LogRecord::new("release", &l, "n1", 20)
+            .append(&log)
+            .unwrap();
+        let events = |p: &Path| -> Vec<String> {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|line| serde_json::from_str::<LogRecord>(line).unwrap().event)
+                .collect()
+        };
+        assert_eq!(events(&moved), ["allocate"]);
+        assert_eq!(events(&log), ["release"]);
+        // logrotate's copytruncate: the file is emptied in place; appends start at its new end
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        LogRecord::new("interim", &l, "n1", 30)
+            .append(&log)
+            .unwrap();
+        assert_eq!(events(&log), ["interim"]);
+        assert!(
+            !std::fs::read(&log).unwrap().contains(&0),
+            "no hole of zeros before the record"
+        );
+    }
+
+    #[test]
+    fn interim_is_due_an_interval_after_the_last_record_and_never_when_off() {
+        let mut t = LeaseTable::empty("n1");
+        let (l, _) = t.allocate(&req(1), &pool(), 1000).unwrap();
+        assert!(!l.interim_due(1000, 3600), "just allocated");
+        assert!(!l.interim_due(4599, 3600));
+        assert!(l.interim_due(4600, 3600));
+        assert!(!l.interim_due(1_000_000, 0), "0 turns interim records off");
+        let logged = Lease {
+            last_logged: Some(5000),
+            ..l.clone()
+        };
+        assert!(!logged.interim_due(8599, 3600));
+        assert!(logged.interim_due(8600, 3600));
+    }
+
+    #[test]
+    fn log_interim_writes_due_leases_once_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("lease.log");
+        let path = dir.path().join("leases.json");
+        let mut t = LeaseTable::empty("n1");
+        t.allocate(&req(1), &pool(), 0).unwrap();
+        t.allocate(&req(2), &pool(), 50).unwrap();
+        assert_eq!(t.log_interim(&log, 99, 100).unwrap(), 0);
+        assert!(!log.exists(), "nothing due, nothing written");
+        assert_eq!(t.log_interim(&log, 100, 100).unwrap(), 1, "job 1 only");
+        assert_eq!(
+            t.log_interim(&log, 149, 100).unwrap(),
+            0,
+            "job 1 was just logged"
+        );
+        assert_eq!(t.log_interim(&log, 150, 100).unwrap(), 1, "job 2");
+        assert_eq!(
+            t.log_interim(&log, 400, 100).unwrap(),
+            2,
+            "both, in one append"
+        );
+        let recs: Vec<LogRecord> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let got: Vec<(u32, u64, &str)> = recs
+            .iter()
+            .map(|r| (r.job_id, r.unix, r.event.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, 100, "interim"),
+                (2, 150, "interim"),
+                (1, 400, "interim"),
+                (2, 400, "interim")
+            ]
+        );
+        assert_eq!(recs[2].port_first, t.lease_of(1).unwrap().port_first);
+        // the time of the last record survives a store and load
+        t.store(&path).unwrap();
+        let t2 = LeaseTable::load(&path, "n1").unwrap();
+        assert_eq!(t2.lease_of(2).unwrap().last_logged, Some(400));
+    }
+
+    #[test]
+    fn a_table_written_before_interim_records_existed_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leases.json");
+        let mut t = LeaseTable::empty("n1");
+        t.allocate(&req(1), &pool(), 0).unwrap();
+        let mut v = serde_json::to_value(&t).unwrap();
+        assert!(
+            v["leases"][0].get("last_logged").is_none(),
+            "not written until the first interim record"
+        );
+        v["leases"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("last_logged");
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(LeaseTable::load(&path, "n1").unwrap(), t);
     }
 
     #[test]

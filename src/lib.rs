@@ -11,20 +11,31 @@
 //! - [`node`]: the node's base setup (nft table, `ip rule`, routing table, slot cgroups),
 //!   idempotent and repaired on drift.
 //! - [`prolog`] / [`epilog`]: what the two binaries do for one job.
+//! - [`accounting`]: per-slot traffic counters in the nft table, the per-job accounting
+//!   record the epilog writes, and reading records back.
+//! - [`allowlist`]: per-profile destination allowlists on the node (a verdict map with one
+//!   element per active job; everything else external is dropped and counted).
+//! - [`limits`]: per-profile job limits on a node, counted from the lease table.
 //! - [`state`]: the versioned job state file the prolog writes and the plugin reads.
+//! - [`failpoint`]: `EXTNET_FAILPOINT`, which kills the prolog or epilog at a named step (crash
+//!   tests).
 //! - [`task`]: putting a task on its job's path out (used inside slurmstepd).
 //! - Kernel objects, one module each: [`netlink`] (link, addr, route, rule), [`netns`],
 //!   [`nft`], [`cgroup`].
 //! - [`slurm_sys`]: bindgen's view of the installed Slurm headers (used by the SPANK plugin).
 
+pub mod accounting;
+pub mod allowlist;
 pub mod binmain;
 pub mod bpf;
 pub mod cgroup;
 pub mod epilog;
+pub mod failpoint;
 pub mod fsutil;
 pub mod job;
 pub mod layout;
 pub mod lease;
+pub mod limits;
 pub mod logging;
 pub mod netlink;
 pub mod netns;

@@ -151,6 +151,8 @@ pub fn create(dir: &Path, name: &str) -> Result<File, NetnsError> {
     .map_err(sys("create namespace file", &path))?;
     // SAFETY: `open` just returned this fd and nothing else owns it.
     drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    // a crash here leaves a plain file: `open` reports it, `delete` removes it
+    crate::failpoint::hit("prolog-netns-file-created");
 
     match bind_new_netns(&path).and_then(|()| open_checked(&path)) {
         Ok(ns) => {

@@ -152,7 +152,13 @@ pub fn ensure(
         bpf::attach_sock_mark(&dir, plan::mark(policy, s))?;
         slot_ids.push(cgroup::id(&dir)?);
     }
-    nft::apply(&ruleset)?;
+    // running jobs keep what their slots' traffic counters hold across the reload
+    // the reload empties the allowlist map: bind the running jobs again in the same transaction
+    let (rebind, unbound) = rebind_leases(policy, layout);
+    nft::apply(&(crate::accounting::carry_over(&ruleset) + &rebind))?;
+    for why in unbound {
+        tracing::warn!(node = %layout.node, "{why}");
+    }
     let m = Marker {
         version: 1,
         fingerprint,
@@ -167,6 +173,21 @@ pub fn ensure(
     )?;
     tracing::info!(node = %layout.node, slots = policy.ports.blocks(), "loaded the extnet nftables table");
     Ok(true)
+}
+
+/// `add element` commands that bind the node's running jobs to their profiles' allowlists
+/// (see [`crate::allowlist::rebind`]), and why some could not be bound. An unreadable lease
+/// table binds none: their traffic is dropped (fail closed) and the reason logged.
+fn rebind_leases(policy: &Policy, layout: &Layout) -> (String, Vec<String>) {
+    match crate::lease::LeaseTable::load(&layout.lease_table(), &layout.node) {
+        Ok(t) => crate::allowlist::rebind(policy, &t.leases),
+        Err(e) => (
+            String::new(),
+            vec![format!(
+                "running jobs are not bound to their destination allowlists, so their external traffic is dropped: {e}"
+            )],
+        ),
+    }
 }
 
 /// Writes `value` to a sysctl file unless it already holds it.

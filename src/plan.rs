@@ -112,6 +112,10 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
             format!("0x{:x} : {} . {lo}-{hi}", mark(policy, i), facts.node_addr)
         }),
     );
+    // per-slot traffic counters and their `mark : counter` maps (see crate::accounting)
+    s.push_str(&crate::accounting::nft_objects(policy));
+    // per-profile destination allowlists and their filter chains (see crate::allowlist)
+    s.push_str(&crate::allowlist::nft_objects(policy));
     let level = facts.cgroup_level;
     let _ = writeln!(
         s,
@@ -139,8 +143,9 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
     meta mark & 0x{flag:x} == 0x{flag:x} meta l4proto {{ tcp, udp }} counter drop comment "marked without a port block: never leave untranslated"
     meta mark & 0x{flag:x} == 0x{flag:x} snat ip to {addr}
   }}
-}}"#,
-        addr = facts.node_addr
+{accounting}}}"#,
+        addr = facts.node_addr,
+        accounting = crate::accounting::nft_chains(policy)
     );
     s
 }
@@ -223,7 +228,8 @@ block_size = 256
             r.contains("elements = { 10.99.0.0/24, 172.16.0.0/12 }"),
             "{r}"
         );
-        assert_eq!(r.matches("0x10002").count(), 3, "{r}");
+        // slot_netns, slot_snat, and the three accounting maps
+        assert_eq!(r.matches("0x10002").count(), 6, "{r}");
         assert!(
             !r.contains("job"),
             "no per-job state in the base ruleset: {r}"

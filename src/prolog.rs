@@ -12,7 +12,7 @@ use crate::lease::{self, LeaseRequest, LeaseTable, LogRecord};
 use crate::netlink::route::{Route, RouteKind};
 use crate::netlink::Netlink;
 use crate::state::{Grant, JobState, Outcome, STATE_VERSION};
-use crate::{cgroup, netns, node, plan};
+use crate::{cgroup, failpoint, netns, node, plan};
 use extnet_policy::{decide, Decision, Mode, Policy};
 use ipnet::Ipv4Net;
 use std::os::fd::AsFd;
@@ -52,6 +52,9 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
                 .unwrap_or(policy.node.mode);
             match grant(policy, layout, job, &profile, auto, mode) {
                 Ok(g) => Report::Granted(g),
+                Err(e) if e.is::<crate::limits::LimitReached>() => Report::Denied {
+                    reason: e.to_string(),
+                },
                 Err(e) => Report::Denied {
                     reason: format!(
                         "external network setup failed on node {}: {e:#}; the job gets no external access (admins: see the extnet log on {})",
@@ -61,6 +64,7 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
             }
         }
     };
+    failpoint::hit("prolog-before-state-stored");
     let outcome = match &report {
         Report::Granted(g) => Outcome::Granted(g.clone()),
         Report::Denied { reason } => {
@@ -81,6 +85,7 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
         outcome,
     }
     .store(&layout.job_state(job.job_id))?;
+    failpoint::hit("prolog-after-state-stored");
     Ok(report)
 }
 
@@ -93,10 +98,24 @@ fn grant(
     mode: Mode,
 ) -> anyhow::Result<Grant> {
     let _lock = Lock::acquire(&layout.lock_file())?;
+    failpoint::hit("prolog-after-lock");
     let mut nl = Netlink::open()?;
     let (iface, node_addr) = node::node_addr(policy, layout, &mut nl)?;
     let table_path = layout.lease_table();
     let mut table = LeaseTable::load(&table_path, &layout.node)?;
+    let profile_def = policy
+        .profile(profile)
+        .ok_or_else(|| anyhow::anyhow!("profile {profile:?} vanished from the policy"))?;
+    if table.lease_of(job.job_id).is_none() {
+        crate::limits::check(
+            profile_def,
+            &layout.node,
+            &table.leases,
+            job.job_id,
+            job.uid,
+            &job.user,
+        )?;
+    }
     let now = lease::now();
     let req = LeaseRequest {
         job_id: job.job_id,
@@ -108,14 +127,14 @@ fn grant(
         node_addr,
     };
     let (l, new) = table.allocate(&req, &policy.ports, now)?;
-    if new {
+    let interim = write_due_interim(&mut table, layout, policy, now);
+    if new || interim > 0 {
         table.store(&table_path)?;
     }
+    failpoint::hit("prolog-after-lease-stored");
     let result = (|| -> anyhow::Result<Grant> {
         node::ensure(policy, layout, &mut nl, iface, node_addr, Some(l.slot))?;
-        if new {
-            LogRecord::new("allocate", &l, &layout.node, now).append(&layout.lease_log)?;
-        }
+        failpoint::hit("prolog-after-base-ensure");
         let mut g = Grant {
             profile: profile.to_owned(),
             auto,
@@ -140,11 +159,24 @@ fn grant(
                 g.netns = Some(layout.netns_dir.join(layout.netns_name(job.job_id)));
             }
         }
+        if new {
+            // the job's traffic counters start at zero (after the slot's leftovers are gone)
+            crate::accounting::reset(l.slot)?;
+        }
+        // the job reaches its profile's destinations only from here on (fail closed before)
+        crate::allowlist::bind(&mut crate::nft::Session::new()?, l.mark, profile_def)?;
+        // On disk before the state file lets tasks start, and only once the setup worked (a
+        // rolled-back lease leaves no record). Logged again by a prolog run again after a crash:
+        // the lease then exists already and its first record may be missing.
+        LogRecord::new("allocate", &l, &layout.node, now).append(&layout.lease_log)?;
+        failpoint::hit("prolog-after-allocate-logged");
         Ok(g)
     })();
     if result.is_err() && new {
         // roll back: nothing ran with this lease, so no quarantine and no release record
         let _ = teardown_netns(layout, &mut nl, job.job_id);
+        let _ =
+            crate::nft::Session::new().and_then(|mut s| crate::allowlist::unbind(&mut s, l.mark));
         if let Ok(mut t) = LeaseTable::load(&table_path, &layout.node) {
             if t.forget(job.job_id).is_some() {
                 let _ = t.store(&table_path);
@@ -152,6 +184,19 @@ fn grant(
         }
     }
     result
+}
+
+/// Writes the `interim` lease-log records that are due for running leases (`log.interim_secs`)
+/// while the prolog holds the node lock and the table anyway; `extnet lease-log interim` from
+/// a timer covers nodes without new jobs. A failure is logged and left to the next try.
+fn write_due_interim(table: &mut LeaseTable, layout: &Layout, policy: &Policy, now: u64) -> usize {
+    match table.log_interim(&layout.lease_log, now, policy.log.interim_secs) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(node = %layout.node, error = %e, "cannot write interim lease-log records; the next prolog or `extnet lease-log interim` tries again");
+            0
+        }
+    }
 }
 
 /// The job's namespace, veth pair, addresses and routes (netns mode). Equals:
@@ -169,10 +214,17 @@ fn setup_netns(
     let name = layout.netns_name(job_id);
     // a prolog run twice: start from scratch
     teardown_netns(layout, nl, job_id)?;
-    let ns = netns::create(&layout.netns_dir, &name)?;
     let host = Layout::veth_name(job_id);
+    // the kernel reaps a dropped namespace's veth pair asynchronously: one left by an earlier
+    // run for this job (killed midway) may still be there; deleting it is slow but rare
+    if nl.index(&host)?.is_some() {
+        nl.delete(&host)?;
+    }
+    let ns = netns::create(&layout.netns_dir, &name)?;
+    failpoint::hit("prolog-after-netns-created");
     let (host_addr, job_addr) = plan::netns_addrs(policy, slot);
     nl.veth_add(&host, "eth0", ns.as_fd())?;
+    failpoint::hit("prolog-after-veth");
     let idx = nl
         .index(&host)?
         .ok_or_else(|| anyhow::anyhow!("veth {host} vanished right after creation"))?;
@@ -196,6 +248,7 @@ fn setup_netns(
             oif: Some(eth),
         },
     })?;
+    failpoint::hit("prolog-after-addresses-routes");
     Ok(())
 }
 
@@ -204,7 +257,19 @@ fn setup_netns(
 pub fn teardown_netns(layout: &Layout, nl: &mut Netlink, job_id: u32) -> anyhow::Result<bool> {
     let name = layout.netns_name(job_id);
     let mut found = false;
-    if let Some(f) = netns::open(&layout.netns_dir, &name)? {
+    let opened = match netns::open(&layout.netns_dir, &name) {
+        Ok(f) => f,
+        // a plain file left by a prolog killed inside `netns::create`: the name is the job's,
+        // so whatever is there is ours to remove
+        Err(netns::NetnsError::NotNetns { path, what }) => {
+            tracing::warn!(job_id, path = %path.display(), %what, "removing a leftover namespace file");
+            netns::delete(&layout.netns_dir, &name)?;
+            found = true;
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(f) = opened {
         found = true;
         let ino = netns::inode(&f);
         drop(f);

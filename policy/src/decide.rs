@@ -168,6 +168,17 @@ pub fn decide(policy: &Policy, job: &JobIdentity, request: &Request) -> Decision
     }
 }
 
+/// For a job that did not ask: each profile whose `auto` principals match the job but which
+/// still does not apply (deny, partition, QOS), with the reason.
+pub fn auto_refusals(policy: &Policy, job: &JobIdentity) -> Vec<String> {
+    policy
+        .profiles
+        .iter()
+        .filter(|p| matching(&p.auto, job).is_some())
+        .filter_map(|p| evaluate(p, job).err())
+        .collect()
+}
+
 fn names(policy: &Policy) -> String {
     if policy.profiles.is_empty() {
         return "(none)".into();
@@ -178,4 +189,76 @@ fn names(policy: &Policy) -> String {
         .map(|p| p.name.as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Who submits a job, as the submitting host knows it. The job's account, partition and QOS
+/// are not known for sure before the controller has the job (`-A`, `-p`, `-q` and their
+/// defaults), so they count as unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Submitter {
+    pub user: String,
+    /// The user's groups, primary and supplementary, by name.
+    pub groups: Vec<String>,
+}
+
+/// Why `profile` can grant no job of `who`, whatever account, partition and QOS the job gets.
+fn impossible(profile: &Profile, who: &Submitter) -> Option<String> {
+    let d = &profile.deny;
+    if d.users.iter().any(|u| u == "*") {
+        return Some(format!("profile {:?} denies everyone", profile.name));
+    }
+    if d.users.contains(&who.user) {
+        return Some(format!(
+            "profile {:?} denies user {}",
+            profile.name, who.user
+        ));
+    }
+    if let Some(g) = who.groups.iter().find(|g| d.groups.contains(g)) {
+        return Some(format!("profile {:?} denies group {g}", profile.name));
+    }
+    let a = &profile.allow;
+    let listed = a.users.iter().any(|u| u == "*" || *u == who.user)
+        || who.groups.iter().any(|g| a.groups.contains(g))
+        // the job's account is not known yet: it may be one of these
+        || !a.accounts.is_empty();
+    (!listed).then(|| {
+        format!(
+            "profile {:?} does not list user {} or any of their groups",
+            profile.name, who.user
+        )
+    })
+}
+
+/// Advice at submit time: `Err(reason)` when no profile that `request` could use would grant a
+/// job of `who`, whatever account, partition and QOS the job ends up with. `Ok` promises
+/// nothing (limits, partitions, QOS and accounts are checked by the prolog, the authority).
+pub fn possible(policy: &Policy, who: &Submitter, request: &Request) -> Result<(), String> {
+    match request {
+        Request::None => Ok(()),
+        Request::Profile(name) => match policy.profile(name) {
+            None => Err(format!(
+                "there is no external-net profile named {name:?}; profiles: {}",
+                names(policy)
+            )),
+            Some(p) => impossible(p, who).map_or(Ok(()), Err),
+        },
+        Request::Any => {
+            let mut whys = Vec::new();
+            for p in &policy.profiles {
+                match impossible(p, who) {
+                    None => return Ok(()),
+                    Some(why) => whys.push(why),
+                }
+            }
+            Err(if whys.is_empty() {
+                "the site's policy defines no profiles".into()
+            } else {
+                format!(
+                    "no profile can grant user {}: {}",
+                    who.user,
+                    whys.join("; ")
+                )
+            })
+        }
+    }
 }

@@ -5,18 +5,21 @@
 //! - [`Policy::from_toml`] checks it into a [`Policy`] whose invariants hold (non-overlapping
 //!   networks, a port pool that holds at least one block, profiles that can match, ...);
 //! - [`decide`] turns a policy and a job's identity into a [`Decision`], a pure function that is
-//!   unit-tested without root.
+//!   unit-tested without root; [`possible`] is the weaker check made at submit time;
+//! - [`report`] puts a policy and a decision into words for admins.
 //!
 //! The reference for every key is `docs/policy.md`.
 
 pub mod decide;
 pub mod raw;
+pub mod report;
 mod validate;
 
-pub use decide::{decide, Decision, JobIdentity, Request};
+pub use decide::{decide, possible, Decision, JobIdentity, Request, Submitter};
 pub use validate::{PolicyError, ValidationError};
 
 use ipnet::Ipv4Net;
+use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -110,6 +113,10 @@ pub struct LogConfig {
     pub lease_log: String,
     /// The prolog's and epilog's own log (what they did and why), besides stderr.
     pub file: String,
+    /// Append-only JSON lines: one accounting record (traffic counters) per job per node.
+    pub accounting: String,
+    /// Seconds between `interim` lease-log records of a running lease (0: none).
+    pub interim_secs: u64,
 }
 
 /// Principals: who a rule is about. A job matches when its user, one of its user's groups, or
@@ -142,6 +149,111 @@ pub struct Profile {
     /// QOS the profile applies to (empty: all).
     pub qos: Vec<String>,
     pub mode: Mode,
+    /// External destinations the job may reach (`None`: all). Everything else external is
+    /// dropped on the node and counted.
+    pub destinations: Option<Vec<Destination>>,
+    /// Jobs of this profile at once on one node (`None`: as many as the port pool holds).
+    pub max_jobs_per_node: Option<u32>,
+    /// Jobs of this profile at once on one node for one user (`None`: no own limit).
+    pub max_jobs_per_user: Option<u32>,
+}
+
+impl Profile {
+    /// Concurrent jobs of this profile one node can hold: its limit, or the pool.
+    pub fn capacity(&self, pool: &PortPool) -> u32 {
+        self.max_jobs_per_node
+            .map_or(pool.blocks(), |m| m.min(pool.blocks()))
+    }
+}
+
+/// A transport protocol of a destination rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// Every protocol; with `ports`, TCP and UDP to those ports.
+    Any,
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Proto::Any => "any",
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Icmp => "icmp",
+        })
+    }
+}
+
+/// One allowed external destination: a network, a protocol, and ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub net: Ipv4Net,
+    pub proto: Proto,
+    /// Inclusive port ranges, sorted and disjoint; empty: every port (and protocols without
+    /// ports). Only TCP and UDP have ports.
+    pub ports: Vec<(u16, u16)>,
+}
+
+impl Destination {
+    /// True when every packet this entry allows is also allowed by `other` (the entry is
+    /// redundant).
+    pub fn covered_by(&self, other: &Destination) -> bool {
+        if !other.net.contains(&self.net) {
+            return false;
+        }
+        if other.proto != Proto::Any && other.proto != self.proto {
+            return false;
+        }
+        if other.ports.is_empty() {
+            return true;
+        }
+        // `other` allows only TCP/UDP to its ports; `self` must be as narrow. Port lists are
+        // merged (no two ranges touch), so one range of `other` must hold each of `self`'s.
+        !self.ports.is_empty()
+            && self
+                .ports
+                .iter()
+                .all(|&(lo, hi)| other.ports.iter().any(|&(a, b)| a <= lo && hi <= b))
+    }
+
+    /// The port list as written in the policy (`80,443,8000-8100`), or `all ports`.
+    pub fn ports_text(&self) -> String {
+        if self.ports.is_empty() {
+            return "all ports".into();
+        }
+        let mut s = String::new();
+        for (i, (lo, hi)) in self.ports.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            if lo == hi {
+                let _ = write!(s, "{lo}");
+            } else {
+                let _ = write!(s, "{lo}-{hi}");
+            }
+        }
+        s
+    }
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let net = if self.net.prefix_len() == 32 {
+            self.net.addr().to_string()
+        } else {
+            self.net.to_string()
+        };
+        match (self.proto, self.ports.is_empty()) {
+            (Proto::Any, true) => write!(f, "{net} (any protocol)"),
+            (Proto::Any, false) => write!(f, "{net} tcp/udp port {}", self.ports_text()),
+            (p, true) => write!(f, "{net} {p}"),
+            (p, false) => write!(f, "{net} {p} port {}", self.ports_text()),
+        }
+    }
 }
 
 impl Policy {

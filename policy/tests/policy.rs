@@ -220,3 +220,15 @@ fn request_values_from_the_plugin() {
         Request::Profile("grid".into())
     );
 }
+
+#[test]
+fn accounting_log_and_interim_interval_have_defaults_and_can_be_set() {
+    let p = policy("");
+    assert_eq!(p.log.accounting, "/var/log/extnet/accounting.log");
+    assert_eq!(p.log.interim_secs, 3600);
+    let p = policy("[log]\naccounting = \"/srv/acct-%n.log\"\ninterim_secs = 0\n");
+    assert_eq!(p.log.accounting, "/srv/acct-%n.log");
+    assert_eq!(p.log.interim_secs, 0, "0 turns interim records off");
+    let e = invalid(&format!("{BASE}[log]\ninterim_secs = -5\n"));
+    assert!(e.contains("interim_secs"), "{e}");
+}

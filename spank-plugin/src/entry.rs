@@ -29,7 +29,7 @@ use crate::request::{ARGINFO_C, JOB_CONTROL_VAR_C, OPTION_C, STEP_REQUEST_VAR_C,
 use crate::slurm::{self, Context, Spank};
 use crate::{node, request, session};
 use extnet::slurm_sys as sys;
-use extnet_policy::{Policy, Request};
+use extnet_policy::{Policy, Request, Submitter};
 use std::ffi::{c_char, c_int, CStr};
 
 type Argv = *mut *mut c_char;
@@ -134,8 +134,9 @@ pub unsafe extern "C" fn slurm_spank_init_post_opt(sp: sys::spank_t, ac: c_int, 
     })
 }
 
-/// Passes the request to the prolog (`SPANK_EXTNET_REQUEST`) and gives early advice. This is
-/// advice only, on the user's side: the prolog decides.
+/// Passes the request to the prolog (`SPANK_EXTNET_REQUEST`) and gives early advice: a profile
+/// the site does not have, or a request no job of this user could be granted, is refused
+/// before the job is queued. This is advice only, on the user's side: the prolog decides.
 fn submit(spank: &Spank, config: &Config) -> Result<(), String> {
     let request = session::with(|s| s.request.clone());
     let Some(value) = request::env_value(&request) else {
@@ -144,23 +145,43 @@ fn submit(spank: &Spank, config: &Config) -> Result<(), String> {
     spank
         .job_control_setenv(JOB_CONTROL_VAR_C, value)
         .map_err(|e| format!("cannot pass --{} to the job: {e}", request::OPTION))?;
-    if let Request::Profile(name) = &request {
-        match Policy::load(&config.policy) {
-            Ok(policy) => {
-                if policy.profile(name).is_none() {
-                    let names: Vec<&str> =
-                        policy.profiles.iter().map(|p| p.name.as_str()).collect();
-                    return Err(request::unknown_profile_message(name, &names));
-                }
-            }
+    let policy = match Policy::load(&config.policy) {
+        Ok(p) => p,
+        Err(e) => {
             // Not readable here (a login node without the file, say): the prolog decides.
-            Err(e) => slurm::verbose(&format!(
-                "no early check of --{}={name}: {e}",
-                request::OPTION
-            )),
+            slurm::verbose(&format!("no early check of --{}: {e}", request::OPTION));
+            return Ok(());
+        }
+    };
+    if let Request::Profile(name) = &request {
+        if policy.profile(name).is_none() {
+            let names: Vec<&str> = policy.profiles.iter().map(|p| p.name.as_str()).collect();
+            return Err(request::unknown_profile_message(name, &names));
         }
     }
-    Ok(())
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let Some((user, gid)) = extnet::job::user_of_uid(uid) else {
+        slurm::verbose(&format!(
+            "no early check of --{}: uid {uid} has no name through NSS here",
+            request::OPTION
+        ));
+        return Ok(());
+    };
+    let who = Submitter {
+        groups: extnet::job::group_names(&user, gid),
+        user,
+    };
+    // Account, partition and QOS are not known here: refuse only what no job of this user
+    // could get.
+    match extnet_policy::possible(&policy, &who, &request) {
+        Ok(()) => Ok(()),
+        Err(reason) => Err(request::early_denial_message(
+            &request,
+            &reason,
+            &config.policy,
+        )),
+    }
 }
 
 /// slurmstepd: the step's job on this node and what its tasks must do.

@@ -98,6 +98,19 @@ pub fn unknown_profile_message(name: &str, profiles: &[&str]) -> String {
     }
 }
 
+/// The early answer when the policy can grant this user nothing for this request, whatever
+/// the job's account, partition and QOS turn out to be.
+pub fn early_denial_message(request: &Request, reason: &str, policy: &std::path::Path) -> String {
+    let opt = match request {
+        Request::Profile(name) => format!("--{OPTION}={name}"),
+        _ => format!("--{OPTION}"),
+    };
+    format!(
+        "{opt}: the job would get no external network access, so it is not submitted: {reason} (the site's policy is {}; ask your administrators for access)",
+        policy.display()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +196,24 @@ mod tests {
             assert_eq!(Request::from_env_value(env_value(&r)), r);
         }
         assert_eq!(env_value(&Request::Any), Some("*"));
+    }
+
+    #[test]
+    fn early_denial_names_the_option_the_reason_and_the_policy() {
+        let p = std::path::Path::new("/etc/slurm/extnet.toml");
+        let m = early_denial_message(
+            &Request::Profile("exp".into()),
+            "profile \"exp\" denies user bob",
+            p,
+        );
+        assert!(m.starts_with("--external-net=exp: "), "{m}");
+        assert!(
+            m.contains("not submitted") && m.contains("denies user bob"),
+            "{m}"
+        );
+        assert!(m.contains("/etc/slurm/extnet.toml"), "{m}");
+        let m = early_denial_message(&Request::Any, "no profile can grant user bob", p);
+        assert!(m.starts_with("--external-net: "), "{m}");
     }
 
     #[test]

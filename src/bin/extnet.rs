@@ -2,9 +2,10 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use extnet::accounting;
 use extnet::layout::Layout;
 use extnet::lease::{self, LeaseTable};
-use extnet_policy::{decide, Decision, JobIdentity, Policy, Request};
+use extnet_policy::{JobIdentity, Policy, Request};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,6 +43,39 @@ enum Cmd {
     Node {
         #[command(subcommand)]
         cmd: NodeCmd,
+    },
+    /// Per-job traffic records written by the epilogs (log.accounting), summed per job.
+    Accounting {
+        /// Only this job.
+        #[arg(long)]
+        job: Option<u32>,
+        /// Only this user's jobs.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only records of this node (with a `%n` log template: only its file).
+        #[arg(long)]
+        node: Option<String>,
+        /// One JSON record per job per node instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Read this file instead of log.accounting (repeatable; for rotated logs).
+        #[arg(long)]
+        file: Vec<PathBuf>,
+    },
+    /// The lease log (log.lease_log).
+    LeaseLog {
+        #[command(subcommand)]
+        cmd: LeaseLogCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum LeaseLogCmd {
+    /// Write an `interim` record for every lease whose last record is log.interim_secs old
+    /// (run it from a timer on each node, e.g. every 10 minutes).
+    Interim {
+        #[arg(long)]
+        node: Option<String>,
     },
 }
 
@@ -91,6 +125,12 @@ fn node_name(n: Option<String>) -> anyhow::Result<String> {
 }
 
 fn main() -> ExitCode {
+    // `extnet policy check | head`: end quietly when the reader goes away (as other Unix tools
+    // do), instead of panicking on EPIPE
+    // SAFETY: restoring the default disposition of SIGPIPE at start, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -104,6 +144,16 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Status { node, json } => status(&cli.policy, &node_name(node)?, json),
+        Cmd::Accounting {
+            job,
+            user,
+            node,
+            json,
+            file,
+        } => accounting(&cli.policy, job, user, node, json, file),
+        Cmd::LeaseLog {
+            cmd: LeaseLogCmd::Interim { node },
+        } => interim(&cli.policy, &node_name(node)?),
         Cmd::Policy {
             cmd: PolicyCmd::Check { file },
         } => check(&file.unwrap_or(cli.policy)),
@@ -119,62 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => {
             let policy = Policy::load(&cli.policy)?;
-            let gid = nix::unistd::User::from_name(&user)
-                .ok()
-                .flatten()
-                .map(|u| u.gid.as_raw());
-            let groups = gid
-                .map(|g| extnet::job::group_names(&user, g))
-                .unwrap_or_default();
-            let id = JobIdentity {
-                user: user.clone(),
-                groups,
-                account,
-                partition,
-                qos,
-            };
-            let req = match (profile, not_asked) {
-                (Some(p), _) => Request::Profile(p),
-                (None, true) => Request::None,
-                (None, false) => Request::Any,
-            };
-            let asked = match &req {
-                Request::None => "without asking".to_string(),
-                Request::Any => "with --external-net".to_string(),
-                Request::Profile(p) => format!("with --external-net={p}"),
-            };
-            let who = format!(
-                "A job of user {} (groups: {}; account: {}; partition: {}; qos: {}) {asked}",
-                id.user,
-                if id.groups.is_empty() {
-                    "none found".into()
-                } else {
-                    id.groups.join(", ")
-                },
-                id.account.as_deref().unwrap_or("any"),
-                id.partition.as_deref().unwrap_or("any"),
-                id.qos.as_deref().unwrap_or("any"),
-            );
-            match decide(&policy, &id, &req) {
-                Decision::Granted {
-                    profile,
-                    auto,
-                    rule,
-                } => {
-                    let mode = policy
-                        .profile(&profile)
-                        .map(|p| p.mode)
-                        .unwrap_or(policy.node.mode);
-                    println!(
-                        "{who} is GRANTED profile {profile:?} ({mode} mode{}): {rule}.",
-                        if auto { ", without asking" } else { "" }
-                    );
-                }
-                Decision::Denied { reason } => println!("{who} is DENIED: {reason}."),
-                Decision::NotRequested => {
-                    println!("{who} gets NO external access: it did not ask and no profile grants it without asking.")
-                }
-            }
+            explain(&policy, user, account, partition, qos, profile, not_asked);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Node {
@@ -226,65 +221,74 @@ fn check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    let n = &policy.node;
     println!("{}: valid", file.display());
-    println!(
-        "node: default mode {}, interface {}, gateway {}, routing table {}, fwmark 0x{:x}",
-        n.mode, n.interface, n.gateway, n.route_table, n.fwmark
-    );
-    println!(
-        "internal (never via the gateway): {}",
-        n.internal
-            .iter()
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!(
-        "ports: {}-{} in blocks of {} = {} concurrent external jobs per node; quarantine {} s",
-        policy.ports.first,
-        policy.ports.last,
-        policy.ports.block_size,
-        policy.ports.blocks(),
-        policy.ports.quarantine_secs
-    );
-    if policy.profiles.is_empty() {
-        println!("profiles: none (nothing is granted)");
-    }
+    print!("{}", extnet_policy::report::summary(&policy));
+    // names this host cannot resolve: a typo, or a name only other hosts know (NSS)
+    let mut unknown: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
     for p in &policy.profiles {
-        let who = |pr: &extnet_policy::Principals| {
-            let mut v = Vec::new();
-            if !pr.users.is_empty() {
-                v.push(format!("users {}", pr.users.join(", ")));
+        for pr in [&p.allow, &p.deny, &p.auto] {
+            for u in pr.users.iter().filter(|u| *u != "*") {
+                if nix::unistd::User::from_name(u).ok().flatten().is_none() {
+                    unknown
+                        .entry(format!("user {u}"))
+                        .or_default()
+                        .push(&p.name);
+                }
             }
-            if !pr.groups.is_empty() {
-                v.push(format!("groups {}", pr.groups.join(", ")));
+            for g in &pr.groups {
+                if nix::unistd::Group::from_name(g).ok().flatten().is_none() {
+                    unknown
+                        .entry(format!("group {g}"))
+                        .or_default()
+                        .push(&p.name);
+                }
             }
-            if !pr.accounts.is_empty() {
-                v.push(format!("accounts {}", pr.accounts.join(", ")));
-            }
-            v.join("; ")
-        };
+        }
+    }
+    if !unknown.is_empty() {
+        let list: Vec<String> = unknown
+            .into_iter()
+            .map(|(who, mut profiles)| {
+                profiles.dedup();
+                format!("{who} (profile {})", profiles.join(", "))
+            })
+            .collect();
         println!(
-            "profile {:?} ({} mode): allows {}",
-            p.name,
-            p.mode,
-            who(&p.allow)
+            "warning: not known on this host (NSS): {}; check the spelling, or that this host sees the same users and groups as the compute nodes",
+            list.join(", ")
         );
-        if !p.deny.is_empty() {
-            println!("    denies {}", who(&p.deny));
-        }
-        if !p.auto.is_empty() {
-            println!("    grants without asking: {}", who(&p.auto));
-        }
-        if !p.partitions.is_empty() {
-            println!("    only in partitions {}", p.partitions.join(", "));
-        }
-        if !p.qos.is_empty() {
-            println!("    only for QOS {}", p.qos.join(", "));
-        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `extnet policy explain`: the decision for a user's job and the rule, in one paragraph.
+fn explain(
+    policy: &Policy,
+    user: String,
+    account: Option<String>,
+    partition: Option<String>,
+    qos: Option<String>,
+    profile: Option<String>,
+    not_asked: bool,
+) {
+    let groups = nix::unistd::User::from_name(&user)
+        .ok()
+        .flatten()
+        .map(|u| extnet::job::group_names(&user, u.gid.as_raw()))
+        .unwrap_or_default();
+    let id = JobIdentity {
+        user,
+        groups,
+        account,
+        partition,
+        qos,
+    };
+    let req = match (profile, not_asked) {
+        (Some(p), _) => Request::Profile(p),
+        (None, true) => Request::None,
+        (None, false) => Request::Any,
+    };
+    println!("{}", extnet_policy::report::explain(policy, &id, &req));
 }
 
 fn status(policy_path: &std::path::Path, node: &str, json: bool) -> anyhow::Result<ExitCode> {
@@ -294,13 +298,36 @@ fn status(policy_path: &std::path::Path, node: &str, json: bool) -> anyhow::Resu
     let now = lease::now();
     let quarantined = table.quarantine.iter().filter(|q| q.until > now).count();
     let total = policy.ports.blocks() as usize;
+    // counters of the active slots only (never a listing of the table or a cgroup map)
+    let slots: Vec<u32> = table.leases.iter().map(|l| l.slot).collect();
+    let counters = accounting::read(&slots).map_err(|e| e.to_string());
+    let of = |slot: u32| counters.as_ref().ok().and_then(|m| m.get(&slot));
     if json {
-        let v = serde_json::json!({
+        let jobs: Vec<serde_json::Value> = table
+            .leases
+            .iter()
+            .map(|l| {
+                let mut v = serde_json::to_value(l).expect("lease serializes");
+                v["counters"] = serde_json::to_value(of(l.slot)).expect("counters serialize");
+                v
+            })
+            .collect();
+        let mut v = serde_json::json!({
             "node": node,
             "pool": { "blocks": total, "used": table.leases.len(), "quarantined": quarantined,
                       "free": total.saturating_sub(table.leases.len() + quarantined) },
-            "jobs": table.leases,
+            "jobs": jobs,
         });
+        if let Err(e) = &counters {
+            v["counters_error"] = e.clone().into();
+        }
+        v["allowlist_drops"] = match allowlist_drops() {
+            Ok(d) => d
+                .into_iter()
+                .map(|(name, packets, bytes)| serde_json::json!({ "counter": name, "packets": packets, "bytes": bytes }))
+                .collect(),
+            Err(e) => serde_json::json!({ "error": e }),
+        };
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -313,12 +340,30 @@ fn status(policy_path: &std::path::Path, node: &str, json: bool) -> anyhow::Resu
     );
     if !table.leases.is_empty() {
         println!(
-            "{:>8}  {:<12} {:<7} {:>5} {:>9}  {:<13} {:<12} since",
-            "JOB", "USER", "MODE", "SLOT", "MARK", "PORTS", "PROFILE"
+            "{:>8}  {:<12} {:<7} {:>5} {:>9}  {:<13} {:<12} {:<20}  {:>10} {:>10} {:>6}",
+            "JOB",
+            "USER",
+            "MODE",
+            "SLOT",
+            "MARK",
+            "PORTS",
+            "PROFILE",
+            "SINCE",
+            "OUT",
+            "IN",
+            "CONNS"
         );
         for l in &table.leases {
+            let (out, inn, conns) = match of(l.slot) {
+                Some(c) => (
+                    accounting::human_bytes(c.bytes_out),
+                    accounting::human_bytes(c.bytes_in),
+                    c.connections.to_string(),
+                ),
+                None => ("?".into(), "?".into(), "?".into()),
+            };
             println!(
-                "{:>8}  {:<12} {:<7} {:>5} {:>9}  {:<13} {:<12} {}",
+                "{:>8}  {:<12} {:<7} {:>5} {:>9}  {:<13} {:<12} {:<20}  {out:>10} {inn:>10} {conns:>6}",
                 l.job_id,
                 l.user,
                 l.mode.to_string(),
@@ -329,6 +374,171 @@ fn status(policy_path: &std::path::Path, node: &str, json: bool) -> anyhow::Resu
                 lease::rfc3339(l.since)
             );
         }
+        if let Err(e) = &counters {
+            println!("traffic counters unavailable: {e}");
+        }
     }
+    print_allowlist_drops(&policy);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The allowlists' drop counters of this node's nft table.
+fn allowlist_drops() -> Result<Vec<(String, u64, u64)>, String> {
+    if !extnet::nft::table_exists(extnet::plan::TABLE).map_err(|e| e.to_string())? {
+        return Ok(Vec::new());
+    }
+    extnet::allowlist::drops()
+}
+
+/// `extnet status`: packets each allowlist dropped on this node (since the table was loaded).
+fn print_allowlist_drops(policy: &Policy) {
+    if !policy.profiles.iter().any(|p| p.destinations.is_some()) {
+        return;
+    }
+    match allowlist_drops() {
+        Ok(d) if d.is_empty() => {
+            println!("destination allowlists: nothing dropped (no extnet table loaded yet)")
+        }
+        Ok(d) => {
+            println!("destination allowlists, packets dropped on this node since its table was loaded:");
+            for (name, packets, bytes) in d {
+                match extnet::allowlist::profile_of_counter(&name) {
+                    Some(p) => println!("  profile {p}: {packets} packets dropped ({bytes} bytes)"),
+                    None => println!("  no binding (fail closed): {packets} packets dropped ({bytes} bytes)"),
+                }
+            }
+        }
+        Err(e) => println!("destination allowlist counters unavailable: {e}; run extnet status as root in the node's network namespace"),
+    }
+}
+
+fn accounting(
+    policy_path: &std::path::Path,
+    job: Option<u32>,
+    user: Option<String>,
+    node: Option<String>,
+    json: bool,
+    file: Vec<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let files = if file.is_empty() {
+        let policy = Policy::load(policy_path)?;
+        let this = extnet::job::short_hostname();
+        let files = accounting::log_files(&policy.log.accounting, node.as_deref(), this.as_deref());
+        if files.is_empty() {
+            anyhow::bail!(
+                "no accounting log matches log.accounting = {:?}; pass --node or --file",
+                policy.log.accounting
+            );
+        }
+        files
+    } else {
+        file
+    };
+    let read = accounting::read_records(&files)?;
+    if let Some(first) = read.bad.first() {
+        eprintln!(
+            "extnet: skipped {} lines that are not accounting records (first: {first})",
+            read.bad.len()
+        );
+    }
+    let records: Vec<accounting::Record> = read
+        .records
+        .into_iter()
+        .filter(|r| job.is_none_or(|j| r.job_id == j))
+        .filter(|r| user.as_ref().is_none_or(|u| &r.user == u))
+        .filter(|r| node.as_ref().is_none_or(|n| &r.node == n))
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if records.is_empty() {
+        println!(
+            "no accounting records match (read {})",
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:>8}  {:<12} {:<12} {:<10} {:<20}  {:>9}  {:>10} {:>10} {:>9} {:>9} {:>6}",
+        "JOB",
+        "USER",
+        "NODES",
+        "PROFILE",
+        "START",
+        "DURATION",
+        "OUT",
+        "IN",
+        "PKTS OUT",
+        "PKTS IN",
+        "CONNS"
+    );
+    let mut incomplete = Vec::new();
+    for t in accounting::totals(&records) {
+        let c = &t.counters;
+        println!(
+            "{:>8}  {:<12} {:<12} {:<10} {:<20}  {:>9}  {:>10} {:>10} {:>9} {:>9} {:>6}",
+            t.job_id,
+            t.user,
+            t.nodes.join(","),
+            t.profiles.join(","),
+            lease::rfc3339(t.start),
+            duration(t.end.saturating_sub(t.start)),
+            accounting::human_bytes(c.bytes_out),
+            accounting::human_bytes(c.bytes_in),
+            c.packets_out,
+            c.packets_in,
+            c.connections
+        );
+        if !t.incomplete.is_empty() {
+            incomplete.push(format!("job {} on {}", t.job_id, t.incomplete.join(",")));
+        }
+    }
+    if !incomplete.is_empty() {
+        println!(
+            "counters could not be read (counted as zero; see the record's \"error\"): {}",
+            incomplete.join("; ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `2h05m`, `3m07s`, `42s`.
+fn duration(secs: u64) -> String {
+    match secs {
+        s if s >= 3600 => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+        s if s >= 60 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}
+
+fn interim(policy_path: &std::path::Path, node: &str) -> anyhow::Result<ExitCode> {
+    let policy = Policy::load(policy_path)?;
+    let layout = Layout::new(&policy, node);
+    let interval = policy.log.interim_secs;
+    if interval == 0 {
+        println!("node {node}: interim records are off (log.interim_secs = 0)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let table_path = layout.lease_table();
+    if !table_path.exists() {
+        println!("node {node}: no lease table, nothing to record");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let _lock = extnet::fsutil::Lock::acquire(&layout.lock_file())?;
+    let mut table = LeaseTable::load(&table_path, node)?;
+    let n = table.log_interim(&layout.lease_log, lease::now(), interval)?;
+    if n > 0 {
+        table.store(&table_path)?;
+    }
+    println!(
+        "node {node}: {n} interim records written to {} ({} leases held, interval {interval} s)",
+        layout.lease_log.display(),
+        table.leases.len()
+    );
     Ok(ExitCode::SUCCESS)
 }

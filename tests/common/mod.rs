@@ -242,6 +242,8 @@ impl Cluster {
                     routes.stdout
                 ));
             }
+            // allowlist bindings: one per active lease, none left by an ended job
+            left.extend(self.stray_bindings(node));
             // per-slot elements only: as many as the pool has blocks, never one per job
             for map in ["slot_snat", "slot_netns"] {
                 let m = self.on_node(node, &["nft", "-j", "list", "map", "ip", "extnet", map]);
@@ -261,6 +263,36 @@ impl Cluster {
             }
         }
         left
+    }
+
+    /// Elements of the node's allowlist map (`slot_profile`) whose mark no active lease holds:
+    /// a binding an epilog (or a failed prolog) left behind.
+    pub fn stray_bindings(&self, node: &str) -> Vec<String> {
+        let m = self.on_node(
+            node,
+            &["nft", "-j", "list", "map", "ip", "extnet", "slot_profile"],
+        );
+        if !m.ok() {
+            return Vec::new(); // no table yet on this node
+        }
+        let v: serde_json::Value = serde_json::from_str(&m.stdout).expect("nft -j output");
+        let leases = std::fs::read_to_string(self.state_dir(node).join("leases.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        let marks: Vec<u64> = leases
+            .as_ref()
+            .and_then(|t| t["leases"].as_array())
+            .map(|a| a.iter().filter_map(|l| l["mark"].as_u64()).collect())
+            .unwrap_or_default();
+        v["nftables"][1]["map"]["elem"]
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| e[0].as_u64())
+            .filter(|m| !marks.contains(m))
+            .map(|m| format!("{node}: allowlist binding of mark 0x{m:x} without a lease"))
+            .collect()
     }
 
     /// Waits for the job to end and asserts that nothing of it is left on any node.

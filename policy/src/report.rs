@@ -1,0 +1,213 @@
+//! Words for admins: the summary `extnet policy check` prints and the paragraph
+//! `extnet policy explain` prints. Pure functions of the checked policy (and a job identity).
+
+use crate::decide::{decide, Decision, JobIdentity, Request};
+use crate::{Mode, Policy, Principals, Profile};
+use std::fmt::Write;
+
+/// `users a, b; groups g; accounts x`, or `nobody`.
+pub fn principals(p: &Principals) -> String {
+    let mut v = Vec::new();
+    if p.users.iter().any(|u| u == "*") {
+        v.push("everyone".to_owned());
+    } else if !p.users.is_empty() {
+        v.push(format!("users {}", p.users.join(", ")));
+    }
+    if !p.groups.is_empty() {
+        v.push(format!("groups {}", p.groups.join(", ")));
+    }
+    if !p.accounts.is_empty() {
+        v.push(format!("accounts {}", p.accounts.join(", ")));
+    }
+    if v.is_empty() {
+        "nobody".into()
+    } else {
+        v.join("; ")
+    }
+}
+
+/// Where a job of `p` may go, as a clause: `every external destination` or `only ...`.
+pub fn destinations(p: &Profile) -> String {
+    match &p.destinations {
+        None => "every external destination".into(),
+        Some(d) => format!(
+            "only {}; anything else outside is dropped on the node and counted in dest_{}_drop",
+            d.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            p.name
+        ),
+    }
+}
+
+/// How many jobs of `p` one node holds at once, and per user, as a clause.
+pub fn limits(policy: &Policy, p: &Profile) -> String {
+    let pool = policy.ports.blocks();
+    let mut s = match p.max_jobs_per_node {
+        Some(m) => format!("at most {m} job(s) at once per node (max_jobs_per_node)"),
+        None => {
+            format!("up to {pool} job(s) at once per node (the port pool, shared by all profiles)")
+        }
+    };
+    if let Some(u) = p.max_jobs_per_user {
+        let _ = write!(s, ", {u} per user (max_jobs_per_user)");
+    }
+    s
+}
+
+/// The summary of a valid policy: node, pool and per-node capacity, then every profile with
+/// who it covers, where it lets jobs go, and its limits.
+pub fn summary(policy: &Policy) -> String {
+    let n = &policy.node;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "node: interface {}, gateway {} (routing table {}, rule priority {}, fwmark 0x{:x}), default mode {}",
+        n.interface, n.gateway, n.route_table, n.rule_priority, n.fwmark, n.mode
+    );
+    let _ = writeln!(
+        s,
+        "internal, never through the gateway: {}",
+        if n.internal.is_empty() {
+            "none".to_owned()
+        } else {
+            n.internal
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    let blocks = policy.ports.blocks();
+    let _ = writeln!(
+        s,
+        "capacity: ports {}-{} in blocks of {} = {blocks} external jobs at once per node (all profiles together); a released block waits {} s",
+        policy.ports.first, policy.ports.last, policy.ports.block_size, policy.ports.quarantine_secs
+    );
+    if policy.uses_netns() {
+        let links = 1u64 << (30 - u32::from(n.netns_subnet.prefix_len()));
+        let _ = writeln!(
+            s,
+            "netns mode: job links from {} ({links} /30 links, enough for the pool)",
+            n.netns_subnet
+        );
+    }
+    if policy.profiles.is_empty() {
+        let _ = writeln!(s, "profiles: none, so nothing is granted");
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "profiles ({}; --external-net without a name gets the first that grants the job):",
+        policy.profiles.len()
+    );
+    for (i, p) in policy.profiles.iter().enumerate() {
+        let _ = writeln!(s, "  {}. {:?}, {} mode", i + 1, p.name, p.mode);
+        let _ = writeln!(s, "     who: {}", principals(&p.allow));
+        if !p.deny.is_empty() {
+            let _ = writeln!(s, "     denied (wins): {}", principals(&p.deny));
+        }
+        if p.auto.is_empty() {
+            let _ = writeln!(s, "     only for jobs that ask for it");
+        } else {
+            let _ = writeln!(
+                s,
+                "     granted without asking to: {}; others must ask",
+                principals(&p.auto)
+            );
+        }
+        if !p.partitions.is_empty() {
+            let _ = writeln!(s, "     only in partitions: {}", p.partitions.join(", "));
+        }
+        if !p.qos.is_empty() {
+            let _ = writeln!(s, "     only for QOS: {}", p.qos.join(", "));
+        }
+        let _ = writeln!(s, "     where: {}", destinations(p));
+        let _ = writeln!(s, "     limits: {}", limits(policy, p));
+    }
+    s
+}
+
+/// The decision for a job of `id` with `request`, and the rule that made it, as one
+/// paragraph.
+pub fn explain(policy: &Policy, id: &JobIdentity, request: &Request) -> String {
+    let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
+    let who = format!(
+        "A job of user {} (groups: {}; account: {}; partition: {}; QOS: {})",
+        id.user,
+        if id.groups.is_empty() {
+            "none found".into()
+        } else {
+            id.groups.join(", ")
+        },
+        or_none(&id.account),
+        or_none(&id.partition),
+        or_none(&id.qos),
+    );
+    let asked = match request {
+        Request::None => "that does not ask".to_owned(),
+        Request::Any => "asking with --external-net".to_owned(),
+        Request::Profile(p) => format!("asking with --external-net={p}"),
+    };
+    let internal = if policy.node.internal.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " Cluster-internal networks ({}) stay on the normal path whatever the profile.",
+            policy
+                .node
+                .internal
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    match decide(policy, id, request) {
+        Decision::Granted {
+            profile,
+            auto,
+            rule,
+        } => {
+            let p = policy
+                .profile(&profile)
+                .expect("decide grants only profiles of the policy");
+            let mode = match p.mode {
+                Mode::Cgroup => "cgroup mode: it stays in the node's network namespace",
+                Mode::Netns => "netns mode: it gets a network namespace of its own",
+            };
+            format!(
+                "{who} {asked} is GRANTED profile {profile:?}{} ({mode}), by the rule: {rule}. It may reach {}. The profile allows {}; beyond that a job is denied, never a running one evicted.{internal}",
+                if auto { " without asking" } else { "" },
+                destinations(p),
+                limits(policy, p),
+            )
+        }
+        Decision::Denied { reason } => format!(
+            "{who} {asked} is DENIED: {reason}. Its tasks do not start and print this reason.{internal}"
+        ),
+        Decision::NotRequested => {
+            let auto: Vec<String> = policy
+                .profiles
+                .iter()
+                .filter(|p| !p.auto.is_empty())
+                .map(|p| format!("{:?} ({})", p.name, principals(&p.auto)))
+                .collect();
+            let refused = crate::decide::auto_refusals(policy, id);
+            format!(
+                "{who} {asked} gets NO external access: no profile grants it without asking{}{}. It runs as usual, inside the cluster.",
+                if auto.is_empty() {
+                    " (no profile has auto principals)".to_owned()
+                } else {
+                    format!(" (auto principals: {})", auto.join("; "))
+                },
+                if refused.is_empty() {
+                    String::new()
+                } else {
+                    format!("; auto would apply, but {}", refused.join("; "))
+                }
+            )
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Every decision rule (`decide`), the submit-time check (`possible`), and the words
+//! `extnet policy check` and `extnet policy explain` print.
+
+use extnet_policy::report::{explain, summary};
+use extnet_policy::{decide, possible, Decision, JobIdentity, Policy, Request, Submitter};
+
+const NODE: &str = r#"version = 1
+[node]
+interface = "eth0"
+gateway = "10.99.0.254"
+internal = ["10.99.0.0/24"]
+[ports]
+range = "20000-20999"
+block_size = 100
+"#;
+
+fn policy(profiles: &str) -> Policy {
+    Policy::from_toml(&format!("{NODE}{profiles}"), "t").unwrap()
+}
+
+fn job(user: &str, groups: &[&str]) -> JobIdentity {
+    JobIdentity {
+        user: user.into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn granted(d: Decision) -> (String, bool, String) {
+    match d {
+        Decision::Granted {
+            profile,
+            auto,
+            rule,
+        } => (profile, auto, rule),
+        d => panic!("expected a grant: {d:?}"),
+    }
+}
+
+fn denied(d: Decision) -> String {
+    match d {
+        Decision::Denied { reason } => reason,
+        d => panic!("expected a denial: {d:?}"),
+    }
+}
+
+const EXP: &str = r#"
+[[profile]]
+name = "exp"
+users = ["aliprod"]
+groups = ["alice"]
+accounts = ["grid"]
+[profile.deny]
+users = ["mallory"]
+groups = ["banned"]
+accounts = ["cheap"]
+[profile.auto]
+users = ["aliprod"]
+groups = ["alice"]
+
+[[profile]]
+name = "all"
+users = ["*"]
+partitions = ["ext"]
+qos = ["normal", "high"]
+"#;
+
+#[test]
+fn allow_matches_by_user_group_account_or_everyone() {
+    let p = policy(EXP);
+    let any = Request::Any;
+    let (profile, auto, rule) = granted(decide(&p, &job("aliprod", &[]), &any));
+    assert_eq!((profile.as_str(), auto), ("exp", false));
+    assert!(rule.contains("allows user aliprod"), "{rule}");
+    let (_, _, rule) = granted(decide(&p, &job("bob", &["users", "alice"]), &any));
+    assert!(rule.contains("allows group alice"), "{rule}");
+    let mut j = job("carol", &["users"]);
+    j.account = Some("grid".into());
+    let (_, _, rule) = granted(decide(&p, &j, &any));
+    assert!(rule.contains("allows account grid"), "{rule}");
+    // "*": everyone, within the profile's partition and QOS
+    let mut j = job("dave", &[]);
+    j.partition = Some("ext".into());
+    j.qos = Some("high".into());
+    let (profile, _, rule) = granted(decide(&p, &j, &any));
+    assert_eq!(profile, "all");
+    assert!(rule.contains("everyone"), "{rule}");
+}
+
+#[test]
+fn deny_wins_by_user_group_and_account() {
+    let p = policy(EXP);
+    let req = Request::Profile("exp".into());
+    let r = denied(decide(&p, &job("mallory", &["alice"]), &req));
+    assert!(r.contains("profile \"exp\" denies user mallory"), "{r}");
+    let r = denied(decide(&p, &job("aliprod", &["banned"]), &req));
+    assert!(r.contains("denies group banned"), "{r}");
+    let mut j = job("aliprod", &[]);
+    j.account = Some("cheap".into());
+    let r = denied(decide(&p, &j, &req));
+    assert!(r.contains("denies account cheap"), "{r}");
+    // deny wins over auto too: the denied user's job that did not ask gets nothing
+    assert_eq!(
+        decide(&p, &job("mallory", &["alice"]), &Request::None),
+        Decision::NotRequested
+    );
+}
+
+#[test]
+fn auto_grants_without_asking_only_to_auto_principals() {
+    let p = policy(EXP);
+    let (profile, auto, rule) = granted(decide(&p, &job("aliprod", &[]), &Request::None));
+    assert_eq!((profile.as_str(), auto), ("exp", true));
+    assert!(rule.contains("without asking (auto)"), "{rule}");
+    let (_, auto, rule) = granted(decide(&p, &job("x", &["alice"]), &Request::None));
+    assert!(
+        auto && rule.contains("group alice gets it without asking"),
+        "{rule}"
+    );
+    // allowed through the account, but not an auto principal: must ask
+    let mut j = job("carol", &[]);
+    j.account = Some("grid".into());
+    assert_eq!(decide(&p, &j, &Request::None), Decision::NotRequested);
+    assert!(matches!(
+        decide(&p, &j, &Request::Any),
+        Decision::Granted { auto: false, .. }
+    ));
+    // a job that asks is granted the same profile, but not "without asking"
+    let (_, auto, _) = granted(decide(&p, &job("aliprod", &[]), &Request::Any));
+    assert!(!auto);
+}
+
+#[test]
+fn partition_and_qos_restrict_and_unknown_means_none() {
+    let p = policy(EXP);
+    let req = Request::Profile("all".into());
+    let mut j = job("dave", &[]);
+    let r = denied(decide(&p, &j, &req));
+    assert!(r.contains("only in partition(s) ext (job: none)"), "{r}");
+    j.partition = Some("batch".into());
+    let r = denied(decide(&p, &j, &req));
+    assert!(r.contains("(job: batch)"), "{r}");
+    j.partition = Some("ext".into());
+    let r = denied(decide(&p, &j, &req));
+    assert!(r.contains("only to QOS normal, high (job: none)"), "{r}");
+    j.qos = Some("normal".into());
+    granted(decide(&p, &j, &req));
+}
+
+#[test]
+fn asking_without_a_name_takes_the_first_profile_that_grants() {
+    let p = policy(
+        "[[profile]]\nname = \"one\"\nusers = [\"a\"]\n[[profile]]\nname = \"two\"\nusers = [\"a\", \"b\"]\n",
+    );
+    assert_eq!(granted(decide(&p, &job("a", &[]), &Request::Any)).0, "one");
+    assert_eq!(granted(decide(&p, &job("b", &[]), &Request::Any)).0, "two");
+    // named: that profile, even when an earlier one would grant too
+    assert_eq!(
+        granted(decide(&p, &job("a", &[]), &Request::Profile("two".into()))).0,
+        "two"
+    );
+    let r = denied(decide(&p, &job("c", &[]), &Request::Any));
+    assert!(
+        r.starts_with("no profile grants user c: ")
+            && r.contains("profile \"one\" does not list user c")
+            && r.contains("profile \"two\" does not list user c"),
+        "every profile's reason: {r}"
+    );
+    let r = denied(decide(
+        &p,
+        &job("a", &[]),
+        &Request::Profile("three".into()),
+    ));
+    assert!(
+        r.contains("no external-net profile named \"three\"; profiles: one, two"),
+        "{r}"
+    );
+    let empty = policy("");
+    let r = denied(decide(&empty, &job("a", &[]), &Request::Any));
+    assert!(r.contains("defines no profiles"), "{r}");
+}
+
+#[test]
+fn possible_at_submit_refuses_only_what_no_job_could_get() {
+    let p = policy(EXP);
+    let who = |user: &str, groups: &[&str]| Submitter {
+        user: user.into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+    };
+    let exp = Request::Profile("exp".into());
+    // by user, by group: fine
+    assert_eq!(possible(&p, &who("aliprod", &[]), &exp), Ok(()));
+    assert_eq!(possible(&p, &who("x", &["alice"]), &exp), Ok(()));
+    // "exp" lists an account, which a job of anyone might be submitted with
+    assert_eq!(possible(&p, &who("nobody", &[]), &exp), Ok(()));
+    // denied by user or group: no account can help
+    let r = possible(&p, &who("mallory", &["alice"]), &exp).unwrap_err();
+    assert!(r.contains("profile \"exp\" denies user mallory"), "{r}");
+    let r = possible(&p, &who("x", &["banned"]), &exp).unwrap_err();
+    assert!(r.contains("denies group banned"), "{r}");
+    let r = possible(&p, &who("x", &[]), &Request::Profile("nope".into())).unwrap_err();
+    assert!(r.contains("no external-net profile named \"nope\""), "{r}");
+    // without accounts in play, a user no profile lists is refused
+    let q = policy("[[profile]]\nname = \"g\"\ngroups = [\"alice\"]\n[[profile]]\nname = \"u\"\nusers = [\"a\"]\npartitions = [\"ext\"]\n");
+    let r = possible(&q, &who("bob", &["users"]), &Request::Any).unwrap_err();
+    assert!(
+        r.starts_with("no profile can grant user bob: ")
+            && r.contains("profile \"g\" does not list user bob or any of their groups")
+            && r.contains("profile \"u\""),
+        "{r}"
+    );
+    // partition and QOS are unknown at submit: never a reason to refuse
+    assert_eq!(
+        possible(&q, &who("a", &[]), &Request::Profile("u".into())),
+        Ok(())
+    );
+    // not asking: nothing to refuse
+    assert_eq!(possible(&q, &who("bob", &[]), &Request::None), Ok(()));
+}
+
+const SITE: &str = r#"
+[[profile]]
+name = "web"
+groups = ["alice"]
+destinations = [{ net = "203.0.113.10", proto = "tcp", ports = "80,443" }]
+max_jobs_per_node = 4
+max_jobs_per_user = 2
+[profile.auto]
+groups = ["alice"]
+[[profile]]
+name = "iso"
+users = ["bob"]
+mode = "netns"
+partitions = ["ext"]
+"#;
+
+#[test]
+fn explain_is_one_paragraph_with_the_rule_the_place_and_the_limits() {
+    let p = policy(SITE);
+    let t = explain(&p, &job("aliprod", &["alice"]), &Request::None);
+    assert!(!t.contains('\n'), "one paragraph: {t}");
+    for part in [
+        "A job of user aliprod (groups: alice; account: none; partition: none; QOS: none) that does not ask",
+        "is GRANTED profile \"web\" without asking",
+        "cgroup mode",
+        "profile \"web\" allows group alice; group alice gets it without asking (auto)",
+        "only 203.0.113.10 tcp port 80,443",
+        "dropped on the node and counted in dest_web_drop",
+        "at most 4 job(s) at once per node (max_jobs_per_node), 2 per user",
+        "Cluster-internal networks (10.99.0.0/24)",
+    ] {
+        assert!(t.contains(part), "missing {part:?} in: {t}");
+    }
+    let mut j = job("bob", &[]);
+    j.partition = Some("batch".into());
+    let t = explain(&p, &j, &Request::Profile("iso".into()));
+    assert!(
+        t.contains("asking with --external-net=iso is DENIED: profile \"iso\" applies only in partition(s) ext (job: batch)"),
+        "{t}"
+    );
+    j.partition = Some("ext".into());
+    let t = explain(&p, &j, &Request::Any);
+    assert!(
+        t.contains("GRANTED profile \"iso\" (netns mode")
+            && t.contains("every external destination")
+            && t.contains("up to 10 job(s) at once per node (the port pool"),
+        "{t}"
+    );
+    let t = explain(&p, &job("carol", &[]), &Request::None);
+    assert!(
+        t.contains("gets NO external access")
+            && t.contains("auto principals: \"web\" (groups alice)"),
+        "{t}"
+    );
+    // auto principal, but the profile does not apply: explain says why
+    let q = policy("[[profile]]\nname = \"a\"\nusers = [\"x\"]\npartitions = [\"ext\"]\n[profile.auto]\nusers = [\"x\"]\n");
+    let t = explain(&q, &job("x", &[]), &Request::None);
+    assert!(
+        t.contains("auto would apply, but profile \"a\" applies only in partition(s) ext"),
+        "{t}"
+    );
+}
+
+#[test]
+fn summary_shows_capacity_profiles_who_where_and_limits() {
+    let p = policy(SITE);
+    let s = summary(&p);
+    for part in [
+        "internal, never through the gateway: 10.99.0.0/24",
+        "ports 20000-20999 in blocks of 100 = 10 external jobs at once per node",
+        "netns mode: job links from 100.64.0.0/16",
+        "1. \"web\", cgroup mode",
+        "who: groups alice",
+        "granted without asking to: groups alice; others must ask",
+        "where: only 203.0.113.10 tcp port 80,443",
+        "limits: at most 4 job(s) at once per node (max_jobs_per_node), 2 per user",
+        "2. \"iso\", netns mode",
+        "only in partitions: ext",
+        "where: every external destination",
+    ] {
+        assert!(s.contains(part), "missing {part:?} in:\n{s}");
+    }
+    assert!(summary(&policy("")).contains("profiles: none, so nothing is granted"));
+}

@@ -1,0 +1,670 @@
+//! Every validation error of the policy file: each names the key, its line and column, and a
+//! hint. Positions are checked against where the offending text really is in the file.
+
+use extnet_policy::{Policy, PolicyError, ValidationError};
+
+const NODE: &str = r#"version = 1
+[node]
+interface = "eth0"
+gateway = "10.99.0.254"
+internal = ["10.99.0.0/24"]
+"#;
+
+/// 1-based line and column of the `nth` (0-based) occurrence of `needle` in `text`.
+fn at_nth(text: &str, needle: &str, nth: usize) -> (usize, usize) {
+    let off = text
+        .match_indices(needle)
+        .nth(nth)
+        .unwrap_or_else(|| panic!("{needle:?} not in:\n{text}"))
+        .0;
+    let line = text[..off].matches('\n').count() + 1;
+    let col = off - text[..off].rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
+fn at(text: &str, needle: &str) -> (usize, usize) {
+    at_nth(text, needle, 0)
+}
+
+fn errors(text: &str) -> Vec<ValidationError> {
+    match Policy::from_toml(text, "test.toml") {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(e) => {
+            let v = e.errors().to_vec();
+            assert!(!v.is_empty(), "no validation errors in {e}");
+            v
+        }
+    }
+}
+
+/// The one error of `text`, which must be about `key`, at the start of `needle`, with a hint
+/// and a problem containing `problem`.
+#[track_caller]
+fn check(text: &str, key: &str, needle: &str, problem: &str) -> ValidationError {
+    check_nth(text, key, needle, 0, problem)
+}
+
+#[track_caller]
+fn check_nth(text: &str, key: &str, needle: &str, nth: usize, problem: &str) -> ValidationError {
+    let errs = errors(text);
+    let e = errs
+        .iter()
+        .find(|e| e.key == key)
+        .unwrap_or_else(|| panic!("no error for key {key}: {errs:#?}\nin:\n{text}"))
+        .clone();
+    let (line, col) = at_nth(text, needle, nth);
+    assert_eq!(
+        (e.line, e.column),
+        (Some(line), Some(col)),
+        "{key}: position of {needle:?}: {e}"
+    );
+    assert!(e.problem.contains(problem), "{key}: {e}");
+    assert!(e.hint.len() > 10, "{key}: a real hint: {e}");
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with(&format!("line {line}, column {col}: {key}: ")),
+        "{shown}"
+    );
+    e
+}
+
+fn with(extra: &str) -> String {
+    format!("{NODE}{extra}")
+}
+
+fn profile(body: &str) -> String {
+    with(&format!("[[profile]]\nname = \"p\"\n{body}"))
+}
+
+// --- not TOML, unknown keys, wrong types (reported by the parser) ---------------------------
+
+#[test]
+fn toml_syntax_error_has_line_and_column() {
+    let t = with("[ports]\nrange = \"20000-30000\nblock_size = 256\n");
+    let e = errors(&t);
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].line, Some(at(&t, "\"20000").0), "{}", e[0]);
+    assert!(
+        e[0].column.is_some() && e[0].hint.contains("TOML"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn unknown_keys_name_their_table() {
+    check(
+        &with("gatway = \"x\"\n"),
+        "node.gatway",
+        "gatway",
+        "unknown field `gatway`",
+    );
+    check(
+        &with("[ports]\nblocksize = 2\n"),
+        "ports.blocksize",
+        "blocksize",
+        "unknown field",
+    );
+    check(
+        &format!("colour = 1\n{NODE}"),
+        "colour",
+        "colour",
+        "unknown field",
+    );
+    check(
+        &with("[[profile]]\nname = \"a\"\nuser = [\"x\"]\n"),
+        "profile[1].user",
+        "user =",
+        "unknown field `user`",
+    );
+    check(
+        &with("[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[[profile]]\nname = \"b\"\nusers = [\"x\"]\n[profile.deny]\nuser = [\"y\"]\n"),
+        "profile[2].deny.user",
+        "user =",
+        "unknown field",
+    );
+    check(
+        &profile("users = [\"x\"]\ndestinations = [{ net = \"1.2.3.4\", prot = \"tcp\" }]\n"),
+        "profile[1].destinations.prot",
+        "prot ",
+        "unknown field `prot`",
+    );
+    check(
+        &profile("users = [\"x\"]\n[[profile.destinations]]\nnet = \"1.2.3.4\"\n[[profile.destinations]]\nnet = \"1.2.3.5\"\nport = 80\n"),
+        "profile[1].destinations[2].port",
+        "port ",
+        "unknown field",
+    );
+}
+
+#[test]
+fn wrong_types_missing_keys_and_unknown_values() {
+    check(
+        &with("[[profile]]\nname = 3\n"),
+        "profile[1].name",
+        "3\n",
+        "invalid type",
+    );
+    check(
+        &with("[ports]\nblock_size = \"256\"\n"),
+        "ports.block_size",
+        "\"256\"",
+        "invalid type",
+    );
+    check(
+        &with("[log]\ninterim_secs = -5\n"),
+        "log.interim_secs",
+        "-5",
+        "",
+    );
+    check(
+        &profile("users = [\"x\"]\nmode = \"vm\"\n"),
+        "profile[1].mode",
+        "\"vm\"",
+        "unknown variant",
+    );
+    check(
+        &profile("users = [\"x\"]\ndestinations = [{ net = \"1.2.3.4\", proto = \"sctp\" }]\n"),
+        "profile[1].destinations.proto",
+        "\"sctp\"",
+        "unknown variant",
+    );
+    let e = check(
+        &profile("users = [\"x\"]\ndestinations = [{ net = \"1.2.3.4\", ports = [80] }]\n"),
+        "profile[1].destinations.ports",
+        "[80]",
+        "",
+    );
+    assert!(e.hint.contains("\"80,443,8000-8100\""), "{e}");
+    let t = "version = 1\n[node]\ngateway = \"10.0.0.1\"\n";
+    let e = errors(t);
+    assert_eq!(e[0].key, "node.interface", "{}", e[0]);
+    assert!(
+        e[0].problem.contains("missing field `interface`") && e[0].line.is_some(),
+        "{}",
+        e[0]
+    );
+    let e = errors("version = 1\n");
+    assert!(e[0].problem.contains("missing field `node`"), "{}", e[0]);
+}
+
+// --- node ---------------------------------------------------------------------------------
+
+#[test]
+fn version() {
+    check(
+        &NODE.replace("version = 1", "version = 2"),
+        "version",
+        "2\n",
+        "version 2 is not supported",
+    );
+}
+
+#[test]
+fn node_interface_and_gateway() {
+    check(
+        &NODE.replace("\"eth0\"", "\"a/b\""),
+        "node.interface",
+        "\"a/b\"",
+        "not a network interface name",
+    );
+    check(
+        &NODE.replace("\"eth0\"", "\"averyveryverylongname\""),
+        "node.interface",
+        "\"avery",
+        "not a network interface name",
+    );
+    check(
+        &NODE.replace("10.99.0.254", "10.99.0.999"),
+        "node.gateway",
+        "\"10.99.0.999\"",
+        "not an IPv4 address",
+    );
+    check(
+        &NODE.replace("[\"10.99.0.0/24\"]", "[\"10.98.0.0/24\"]"),
+        "node.internal",
+        "\"10.99.0.254\"",
+        "gateway 10.99.0.254 is not inside any internal network",
+    );
+}
+
+#[test]
+fn node_internal_networks() {
+    let t = NODE.replace("[\"10.99.0.0/24\"]", "[\"10.99.0.0/24\", \"10.99.0.0/16\"]");
+    check(&t, "node.internal", "\"10.99.0.0/16\"", "overlap");
+    let t = NODE.replace("[\"10.99.0.0/24\"]", "[\"10.99.0.0/24\", \"10.98.0.1/16\"]");
+    let e = check(&t, "node.internal", "\"10.98.0.1/16\"", "host bits set");
+    assert!(e.hint.contains("10.98.0.0/16"), "{e}");
+    let t = NODE.replace("[\"10.99.0.0/24\"]", "[\"10.99.0.0/24\", \"ten/8\"]");
+    check(&t, "node.internal", "\"ten/8\"", "not an IPv4 network");
+    let t = NODE.replace("[\"10.99.0.0/24\"]", "[\"10.99.0.0/24\", \"fd00::/8\"]");
+    check(&t, "node.internal", "\"fd00::/8\"", "IPv6");
+}
+
+#[test]
+fn node_routing_table_fwmark_and_netns_subnet() {
+    check(
+        &with("route_table = 254\n"),
+        "node.route_table",
+        "254\n",
+        "reserved",
+    );
+    check(
+        &with("route_table = 0\n"),
+        "node.route_table",
+        "0\n",
+        "reserved",
+    );
+    check(
+        &with("fwmark = 0x10001\n"),
+        "node.fwmark",
+        "0x10001",
+        "low 16 bits",
+    );
+    check(&with("fwmark = 0\n"), "node.fwmark", "0\n", "low 16 bits");
+    check(
+        &with("netns_subnet = \"100.64.0.0/31\"\n"),
+        "node.netns_subnet",
+        "\"100.64.0.0/31\"",
+        "/30 or larger",
+    );
+    check(
+        &with("netns_subnet = \"10.99.0.0/28\"\n"),
+        "node.netns_subnet",
+        "\"10.99.0.0/28\"",
+        "overlaps the internal network 10.99.0.0/24",
+    );
+}
+
+#[test]
+fn netns_subnet_must_hold_the_pool_when_a_profile_uses_netns() {
+    let t = with(
+        "netns_subnet = \"100.64.0.0/28\"\n[ports]\nrange = \"20000-21023\"\nblock_size = 64\n[[profile]]\nname = \"n\"\nusers = [\"x\"]\nmode = \"netns\"\n",
+    );
+    check(
+        &t,
+        "node.netns_subnet",
+        "\"100.64.0.0/28\"",
+        "holds 4 /30 links but the port pool has 16 blocks",
+    );
+    // without a netns profile the subnet is unused and may be small
+    Policy::from_toml(&t.replace("mode = \"netns\"\n", ""), "t").unwrap();
+}
+
+// --- ports ----------------------------------------------------------------------------------
+
+#[test]
+fn port_pool() {
+    check(
+        &with("[ports]\nrange = \"30000-20000\"\n"),
+        "ports.range",
+        "\"30000-20000\"",
+        "not a port range",
+    );
+    check(
+        &with("[ports]\nrange = \"80-90000\"\n"),
+        "ports.range",
+        "\"80-",
+        "not a port range",
+    );
+    check(
+        &with("[ports]\nblock_size = 8\n"),
+        "ports.block_size",
+        "8\n",
+        "outside 16..=32768",
+    );
+    check(
+        &with("[ports]\nrange = \"20000-20010\"\n"),
+        "ports.block_size",
+        "\"20000-20010\"",
+        "smaller than one block",
+    );
+    check(
+        &with("[ports]\nquarantine_secs = 90000\n"),
+        "ports.quarantine_secs",
+        "90000",
+        "more than a day",
+    );
+}
+
+// --- profiles: names and principals ------------------------------------------------------
+
+#[test]
+fn profile_names() {
+    check(
+        &profile("users = [\"x\"]\n").replace("\"p\"", "\"a b\""),
+        "profile[1].name",
+        "\"a b\"",
+        "not a valid profile name",
+    );
+    check(
+        &profile("users = [\"x\"]\n").replace("\"p\"", &format!("\"{}\"", "x".repeat(33))),
+        "profile[1].name",
+        "\"xxx",
+        "not a valid profile name",
+    );
+    let t = with(
+        "[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[[profile]]\nname = \"a\"\nusers = [\"y\"]\n",
+    );
+    let e = check_nth(
+        &t,
+        "profile[2].name",
+        "\"a\"",
+        1,
+        "profile name \"a\" is used twice",
+    );
+    assert!(
+        e.problem
+            .contains(&format!("first on line {}", at(&t, "\"a\"").0)),
+        "{e}"
+    );
+}
+
+#[test]
+fn principal_names() {
+    check(
+        &profile("users = [\"a b\"]\n"),
+        "profile[1].users",
+        "\"a b\"",
+        "not a valid name",
+    );
+    check(
+        &profile("groups = [\"a,b\"]\n"),
+        "profile[1].groups",
+        "\"a,b\"",
+        "not a valid name",
+    );
+    check(
+        &profile("users = [\"x\"]\naccounts = [\"\"]\n"),
+        "profile[1].accounts",
+        "\"\"]",
+        "not a valid name",
+    );
+    check(
+        &profile("groups = [\"*\"]\n"),
+        "profile[1].groups",
+        "\"*\"",
+        "only allowed in users",
+    );
+    check(
+        &profile("users = [\"x\", \"y\", \"x\"]\n"),
+        "profile[1].users",
+        "\"x\"]",
+        "listed twice",
+    );
+    check(
+        &profile("users = [\"x\"]\npartitions = [\"a b\"]\n"),
+        "profile[1].partitions",
+        "\"a b\"",
+        "not a valid name",
+    );
+    check(
+        &profile("users = [\"x\"]\nqos = [\"*\"]\n"),
+        "profile[1].qos",
+        "\"*\"",
+        "only allowed in users",
+    );
+    check(
+        &profile("users = [\"x\"]\n[profile.deny]\ngroups = [\"\"]\n"),
+        "profile[1].deny.groups",
+        "\"\"]",
+        "not a valid name",
+    );
+}
+
+#[test]
+fn profiles_that_can_never_match() {
+    check(&profile(""), "profile[1]", "[[profile]]", "can never match");
+    check(
+        &profile("users = [\"x\"]\ngroups = [\"g\"]\n[profile.deny]\nusers = [\"x\"]\ngroups = [\"g\"]\n"),
+        "profile[1].deny",
+        "[profile.deny]",
+        "denies every user, group and account it allows",
+    );
+    check(
+        &profile("accounts = [\"a\"]\n[profile.deny]\nusers = [\"*\"]\n"),
+        "profile[1].deny",
+        "[profile.deny]",
+        "can never match",
+    );
+    // denying some of those allowed is fine
+    Policy::from_toml(
+        &profile("groups = [\"g\"]\n[profile.deny]\nusers = [\"x\"]\n"),
+        "t",
+    )
+    .unwrap();
+}
+
+#[test]
+fn auto_principals_must_be_allowed_and_not_denied() {
+    check(
+        &profile("users = [\"x\"]\n[profile.auto]\nusers = [\"y\"]\n"),
+        "profile[1].auto.users",
+        "\"y\"",
+        "not in its users",
+    );
+    check(
+        &profile("users = [\"x\"]\n[profile.auto]\ngroups = [\"g\"]\n"),
+        "profile[1].auto.groups",
+        "\"g\"",
+        "group \"g\" gets the profile without asking but is not in its groups",
+    );
+    check(
+        &profile("users = [\"x\"]\n[profile.auto]\naccounts = [\"a\"]\n"),
+        "profile[1].auto.accounts",
+        "\"a\"]",
+        "account \"a\" gets the profile without asking but is not in its accounts",
+    );
+    check_nth(
+        &profile("users = [\"*\"]\n[profile.auto]\nusers = [\"*\"]\n"),
+        "profile[1].auto.users",
+        "\"*\"]\n",
+        1,
+        "every job of the cluster",
+    );
+    check_nth(
+        &profile("users = [\"x\", \"y\"]\n[profile.deny]\nusers = [\"y\"]\n[profile.auto]\nusers = [\"y\"]\n"),
+        "profile[1].auto.users",
+        "\"y\"]\n",
+        2,
+        "also denied",
+    );
+    // `users = ["*"]` covers auto principals of any kind
+    Policy::from_toml(
+        &profile("users = [\"*\"]\n[profile.auto]\ngroups = [\"g\"]\n"),
+        "t",
+    )
+    .unwrap();
+}
+
+// --- destinations ---------------------------------------------------------------------------
+
+fn dests(list: &str) -> String {
+    profile(&format!("users = [\"x\"]\ndestinations = [\n{list}]\n"))
+}
+
+#[test]
+fn destination_networks() {
+    check(
+        &profile("users = [\"x\"]\ndestinations = []\n"),
+        "profile[1].destinations",
+        "[]",
+        "reach nothing",
+    );
+    check(
+        &dests("  { net = \"1.2.3.0/33\" },\n"),
+        "profile[1].destinations[1].net",
+        "\"1.2.3.0/33\"",
+        "not an IPv4 network",
+    );
+    check(
+        &dests("  { net = \"1.2.3.4/24\" },\n"),
+        "profile[1].destinations[1].net",
+        "\"1.2.3.4/24\"",
+        "host bits set",
+    );
+    let e = check(
+        &dests("  { net = \"1.2.3.4\" },\n  { net = \"2001:db8::/32\" },\n"),
+        "profile[1].destinations[2].net",
+        "\"2001:db8::/32\"",
+        "IPv6",
+    );
+    assert!(e.problem.contains("IPv4 only"), "{e}");
+    check(
+        &dests("  { net = \"10.99.0.0/25\" },\n"),
+        "profile[1].destinations[1].net",
+        "\"10.99.0.0/25\"",
+        "inside the internal network 10.99.0.0/24",
+    );
+    // a destination that contains the internal network is fine: internal traffic never leaves
+    Policy::from_toml(
+        &dests("  { net = \"0.0.0.0/0\", proto = \"tcp\", ports = 443 },\n"),
+        "t",
+    )
+    .unwrap();
+}
+
+#[test]
+fn destination_ports() {
+    check(
+        &dests("  { net = \"1.2.3.4\", proto = \"icmp\", ports = 7 },\n"),
+        "profile[1].destinations[1].ports",
+        "7 }",
+        "ICMP has no ports",
+    );
+    check(
+        &dests("  { net = \"1.2.3.4\", ports = 0 },\n"),
+        "profile[1].destinations[1].ports",
+        "0 }",
+        "\"0\" is not a port",
+    );
+    check(
+        &dests("  { net = \"1.2.3.4\", ports = \"80,x\" },\n"),
+        "profile[1].destinations[1].ports",
+        "\"80,x\"",
+        "\"x\" is not a port",
+    );
+    check(
+        &dests("  { net = \"1.2.3.4\", ports = \"90-80\" },\n"),
+        "profile[1].destinations[1].ports",
+        "\"90-80\"",
+        "not a port",
+    );
+    check(
+        &dests("  { net = \"1.2.3.4\", ports = \"80,70-90\" },\n"),
+        "profile[1].destinations[1].ports",
+        "\"80,70-90\"",
+        "ports 70-90 and 80 overlap",
+    );
+    // adjacent ranges merge; an entry inside the merged range is redundant
+    let p = Policy::from_toml(
+        &dests("  { net = \"1.2.3.4\", proto = \"tcp\", ports = \"80-85,86-90,443\" },\n"),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(
+        p.profiles[0].destinations.as_ref().unwrap()[0].ports,
+        [(80, 90), (443, 443)]
+    );
+}
+
+#[test]
+fn redundant_destinations() {
+    let t = dests(
+        "  { net = \"203.0.113.0/24\", proto = \"tcp\" },\n  { net = \"203.0.113.7\", proto = \"tcp\", ports = \"80-90\" },\n",
+    );
+    let e = check(
+        &t,
+        "profile[1].destinations[2]",
+        "{ net = \"203.0.113.7\"",
+        "already allowed by entry 1",
+    );
+    assert!(e.problem.contains("203.0.113.7 tcp port 80-90"), "{e}");
+    let t = dests("  { net = \"1.2.3.4\", proto = \"udp\", ports = 53 },\n  { net = \"1.2.3.4\", proto = \"udp\", ports = 53 },\n");
+    check_nth(
+        &t,
+        "profile[1].destinations[2]",
+        "{ net",
+        1,
+        "already allowed by entry 1",
+    );
+    assert_eq!(errors(&t).len(), 1, "two equal entries: one error");
+    // any protocol with ports is TCP and UDP: it does not cover ICMP
+    Policy::from_toml(
+        &dests("  { net = \"1.2.3.4\", ports = 53 },\n  { net = \"1.2.3.4\", proto = \"icmp\" },\n  { net = \"1.2.3.4\", proto = \"tcp\", ports = 80 },\n"),
+        "t",
+    )
+    .unwrap();
+    let t = dests("  { net = \"1.2.3.4\", ports = 53 },\n  { net = \"1.2.3.4\", proto = \"tcp\", ports = 53 },\n");
+    check(
+        &t,
+        "profile[1].destinations[2]",
+        "{ net = \"1.2.3.4\", proto",
+        "already allowed by entry 1",
+    );
+}
+
+// --- limits ---------------------------------------------------------------------------------
+
+#[test]
+fn limits_must_fit_the_pool_and_each_other() {
+    let small = "[ports]\nrange = \"20000-21023\"\nblock_size = 256\n"; // 4 blocks
+    let t = with(&format!(
+        "{small}[[profile]]\nname = \"p\"\nusers = [\"x\"]\nmax_jobs_per_node = 5\n"
+    ));
+    let e = check(
+        &t,
+        "profile[1].max_jobs_per_node",
+        "5\n",
+        "port pool holds 4 blocks",
+    );
+    assert!(e.hint.contains("4 or less"), "{e}");
+    let t = with(&format!(
+        "{small}[[profile]]\nname = \"p\"\nusers = [\"x\"]\nmax_jobs_per_user = 9\n"
+    ));
+    check(
+        &t,
+        "profile[1].max_jobs_per_user",
+        "9\n",
+        "port pool holds 4 blocks",
+    );
+    check(
+        &profile("users = [\"x\"]\nmax_jobs_per_node = 0\n"),
+        "profile[1].max_jobs_per_node",
+        "0\n",
+        "grants nothing",
+    );
+    check(
+        &profile("users = [\"x\"]\nmax_jobs_per_user = 0\n"),
+        "profile[1].max_jobs_per_user",
+        "0\n",
+        "grants nothing",
+    );
+    check(
+        &profile("users = [\"x\"]\nmax_jobs_per_node = 2\nmax_jobs_per_user = 3\n"),
+        "profile[1].max_jobs_per_user",
+        "3\n",
+        "can never be reached: max_jobs_per_node is 2",
+    );
+    let p = Policy::from_toml(
+        &profile("users = [\"x\"]\nmax_jobs_per_node = 4\nmax_jobs_per_user = 2\n"),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(p.profiles[0].max_jobs_per_node, Some(4));
+    assert_eq!(p.profiles[0].max_jobs_per_user, Some(2));
+    assert_eq!(p.profiles[0].capacity(&p.ports), 4);
+}
+
+#[test]
+fn errors_come_in_file_order_and_all_at_once() {
+    let t = with("[ports]\nblock_size = 7\n[[profile]]\nname = \"\"\n[[profile]]\nname = \"q\"\nusers = [\"a b\"]\n");
+    match Policy::from_toml(&t, "t").unwrap_err() {
+        PolicyError::Invalid { errors, .. } => {
+            assert!(errors.len() >= 4, "{errors:#?}");
+            let lines: Vec<usize> = errors.iter().map(|e| e.line.unwrap()).collect();
+            assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{lines:?}");
+        }
+        e => panic!("{e}"),
+    }
+}

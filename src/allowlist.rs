@@ -1,0 +1,332 @@
+//! Destination allowlists on the node: a granted job reaches only its profile's external
+//! destinations; everything else it sends outside is dropped on the node and counted.
+//!
+//! The slot's mark is static, the profile varies per job, so the node table holds one verdict
+//! map, `slot_profile` (`mark : verdict`), with one element per active job: the prolog adds
+//! `0x10003 : jump dest_web` (or `: accept` for a profile without `destinations`) through an
+//! in-process libnftables [`Session`] (~80 µs), the epilog deletes it. Two filter chains look
+//! the job's mark up:
+//!
+//! - `allow_out` (hook output): cgroup-mode jobs, whose sockets carry the mark from birth
+//!   (see [`crate::bpf`]);
+//! - `allow_forward` (hook forward): netns-mode jobs, whose packets get the mark in
+//!   `prerouting_mark`.
+//!
+//! Internal destinations and the node itself pass before the lookup; a marked packet with no
+//! element is dropped (fail closed) and counted in `unbound_drop`. Each profile with an
+//! allowlist has a chain `dest_<profile>` that accepts its destinations and ends in
+//! `counter name dest_<profile>_drop drop`. These chains and counters are static per policy
+//! (part of the base ruleset and its fingerprint); only the map's elements change per job.
+//! Counters keep their values across a base reload ([`crate::accounting::carry_over`] carries
+//! every `counter NAME { }` line over).
+
+use crate::lease::Lease;
+use crate::nft::{NftError, Session};
+use crate::plan::{TABLE, VETH_PREFIX};
+use extnet_policy::{Destination, Policy, Profile, Proto};
+use std::fmt::Write;
+
+/// The verdict map: job mark → what the job's external traffic gets.
+pub const MAP: &str = "slot_profile";
+/// Counter of marked packets that had no element in [`MAP`] (a job without a binding).
+pub const UNBOUND_COUNTER: &str = "unbound_drop";
+
+/// Chain of a profile's allowlist.
+pub fn chain(profile: &str) -> String {
+    format!("dest_{profile}")
+}
+
+/// Counter of the packets a profile's allowlist dropped.
+pub fn drop_counter(profile: &str) -> String {
+    format!("dest_{profile}_drop")
+}
+
+/// What a job of `profile` gets: `accept` (no allowlist) or `jump dest_<profile>`.
+pub fn verdict(profile: &Profile) -> String {
+    match profile.destinations {
+        None => "accept".into(),
+        Some(_) => format!("jump {}", chain(&profile.name)),
+    }
+}
+
+/// One nft rule that accepts `d`.
+pub fn rule(d: &Destination) -> String {
+    let net = if d.net.prefix_len() == 32 {
+        d.net.addr().to_string()
+    } else {
+        d.net.to_string()
+    };
+    let ports = || {
+        let p = d.ports_text();
+        if d.ports.len() == 1 {
+            p
+        } else {
+            format!("{{ {} }}", p.replace(',', ", "))
+        }
+    };
+    match (d.proto, d.ports.is_empty()) {
+        (Proto::Any, true) => format!("ip daddr {net} accept"),
+        (Proto::Any, false) => {
+            format!(
+                "ip daddr {net} meta l4proto {{ tcp, udp }} th dport {} accept",
+                ports()
+            )
+        }
+        (Proto::Tcp | Proto::Udp, false) => {
+            format!("ip daddr {net} {} dport {} accept", d.proto, ports())
+        }
+        (p, _) => format!("ip daddr {net} meta l4proto {p} accept"),
+    }
+}
+
+/// The map, the counters, the per-profile chains and the two filter chains, as lines of the
+/// base table (after `set internal`).
+pub fn nft_objects(policy: &Policy) -> String {
+    let flag = policy.node.fwmark;
+    let mut s = String::new();
+    let _ = writeln!(s, "  map {MAP} {{ type mark : verdict; }}");
+    let _ = writeln!(s, "  counter {UNBOUND_COUNTER} {{ }}");
+    for p in &policy.profiles {
+        let Some(dests) = &p.destinations else {
+            continue;
+        };
+        let _ = writeln!(s, "  counter {} {{ }}", drop_counter(&p.name));
+        let _ = writeln!(s, "  chain {} {{", chain(&p.name));
+        for d in dests {
+            let _ = writeln!(s, "    {}", rule(d));
+        }
+        let _ = writeln!(s, "    counter name {} drop", drop_counter(&p.name));
+        let _ = writeln!(s, "  }}");
+    }
+    // priority filter - 5: before any other filter chain of these hooks; a drop here is final
+    let _ = write!(
+        s,
+        r#"  chain allow_out {{
+    type filter hook output priority filter - 5; policy accept;
+    meta mark & 0x{flag:x} != 0x{flag:x} return
+    oifname "lo" return
+    ip daddr @internal return
+    meta mark vmap @{MAP}
+    counter name {UNBOUND_COUNTER} drop
+  }}
+  chain allow_forward {{
+    type filter hook forward priority filter - 5; policy accept;
+    iifname != "{VETH_PREFIX}*" return
+    ip daddr @internal return
+    meta mark & 0x{flag:x} == 0x{flag:x} meta mark vmap @{MAP}
+    counter name {UNBOUND_COUNTER} drop
+  }}
+"#
+    );
+    s
+}
+
+/// `add element` commands that bind every lease in `leases` whose profile still exists, for
+/// the same transaction as a base reload (which empties the map). Leases of a profile the
+/// policy no longer has are left unbound, so their external traffic is dropped: they are
+/// returned with the reason, for the log.
+pub fn rebind(policy: &Policy, leases: &[Lease]) -> (String, Vec<String>) {
+    let mut elems = Vec::new();
+    let mut unbound = Vec::new();
+    for l in leases {
+        match policy.profile(&l.profile) {
+            Some(p) => elems.push(format!("0x{:x} : {}", l.mark, verdict(p))),
+            None => unbound.push(format!(
+                "job {} holds slot {} of profile {:?}, which the policy no longer has: its external traffic is dropped until it ends",
+                l.job_id, l.slot, l.profile
+            )),
+        }
+    }
+    let cmds = if elems.is_empty() {
+        String::new()
+    } else {
+        format!("add element ip {TABLE} {MAP} {{ {} }}\n", elems.join(", "))
+    };
+    (cmds, unbound)
+}
+
+/// Binds the job with mark `mark` to its profile's verdict (`nft add element`), replacing a
+/// stale element of an earlier holder of the slot.
+pub fn bind(session: &mut Session, mark: u32, profile: &Profile) -> Result<(), NftError> {
+    let elem = format!("{{ 0x{mark:x} : {} }}", verdict(profile));
+    let add = format!("add element ip {TABLE} {MAP} {elem}\n");
+    match session.run(&add) {
+        Ok(_) => Ok(()),
+        // an element with another verdict is in the way (an epilog that never ran): replace it
+        Err(NftError::Rejected { stderr, .. }) if stderr.contains("File exists") => session
+            .run(&format!(
+                "delete element ip {TABLE} {MAP} {{ 0x{mark:x} }}\n{add}"
+            ))
+            .map(|_| ()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the job's element (`nft delete element`). Absent element or table is fine: returns
+/// whether there was one.
+pub fn unbind(session: &mut Session, mark: u32) -> Result<bool, NftError> {
+    match session.run(&format!(
+        "delete element ip {TABLE} {MAP} {{ 0x{mark:x} }}\n"
+    )) {
+        Ok(_) => Ok(true),
+        Err(NftError::Rejected { stderr, .. }) if stderr.contains("No such file or directory") => {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Packets dropped on this node by each profile's allowlist (`dest_<profile>_drop`) and for
+/// want of a binding (`unbound_drop`), as (counter name, packets, bytes), since the table was
+/// first loaded. One netlink dump of the table's named counters: never lists a set or map
+/// (listing the cgroup map resolves every element's path and takes minutes at scale).
+pub fn drops() -> Result<Vec<(String, u64, u64)>, String> {
+    let all = crate::accounting::all_counters().map_err(|e| e.to_string())?;
+    let mut v: Vec<(String, u64, u64)> = all
+        .into_iter()
+        .filter(|(n, _)| n == UNBOUND_COUNTER || (n.starts_with("dest_") && n.ends_with("_drop")))
+        .map(|(n, (packets, bytes))| (n, packets, bytes))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// The profile whose drop counter is `counter`, if any (`dest_web_drop` → `web`).
+pub fn profile_of_counter(counter: &str) -> Option<&str> {
+    counter.strip_prefix("dest_")?.strip_suffix("_drop")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(profiles: &str) -> Policy {
+        Policy::from_toml(
+            &format!(
+                r#"version = 1
+[node]
+interface = "eth0"
+gateway = "10.99.0.254"
+internal = ["10.99.0.0/24"]
+[ports]
+range = "20000-20767"
+{profiles}"#
+            ),
+            "t",
+        )
+        .unwrap()
+    }
+
+    const PROFILES: &str = r#"
+[[profile]]
+name = "open"
+users = ["a"]
+[[profile]]
+name = "web-only"
+users = ["a"]
+destinations = [
+  { net = "203.0.113.10", proto = "tcp", ports = "80,443,8000-8100" },
+  { net = "198.51.100.0/24", proto = "udp", ports = 53 },
+  { net = "192.0.2.0/24", proto = "icmp" },
+  { net = "192.0.2.0/24", proto = "tcp" },
+  { net = "203.0.113.64/26", ports = "7000-7001" },
+  { net = "100.100.0.0/16" },
+]
+"#;
+
+    #[test]
+    fn each_destination_becomes_one_accept_rule() {
+        let p = policy(PROFILES);
+        let d = p.profile("web-only").unwrap().destinations.clone().unwrap();
+        let rules: Vec<String> = d.iter().map(rule).collect();
+        assert_eq!(
+            rules,
+            [
+                "ip daddr 203.0.113.10 tcp dport { 80, 443, 8000-8100 } accept",
+                "ip daddr 198.51.100.0/24 udp dport 53 accept",
+                "ip daddr 192.0.2.0/24 meta l4proto icmp accept",
+                "ip daddr 192.0.2.0/24 meta l4proto tcp accept",
+                "ip daddr 203.0.113.64/26 meta l4proto { tcp, udp } th dport 7000-7001 accept",
+                "ip daddr 100.100.0.0/16 accept",
+            ]
+        );
+    }
+
+    #[test]
+    fn profiles_get_accept_or_their_chain_which_ends_in_a_counted_drop() {
+        let p = policy(PROFILES);
+        assert_eq!(verdict(p.profile("open").unwrap()), "accept");
+        assert_eq!(
+            verdict(p.profile("web-only").unwrap()),
+            "jump dest_web-only"
+        );
+        let s = nft_objects(&p);
+        assert!(s.contains("  counter dest_web-only_drop { }\n"), "{s}");
+        assert!(
+            s.contains("    counter name dest_web-only_drop drop\n  }\n"),
+            "the allowlist chain ends in a counted drop: {s}"
+        );
+        assert!(
+            !s.contains("dest_open"),
+            "no chain for a profile without allowlist: {s}"
+        );
+        // fail closed: marked traffic without a binding is dropped, internal traffic passes
+        let out = &s[s.find("chain allow_out").unwrap()..];
+        let order: Vec<usize> = [
+            "ip daddr @internal return",
+            "vmap @slot_profile",
+            "counter name unbound_drop drop",
+        ]
+        .iter()
+        .map(|r| out.find(r).unwrap_or_else(|| panic!("{r} missing: {out}")))
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{out}");
+        assert!(s.contains("iifname != \"xj*\" return"), "{s}");
+    }
+
+    #[test]
+    fn rebind_skips_and_reports_leases_of_removed_profiles() {
+        let p = policy(PROFILES);
+        let lease = |job: u32, slot: u32, profile: &str| Lease {
+            job_id: job,
+            user: "a".into(),
+            uid: 1,
+            slot,
+            port_first: 0,
+            port_last: 0,
+            mark: 0x10000 | slot,
+            mode: extnet_policy::Mode::Cgroup,
+            profile: profile.into(),
+            node_addr: "10.99.0.11".parse().unwrap(),
+            since: 0,
+            last_logged: None,
+        };
+        let (cmds, unbound) = rebind(
+            &p,
+            &[
+                lease(7, 1, "open"),
+                lease(8, 2, "web-only"),
+                lease(9, 0, "gone"),
+            ],
+        );
+        assert_eq!(
+            cmds,
+            "add element ip extnet slot_profile { 0x10001 : accept, 0x10002 : jump dest_web-only }\n"
+        );
+        assert_eq!(unbound.len(), 1);
+        assert!(
+            unbound[0].contains("job 9") && unbound[0].contains("\"gone\""),
+            "{unbound:?}"
+        );
+        assert_eq!(rebind(&p, &[]).0, "");
+    }
+
+    #[test]
+    fn drop_counter_names_round_trip() {
+        assert_eq!(
+            profile_of_counter(&drop_counter("web-only")),
+            Some("web-only")
+        );
+        assert_eq!(profile_of_counter(UNBOUND_COUNTER), None);
+    }
+}

@@ -1,0 +1,873 @@
+//! Crash tests: the prolog and epilog as processes of their own (their whole `main`, see
+//! below), killed with SIGKILL at each step (`EXTNET_FAILPOINT`, see `extnet::failpoint`), then
+//! run again as slurmd would; damaged lease tables and job state files.
+//!
+//! Each test builds a node of its own: a private network namespace with an `eth0`, a
+//! policy, state directory, lease log and namespace directory in a temporary directory, and a
+//! cgroup subtree of its own (`<cgroup2>/extnet-crash-<pid>-<test>`). The machine's own
+//! namespace is never touched. Each test ends by removing all of it and checking that nothing
+//! is left. Without root each kernel test prints why it is skipped.
+//!
+//! The prolog and epilog are this test executable itself, re-run with `EXTNET_CRASH_TEST_AS`
+//! set: its `main` then calls `extnet::binmain::main` exactly as the two binaries' `main` do
+//! (so the tests always run the code they were built with, whatever state `target/` is in).
+//! Hence `harness = false` (root `Cargo.toml`): a small runner below takes the place of libtest;
+//! `cargo test --test crash -- NAME` runs the tests whose name contains NAME.
+
+use extnet::failpoint;
+use extnet::lease::LeaseTable;
+use extnet::netlink::Netlink;
+use extnet::netns;
+use extnet::state::{JobState, Outcome, StateError};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const NODE: &str = "cn1";
+
+/// True when running as root; otherwise says why the test is skipped.
+fn root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    println!("skipped: needs root ({test} creates namespaces, cgroups and nftables tables)");
+    false
+}
+
+/// Set in the environment of this executable re-run as `extnet-prolog` or `extnet-epilog`.
+const AS_VAR: &str = "EXTNET_CRASH_TEST_AS";
+
+/// This executable as the prolog or epilog: `main` then runs exactly what
+/// `prolog/src/main.rs` and `epilog/src/main.rs` run.
+struct Role {
+    exe: PathBuf,
+    name: &'static str,
+}
+
+/// The outcome of one prolog or epilog run.
+struct Ran {
+    status: ExitStatus,
+    stderr: String,
+}
+
+impl Ran {
+    fn killed(&self) -> bool {
+        self.status.signal() == Some(libc::SIGKILL)
+    }
+}
+
+impl std::fmt::Display for Ran {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; stderr:\n{}", self.status, self.stderr)
+    }
+}
+
+/// A node of its own: namespace, policy, state, cgroups.
+struct Lab {
+    tmp: Option<tempfile::TempDir>,
+    dir: PathBuf,
+    node_ns: File,
+    cgroup_base: PathBuf,
+    policy: PathBuf,
+    prolog: Role,
+    epilog: Role,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        let exe = std::env::current_exe().expect("path of this test executable");
+        let prolog = Role {
+            exe: exe.clone(),
+            name: "prolog",
+        };
+        let epilog = Role {
+            exe,
+            name: "epilog",
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix("extnet-crash-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path().to_owned();
+        let cgroup_base = extnet::layout::detect_cgroup2_mount()
+            .join(format!("extnet-crash-{}-{tag}", std::process::id()));
+        let node_ns = netns::create(&dir.join("nodens"), "node").expect("create node namespace");
+        let policy = dir.join("extnet.toml");
+        std::fs::write(
+            &policy,
+            format!(
+                r#"version = 1
+[node]
+mode = "cgroup"
+interface = "eth0"
+gateway = "10.77.0.254"
+internal = ["10.77.0.0/24"]
+state_dir = "{d}/state/%n"
+cgroup_root = "{cg}/%n"
+netns_dir = "{d}/netns"
+netns_subnet = "100.100.0.0/24"
+
+[ports]
+range = "30000-30767"
+block_size = 256
+quarantine_secs = 0
+
+[log]
+lease_log = "{d}/log/lease-%n.log"
+file = "{d}/log/extnet-%n.log"
+
+[[profile]]
+name = "default"
+users = ["*"]
+
+[[profile]]
+name = "isolated"
+users = ["*"]
+mode = "netns"
+"#,
+                d = dir.display(),
+                cg = cgroup_base.display()
+            ),
+        )
+        .unwrap();
+        let lab = Lab {
+            tmp: Some(tmp),
+            dir,
+            node_ns,
+            cgroup_base,
+            policy,
+            prolog,
+            epilog,
+        };
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            // a veth pair whose two ends stay here: a link with carrier, like a real NIC
+            // (the dummy driver is not built into every kernel)
+            &[
+                "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+            ],
+            &["link", "set", "eth0p", "up"],
+            &["addr", "add", "10.77.0.11/24", "dev", "eth0"],
+            &["link", "set", "eth0", "up"],
+        ] {
+            lab.ip(args);
+        }
+        lab
+    }
+
+    /// `ip ARGS` inside the node's namespace.
+    fn ip(&self, args: &[&str]) {
+        let out = self
+            .in_node(Command::new("ip").args(args))
+            .output()
+            .expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Makes `cmd` start inside the node's network namespace.
+    fn in_node<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        let fd = self.node_ns.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
+        // which is async-signal-safe; `fd` stays open in the parent until the child has exec'd.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        }
+    }
+
+    /// Runs the prolog or epilog for `job` with slurmd's variables, `request` as the job's
+    /// `--external-net` (None: not asked) and an optional failpoint.
+    fn run(&self, role: &Role, job: u32, request: Option<&str>, fail: Option<&str>) -> Ran {
+        let mut cmd = Command::new(&role.exe);
+        cmd.arg("--policy")
+            .arg(&self.policy)
+            .env_clear()
+            .env(AS_VAR, role.name)
+            .env("SLURM_JOB_ID", job.to_string())
+            .env("SLURM_JOB_UID", "4242")
+            .env("SLURM_JOB_GID", "4242")
+            .env("SLURM_JOB_USER", "xcrash")
+            .env("SLURMD_NODENAME", NODE)
+            .stdin(Stdio::null());
+        if let Some(r) = request {
+            cmd.env(extnet::job::REQUEST_VAR, r);
+        }
+        if let Some(f) = fail {
+            cmd.env(failpoint::VAR, f);
+        }
+        let out = self.in_node(&mut cmd).output().expect("run prolog/epilog");
+        Ran {
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn prolog(&self, job: u32, request: &str, fail: Option<&str>) -> Ran {
+        self.run(&self.prolog, job, Some(request), fail)
+    }
+
+    fn epilog(&self, job: u32, fail: Option<&str>) -> Ran {
+        self.run(&self.epilog, job, None, fail)
+    }
+
+    /// A prolog that must grant; returns the grant.
+    fn granted(&self, job: u32, request: &str) -> extnet::state::Grant {
+        let r = self.prolog(job, request, None);
+        assert!(r.status.success(), "prolog of job {job}: {r}");
+        match self.state(job).map(|s| s.outcome) {
+            Some(Outcome::Granted(g)) => g,
+            other => panic!("job {job} not granted: {other:?}\n{r}"),
+        }
+    }
+
+    fn epilog_ok(&self, job: u32) {
+        let r = self.epilog(job, None);
+        assert!(r.status.success(), "epilog of job {job}: {r}");
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.join("state").join(NODE)
+    }
+
+    fn state_path(&self, job: u32) -> PathBuf {
+        self.state_dir().join(format!("jobs/{job}.json"))
+    }
+
+    fn state(&self, job: u32) -> Option<JobState> {
+        JobState::load(&self.state_path(job), job)
+            .unwrap_or_else(|e| panic!("state of job {job}: {e}"))
+    }
+
+    fn table_path(&self) -> PathBuf {
+        self.state_dir().join("leases.json")
+    }
+
+    fn table(&self) -> LeaseTable {
+        LeaseTable::load(&self.table_path(), NODE)
+            .unwrap_or_else(|e| panic!("the lease table must load: {e}"))
+    }
+
+    fn netns_dir(&self) -> PathBuf {
+        self.dir.join("netns")
+    }
+
+    fn cgroup_root(&self) -> PathBuf {
+        self.cgroup_base.join(NODE)
+    }
+
+    /// The lease log's events for `job`, in order.
+    fn events(&self, job: u32) -> Vec<String> {
+        let log = self.dir.join(format!("log/lease-{NODE}.log"));
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("lease log line is JSON"))
+            .filter(|r| r["job_id"] == job)
+            .map(|r| r["event"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    }
+
+    /// What of `job` is left on the node: namespace, veth, lease, state file, processes in a
+    /// slot cgroup, temporary files. Empty when nothing.
+    fn residue(&self, job: u32) -> Vec<String> {
+        let mut left = Vec::new();
+        let ns = self.netns_dir().join(format!("extnet-{NODE}-{job}"));
+        if ns.exists() {
+            left.push(format!("namespace file {}", ns.display()));
+        }
+        let mut nl = Netlink::open_in(self.node_ns.as_fd()).expect("netlink in the node");
+        if nl
+            .index(&format!("xj{job}"))
+            .expect("link lookup")
+            .is_some()
+        {
+            left.push(format!("link xj{job}"));
+        }
+        // slot cgroups of other jobs' leases may hold their tasks
+        let mut others = Vec::new();
+        match LeaseTable::load(&self.table_path(), NODE) {
+            Ok(t) => {
+                if let Some(l) = t.lease_of(job) {
+                    left.push(format!("lease {l:?}"));
+                }
+                others.extend(
+                    t.leases
+                        .iter()
+                        .filter(|l| l.job_id != job)
+                        .map(|l| format!("slot_{}", l.slot)),
+                );
+            }
+            Err(e) => left.push(format!("lease table does not load: {e}")),
+        }
+        if self.state_path(job).exists() {
+            left.push(format!("state file {}", self.state_path(job).display()));
+        }
+        for e in std::fs::read_dir(self.cgroup_root())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if others.contains(&e.file_name().to_string_lossy().into_owned()) {
+                continue;
+            }
+            let procs = std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
+            if !procs.trim().is_empty() {
+                left.push(format!("processes {procs:?} in {}", e.path().display()));
+            }
+        }
+        for dir in [self.state_dir(), self.state_dir().join("jobs")] {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    left.push(format!("temporary file {}", e.path().display()));
+                }
+            }
+        }
+        left
+    }
+
+    /// Asserts that nothing of `job` is left. Waits up to 5 s: the kernel reaps a dropped
+    /// namespace's veth pair asynchronously.
+    fn assert_clean(&self, job: u32, what: &str) {
+        let start = Instant::now();
+        loop {
+            let left = self.residue(job);
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{what}: job {job} left:\n  {}",
+                left.join("\n  ")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A stand-in for a job's task: `sleep` in the job's slot cgroup or namespace.
+    fn task(&self, g: &extnet::state::Grant) -> Child {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("600").stdin(Stdio::null());
+        let child = if let Some(ns) = &g.netns {
+            let f = File::open(ns).expect("open the job's namespace");
+            let fd = f.as_raw_fd();
+            // SAFETY: only setns(2) between fork and exec; `f` outlives the spawn.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            cmd.spawn().expect("spawn sleep")
+        } else {
+            let child = cmd.spawn().expect("spawn sleep");
+            let cg = g.cgroup.as_ref().expect("cgroup grant has a cgroup");
+            std::fs::write(cg.join("cgroup.procs"), child.id().to_string())
+                .expect("move the task into its slot cgroup");
+            child
+        };
+        child
+    }
+
+    /// Removes everything the lab made and checks that nothing is left.
+    fn finish(mut self) {
+        let dir = self.dir.clone();
+        let cg = self.cgroup_base.clone();
+        self.teardown();
+        assert!(!dir.exists(), "{} is left", dir.display());
+        assert!(!cg.exists(), "cgroup {} is left", cg.display());
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let d = dir.display().to_string();
+        assert!(
+            !mounts.lines().any(|l| l.contains(&d)),
+            "mounts left under {d}"
+        );
+    }
+
+    fn teardown(&mut self) {
+        let Some(tmp) = self.tmp.take() else { return };
+        // tasks a failed test left behind
+        for e in std::fs::read_dir(self.netns_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(Some(f)) = netns::open(&self.netns_dir(), &e.file_name().to_string_lossy()) {
+                for p in netns::pids_in(netns::inode(&f)) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(p),
+                        nix::sys::signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        for e in std::fs::read_dir(self.cgroup_root())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = extnet::cgroup::kill_all(&e.path(), Duration::from_secs(2));
+        }
+        for sub in ["netns", "nodens"] {
+            let d = self.dir.join(sub);
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let _ = netns::delete(&d, &e.file_name().to_string_lossy());
+            }
+            while nix::mount::umount2(&d, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
+        }
+        // slot cgroups, the node's cgroup, the base (bpf programs go with them)
+        for e in std::fs::read_dir(self.cgroup_root())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.path().is_dir() {
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(self.cgroup_root());
+        let _ = std::fs::remove_dir(&self.cgroup_base);
+        let _ = tmp.close();
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// Waits until `child` has exited (it must have been killed); fails after 10 s.
+fn assert_dies(child: &mut Child, what: &str) {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert_eq!(
+                st.signal(),
+                Some(libc::SIGKILL),
+                "{what}: task ended with {st}"
+            );
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: the job's task survived the epilog");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The lease log of a job is sound: every allocate is followed by a release, and a job that
+/// ran with a grant has its allocate record.
+fn assert_log_sound(lab: &Lab, job: u32, was_granted: bool, what: &str) {
+    let ev = lab.events(job);
+    let allocated = ev.iter().any(|e| e == "allocate");
+    assert!(
+        !was_granted || allocated,
+        "{what}: job {job} was granted but the lease log has no allocate record: {ev:?}"
+    );
+    if allocated {
+        assert_eq!(
+            ev.last().map(String::as_str),
+            Some("release"),
+            "{what}: job {job}'s allocate has no release after it: {ev:?}"
+        );
+    }
+    if let Some(first_release) = ev.iter().position(|e| e == "release") {
+        // a release without an allocate before it: only when the job never held the block
+        // with a task running (killed between storing the lease and logging it)
+        if !ev[..first_release].iter().any(|e| e == "allocate") {
+            assert!(
+                !was_granted,
+                "{what}: job {job} ran granted, yet its first release precedes any allocate: {ev:?}"
+            );
+        }
+    }
+}
+
+fn profile_of(mode: &str) -> &'static str {
+    match mode {
+        "netns" => "isolated",
+        _ => "default",
+    }
+}
+
+/// The prolog killed at each step of its grant path, then (a) the epilog, or (b) the prolog
+/// again as after a requeue, then the epilog: nothing is left, the lease table loads and still
+/// holds a bystander job's lease unchanged, the lease log stays sound, and a normal job works.
+fn prolog_killed_at_each_step_then_epilog_leaves_nothing() {
+    if !root("prolog_killed_at_each_step_then_epilog_leaves_nothing") {
+        return;
+    }
+    let lab = Lab::new("prolog");
+    // a job that holds a lease throughout, with a task running
+    let bystander = lab.granted(100, "default");
+    let mut bystander_task = lab.task(&bystander);
+    let bystander_lease = lab.table().lease_of(100).cloned().unwrap();
+    let mut job = 1000;
+    let mut runs = 0;
+    for mode in ["cgroup", "netns"] {
+        for &fp in failpoint::PROLOG {
+            if mode == "cgroup" && failpoint::PROLOG_NETNS_ONLY.contains(&fp) {
+                continue;
+            }
+            for rerun_prolog in [false, true] {
+                job += 1;
+                runs += 1;
+                let what = format!(
+                    "{mode} job killed at {fp}, then {}",
+                    if rerun_prolog {
+                        "prolog again and epilog"
+                    } else {
+                        "epilog"
+                    }
+                );
+                let r = lab.prolog(job, profile_of(mode), Some(fp));
+                assert!(r.killed(), "{what}: the prolog was not killed: {r}");
+                let mut granted = false;
+                if rerun_prolog {
+                    let g = lab.granted(job, profile_of(mode));
+                    granted = true;
+                    // the grant works: a task can join it
+                    let mut t = lab.task(&g);
+                    lab.epilog_ok(job);
+                    assert_dies(&mut t, &what);
+                } else {
+                    let r = lab.epilog(job, None);
+                    assert!(r.status.success(), "{what}: epilog: {r}");
+                }
+                lab.assert_clean(job, &what);
+                assert_eq!(
+                    lab.table().lease_of(100),
+                    Some(&bystander_lease),
+                    "{what}: the bystander's lease changed"
+                );
+                assert_eq!(lab.table().leases.len(), 1, "{what}: {:?}", lab.table());
+                assert_log_sound(&lab, job, granted, &what);
+                // the epilog is safe to run twice
+                lab.epilog_ok(job);
+                lab.assert_clean(job, &what);
+            }
+        }
+    }
+    assert!(
+        bystander_task.try_wait().unwrap().is_none(),
+        "the bystander's task was killed by another job's teardown"
+    );
+    // a damaged base marker only makes the next prolog reload the base
+    std::fs::write(lab.state_dir().join("base.json"), b"{ not json").unwrap();
+    for mode in ["cgroup", "netns"] {
+        job += 1;
+        let g = lab.granted(job, profile_of(mode));
+        let mut t = lab.task(&g);
+        lab.epilog_ok(job);
+        assert_dies(&mut t, "normal job after the crashes");
+        lab.assert_clean(job, "normal job after the crashes");
+        assert_log_sound(&lab, job, true, "normal job after the crashes");
+    }
+    lab.epilog_ok(100);
+    assert_dies(&mut bystander_task, "bystander");
+    lab.assert_clean(100, "bystander");
+    assert!(lab.table().leases.is_empty());
+    println!("{runs} prolog crashes, each followed by a clean teardown");
+    lab.finish();
+}
+
+/// The epilog killed at each step of its teardown, with a task still running, then run again
+/// as slurmd would: the task is dead, nothing is left, the lease log stays sound.
+fn epilog_killed_at_each_step_then_epilog_again_leaves_nothing() {
+    if !root("epilog_killed_at_each_step_then_epilog_again_leaves_nothing") {
+        return;
+    }
+    let lab = Lab::new("epilog");
+    let mut job = 2000;
+    for mode in ["cgroup", "netns"] {
+        for &fp in failpoint::EPILOG {
+            job += 1;
+            let what = format!("{mode} job's epilog killed at {fp}");
+            let g = lab.granted(job, profile_of(mode));
+            let mut t = lab.task(&g);
+            let r = lab.epilog(job, Some(fp));
+            assert!(r.killed(), "{what}: the epilog was not killed: {r}");
+            lab.epilog_ok(job);
+            assert_dies(&mut t, &what);
+            lab.assert_clean(job, &what);
+            assert!(lab.table().leases.is_empty(), "{what}: {:?}", lab.table());
+            assert_log_sound(&lab, job, true, &what);
+        }
+    }
+    lab.finish();
+}
+
+/// Damaged lease tables: the prolog grants nothing (the job's state file says denied and why),
+/// the table is left as it is for the admin, the epilog reports it and keeps what it cannot
+/// account for; once repaired, everything is released.
+fn corrupt_lease_table_is_reported_and_grants_nothing() {
+    if !root("corrupt_lease_table_is_reported_and_grants_nothing") {
+        return;
+    }
+    let lab = Lab::new("table");
+    lab.granted(100, "default");
+    let good = std::fs::read(lab.table_path()).unwrap();
+    let good_text = String::from_utf8(good.clone()).unwrap();
+    let mut dup: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    let mut second = dup["leases"][0].clone();
+    second["job_id"] = 101.into();
+    dup["leases"].as_array_mut().unwrap().push(second);
+    let damages: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("truncated", good[..good.len() / 2].to_vec(), "is corrupt"),
+        ("empty", Vec::new(), "is corrupt"),
+        (
+            "garbage",
+            b"\x00\x01\x02 not a lease table".to_vec(),
+            "is corrupt",
+        ),
+        (
+            "two leases on one slot",
+            serde_json::to_vec(&dup).unwrap(),
+            "share a slot or ports",
+        ),
+        (
+            "unknown version",
+            good_text
+                .replacen("\"version\": 1", "\"version\": 99", 1)
+                .into_bytes(),
+            "version 99",
+        ),
+        (
+            "another node's table",
+            good_text
+                .replacen(&format!("\"node\": \"{NODE}\""), "\"node\": \"other\"", 1)
+                .into_bytes(),
+            "belongs to node other",
+        ),
+    ];
+    let mut job = 3000;
+    for (what, bytes, says) in damages {
+        job += 1;
+        std::fs::write(lab.table_path(), &bytes).unwrap();
+        let r = lab.prolog(job, "isolated", None);
+        assert!(
+            r.status.success(),
+            "{what}: a denial is not a node fault, the prolog exits 0: {r}"
+        );
+        let Some(Outcome::Denied { reason }) = lab.state(job).map(|s| s.outcome) else {
+            panic!(
+                "{what}: job {job} must be denied: {:?}\n{r}",
+                lab.state(job)
+            );
+        };
+        let table = lab.table_path().display().to_string();
+        assert!(
+            reason.contains(&table) && reason.contains(says),
+            "{what}: the reason must name the table and the damage ({says}): {reason}"
+        );
+        assert_eq!(
+            std::fs::read(lab.table_path()).unwrap(),
+            bytes,
+            "{what}: the prolog must leave the damaged table as it is, for the admin"
+        );
+        assert!(
+            !lab.netns_dir()
+                .join(format!("extnet-{NODE}-{job}"))
+                .exists(),
+            "{what}: a denied job got a namespace"
+        );
+        assert!(lab.events(job).is_empty(), "{what}: {:?}", lab.events(job));
+        // the epilog cannot tell what to release: it says so, and fails (the node drains)
+        let r = lab.epilog(job, None);
+        assert_eq!(r.status.code(), Some(1), "{what}: epilog: {r}");
+        assert!(
+            r.stderr.contains(&table) && r.stderr.contains(says),
+            "{what}: the epilog must say what is wrong: {r}"
+        );
+        // repaired: the epilog cleans up, the other job's lease is intact
+        std::fs::write(lab.table_path(), &good).unwrap();
+        lab.epilog_ok(job);
+        lab.assert_clean(job, what);
+        assert!(lab.table().lease_of(100).is_some());
+    }
+    lab.epilog_ok(100);
+    lab.assert_clean(100, "the job that held a lease throughout");
+    lab.finish();
+}
+
+/// A damaged job state file: the plugin's reader reports it as an error (the plugin then
+/// fails the job's tasks), and the epilog still tears the job down by its id.
+fn corrupt_state_file_is_an_error_and_the_epilog_still_cleans_up() {
+    if !root("corrupt_state_file_is_an_error_and_the_epilog_still_cleans_up") {
+        return;
+    }
+    let lab = Lab::new("state");
+    for (job, request) in [(4001, "isolated"), (4002, "default")] {
+        let g = lab.granted(job, request);
+        let mut t = lab.task(&g);
+        let path = lab.state_path(job);
+        let text = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &text[..text.len() / 3]).unwrap();
+        let e = JobState::load(&path, job).unwrap_err();
+        assert!(matches!(e, StateError::Corrupt { .. }), "{e:?}");
+        let r = lab.epilog(job, None);
+        assert!(r.status.success(), "epilog: {r}");
+        assert!(
+            r.stderr.contains("job state unreadable"),
+            "the epilog must say the state file was unreadable: {r}"
+        );
+        assert_dies(&mut t, "task of a job with a damaged state file");
+        lab.assert_clean(job, "damaged state file");
+        assert_log_sound(&lab, job, true, "damaged state file");
+    }
+    lab.finish();
+}
+
+/// What the plugin reads: a damaged, foreign or future state file is an error that names the
+/// file and says what to do; a missing one is "no decision". Needs no root.
+fn job_state_load_reports_damage_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("7.json");
+    assert!(JobState::load(&path, 7).unwrap().is_none());
+    let state = JobState {
+        version: extnet::state::STATE_VERSION,
+        job_id: 7,
+        node: "n1".into(),
+        user: "alice".into(),
+        uid: 1000,
+        created: 1,
+        outcome: Outcome::Denied {
+            reason: "no".into(),
+        },
+    };
+    state.store(&path).unwrap();
+    assert_eq!(JobState::load(&path, 7).unwrap(), Some(state));
+    let good = std::fs::read_to_string(&path).unwrap();
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("truncated", good[..good.len() / 2].to_owned(), "is corrupt"),
+        ("empty", String::new(), "is corrupt"),
+        ("not JSON", "\u{1}garbage".into(), "is corrupt"),
+        ("no version", "{}".into(), "is corrupt"),
+        (
+            "unknown field",
+            good.replacen("\"job_id\"", "\"extra\": 1, \"job_id\"", 1),
+            "is corrupt",
+        ),
+        (
+            "future version",
+            good.replacen(
+                &format!("\"version\": {}", extnet::state::STATE_VERSION),
+                "\"version\": 99",
+                1,
+            ),
+            "has version 99",
+        ),
+        (
+            "another job's file",
+            good.replacen("\"job_id\": 7", "\"job_id\": 8", 1),
+            "is for job 8, expected job 7",
+        ),
+    ];
+    for (what, text, says) in cases {
+        std::fs::write(&path, &text).unwrap();
+        let e = JobState::load(&path, 7)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: accepted"));
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&path.display().to_string()) && msg.contains(says),
+            "{what}: {msg}"
+        );
+    }
+}
+
+type TestFn = fn();
+
+const TESTS: &[(&str, TestFn)] = &[
+    (
+        "prolog_killed_at_each_step_then_epilog_leaves_nothing",
+        prolog_killed_at_each_step_then_epilog_leaves_nothing,
+    ),
+    (
+        "epilog_killed_at_each_step_then_epilog_again_leaves_nothing",
+        epilog_killed_at_each_step_then_epilog_again_leaves_nothing,
+    ),
+    (
+        "corrupt_lease_table_is_reported_and_grants_nothing",
+        corrupt_lease_table_is_reported_and_grants_nothing,
+    ),
+    (
+        "corrupt_state_file_is_an_error_and_the_epilog_still_cleans_up",
+        corrupt_state_file_is_an_error_and_the_epilog_still_cleans_up,
+    ),
+    (
+        "job_state_load_reports_damage_clearly",
+        job_state_load_reports_damage_clearly,
+    ),
+];
+
+fn main() -> ExitCode {
+    match std::env::var(AS_VAR).as_deref() {
+        Ok("prolog") => return extnet::binmain::main(extnet::binmain::Prog::Prolog),
+        Ok("epilog") => return extnet::binmain::main(extnet::binmain::Prog::Epilog),
+        Ok(other) => {
+            eprintln!("{AS_VAR}={other:?}: expected prolog or epilog");
+            return ExitCode::from(2);
+        }
+        Err(_) => {}
+    }
+    // libtest's flags (--include-ignored, --test-threads=N, ...) are accepted and ignored;
+    // other arguments filter by name
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let selected: Vec<&(&str, TestFn)> = TESTS
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .collect();
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in &selected {
+            println!("{name}: test");
+        }
+        return ExitCode::SUCCESS;
+    }
+    println!("\nrunning {} tests", selected.len());
+    let start = Instant::now();
+    let mut failed = Vec::new();
+    for (name, f) in &selected {
+        let t = Instant::now();
+        let ok = std::panic::catch_unwind(f).is_ok();
+        println!(
+            "test {name} ... {} ({:.1} s)",
+            if ok { "ok" } else { "FAILED" },
+            t.elapsed().as_secs_f64()
+        );
+        if !ok {
+            failed.push(*name);
+        }
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed; {} filtered out; finished in {:.2}s\n",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        selected.len() - failed.len(),
+        failed.len(),
+        TESTS.len() - selected.len(),
+        start.elapsed().as_secs_f64()
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        println!("failures:\n    {}", failed.join("\n    "));
+        ExitCode::FAILURE
+    }
+}
