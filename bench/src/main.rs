@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -57,9 +57,11 @@ struct Common {
     /// Where extnet-prolog, extnet-epilog and extnet are.
     #[arg(long)]
     bin_dir: PathBuf,
-    /// The node this runs in (its network namespace).
-    #[arg(long, default_value = "n1")]
-    node: String,
+    /// The nodes to use: the first is the one this runs in (the data path, and the per-job
+    /// cost at the highest level); the second, when given, runs the lower levels, so that each
+    /// lower level is measured side by side with the highest one.
+    #[arg(long, value_delimiter = ',', default_value = "n1,n2")]
+    nodes: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -118,7 +120,13 @@ fn main() -> std::process::ExitCode {
             out,
             command,
         } => {
-            let b = Bench::new(common);
+            let b = match Bench::new(common) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("extnet-bench: {e:#}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
             b.cleanup();
             let r = b.run(&RunOpts {
                 runs,
@@ -140,14 +148,14 @@ fn main() -> std::process::ExitCode {
                 }
             })
         }
-        Cmd::Cleanup { common } => {
-            let left = Bench::new(common).cleanup();
+        Cmd::Cleanup { common } => Bench::new(common).and_then(|b| {
+            let left = b.cleanup();
             if left.is_empty() {
                 Ok(())
             } else {
                 Err(anyhow::anyhow!("cleanup left: {}", left.join("; ")))
             }
-        }
+        }),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -294,6 +302,13 @@ struct Bench {
     c: Common,
     dir: PathBuf,
     cgroup_mount: PathBuf,
+    nodes: Vec<Node>,
+}
+
+/// A node of the test cluster: its name and its network namespace.
+struct Node {
+    name: String,
+    ns: File,
 }
 
 /// The two policies: `jobs` (1562 slots, real quarantine) and `dataplane` (one slot).
@@ -313,28 +328,43 @@ impl Pol {
 }
 
 impl Bench {
-    fn new(c: Common) -> Bench {
+    fn new(c: Common) -> Result<Bench> {
         let dir = c.xn_dir.join("bench");
-        Bench {
+        let mut nodes = Vec::new();
+        for name in &c.nodes {
+            let path = format!("/run/netns/xn-{name}");
+            let ns = File::open(&path)
+                .with_context(|| format!("open {path}: is the test cluster up?"))?;
+            nodes.push(Node {
+                name: name.clone(),
+                ns,
+            });
+        }
+        if nodes.is_empty() {
+            bail!("--nodes names no node");
+        }
+        Ok(Bench {
             c,
             dir,
             cgroup_mount: extnet::layout::detect_cgroup2_mount(),
-        }
+            nodes,
+        })
     }
 
-    fn node(&self) -> &str {
-        &self.c.node
+    /// The node this process runs in.
+    fn own(&self) -> &Node {
+        &self.nodes[0]
     }
 
     fn policy_path(&self, p: Pol) -> PathBuf {
         self.dir.join(format!("{}.toml", p.name()))
     }
 
-    /// `<cgroup2>/extnet/bench-<what>-<node>`
-    fn cgroup(&self, what: &str) -> PathBuf {
+    /// `<cgroup2>/extnet/bench-<what>-<node>` (`node` may be the template `%n`)
+    fn cgroup(&self, what: &str, node: &str) -> PathBuf {
         self.cgroup_mount
             .join("extnet")
-            .join(format!("bench-{what}-{}", self.node()))
+            .join(format!("bench-{what}-{node}"))
     }
 
     fn write_policy(&self, p: Pol) -> Result<PathBuf> {
@@ -344,7 +374,7 @@ impl Bench {
             Pol::Dataplane => ("40000-40255", 256, 0),
         };
         let d = self.dir.display();
-        let cg = self.cgroup(p.name());
+        let cg = self.cgroup(p.name(), "%n");
         let text = format!(
             r#"# extnet-bench: policy "{name}" (written by extnet-bench)
 version = 1
@@ -385,19 +415,19 @@ mode = "netns"
         Ok(path)
     }
 
-    fn layout(&self, p: Pol) -> Result<(extnet_policy::Policy, extnet::layout::Layout)> {
+    fn layout(&self, p: Pol, n: &Node) -> Result<(extnet_policy::Policy, extnet::layout::Layout)> {
         let policy = extnet_policy::Policy::load(&self.policy_path(p))?;
-        let layout = extnet::layout::Layout::new(&policy, self.node());
+        let layout = extnet::layout::Layout::new(&policy, &n.name);
         Ok((policy, layout))
     }
 
     /// The prolog or epilog for `job`, with the environment slurmd gives it.
-    fn hook(&self, prog: &str, p: Pol, job: u32, request: Option<&str>) -> Command {
+    fn hook(&self, prog: &str, p: Pol, job: u32, request: Option<&str>, n: &Node) -> Command {
         let mut cmd = Command::new(self.c.bin_dir.join(prog));
         cmd.arg("--policy")
             .arg(self.policy_path(p))
             .env_clear()
-            .env("SLURMD_NODENAME", self.node())
+            .env("SLURMD_NODENAME", &n.name)
             .env("SLURM_CLUSTER_NAME", "xn")
             .env("SLURM_JOB_ID", job.to_string())
             .env("SLURM_JOBID", job.to_string())
@@ -420,25 +450,27 @@ mode = "netns"
         cmd
     }
 
-    fn prolog(&self, p: Pol, job: u32, request: Option<&str>) -> Result<Sample> {
+    fn prolog(&self, p: Pol, job: u32, request: Option<&str>, n: &Node) -> Result<Sample> {
         measure(
-            &mut self.hook("extnet-prolog", p, job, request),
+            &mut self.hook("extnet-prolog", p, job, request, n),
             &self.dir.join("stderr"),
+            n,
         )
-        .with_context(|| format!("prolog of job {job}"))
+        .with_context(|| format!("prolog of job {job} on {}", n.name))
     }
 
-    fn epilog(&self, p: Pol, job: u32) -> Result<Sample> {
+    fn epilog(&self, p: Pol, job: u32, n: &Node) -> Result<Sample> {
         measure(
-            &mut self.hook("extnet-epilog", p, job, None),
+            &mut self.hook("extnet-epilog", p, job, None, n),
             &self.dir.join("stderr"),
+            n,
         )
-        .with_context(|| format!("epilog of job {job}"))
+        .with_context(|| format!("epilog of job {job} on {}", n.name))
     }
 
     /// The job's grant, from its state file; an error when it was not granted.
-    fn grant(&self, p: Pol, job: u32) -> Result<extnet::state::Grant> {
-        let (_, layout) = self.layout(p)?;
+    fn grant(&self, p: Pol, job: u32, n: &Node) -> Result<extnet::state::Grant> {
+        let (_, layout) = self.layout(p, n)?;
         let s = extnet::state::JobState::load(&layout.job_state(job), job)?
             .with_context(|| format!("job {job} has no state file"))?;
         match s.outcome {
@@ -447,8 +479,8 @@ mode = "netns"
         }
     }
 
-    fn site(&self, op: &str, mode: &str, job: u32, index: usize) -> Result<Sample> {
-        let cg = self.cgroup("sh");
+    fn site(&self, op: &str, mode: &str, job: u32, index: usize, n: &Node) -> Result<Sample> {
+        let cg = self.cgroup("sh", &n.name);
         let rel = cg
             .strip_prefix("/sys/fs/cgroup")
             .context("cgroup2 is not below /sys/fs/cgroup")?;
@@ -460,17 +492,20 @@ mode = "netns"
             .env("CG", &cg)
             .env("CGREL", rel)
             .env("MARK", format!("0x{:x}", 0x10000 | (index as u32 & 0xffff)));
-        measure(&mut cmd, &self.dir.join("stderr"))
-            .with_context(|| format!("site script {op} {mode} for job {job}"))
+        measure(&mut cmd, &self.dir.join("stderr"), n)
+            .with_context(|| format!("site script {op} {mode} for job {job} on {}", n.name))
     }
 
-    fn extnet(&self, p: Pol, args: &[&str]) -> Result<String> {
-        let out = Command::new(self.c.bin_dir.join("extnet"))
-            .arg("--policy")
+    /// `extnet --policy P ARGS --node N` in node `n`.
+    fn extnet(&self, p: Pol, args: &[&str], n: &Node) -> Result<String> {
+        let mut cmd = Command::new(self.c.bin_dir.join("extnet"));
+        cmd.arg("--policy")
             .arg(self.policy_path(p))
             .args(args)
-            .output()
-            .context("run extnet")?;
+            .arg("--node")
+            .arg(&n.name);
+        in_netns(&mut cmd, &n.ns);
+        let out = cmd.output().context("run extnet")?;
         if !out.status.success() {
             bail!(
                 "extnet {args:?}: {}",
@@ -503,131 +538,197 @@ mode = "netns"
 
     fn per_job(&self, o: &RunOpts, report: &mut Report) -> Result<()> {
         self.write_policy(Pol::Jobs)?;
-        let (policy, layout) = self.layout(Pol::Jobs)?;
+        let (policy, _) = self.layout(Pol::Jobs, self.own())?;
         let slots = policy.ports.blocks() as usize;
-        let max_level = o.levels.iter().copied().max().unwrap_or(1);
-        if max_level + 2 * o.runs * o.levels.len() > slots {
+        let mut levels = o.levels.clone();
+        levels.sort_unstable();
+        levels.dedup();
+        let Some(&top) = levels.last() else {
+            bail!("--levels names no level");
+        };
+        if top + 2 * o.runs * levels.len() > slots {
             bail!(
-                "the bench policy has {slots} slots: too few for {max_level} jobs and {} rounds",
+                "the bench policy has {slots} slots: too few for {top} jobs and {} rounds",
                 o.runs
             );
         }
         std::fs::write(self.dir.join("site.sh"), SITE_SCRIPT)?;
-        // the site script's own table and cgroup directory
-        let sh_cg = self.cgroup("sh");
-        std::fs::create_dir_all(&sh_cg)?;
-        let mut s = extnet::nft::Session::new()?;
-        s.run("add table ip extnet_sh\nadd map ip extnet_sh cg { type cgroupsv2 : mark; }\n")?;
-
-        // the first external job on a fresh node loads the base
-        let first = self.prolog(Pol::Jobs, MEASURED_BASE, Some("default"))?;
-        self.grant(Pol::Jobs, MEASURED_BASE)?;
-        self.epilog(Pol::Jobs, MEASURED_BASE)?;
-        report.notes.push(format!(
-            "The first external job on a fresh node loads the base ({slots} slot cgroups with their bpf programs, the nft table): prolog {:.1} ms (once per node and policy change).",
-            ms(first.wall)
-        ));
-        eprintln!("extnet-bench: base loaded in {:.1} ms", ms(first.wall));
-
-        let mut background: Vec<u32> = Vec::new();
-        let mut levels = o.levels.clone();
-        levels.sort_unstable();
-        for &level in &levels {
-            let t = Instant::now();
-            while background.len() + 1 < level {
-                let i = background.len() as u32;
-                let job = BACKGROUND_BASE + i;
-                let req = if i % 2 == 0 { "default" } else { "isolated" };
-                self.prolog(Pol::Jobs, job, Some(req))?;
-                self.grant(Pol::Jobs, job)?;
-                background.push(job);
-            }
+        for n in &self.nodes {
+            // the site script's own table and cgroup directory
+            std::fs::create_dir_all(self.cgroup("sh", &n.name))?;
+            extnet::netns::run_in(n.ns.as_fd(), || {
+                extnet::nft::Session::new()?.run(
+                    "add table ip extnet_sh\nadd map ip extnet_sh cg { type cgroupsv2 : mark; }\n",
+                )
+            })??;
+            // the first external job on a fresh node loads the base
+            let first = self.prolog(Pol::Jobs, MEASURED_BASE, Some("default"), n)?;
+            self.grant(Pol::Jobs, MEASURED_BASE, n)?;
+            self.epilog(Pol::Jobs, MEASURED_BASE, n)?;
             eprintln!(
-                "extnet-bench: {level} active jobs ({} in the background, half of them netns), filled in {:.1} s",
-                background.len(),
-                t.elapsed().as_secs_f64()
+                "extnet-bench: {}: base loaded in {:.1} ms",
+                n.name,
+                ms(first.wall)
             );
-            let leases = extnet::lease::LeaseTable::load(&layout.lease_table(), self.node())?
-                .leases
-                .len();
-            if leases != background.len() {
-                bail!(
-                    "the lease table holds {leases} leases, expected {}",
-                    background.len()
-                );
+            if n.name == self.own().name {
+                report.notes.push(format!(
+                    "The first external job on a fresh node loads the base ({slots} slot cgroups with their bpf programs, the nft table): prolog {:.1} ms (once per node and policy change).",
+                    ms(first.wall)
+                ));
             }
-            for round in 0..o.runs {
-                let id = MEASURED_BASE + level as u32 * 100_000 + round as u32 * 10;
-                let index = round + levels.iter().position(|&l| l == level).unwrap() * o.runs;
-                for row in Row::ALL {
-                    let sample = match row {
-                        Row::True => {
-                            measure(&mut Command::new("/bin/true"), &self.dir.join("stderr"))?
-                        }
-                        Row::PrologNone => {
-                            let s = self.prolog(Pol::Jobs, id + 1, None)?;
-                            if layout.job_state(id + 1).exists() {
-                                bail!("a job that did not ask got a state file");
-                            }
-                            s
-                        }
-                        Row::EpilogNone => self.epilog(Pol::Jobs, id + 1)?,
-                        Row::PrologCgroup => {
-                            let s = self.prolog(Pol::Jobs, id + 2, Some("default"))?;
-                            self.grant(Pol::Jobs, id + 2)?;
-                            s
-                        }
-                        Row::EpilogCgroup => self.epilog(Pol::Jobs, id + 2)?,
-                        Row::PrologNetns => {
-                            let s = self.prolog(Pol::Jobs, id + 3, Some("isolated"))?;
-                            self.grant(Pol::Jobs, id + 3)?;
-                            s
-                        }
-                        Row::EpilogNetns => self.epilog(Pol::Jobs, id + 3)?,
-                        Row::ShSetupCgroup => self.site("setup", "cgroup", id + 4, index)?,
-                        Row::ShTeardownCgroup => self.site("teardown", "cgroup", id + 4, index)?,
-                        Row::ShSetupNetns => self.site("setup", "netns", id + 5, index)?,
-                        Row::ShTeardownNetns => self.site("teardown", "netns", id + 5, index)?,
-                    };
-                    report.jobs.entry((row, level)).or_default().push(sample);
+        }
+        // the highest level on the first node; each lower level on the second node, round by
+        // round beside the highest one (one node alone: one level after the other)
+        let (high, low) = match self.nodes.get(1) {
+            Some(second) if levels.len() > 1 => (Some(self.own()), second),
+            _ => (None, self.own()),
+        };
+        let lower: Vec<usize> = if high.is_some() {
+            levels[..levels.len() - 1].to_vec()
+        } else {
+            levels.clone()
+        };
+        report.placement = match high {
+            Some(h) => format!(
+                "{} on node {}, the others on node {}, alternating round by round with it",
+                top, h.name, low.name
+            ),
+            None => format!("all on node {}, one level after the other", low.name),
+        };
+        let mut background: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        let mut next_id = MEASURED_BASE + 10;
+        if let Some(h) = high {
+            self.fill(h, top, &mut background)?;
+        }
+        for &level in &lower {
+            self.fill(low, level, &mut background)?;
+            for _ in 0..o.runs {
+                self.round(low, level, &mut next_id, report)?;
+                if let Some(h) = high {
+                    self.round(h, top, &mut next_id, report)?;
                 }
             }
             eprintln!("extnet-bench: {level} active jobs: {} rounds done", o.runs);
         }
+        for n in &self.nodes {
+            let jobs = background.remove(&n.name).unwrap_or_default();
+            let t = Instant::now();
+            for &job in &jobs {
+                self.epilog(Pol::Jobs, job, n)?;
+            }
+            eprintln!(
+                "extnet-bench: {}: {} background jobs ended in {:.1} s",
+                n.name,
+                jobs.len(),
+                t.elapsed().as_secs_f64()
+            );
+            let (_, layout) = self.layout(Pol::Jobs, n)?;
+            let t = extnet::lease::LeaseTable::load(&layout.lease_table(), &n.name)?;
+            if !t.leases.is_empty() {
+                bail!("{}: leases left after every epilog: {:?}", n.name, t.leases);
+            }
+            let states = std::fs::read_dir(&layout.jobs_dir)
+                .map(|d| d.count())
+                .unwrap_or(0);
+            if states != 0 {
+                bail!(
+                    "{states} job state files left in {}",
+                    layout.jobs_dir.display()
+                );
+            }
+            self.extnet(Pol::Jobs, &["node", "teardown"], n)?;
+        }
+        report.pool = slots;
+        Ok(())
+    }
+
+    /// Runs the prolog for more jobs on `n` until `level` would be active with one more (half
+    /// cgroup, half netns).
+    fn fill(&self, n: &Node, level: usize, bg: &mut BTreeMap<String, Vec<u32>>) -> Result<()> {
+        let node_index = self
+            .nodes
+            .iter()
+            .position(|m| m.name == n.name)
+            .unwrap_or(0) as u32;
+        let jobs = bg.entry(n.name.clone()).or_default();
         let t = Instant::now();
-        for &job in &background {
-            self.epilog(Pol::Jobs, job)?;
+        while jobs.len() + 1 < level {
+            let i = jobs.len() as u32;
+            let job = BACKGROUND_BASE + node_index * 1_000_000 + i;
+            let req = if i % 2 == 0 { "default" } else { "isolated" };
+            self.prolog(Pol::Jobs, job, Some(req), n)?;
+            self.grant(Pol::Jobs, job, n)?;
+            jobs.push(job);
         }
-        eprintln!(
-            "extnet-bench: {} background jobs ended in {:.1} s",
-            background.len(),
-            t.elapsed().as_secs_f64()
-        );
-        let t = extnet::lease::LeaseTable::load(&layout.lease_table(), self.node())?;
-        if !t.leases.is_empty() {
-            bail!("leases left after every epilog: {:?}", t.leases);
-        }
-        let states = std::fs::read_dir(&layout.jobs_dir)
-            .map(|d| d.count())
-            .unwrap_or(0);
-        if states != 0 {
+        let (_, layout) = self.layout(Pol::Jobs, n)?;
+        let leases = extnet::lease::LeaseTable::load(&layout.lease_table(), &n.name)?
+            .leases
+            .len();
+        if leases != jobs.len() {
             bail!(
-                "{states} job state files left in {}",
-                layout.jobs_dir.display()
+                "{}: the lease table holds {leases} leases, expected {}",
+                n.name,
+                jobs.len()
             );
         }
-        self.extnet(Pol::Jobs, &["node", "teardown", "--node", self.node()])?;
-        report.pool = slots;
+        eprintln!(
+            "extnet-bench: {}: {level} active jobs ({} in the background), filled in {:.1} s",
+            n.name,
+            jobs.len(),
+            t.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// Every row once on node `n`, recorded at `level`.
+    fn round(&self, n: &Node, level: usize, next_id: &mut u32, report: &mut Report) -> Result<()> {
+        let id = *next_id;
+        *next_id += 10;
+        // the site script's /30 in 100.127.0.0/16, per round
+        let index = ((id - MEASURED_BASE) / 10) as usize % 16_000;
+        let (_, layout) = self.layout(Pol::Jobs, n)?;
+        let err = self.dir.join("stderr");
+        for row in Row::ALL {
+            let sample = match row {
+                Row::True => measure(&mut Command::new("/bin/true"), &err, n)?,
+                Row::PrologNone => {
+                    let s = self.prolog(Pol::Jobs, id + 1, None, n)?;
+                    if layout.job_state(id + 1).exists() {
+                        bail!("a job that did not ask got a state file");
+                    }
+                    s
+                }
+                Row::EpilogNone => self.epilog(Pol::Jobs, id + 1, n)?,
+                Row::PrologCgroup => {
+                    let s = self.prolog(Pol::Jobs, id + 2, Some("default"), n)?;
+                    self.grant(Pol::Jobs, id + 2, n)?;
+                    s
+                }
+                Row::EpilogCgroup => self.epilog(Pol::Jobs, id + 2, n)?,
+                Row::PrologNetns => {
+                    let s = self.prolog(Pol::Jobs, id + 3, Some("isolated"), n)?;
+                    self.grant(Pol::Jobs, id + 3, n)?;
+                    s
+                }
+                Row::EpilogNetns => self.epilog(Pol::Jobs, id + 3, n)?,
+                Row::ShSetupCgroup => self.site("setup", "cgroup", id + 4, index, n)?,
+                Row::ShTeardownCgroup => self.site("teardown", "cgroup", id + 4, index, n)?,
+                Row::ShSetupNetns => self.site("setup", "netns", id + 5, index, n)?,
+                Row::ShTeardownNetns => self.site("teardown", "netns", id + 5, index, n)?,
+            };
+            report.jobs.entry((row, level)).or_default().push(sample);
+        }
         Ok(())
     }
 
     fn data_path(&self, o: &RunOpts, report: &mut Report) -> Result<()> {
         self.write_policy(Pol::Dataplane)?;
-        let (policy, _) = self.layout(Pol::Dataplane)?;
+        let own = self.own();
+        let (policy, _) = self.layout(Pol::Dataplane, own)?;
         let mark_flag = policy.node.fwmark;
         let fill = o.elements.saturating_sub(1);
         // filler cgroups for slot_cgroup (nft names a cgroup by an existing directory)
-        let fill_cg = self.cgroup("fill");
+        let fill_cg = self.cgroup("fill", &own.name);
         let t = Instant::now();
         for i in 0..fill {
             std::fs::create_dir_all(fill_cg.join(format!("f{i}")))?;
@@ -645,8 +746,8 @@ mode = "netns"
             ("cgroup", "default", DATAPLANE_BASE + 1),
             ("netns", "isolated", DATAPLANE_BASE + 2),
         ] {
-            self.prolog(Pol::Dataplane, job, Some(request))?;
-            let g = self.grant(Pol::Dataplane, job)?;
+            self.prolog(Pol::Dataplane, job, Some(request), own)?;
+            let g = self.grant(Pol::Dataplane, job, own)?;
             // every map the job's packets are looked up in, per packet
             let maps: Vec<(&str, Elem<'_>)> = match mode {
                 "cgroup" => vec![
@@ -742,9 +843,9 @@ mode = "netns"
                 e.job.push(one);
                 e.loaded.push(loaded);
             }
-            self.epilog(Pol::Dataplane, job)?;
+            self.epilog(Pol::Dataplane, job, own)?;
         }
-        self.extnet(Pol::Dataplane, &["node", "teardown", "--node", self.node()])?;
+        self.extnet(Pol::Dataplane, &["node", "teardown"], own)?;
         Ok(())
     }
 
@@ -752,46 +853,61 @@ mode = "netns"
     fn cleanup(&self) -> Vec<String> {
         let mut left = Vec::new();
         TempRoute::remove();
-        for p in [Pol::Jobs, Pol::Dataplane] {
-            if !self.policy_path(p).exists() {
-                continue;
-            }
-            match self.layout(p) {
-                Ok((_, layout)) => {
-                    let mut jobs: Vec<u32> =
-                        extnet::lease::LeaseTable::load(&layout.lease_table(), self.node())
-                            .map(|t| t.leases.iter().map(|l| l.job_id).collect())
-                            .unwrap_or_default();
-                    for e in std::fs::read_dir(&layout.jobs_dir)
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                    {
-                        if let Some(j) = e
-                            .file_name()
-                            .to_str()
-                            .and_then(|n| n.strip_suffix(".json"))
-                            .and_then(|n| n.parse().ok())
+        for n in &self.nodes {
+            for p in [Pol::Jobs, Pol::Dataplane] {
+                if !self.policy_path(p).exists() {
+                    continue;
+                }
+                match self.layout(p, n) {
+                    Ok((_, layout)) => {
+                        let mut jobs: Vec<u32> =
+                            extnet::lease::LeaseTable::load(&layout.lease_table(), &n.name)
+                                .map(|t| t.leases.iter().map(|l| l.job_id).collect())
+                                .unwrap_or_default();
+                        for e in std::fs::read_dir(&layout.jobs_dir)
+                            .into_iter()
+                            .flatten()
+                            .flatten()
                         {
-                            jobs.push(j);
+                            if let Some(j) = e
+                                .file_name()
+                                .to_str()
+                                .and_then(|n| n.strip_suffix(".json"))
+                                .and_then(|n| n.parse().ok())
+                            {
+                                jobs.push(j);
+                            }
+                        }
+                        jobs.sort_unstable();
+                        jobs.dedup();
+                        for j in jobs {
+                            if let Err(e) = self.epilog(p, j, n) {
+                                left.push(format!("{e:#}"));
+                            }
                         }
                     }
-                    jobs.sort_unstable();
-                    jobs.dedup();
-                    for j in jobs {
-                        if let Err(e) = self.epilog(p, j) {
-                            left.push(format!("{e:#}"));
-                        }
+                    Err(e) => left.push(format!("{e:#}")),
+                }
+                if let Err(e) = self.extnet(p, &["node", "teardown"], n) {
+                    left.push(format!("{e:#}"));
+                }
+            }
+            let _ = extnet::netns::run_in(n.ns.as_fd(), || {
+                extnet::nft::Session::new().map(|mut s| s.run("delete table ip extnet_sh\n"))
+            });
+            for what in ["sh", "fill", "jobs", "dataplane"] {
+                let dir = self.cgroup(what, &n.name);
+                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    if e.path().is_dir() {
+                        let _ = std::fs::remove_dir(e.path());
                     }
                 }
-                Err(e) => left.push(format!("{e:#}")),
+                match std::fs::remove_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => left.push(format!("cgroup {}: {e}", dir.display())),
+                }
             }
-            if let Err(e) = self.extnet(p, &["node", "teardown", "--node", self.node()]) {
-                left.push(format!("{e:#}"));
-            }
-        }
-        if let Ok(mut s) = extnet::nft::Session::new() {
-            let _ = s.run("delete table ip extnet_sh\n");
         }
         let netns_dir = Path::new("/run/netns");
         for e in std::fs::read_dir(netns_dir).into_iter().flatten().flatten() {
@@ -800,19 +916,6 @@ mode = "netns"
                 if let Err(e) = extnet::netns::delete(netns_dir, &name) {
                     left.push(e.to_string());
                 }
-            }
-        }
-        for what in ["sh", "fill", "jobs", "dataplane"] {
-            let dir = self.cgroup(what);
-            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                if e.path().is_dir() {
-                    let _ = std::fs::remove_dir(e.path());
-                }
-            }
-            match std::fs::remove_dir(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => left.push(format!("cgroup {}: {e}", dir.display())),
             }
         }
         if self.dir.exists() {
@@ -849,7 +952,7 @@ fn map_exists(map: &str) -> Result<bool> {
 /// Runs `cmd` to its end through `extnet-bench-spawn` (beside this executable): wall time from
 /// spawn to reaping, and `ru_maxrss` of exactly that process. Fails when it does not exit 0,
 /// with its stderr.
-fn measure(cmd: &mut Command, stderr: &Path) -> Result<Sample> {
+fn measure(cmd: &mut Command, stderr: &Path, n: &Node) -> Result<Sample> {
     let spawner = std::env::current_exe()?
         .parent()
         .context("executable directory")?
@@ -868,6 +971,7 @@ fn measure(cmd: &mut Command, stderr: &Path) -> Result<Sample> {
     if let Some(d) = cmd.get_current_dir() {
         l.current_dir(d);
     }
+    in_netns(&mut l, &n.ns);
     let out = l
         .output()
         .with_context(|| format!("run {}", spawner.display()))?;
@@ -894,6 +998,21 @@ fn measure(cmd: &mut Command, stderr: &Path) -> Result<Sample> {
         wall: Duration::from_nanos(f[0]),
         rss_kib: f[1],
     })
+}
+
+/// Makes `cmd` start in the network namespace `ns`.
+fn in_netns(cmd: &mut Command, ns: &File) {
+    let fd = ns.as_raw_fd();
+    // SAFETY: only setns(2) between fork and exec (async-signal-safe); `ns` is borrowed from a
+    // `Node` that outlives the spawn.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// A /32 route to the outside host through the gateway in the node's main table: the unmarked
@@ -1027,6 +1146,8 @@ struct Report {
     elements: u32,
     command: String,
     pool: usize,
+    /// Which node measured which level.
+    placement: String,
     jobs: BTreeMap<(Row, usize), Vec<Sample>>,
     /// mode → (unmarked, job, job with the maps loaded), bits per second
     tput: BTreeMap<&'static str, Tput>,
@@ -1046,6 +1167,7 @@ impl Report {
             elements: o.elements,
             command: o.command.clone(),
             pool: 0,
+            placement: String::new(),
             jobs: BTreeMap::new(),
             tput: BTreeMap::new(),
             maps: BTreeMap::new(),
@@ -1100,8 +1222,8 @@ impl Report {
         if !self.jobs.is_empty() {
             let _ = writeln!(
                 s,
-                "\n**Per-job cost** on node n1 of the test cluster: wall time in ms, median of {} rounds; each round runs every row once, side by side. Columns: active external jobs on the node (half cgroup, half netns; bench pool of {} slots).\n",
-                self.runs, self.pool
+                "\n**Per-job cost** on the test cluster's nodes: wall time in ms, median of {} rounds (or more); each round runs every row once, side by side. Columns: active external jobs on the node (half cgroup, half netns; bench pool of {} slots); levels {}.\n",
+                self.runs, self.pool, self.placement
             );
             let _ = write!(s, "| what |");
             for l in &self.levels {
