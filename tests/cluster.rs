@@ -277,8 +277,11 @@ fn two_external_jobs_on_one_node_get_different_blocks() {
 fn sbatch_external_net_with_srun_step_across_two_nodes() {
     let c = Cluster::get();
     let p = c.probe();
+    // n2's task talks to another service (HTTP, TCP 8080) than n1's (TCP 7000): both nodes
+    // lease the same port ranges and the test gateway masquerades them to one address, so two
+    // simultaneous connections to the same service could make it remap one of the ports.
     let script = format!(
-        "#!/bin/sh\n#SBATCH -N2\n#SBATCH --external-net\necho JOB=$SLURM_JOB_ID\n{p} tcp\nsrun -N2 -l {p} tcp\n"
+        "#!/bin/sh\n#SBATCH -N2\n#SBATCH --external-net\necho JOB=$SLURM_JOB_ID\n{p} tcp\nsrun -N2 -l sh -c 'if [ \"$SLURMD_NODENAME\" = n2 ]; then {p} http; else {p} tcp; fi'\n"
     );
     let path = c.xn_dir.join(format!("work/{ALLOWED}/two-nodes.sh"));
     std::fs::write(&path, script).unwrap();
@@ -299,7 +302,10 @@ fn sbatch_external_net_with_srun_step_across_two_nodes() {
         .unwrap();
     let out =
         std::fs::read_to_string(c.xn_dir.join(format!("work/{ALLOWED}/slurm-{job}.out"))).unwrap();
-    let seen: Vec<&str> = out.lines().filter(|l| l.contains("SEEN tcp")).collect();
+    let seen: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("SEEN tcp") || l.contains("SEEN http"))
+        .collect();
     assert_eq!(seen.len(), 3, "batch step + one srun task per node:\n{out}");
     let b1 = c.block(job, "n1");
     let b2 = c.block(job, "n2");
