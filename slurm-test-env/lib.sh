@@ -8,7 +8,8 @@ XN_DIR=${XN_DIR%/}
 export XN_DIR
 
 # Network namespaces of the cluster, in creation order (xn-sw first: it holds the bridges).
-XN_NETNS=(xn-sw xn-ctl xn-login xn-n1 xn-n2 xn-gw1 xn-out)
+# xn-gw2: a second NAT gateway (no VRRP), used by the profile with a gateway of its own.
+XN_NETNS=(xn-sw xn-ctl xn-login xn-n1 xn-n2 xn-gw1 xn-gw2 xn-out)
 # Short-lived namespace in which up checks the gateway path end to end.
 XN_CHECK_NETNS=xn-check
 # Namespaces that the product (extnet prolog, netns mode) creates for jobs.
@@ -26,6 +27,9 @@ XN_CGROUP_BASE=/sys/fs/cgroup/unified/extnet
 XN_VIP=10.99.0.254
 XN_OUT_IP=203.0.113.10
 XN_GW_OUT_IP=203.0.113.1
+# gw2: cluster address (a profile's `gateway`) and public address
+XN_GW2_IP=10.99.0.253
+XN_GW2_OUT_IP=203.0.113.2
 # Marker file: proves that $XN_DIR is ours before down removes it.
 XN_MARKER=.slurm-test-env
 

@@ -17,7 +17,7 @@
 //!
 //! They are reached through maps `mark : counter` (`counter name meta mark map @slot_out`), so
 //! each rule is one hash lookup whatever the number of slots. The prolog resets the slot's
-//! counters when it grants the lease (one in-process libnftables call), so the epilog reads
+//! counters when it grants the lease (one netlink request, [`crate::nfnl`]), so the epilog reads
 //! exactly the job's traffic; a base reload carries the running values over
 //! ([`carry_over`]). Counters count packets as the kernel handles them: with segmentation
 //! offload (GSO/GRO) one large packet of up to 64 KiB counts once, so `packets_*` can be
@@ -25,6 +25,7 @@
 
 use crate::fsutil::{append_line, FsError};
 use crate::lease::{rfc3339, Lease};
+use crate::nfnl::NfSocket;
 use crate::plan::{self, TABLE};
 use extnet_policy::{Mode, Policy};
 use serde::{Deserialize, Serialize};
@@ -64,7 +65,7 @@ impl std::ops::AddAssign for Counters {
 
 /// The counters and `mark : counter` maps, one of each per slot, as lines of the base table.
 pub fn nft_objects(policy: &Policy) -> String {
-    let blocks = policy.ports.blocks();
+    let blocks = policy.slots();
     let mut s = String::with_capacity(blocks as usize * 200);
     for slot in 0..blocks {
         for kind in KINDS {
@@ -146,7 +147,7 @@ fn get_slots(slots: &[u32], reset: bool) -> Result<BTreeMap<u32, Counters>, Coun
     if slots.is_empty() {
         return Ok(out);
     }
-    let mut sock = nl::NfSocket::open().map_err(|source| CounterError::Netlink {
+    let mut sock = NfSocket::open().map_err(|source| CounterError::Netlink {
         op,
         name: counter_name(slots[0], KINDS[0]),
         source,
@@ -154,7 +155,7 @@ fn get_slots(slots: &[u32], reset: bool) -> Result<BTreeMap<u32, Counters>, Coun
     for &slot in slots {
         let mut get = |kind: &str| {
             let name = counter_name(slot, kind);
-            match sock.counter(&name, reset) {
+            match sock.counter(TABLE, &name, reset) {
                 Ok(Some(v)) => Ok(v),
                 Ok(None) => Err(CounterError::Missing { name }),
                 Err(source) => Err(CounterError::Netlink { op, name, source }),
@@ -181,8 +182,8 @@ fn get_slots(slots: &[u32], reset: bool) -> Result<BTreeMap<u32, Counters>, Coun
 /// without libnftables' cache (which would fetch the cgroup maps too). O(counters): for
 /// reloads and overviews, never per job.
 pub fn all_counters() -> Result<HashMap<String, (u64, u64)>, CounterError> {
-    nl::NfSocket::open()
-        .and_then(|mut s| s.all_counters())
+    NfSocket::open()
+        .and_then(|mut s| s.all_counters(TABLE))
         .map_err(|source| CounterError::Netlink {
             op: "dump",
             name: "*".into(),
@@ -220,229 +221,11 @@ pub fn carry_over(ruleset: &str) -> String {
     if !crate::nft::table_exists(TABLE).unwrap_or(false) {
         return ruleset.to_owned();
     }
-    match nl::NfSocket::open().and_then(|mut s| s.all_counters()) {
+    match NfSocket::open().and_then(|mut s| s.all_counters(TABLE)) {
         Ok(v) => with_values(ruleset, &v),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the traffic counters before reloading the nft table; running jobs' counters restart at zero");
             ruleset.to_owned()
-        }
-    }
-}
-
-/// nf_tables stateful objects over netlink: get (and reset) one named counter, dump all
-/// counters of the table. Equals `nft list counter`, `nft reset counter`,
-/// `nft list counters table`, minus libnftables' cache.
-mod nl {
-    use super::TABLE;
-    use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
-    use std::collections::HashMap;
-    use std::io;
-
-    const NFNL_SUBSYS_NFTABLES: u16 = 10;
-    const NFT_MSG_NEWOBJ: u16 = 18;
-    const NFT_MSG_GETOBJ: u16 = 19;
-    const NFT_MSG_GETOBJ_RESET: u16 = 21;
-    const NFTA_OBJ_TABLE: u16 = 1;
-    const NFTA_OBJ_NAME: u16 = 2;
-    const NFTA_OBJ_TYPE: u16 = 3;
-    const NFTA_OBJ_DATA: u16 = 4;
-    const NFT_OBJECT_COUNTER: u32 = 1;
-    const NFTA_COUNTER_BYTES: u16 = 1;
-    const NFTA_COUNTER_PACKETS: u16 = 2;
-    const NFPROTO_IPV4: u8 = 2;
-    const NLM_F_REQUEST: u16 = 1;
-    const NLM_F_ACK: u16 = 4;
-    const NLM_F_DUMP: u16 = 0x300;
-    const NLMSG_ERROR: u16 = 2;
-    const NLMSG_DONE: u16 = 3;
-    /// Attribute type without the nested / byte-order flags.
-    const NLA_TYPE_MASK: u16 = 0x3fff;
-
-    pub struct NfSocket {
-        sock: Socket,
-        seq: u32,
-        buf: Vec<u8>,
-    }
-
-    fn attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
-        out.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-        out.extend_from_slice(&kind.to_ne_bytes());
-        out.extend_from_slice(payload);
-        while out.len() % 4 != 0 {
-            out.push(0);
-        }
-    }
-
-    fn cstr(s: &str) -> Vec<u8> {
-        let mut v = s.as_bytes().to_vec();
-        v.push(0);
-        v
-    }
-
-    /// The attributes of `data` as (type, payload).
-    fn attrs(mut data: &[u8]) -> Vec<(u16, &[u8])> {
-        let mut v = Vec::new();
-        while data.len() >= 4 {
-            let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
-            let kind = u16::from_ne_bytes([data[2], data[3]]) & NLA_TYPE_MASK;
-            if len < 4 || len > data.len() {
-                break;
-            }
-            v.push((kind, &data[4..len]));
-            data = &data[((len + 3) & !3).min(data.len())..];
-        }
-        v
-    }
-
-    fn be_u64(p: &[u8]) -> Option<u64> {
-        Some(u64::from_be_bytes(p.get(..8)?.try_into().ok()?))
-    }
-
-    /// (name, (packets, bytes)) of a NEWOBJ message's payload (after the nlmsghdr).
-    fn parse_obj(payload: &[u8]) -> Option<(String, (u64, u64))> {
-        let a = attrs(payload.get(4..)?); // after nfgenmsg
-        let name = a.iter().find(|(k, _)| *k == NFTA_OBJ_NAME)?.1;
-        let name = String::from_utf8_lossy(name.split(|&b| b == 0).next()?).into_owned();
-        let data = attrs(a.iter().find(|(k, _)| *k == NFTA_OBJ_DATA)?.1);
-        let get = |k: u16| {
-            data.iter()
-                .find(|(t, _)| *t == k)
-                .and_then(|(_, p)| be_u64(p))
-        };
-        Some((name, (get(NFTA_COUNTER_PACKETS)?, get(NFTA_COUNTER_BYTES)?)))
-    }
-
-    impl NfSocket {
-        pub fn open() -> io::Result<NfSocket> {
-            let mut sock = Socket::new(NETLINK_NETFILTER)?;
-            sock.bind_auto()?;
-            sock.connect(&SocketAddr::new(0, 0))?;
-            Ok(NfSocket {
-                sock,
-                seq: 0,
-                buf: vec![0u8; 65536],
-            })
-        }
-
-        fn send(&mut self, msg_type: u16, flags: u16, attrs: &[u8]) -> io::Result<u32> {
-            self.seq += 1;
-            let len = 16 + 4 + attrs.len();
-            let mut msg = Vec::with_capacity(len);
-            msg.extend_from_slice(&(len as u32).to_ne_bytes());
-            msg.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg_type).to_ne_bytes());
-            msg.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
-            msg.extend_from_slice(&self.seq.to_ne_bytes());
-            msg.extend_from_slice(&0u32.to_ne_bytes());
-            msg.extend_from_slice(&[NFPROTO_IPV4, 0, 0, 0]); // family, version, res_id
-            msg.extend_from_slice(attrs);
-            self.sock.send(&msg, 0)?;
-            Ok(self.seq)
-        }
-
-        /// Receives the answer to request `seq`, handing each object to `on_obj`, until its
-        /// ACK, error or end of dump. `Ok(false)`: the kernel said ENOENT.
-        fn receive(&mut self, seq: u32, mut on_obj: impl FnMut(&[u8])) -> io::Result<bool> {
-            loop {
-                let n = self.sock.recv(&mut &mut self.buf[..], 0)?;
-                let buf = &self.buf[..n];
-                let mut off = 0;
-                while off + 16 <= n {
-                    let mlen = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap_or_default())
-                        as usize;
-                    let mtype =
-                        u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap_or_default());
-                    let mseq =
-                        u32::from_ne_bytes(buf[off + 8..off + 12].try_into().unwrap_or_default());
-                    if mlen < 16 || off + mlen > n {
-                        return Err(io::Error::other("truncated netlink reply"));
-                    }
-                    let payload = &buf[off + 16..off + mlen];
-                    off += (mlen + 3) & !3;
-                    if mseq != seq {
-                        continue; // an answer to an earlier request that gave up
-                    }
-                    match mtype {
-                        NLMSG_ERROR => {
-                            let code = i32::from_ne_bytes(
-                                payload
-                                    .get(..4)
-                                    .and_then(|b| b.try_into().ok())
-                                    .unwrap_or_default(),
-                            );
-                            return match -code {
-                                0 => Ok(true),
-                                libc::ENOENT => Ok(false),
-                                e => Err(io::Error::from_raw_os_error(e)),
-                            };
-                        }
-                        NLMSG_DONE => return Ok(true),
-                        t if t == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ => on_obj(payload),
-                        _ => {}
-                    }
-                }
-            }
-        }
-
-        /// (packets, bytes) of counter `name` of table `ip extnet`, reset to zero when
-        /// `reset`; `None` when there is no such counter (or table).
-        pub fn counter(&mut self, name: &str, reset: bool) -> io::Result<Option<(u64, u64)>> {
-            let mut a = Vec::new();
-            attr(&mut a, NFTA_OBJ_TABLE, &cstr(TABLE));
-            attr(&mut a, NFTA_OBJ_NAME, &cstr(name));
-            attr(&mut a, NFTA_OBJ_TYPE, &NFT_OBJECT_COUNTER.to_be_bytes());
-            let t = if reset {
-                NFT_MSG_GETOBJ_RESET
-            } else {
-                NFT_MSG_GETOBJ
-            };
-            let seq = self.send(t, NLM_F_ACK, &a)?;
-            let mut got = None;
-            let found = self.receive(seq, |p| {
-                if let Some((n, v)) = parse_obj(p) {
-                    if n == name {
-                        got = Some(v);
-                    }
-                }
-            })?;
-            if !found {
-                return Ok(None);
-            }
-            got.map(Some)
-                .ok_or_else(|| io::Error::other("the kernel acknowledged without the counter"))
-        }
-
-        /// Every named counter of table `ip extnet`: one dump, O(slots) (a base reload only).
-        pub fn all_counters(&mut self) -> io::Result<HashMap<String, (u64, u64)>> {
-            let mut a = Vec::new();
-            attr(&mut a, NFTA_OBJ_TABLE, &cstr(TABLE));
-            attr(&mut a, NFTA_OBJ_TYPE, &NFT_OBJECT_COUNTER.to_be_bytes());
-            let seq = self.send(NFT_MSG_GETOBJ, NLM_F_DUMP, &a)?;
-            let mut out = HashMap::new();
-            self.receive(seq, |p| {
-                if let Some((n, v)) = parse_obj(p) {
-                    out.insert(n, v);
-                }
-            })?;
-            Ok(out)
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn parses_a_counter_object() {
-            let mut data = Vec::new();
-            attr(&mut data, NFTA_COUNTER_BYTES, &4096u64.to_be_bytes());
-            attr(&mut data, NFTA_COUNTER_PACKETS, &3u64.to_be_bytes());
-            let mut p = vec![NFPROTO_IPV4, 0, 0, 0];
-            attr(&mut p, NFTA_OBJ_TABLE, &cstr("extnet"));
-            attr(&mut p, NFTA_OBJ_NAME, &cstr("slot12_in"));
-            attr(&mut p, NFTA_OBJ_TYPE, &1u32.to_be_bytes());
-            attr(&mut p, NFTA_OBJ_DATA | 0x8000, &data); // NLA_F_NESTED, as the kernel sends
-            assert_eq!(parse_obj(&p), Some(("slot12_in".into(), (3, 4096))));
-            assert_eq!(parse_obj(&p[..p.len() - 12]), None, "truncated");
         }
     }
 }

@@ -2,10 +2,19 @@
 //! destinations; everything else it sends outside is dropped on the node and counted.
 //!
 //! The slot's mark is static, the profile varies per job, so the node table holds one verdict
-//! map, `slot_profile` (`mark : verdict`), with one element per active job: the prolog adds
-//! `0x10003 : jump dest_web` (or `: accept` for a profile without `destinations`) through an
-//! in-process libnftables [`Session`] (~80 µs), the epilog deletes it. Two filter chains look
-//! the job's mark up:
+//! map, `slot_profile` (`mark : verdict`), with at most one element per slot:
+//! `0x10003 : jump dest_web` (or `: accept` for a profile without `destinations`). The prolog
+//! makes the slot's element carry its job's verdict ([`bind`], raw netlink through
+//! [`crate::nfnl`]) before it writes the job state that lets tasks start: one `get element`
+//! (~20 µs) and, only when the slot was last bound to another profile (or never), one add or
+//! one delete+add transaction. The element stays when the job ends: the epilog does not delete
+//! it (a delete costs ~14-22 ms in the kernel when the netlink socket closes). That is
+//! harmless, because nothing can send with the slot's mark between two jobs: the epilog has
+//! killed every process of the slot's cgroup (cgroup mode) or dropped the job's namespace and
+//! veth (netns mode), and the next holder's prolog binds the slot again before its tasks start.
+//! Fail closed is kept: a mark that was never bound has no element and gets nothing out.
+//! [`unbind`] remains for the node teardown, tests and a prolog's rollback. Two filter chains
+//! look the job's mark up:
 //!
 //! - `allow_out` (hook output): cgroup-mode jobs, whose sockets carry the mark from birth
 //!   (see [`crate::bpf`]);
@@ -16,12 +25,13 @@
 //! element is dropped (fail closed) and counted in `unbound_drop`. Each profile with an
 //! allowlist has a chain `dest_<profile>` that accepts its destinations and ends in
 //! `counter name dest_<profile>_drop drop`. These chains and counters are static per policy
-//! (part of the base ruleset and its fingerprint); only the map's elements change per job.
-//! Counters keep their values across a base reload ([`crate::accounting::carry_over`] carries
-//! every `counter NAME { }` line over).
+//! (part of the base ruleset and its fingerprint); only the map's elements change per job. A
+//! base reload empties the map and binds the slots of running jobs again in the same
+//! transaction ([`rebind`]); counters keep their values across it
+//! ([`crate::accounting::carry_over`] carries every `counter NAME { }` line over).
 
 use crate::lease::Lease;
-use crate::nft::{NftError, Session};
+use crate::nfnl::{Change, NfSocket, NfnlError, Verdict};
 use crate::plan::{TABLE, VETH_PREFIX};
 use extnet_policy::{Destination, Policy, Profile, Proto};
 use std::fmt::Write;
@@ -42,11 +52,16 @@ pub fn drop_counter(profile: &str) -> String {
 }
 
 /// What a job of `profile` gets: `accept` (no allowlist) or `jump dest_<profile>`.
-pub fn verdict(profile: &Profile) -> String {
+pub fn verdict_of(profile: &Profile) -> Verdict {
     match profile.destinations {
-        None => "accept".into(),
-        Some(_) => format!("jump {}", chain(&profile.name)),
+        None => Verdict::Accept,
+        Some(_) => Verdict::Jump(chain(&profile.name)),
     }
+}
+
+/// [`verdict_of`] in nft syntax.
+pub fn verdict(profile: &Profile) -> String {
+    verdict_of(profile).to_string()
 }
 
 /// One nft rule that accepts `d`.
@@ -145,35 +160,46 @@ pub fn rebind(policy: &Policy, leases: &[Lease]) -> (String, Vec<String>) {
     (cmds, unbound)
 }
 
-/// Binds the job with mark `mark` to its profile's verdict (`nft add element`), replacing a
-/// stale element of an earlier holder of the slot.
-pub fn bind(session: &mut Session, mark: u32, profile: &Profile) -> Result<(), NftError> {
-    let elem = format!("{{ 0x{mark:x} : {} }}", verdict(profile));
-    let add = format!("add element ip {TABLE} {MAP} {elem}\n");
-    match session.run(&add) {
-        Ok(_) => Ok(()),
-        // an element with another verdict is in the way (an epilog that never ran): replace it
-        Err(NftError::Rejected { stderr, .. }) if stderr.contains("File exists") => session
-            .run(&format!(
-                "delete element ip {TABLE} {MAP} {{ 0x{mark:x} }}\n{add}"
-            ))
-            .map(|_| ()),
-        Err(e) => Err(e),
-    }
+/// Binds the job with mark `mark` to its profile's verdict (`nft add element ip extnet
+/// slot_profile { MARK : VERDICT }`), over one netlink socket opened for it. When the slot's
+/// element carries that verdict already (the slot's last job had the same profile), nothing is
+/// written; an element with another verdict is replaced in one transaction. Returns what
+/// changed.
+pub fn bind(mark: u32, profile: &Profile) -> Result<Change, NfnlError> {
+    bind_on(&mut open()?, mark, profile)
 }
 
-/// Removes the job's element (`nft delete element`). Absent element or table is fine: returns
-/// whether there was one.
-pub fn unbind(session: &mut Session, mark: u32) -> Result<bool, NftError> {
-    match session.run(&format!(
-        "delete element ip {TABLE} {MAP} {{ 0x{mark:x} }}\n"
-    )) {
-        Ok(_) => Ok(true),
-        Err(NftError::Rejected { stderr, .. }) if stderr.contains("No such file or directory") => {
-            Ok(false)
-        }
-        Err(e) => Err(e),
+/// [`bind`] on a given socket.
+pub fn bind_on(sock: &mut NfSocket, mark: u32, profile: &Profile) -> Result<Change, NfnlError> {
+    let change = sock.set_verdict(TABLE, MAP, &mark.to_ne_bytes(), &verdict_of(profile))?;
+    if change != Change::Unchanged {
+        tracing::debug!(mark, profile = %profile.name, ?change, "allowlist binding written");
     }
+    Ok(change)
+}
+
+/// The verdict the slot with mark `mark` is bound to now (`nft get element`), if any. One
+/// netlink request; never lists the map.
+pub fn current(mark: u32) -> Result<Option<Verdict>, NfnlError> {
+    open()?.get_verdict(TABLE, MAP, &mark.to_ne_bytes())
+}
+
+/// Whether binding the slot with mark `mark` to `profile` needs a write (its element is
+/// missing or carries another profile's verdict); a [`bind`] then costs more than a lookup.
+pub fn needs_rebind(mark: u32, profile: &Profile) -> Result<bool, NfnlError> {
+    Ok(current(mark)?.as_ref() != Some(&verdict_of(profile)))
+}
+
+/// Removes the slot's element (`nft delete element`): node teardown, tests, a prolog's
+/// rollback; never the epilog (see the module's doc). Absent element, map or table is fine:
+/// returns whether there was one. Costs ~14-22 ms (the kernel frees the element when the
+/// socket closes).
+pub fn unbind(mark: u32) -> Result<bool, NfnlError> {
+    open()?.delete_element(TABLE, MAP, &mark.to_ne_bytes())
+}
+
+fn open() -> Result<NfSocket, NfnlError> {
+    NfSocket::open().map_err(NfnlError::Open)
 }
 
 /// Packets dropped on this node by each profile's allowlist (`dest_<profile>_drop`) and for

@@ -77,8 +77,12 @@ pub fn main(prog: Prog) -> ExitCode {
     if prog == Prog::Prolog && job.request == Request::None && !policy.has_auto() {
         return ExitCode::SUCCESS;
     }
-    crate::logging::init(name, Some(expand(&policy.log.file, &job.node)));
     let layout = Layout::new(&policy, &job.node);
+    // a job with nothing on this node (it did not ask, or was denied before a lease)
+    if prog == Prog::Epilog && !crate::leasemark::may_have_anything(&layout, job.job_id) {
+        return ExitCode::SUCCESS;
+    }
+    crate::logging::init(name, Some(expand(&policy.log.file, &job.node)));
     let started = std::time::Instant::now();
     let result = match prog {
         Prog::Prolog => crate::prolog::run(&policy, &layout, &job).map(|r| format!("{r:?}")),

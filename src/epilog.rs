@@ -34,15 +34,8 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
     };
     let state_exists = state_path.exists();
     let table_path = layout.lease_table();
-    // fast path: no state and no lease (read without the lock; the table is replaced atomically)
-    let leased = LeaseTable::load(&table_path, &layout.node)
-        .map(|t| t.lease_of(job.job_id).is_some())
-        .unwrap_or(true);
-    let netns_present = layout
-        .netns_dir
-        .join(layout.netns_name(job.job_id))
-        .exists();
-    if !state_exists && !leased && !netns_present {
+    // fast path: no state, no lease marker, no namespace (see crate::leasemark)
+    if !crate::leasemark::may_have_anything(layout, job.job_id) {
         return Ok(Report::Nothing);
     }
     let _lock = Lock::acquire(&layout.lock_file())?;
@@ -65,17 +58,9 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
         Err(e) => errors.push(e.to_string()),
     }
     failpoint::hit("epilog-after-netns-teardown");
-    if let Some(l) = &lease {
-        // the job's allowlist binding; gone already (or no table) is fine
-        let unbound =
-            crate::nft::Session::new().and_then(|mut s| crate::allowlist::unbind(&mut s, l.mark));
-        if let Err(e) = unbound {
-            errors.push(format!(
-                "cannot remove the allowlist binding of mark 0x{:x}: {e}",
-                l.mark
-            ));
-        }
-    }
+    // the slot's allowlist binding stays (no nft change on the epilog's path): nothing is left
+    // that sends with its mark, and the slot's next holder binds it again before its tasks
+    // start (see crate::allowlist)
     if !errors.is_empty() {
         anyhow::bail!(
             "teardown of job {} on node {} failed, its lease is kept so no other job gets its ports: {}",
@@ -98,7 +83,11 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
             }
         }
     }
-    let released = match table.release(job.job_id, now, policy.ports.quarantine_secs) {
+    // the quarantine of the pool the lease's ports belong to
+    let quarantine = lease.as_ref().map_or(policy.ports.quarantine_secs, |l| {
+        policy.quarantine_secs(l.port_first)
+    });
+    let released = match table.release(job.job_id, now, quarantine) {
         Some(l) => {
             // logged before the table forgets the lease: an epilog killed in between releases
             // and logs it again when run again, so the record is never lost
@@ -109,6 +98,9 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
         }
         None => false,
     };
+    failpoint::hit("epilog-after-lease-stored");
+    // the table no longer holds a lease of the job
+    crate::leasemark::clear(layout, job.job_id)?;
     failpoint::hit("epilog-before-state-removed");
     if state.is_some() || state_exists {
         std::fs::remove_file(&state_path).or_else(|e| {

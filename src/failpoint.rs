@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 /// Steps of the prolog's grant path, in order (netns-mode steps are skipped in cgroup mode).
 pub const PROLOG: &[&str] = &[
     "prolog-after-lock",
+    "prolog-after-lease-marker",
     "prolog-after-lease-stored",
     "prolog-after-base-ensure",
     "prolog-netns-file-created",
@@ -37,6 +38,7 @@ pub const EPILOG: &[&str] = &[
     "epilog-after-kill",
     "epilog-after-netns-teardown",
     "epilog-after-release-logged",
+    "epilog-after-lease-stored",
     "epilog-before-state-removed",
 ];
 

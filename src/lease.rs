@@ -7,7 +7,7 @@
 //! never evicted.
 
 use crate::fsutil::{append_line, write_atomic, FsError};
-use extnet_policy::{Mode, PortPool};
+use extnet_policy::{Mode, Pool};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -68,9 +68,13 @@ pub enum LeaseError {
         found: String,
         expected: String,
     },
-    #[error("no free port block on node {node}: {active} jobs hold blocks and {quarantined} blocks wait out their quarantine; the request is denied (running jobs are never evicted); raise ports.range or lower ports.block_size")]
+    #[error("no free port block on node {node} in port pool {pool}: {active} jobs hold its blocks and {quarantined} of its blocks wait out their quarantine; the request is denied (running jobs are never evicted); admins: {grow}")]
     PoolFull {
         node: String,
+        /// The pool's name ([`Pool::name`]).
+        pool: String,
+        /// How to give the pool more blocks ([`Pool::grow_hint`]).
+        grow: String,
         active: usize,
         quarantined: usize,
     },
@@ -162,20 +166,26 @@ impl LeaseTable {
         self.leases.iter().find(|l| l.job_id == job_id)
     }
 
-    /// Leases a block for the job: the job's existing lease if it has one (a prolog run twice),
-    /// else the lowest slot whose ports are neither leased nor in quarantine.
+    /// Leases a block of `pool` (the pool of the job's profile, [`Policy::pool_of_profile`])
+    /// for the job: the job's existing lease if it has one (a prolog run twice), else the
+    /// pool's lowest slot that is not leased and whose ports are neither leased nor in
+    /// quarantine.
+    ///
+    /// [`Policy::pool_of_profile`]: extnet_policy::Policy::pool_of_profile
     pub fn allocate(
         &mut self,
         req: &LeaseRequest,
-        pool: &PortPool,
+        pool: &Pool,
         now: u64,
     ) -> Result<(Lease, bool), LeaseError> {
         if let Some(l) = self.lease_of(req.job_id) {
             return Ok((l.clone(), false));
         }
         self.quarantine.retain(|q| q.until > now);
-        for slot in 0..pool.blocks() {
-            let (lo, hi) = pool.block(slot);
+        for slot in pool.slots() {
+            let Some((lo, hi)) = pool.block(slot) else {
+                continue;
+            };
             let busy = self
                 .leases
                 .iter()
@@ -203,10 +213,21 @@ impl LeaseTable {
                 return Ok((lease, true));
             }
         }
+        let mine = |lo: u16, hi: u16| pool.ports.contains(lo) || pool.ports.contains(hi);
         Err(LeaseError::PoolFull {
             node: self.node.clone(),
-            active: self.leases.len(),
-            quarantined: self.quarantine.len(),
+            pool: pool.name().to_owned(),
+            grow: pool.grow_hint(),
+            active: self
+                .leases
+                .iter()
+                .filter(|l| pool.slots().contains(&l.slot) || mine(l.port_first, l.port_last))
+                .count(),
+            quarantined: self
+                .quarantine
+                .iter()
+                .filter(|q| mine(q.port_first, q.port_last))
+                .count(),
         })
     }
 
@@ -369,13 +390,36 @@ pub fn rfc3339(unix: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use extnet_policy::PortPool;
 
-    fn pool() -> PortPool {
-        PortPool {
-            first: 20000,
-            last: 20767,
-            block_size: 256,
-            quarantine_secs: 120,
+    fn pool() -> Pool {
+        Pool {
+            profile: None,
+            ports: PortPool {
+                first: 20000,
+                last: 20767,
+                block_size: 256,
+                quarantine_secs: 120,
+            },
+            first_slot: 0,
+            gateway: Ipv4Addr::new(10, 0, 0, 254),
+            route_table: 7700,
+        }
+    }
+
+    /// A profile's own pool after `pool()`: slots 3 and 4, blocks of 1024.
+    fn bulk() -> Pool {
+        Pool {
+            profile: Some("bulk".into()),
+            ports: PortPool {
+                first: 30000,
+                last: 32047,
+                block_size: 1024,
+                quarantine_secs: 120,
+            },
+            first_slot: 3,
+            gateway: Ipv4Addr::new(10, 0, 0, 253),
+            route_table: 7701,
         }
     }
 
@@ -415,7 +459,7 @@ mod tests {
         let e = t.allocate(&req(4), &pool(), 0).unwrap_err();
         assert!(
             e.to_string()
-                .contains("no free port block on node n1: 3 jobs"),
+                .contains("no free port block on node n1 in port pool [ports]: 3 jobs"),
             "{e}"
         );
         assert_eq!(t.leases.len(), 3);
@@ -443,8 +487,11 @@ mod tests {
         let mut t = LeaseTable::empty("n1");
         t.allocate(&req(1), &pool(), 0).unwrap();
         t.release(1, 0, 120);
-        let small = PortPool {
-            block_size: 128,
+        let small = Pool {
+            ports: PortPool {
+                block_size: 128,
+                ..pool().ports
+            },
             ..pool()
         };
         let (l, _) = t.allocate(&req(2), &small, 1).unwrap();
@@ -452,6 +499,44 @@ mod tests {
             l.port_first, 20256,
             "ports 20000-20255 are still in quarantine"
         );
+    }
+
+    #[test]
+    fn each_pool_leases_only_its_own_slots_and_blocks() {
+        let mut t = LeaseTable::empty("n1");
+        let (a, _) = t.allocate(&req(1), &bulk(), 0).unwrap();
+        assert_eq!(
+            (a.slot, a.port_first, a.port_last, a.mark),
+            (3, 30000, 31023, 0x10003)
+        );
+        let (b, _) = t.allocate(&req(2), &pool(), 0).unwrap();
+        assert_eq!((b.slot, b.port_first, b.port_last), (0, 20000, 20255));
+        let (c, _) = t.allocate(&req(3), &bulk(), 0).unwrap();
+        assert_eq!((c.slot, c.port_first, c.port_last), (4, 31024, 32047));
+        // the own pool is full: its jobs are denied, naming the pool; the default pool is not
+        let e = t.allocate(&req(4), &bulk(), 0).unwrap_err();
+        assert!(
+            matches!(&e, LeaseError::PoolFull { pool, active: 2, quarantined: 0, .. } if pool == "bulk"),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("in port pool bulk")
+                && e.to_string().contains("profile \"bulk\""),
+            "{e}"
+        );
+        let (d, _) = t.allocate(&req(5), &pool(), 0).unwrap();
+        assert_eq!(d.slot, 1);
+        // a released block of the own pool waits out the quarantine, by its ports
+        t.release(1, 0, 120);
+        assert!(matches!(
+            t.allocate(&req(6), &bulk(), 1),
+            Err(LeaseError::PoolFull {
+                quarantined: 1,
+                active: 1,
+                ..
+            })
+        ));
+        assert_eq!(t.allocate(&req(6), &bulk(), 120).unwrap().0.slot, 3);
     }
 
     #[test]

@@ -7,21 +7,24 @@
 //! - [`plan`]: pure functions from policy + slot to marks, port blocks, addresses and the
 //!   node's base nftables ruleset; unit-tested without root.
 //! - [`lease`]: the node's lease table of port blocks (slots), with quarantine, and the
-//!   append-only lease log.
+//!   append-only lease log; [`leasemark`]: per-job markers that let the epilog of a job
+//!   with nothing on the node return after a few `stat`s.
 //! - [`node`]: the node's base setup (nft table, `ip rule`, routing table, slot cgroups),
 //!   idempotent and repaired on drift.
 //! - [`prolog`] / [`epilog`]: what the two binaries do for one job.
 //! - [`accounting`]: per-slot traffic counters in the nft table, the per-job accounting
 //!   record the epilog writes, and reading records back.
-//! - [`allowlist`]: per-profile destination allowlists on the node (a verdict map with one
-//!   element per active job; everything else external is dropped and counted).
+//! - [`allowlist`]: per-profile destination allowlists on the node (a verdict map with at
+//!   most one element per slot, written only when a slot changes profile; everything else
+//!   external is dropped and counted).
 //! - [`limits`]: per-profile job limits on a node, counted from the lease table.
 //! - [`state`]: the versioned job state file the prolog writes and the plugin reads.
 //! - [`failpoint`]: `EXTNET_FAILPOINT`, which kills the prolog or epilog at a named step (crash
 //!   tests).
 //! - [`task`]: putting a task on its job's path out (used inside slurmstepd).
 //! - Kernel objects, one module each: [`netlink`] (link, addr, route, rule), [`netns`],
-//!   [`nft`], [`cgroup`].
+//!   [`nft`] (loads the base table with `nft -f -`), [`nfnl`] (nf_tables requests over raw
+//!   netlink: the per-job allowlist element, counters, existence checks), [`cgroup`].
 //! - [`slurm_sys`]: bindgen's view of the installed Slurm headers (used by the SPANK plugin).
 
 pub mod accounting;
@@ -35,10 +38,12 @@ pub mod fsutil;
 pub mod job;
 pub mod layout;
 pub mod lease;
+pub mod leasemark;
 pub mod limits;
 pub mod logging;
 pub mod netlink;
 pub mod netns;
+pub mod nfnl;
 pub mod nft;
 pub mod node;
 pub mod plan;

@@ -13,7 +13,7 @@ use crate::netlink::route::{Route, RouteKind};
 use crate::netlink::Netlink;
 use crate::state::{Grant, JobState, Outcome, STATE_VERSION};
 use crate::{cgroup, failpoint, netns, node, plan};
-use extnet_policy::{decide, Decision, Mode, Policy};
+use extnet_policy::{decide_skipping, Decision, Mode, Policy};
 use ipnet::Ipv4Net;
 use std::os::fd::AsFd;
 use std::time::Duration;
@@ -36,31 +36,63 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
     if job.request == extnet_policy::Request::None && !policy.has_auto() {
         return Ok(Report::NotRequested);
     }
-    let decision = decide(policy, &job.identity(), &job.request);
-    let report = match decision {
-        Decision::NotRequested => return Ok(Report::NotRequested),
-        Decision::Denied { reason } => Report::Denied { reason },
-        Decision::Granted {
-            profile,
-            auto,
-            rule,
-        } => {
-            tracing::info!(job_id = job.job_id, user = %job.user, %profile, auto, %rule, "granted");
-            let mode = policy
-                .profile(&profile)
-                .map(|p| p.mode)
-                .unwrap_or(policy.node.mode);
-            match grant(policy, layout, job, &profile, auto, mode) {
-                Ok(g) => Report::Granted(g),
-                Err(e) if e.is::<crate::limits::LimitReached>() => Report::Denied {
-                    reason: e.to_string(),
-                },
-                Err(e) => Report::Denied {
-                    reason: format!(
-                        "external network setup failed on node {}: {e:#}; the job gets no external access (admins: see the extnet log on {})",
-                        layout.node, layout.node
-                    ),
-                },
+    let identity = job.identity();
+    // profiles whose limits are reached or whose port pool is full on this node: a job that
+    // did not name a profile gets the next one that grants it
+    let mut full: Vec<String> = Vec::new();
+    let mut limits: Vec<String> = Vec::new();
+    let report = loop {
+        let decision = decide_skipping(policy, &identity, &job.request, &full);
+        match decision {
+            Decision::NotRequested if limits.is_empty() => return Ok(Report::NotRequested),
+            Decision::NotRequested => {
+                break Report::Denied {
+                    reason: limits.join("; "),
+                }
+            }
+            Decision::Denied { reason } if limits.is_empty() => break Report::Denied { reason },
+            Decision::Denied { .. } => {
+                break Report::Denied {
+                    reason: limits.join("; "),
+                }
+            }
+            Decision::Granted {
+                profile,
+                auto,
+                rule,
+            } => {
+                tracing::info!(job_id = job.job_id, user = %job.user, %profile, auto, %rule, "granted");
+                let mode = policy
+                    .profile(&profile)
+                    .map(|p| p.mode)
+                    .unwrap_or(policy.node.mode);
+                match grant(policy, layout, job, &profile, auto, mode) {
+                    Ok(g) => break Report::Granted(g),
+                    Err(e)
+                        if e.is::<crate::limits::LimitReached>()
+                            || matches!(
+                                e.downcast_ref::<crate::lease::LeaseError>(),
+                                Some(crate::lease::LeaseError::PoolFull { .. })
+                            ) =>
+                    {
+                        limits.push(e.to_string());
+                        if matches!(job.request, extnet_policy::Request::Profile(_)) {
+                            break Report::Denied {
+                                reason: limits.join("; "),
+                            };
+                        }
+                        tracing::info!(job_id = job.job_id, %profile, reason = %e, "trying the next profile");
+                        full.push(profile);
+                    }
+                    Err(e) => {
+                        break Report::Denied {
+                            reason: format!(
+                                "external network setup failed on node {}: {e:#}; the job gets no external access (admins: see the extnet log on {})",
+                                layout.node, layout.node
+                            ),
+                        }
+                    }
+                }
             }
         }
     };
@@ -126,7 +158,13 @@ fn grant(
         fwmark: policy.node.fwmark,
         node_addr,
     };
-    let (l, new) = table.allocate(&req, &policy.ports, now)?;
+    // a block of the profile's pool: its own ([profile.ports]) or the default one
+    let (l, new) = table.allocate(&req, policy.pool_of(profile_def), now)?;
+    if new {
+        // before the table holds the lease: the epilog's fast path looks for the marker
+        crate::leasemark::set(layout, &table, job.job_id)?;
+        failpoint::hit("prolog-after-lease-marker");
+    }
     let interim = write_due_interim(&mut table, layout, policy, now);
     if new || interim > 0 {
         table.store(&table_path)?;
@@ -164,7 +202,7 @@ fn grant(
             crate::accounting::reset(l.slot)?;
         }
         // the job reaches its profile's destinations only from here on (fail closed before)
-        crate::allowlist::bind(&mut crate::nft::Session::new()?, l.mark, profile_def)?;
+        crate::allowlist::bind(l.mark, profile_def)?;
         // On disk before the state file lets tasks start, and only once the setup worked (a
         // rolled-back lease leaves no record). Logged again by a prolog run again after a crash:
         // the lease then exists already and its first record may be missing.
@@ -175,11 +213,10 @@ fn grant(
     if result.is_err() && new {
         // roll back: nothing ran with this lease, so no quarantine and no release record
         let _ = teardown_netns(layout, &mut nl, job.job_id);
-        let _ =
-            crate::nft::Session::new().and_then(|mut s| crate::allowlist::unbind(&mut s, l.mark));
+        let _ = crate::allowlist::unbind(l.mark);
         if let Ok(mut t) = LeaseTable::load(&table_path, &layout.node) {
-            if t.forget(job.job_id).is_some() {
-                let _ = t.store(&table_path);
+            if t.forget(job.job_id).is_some() && t.store(&table_path).is_ok() {
+                let _ = crate::leasemark::clear(layout, job.job_id);
             }
         }
     }

@@ -1,9 +1,13 @@
 //! The job state file: what the prolog decided and made for one job on one node.
 //!
-//! Small, versioned JSON, written atomically (temp file, fsync, rename). The SPANK plugin
-//! reads it in every task; the epilog reads it to tear down and removes it last.
+//! Small, versioned JSON, replaced atomically (temp file, rename) but not fsynced: it matters
+//! only while the node is up (jobs do not survive a reboot), and one fsync costs milliseconds
+//! on a busy disk on every job's path. A file lost or truncated in a power cut reads as
+//! corrupt: the plugin then refuses the job's tasks and the epilog tears down by job id and
+//! lease table (which is fsynced). The SPANK plugin reads it in every task; the epilog reads
+//! it to tear down and removes it last.
 
-use crate::fsutil::{write_atomic, FsError};
+use crate::fsutil::{write_replace, FsError};
 use extnet_policy::Mode;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
@@ -114,7 +118,7 @@ impl JobState {
     pub fn store(&self, path: &Path) -> Result<(), StateError> {
         let mut text = serde_json::to_vec_pretty(self).expect("job state serializes");
         text.push(b'\n');
-        write_atomic(path, &text, 0o600)?;
+        write_replace(path, &text, 0o600)?;
         Ok(())
     }
 

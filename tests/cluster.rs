@@ -80,27 +80,13 @@ fn job_without_flag_cannot_reach_outside_even_beside_an_external_job_of_the_same
     let c = Cluster::get();
     let p = c.probe();
     // an external job of the same user holds a lease on n1 meanwhile
-    let bg = c.login(
+    let bg_job = c.sbatch(
         ALLOWED,
         30,
-        &[
-            "sbatch",
-            "--parsable",
-            "-N1",
-            "-w",
-            "n1",
-            "--external-net",
-            "--wrap",
-            &format!("{p} tcp; sleep 20"),
-        ],
+        &["-N1", "-w", "n1", "--external-net"],
+        &format!("{p} tcp; sleep 20"),
     );
-    assert!(bg.ok(), "sbatch failed:\n{bg}");
-    let bg_job: u32 = bg
-        .stdout
-        .trim()
-        .parse()
-        .expect("sbatch --parsable prints the job id");
-    wait_running(&c, bg_job);
+    c.wait_running(bg_job, "n1");
     let r = c.srun(
         ALLOWED,
         &["-N1", "-w", "n1"],
@@ -119,27 +105,6 @@ fn job_without_flag_cannot_reach_outside_even_beside_an_external_job_of_the_same
     c.login(ALLOWED, 20, &["scancel", &bg_job.to_string()]);
     c.assert_clean(job);
     c.assert_clean(bg_job);
-}
-
-fn wait_running(c: &Cluster, job: u32) {
-    let start = std::time::Instant::now();
-    loop {
-        let r = c.login(
-            "root",
-            20,
-            &["squeue", "-h", "-j", &job.to_string(), "-o", "%T"],
-        );
-        if r.stdout.trim() == "RUNNING"
-            && c.state_dir("n1").join(format!("jobs/{job}.json")).exists()
-        {
-            return;
-        }
-        assert!(
-            start.elapsed().as_secs() < 60,
-            "job {job} not running after 60 s: {r}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
 }
 
 #[test]
@@ -210,22 +175,12 @@ fn two_external_jobs_on_one_node_get_different_blocks() {
     let p = c.probe();
     let mut jobs = Vec::new();
     for _ in 0..2 {
-        let r = c.login(
+        jobs.push(c.sbatch(
             ALLOWED,
             30,
-            &[
-                "sbatch",
-                "--parsable",
-                "-N1",
-                "-w",
-                "n1",
-                "--external-net",
-                "--wrap",
-                &format!("echo JOB=$SLURM_JOB_ID; sleep 3; {p} tcp; {p} udp"),
-            ],
-        );
-        assert!(r.ok(), "{r}");
-        jobs.push(r.stdout.trim().parse::<u32>().unwrap());
+            &["-N1", "-w", "n1", "--external-net"],
+            &format!("echo JOB=$SLURM_JOB_ID; sleep 3; {p} tcp; {p} udp"),
+        ));
     }
     for &j in &jobs {
         c.wait_gone(j);
@@ -325,31 +280,12 @@ fn sbatch_external_net_with_srun_step_across_two_nodes() {
 fn sbatch_netns_job_reaches_outside() {
     let c = Cluster::get();
     let p = c.probe();
-    let r = c.login(
+    let job = c.sbatch(
         ALLOWED,
         60,
-        &[
-            "sbatch",
-            "--parsable",
-            "--wait",
-            "-N1",
-            "-w",
-            "n2",
-            "--external-net=isolated",
-            "--wrap",
-            &format!("echo JOB=$SLURM_JOB_ID; {p} tcp; ip -o -4 addr show dev eth0"),
-        ],
+        &["--wait", "-N1", "-w", "n2", "--external-net=isolated"],
+        &format!("echo JOB=$SLURM_JOB_ID; {p} tcp; ip -o -4 addr show dev eth0"),
     );
-    assert!(r.ok(), "{r}");
-    let job: u32 = r
-        .stdout
-        .trim()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     let out =
         std::fs::read_to_string(c.xn_dir.join(format!("work/{ALLOWED}/slurm-{job}.out"))).unwrap();
     let run = Run {

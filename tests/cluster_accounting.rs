@@ -19,14 +19,6 @@ const UP: u64 = 1_000_000;
 const SLACK: u64 = 512 * 1024;
 
 /// `extnet ARGS` on `node`, as root in its network namespace, with the cluster's policy.
-fn extnet(c: &Cluster, node: &str, args: &[&str]) -> Run {
-    let bin = c.xn_dir.join("bin/extnet").display().to_string();
-    let policy = c.xn_dir.join("etc/extnet.toml").display().to_string();
-    let mut a = vec![bin.as_str(), "--policy", policy.as_str()];
-    a.extend_from_slice(args);
-    c.on_node(node, &a)
-}
-
 /// The accounting records of `job` on all nodes.
 fn records(c: &Cluster, job: u32) -> Vec<Value> {
     let mut v = Vec::new();
@@ -157,11 +149,7 @@ fn transfer_is_accounted(profile: &str, mode: &str) {
     );
 
     // read back by the admin's command
-    let a = extnet(
-        &c,
-        "n1",
-        &["accounting", "--job", &job.to_string(), "--json"],
-    );
+    let a = c.extnet("n1", &["accounting", "--job", &job.to_string(), "--json"]);
     assert!(a.ok(), "{a}");
     let back: Vec<Value> = serde_json::from_str(&a.stdout).unwrap_or_else(|e| panic!("{e}: {a}"));
     assert_eq!(back.len(), 1, "{a}");
@@ -186,7 +174,7 @@ fn netns_job_transfer_is_accounted_both_ways_without_internal_traffic() {
 
 /// The job's entry in `extnet status --json` on `node`.
 fn status_entry(c: &Cluster, node: &str, job: u32) -> (Value, Value) {
-    let s = extnet(c, node, &["status", "--node", node, "--json"]);
+    let s = c.extnet(node, &["status", "--node", node, "--json"]);
     assert!(s.ok(), "{s}");
     let v: Value = serde_json::from_str(&s.stdout).unwrap_or_else(|e| panic!("{e}: {s}"));
     assert!(v.get("counters_error").is_none(), "{v:#}");
@@ -205,26 +193,7 @@ fn status_entry(c: &Cluster, node: &str, job: u32) -> (Value, Value) {
 fn status_shows_a_running_jobs_counters_and_interim_records_come_once_per_interval() {
     let c = Cluster::get();
     let out_file = |job: u32| c.xn_dir.join(format!("work/{ALLOWED}/slurm-{job}.out"));
-    let b = c.login(
-        ALLOWED,
-        30,
-        &[
-            "sbatch",
-            "--parsable",
-            "-N1",
-            "-w",
-            "n1",
-            "--external-net",
-            "--wrap",
-            &format!("/usr/bin/curl -sS -o /dev/null http://{OUTSIDE}:8080/bytes/{DOWN} && echo DOWNLOADED; sleep 120"),
-        ],
-    );
-    assert!(b.ok(), "sbatch failed:\n{b}");
-    let job: u32 = b
-        .stdout
-        .trim()
-        .parse()
-        .expect("sbatch --parsable prints the job id");
+    let job = c.sbatch(ALLOWED, 30, &["-N1", "-w", "n1", "--external-net"], &format!("/usr/bin/curl -sS -o /dev/null http://{OUTSIDE}:8080/bytes/{DOWN} && echo DOWNLOADED; sleep 120"));
     let start = Instant::now();
     while !std::fs::read_to_string(out_file(job))
         .unwrap_or_default()
@@ -251,7 +220,7 @@ fn status_shows_a_running_jobs_counters_and_interim_records_come_once_per_interv
     let cnt = &entry["counters"];
     assert!(u(cnt, "bytes_in") >= DOWN, "{entry:#}");
     assert!(u(cnt, "connections") >= 1, "{entry:#}");
-    let table = extnet(&c, "n1", &["status", "--node", "n1"]);
+    let table = c.extnet("n1", &["status", "--node", "n1"]);
     let line = table
         .stdout
         .lines()
@@ -276,17 +245,10 @@ fn status_shows_a_running_jobs_counters_and_interim_records_come_once_per_interv
         std::thread::sleep(Duration::from_millis(200));
     }
     let interim = || {
-        c.on_node(
+        c.extnet_with(
             "n1",
-            &[
-                c.xn_dir.join("bin/extnet").to_str().unwrap(),
-                "--policy",
-                interim_policy.to_str().unwrap(),
-                "lease-log",
-                "interim",
-                "--node",
-                "n1",
-            ],
+            &interim_policy,
+            &["lease-log", "interim", "--node", "n1"],
         )
     };
     let count = || {
@@ -371,7 +333,7 @@ fn accounting_sums_a_two_node_job_in_the_table() {
         );
         total += u(rec, "bytes_in");
     }
-    let t = extnet(&c, "n1", &["accounting", "--job", &job.to_string()]);
+    let t = c.extnet("n1", &["accounting", "--job", &job.to_string()]);
     assert!(t.ok(), "{t}");
     let line = t
         .stdout
@@ -383,8 +345,7 @@ fn accounting_sums_a_two_node_job_in_the_table() {
         line.contains(&extnet::accounting::human_bytes(total)),
         "IN is the sum of both nodes ({total} bytes): {line}"
     );
-    let one = extnet(
-        &c,
+    let one = c.extnet(
         "n1",
         &[
             "accounting",

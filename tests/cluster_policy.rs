@@ -97,30 +97,12 @@ fn auto_principal_gets_out_without_asking_and_others_do_not() {
     assert_eq!(alloc["user"], AUTO);
     c.assert_clean(job);
     // an sbatch job of the same user, also without asking
-    let r = c.login(
+    let job = c.sbatch(
         AUTO,
         60,
-        &[
-            "sbatch",
-            "--parsable",
-            "--wait",
-            "-N1",
-            "-w",
-            "n2",
-            "--wrap",
-            &format!("{p} tcp"),
-        ],
+        &["--wait", "-N1", "-w", "n2"],
+        &format!("{p} tcp"),
     );
-    assert!(r.ok(), "{r}");
-    let job: u32 = r
-        .stdout
-        .trim()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     let out =
         std::fs::read_to_string(c.xn_dir.join(format!("work/{AUTO}/slurm-{job}.out"))).unwrap();
     assert!(
@@ -226,17 +208,7 @@ fn destination_allowlist_lets_through_only_what_it_lists_and_counts_the_rest() {
         "the dropped http and udp packets must be counted: {before} -> {after}"
     );
     // the admin sees the drops per profile
-    let st = c.on_node(
-        "n1",
-        &[
-            c.xn_dir.join("bin/extnet").to_str().unwrap(),
-            "--policy",
-            c.xn_dir.join("etc/extnet.toml").to_str().unwrap(),
-            "status",
-            "--node",
-            "n1",
-        ],
-    );
+    let st = c.extnet("n1", &["status", "--node", "n1"]);
     assert!(st.ok(), "{st}");
     assert!(
         st.stdout
@@ -262,34 +234,13 @@ fn destination_allowlist_lets_through_only_what_it_lists_and_counts_the_rest() {
 fn per_node_limit_denies_the_job_beyond_it() {
     let c = Cluster::get();
     let p = c.probe();
-    let bg = c.login(
+    let bg_job = c.sbatch(
         ALLOWED,
         30,
-        &[
-            "sbatch",
-            "--parsable",
-            "-N1",
-            "-w",
-            "n1",
-            "--external-net=limited",
-            "--wrap",
-            "sleep 30",
-        ],
+        &["-N1", "-w", "n1", "--external-net=limited"],
+        "sleep 30",
     );
-    assert!(bg.ok(), "{bg}");
-    let bg_job: u32 = bg.stdout.trim().parse().unwrap();
-    let start = Instant::now();
-    while !c
-        .state_dir("n1")
-        .join(format!("jobs/{bg_job}.json"))
-        .exists()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "job {bg_job} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    c.wait_running(bg_job, "n1");
     let r = c.srun(
         ALLOWED,
         &["-N1", "-w", "n1", "--external-net=limited"],
@@ -461,25 +412,10 @@ fn changed_policy_applies_to_new_jobs_and_running_jobs_keep_their_grant() {
     let go = work.join("reload-go");
     let _ = std::fs::remove_file(&go);
     // a running job of profile "web" (an allowlist binding) that probes before and after
-    let bg = c.login(
-        ALLOWED,
-        30,
-        &[
-            "sbatch",
-            "--parsable",
-            "-N1",
-            "-w",
-            "n1",
-            "--external-net=web",
-            "--wrap",
-            &format!(
+    let bg_job = c.sbatch(ALLOWED, 30, &["-N1", "-w", "n1", "--external-net=web"], &format!(
                 "{p} tcp; echo first=$?; i=0; while [ ! -e {go} ] && [ $i -lt 300 ]; do sleep 0.2; i=$((i+1)); done; {p} tcp; echo second=$?; {p} http --timeout 2; echo http=$?",
                 go = go.display()
-            ),
-        ],
-    );
-    assert!(bg.ok(), "{bg}");
-    let bg_job: u32 = bg.stdout.trim().parse().unwrap();
+            ));
     let out = work.join(format!("slurm-{bg_job}.out"));
     wait_for_text(&out, "first=");
     // change the policy: a new profile with an allowlist changes the node's ruleset
@@ -525,4 +461,162 @@ fn changed_policy_applies_to_new_jobs_and_running_jobs_keep_their_grant() {
     );
     c.assert_clean(bg_job);
     c.assert_clean(new_job);
+}
+
+/// The `SEEN tcp <addr> <port>` lines of a text (a batch job's output).
+fn seen_tcp(text: &str) -> Vec<(String, u16)> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 4 && f[0] == "SEEN" && f[1] == "tcp")
+                .then(|| (f[2].to_string(), f[3].parse().unwrap()))
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root and the test cluster: run slurm-test-env/test"]
+fn a_profile_pool_with_its_own_gateway_leaves_through_it_in_its_own_blocks() {
+    let c = Cluster::get();
+    let p = c.probe();
+    let policy = c.policy();
+    let bulk = policy
+        .pool_of_profile("bulk")
+        .expect("profile bulk in the test policy");
+    let (first, last) = (bulk.ports.first, bulk.ports.last);
+    assert_eq!(bulk.gateway.to_string(), "10.99.0.253");
+    let work = c.xn_dir.join(format!("work/{ALLOWED}"));
+    let go = work.join("bulk-go");
+    let _ = std::fs::remove_file(&go);
+    // a job of profile "bulk" on n1 that gets out, then holds its lease until told
+    let bg_job = c.sbatch(ALLOWED, 30, &["-N1", "-w", "n1", "--external-net=bulk"], &format!(
+                "{p} tcp; echo first=$?; i=0; while [ ! -e {go} ] && [ $i -lt 300 ]; do sleep 0.2; i=$((i+1)); done; {p} tcp; echo second=$?",
+                go = go.display()
+            ));
+    let out = work.join(format!("slurm-{bg_job}.out"));
+    wait_for_text(&out, "first=");
+    // its lease: the pool's slot and block, from the lease log
+    let alloc = c
+        .lease_records(bg_job)
+        .into_iter()
+        .find(|r| r["event"] == "allocate" && r["node"] == "n1")
+        .unwrap_or_else(|| panic!("no allocate record of job {bg_job}"));
+    assert_eq!(alloc["profile"], "bulk");
+    let mark = alloc["mark"].as_u64().unwrap() as u32;
+    let slot = mark & extnet::plan::SLOT_MASK;
+    assert!(
+        bulk.slots().contains(&slot) && mark == extnet::plan::mark(&policy, slot),
+        "mark {mark:#x} (slot {slot}) of a bulk job is one of its pool's slots ({:?})",
+        bulk.slots()
+    );
+    assert_eq!(c.block(bg_job, "n1"), (first, last), "{alloc}");
+    // at the same time, on the same node, a job of the default profile leaves through gw1
+    let r = c.srun(
+        ALLOWED,
+        &["-N1", "-w", "n1", "--external-net"],
+        &format!("{p} tcp"),
+    );
+    let job = assert_out_with(&c, &r, "default");
+    let (lo, hi) = c.block(job, "n1");
+    let port = r.seen("tcp")[0].1;
+    assert!(
+        (lo..=hi).contains(&port) && !(first..=last).contains(&port),
+        "default job {job}: port {port}, its block {lo}-{hi}"
+    );
+    // the node's routing: the pool's rule (just before the main one) and its table
+    let rules = c.on_node("n1", &["ip", "rule", "show"]);
+    let planned = extnet::plan::pool_rules(&policy);
+    assert!(!planned.is_empty());
+    for r in planned {
+        let rule = format!(
+            "{}:\tfrom all fwmark {:#x}/{:#x} lookup {}",
+            r.priority, r.fwmark, r.mask, r.table
+        );
+        assert!(rules.stdout.contains(&rule), "{rule:?} in:\n{rules}");
+    }
+    let table = c.on_node(
+        "n1",
+        &[
+            "ip",
+            "route",
+            "show",
+            "table",
+            &bulk.route_table.to_string(),
+        ],
+    );
+    assert!(
+        table.stdout.contains("default via 10.99.0.253 dev eth0")
+            && table.stdout.contains("throw 10.99.0.0/24"),
+        "{table}"
+    );
+    // the admin sees each pool's use
+    let st = c.extnet("n1", &["status", "--node", "n1"]);
+    assert!(
+        st.ok()
+            && st.stdout.contains(&format!(
+                "pool bulk: ports {first}-{last} in blocks of 1024, gateway 10.99.0.253: 1 used, 0 in quarantine, 0 free of 1"
+            )),
+        "{st}"
+    );
+    // the bulk job, still running, gets out again through gw2; then it ends
+    std::fs::write(&go, "").unwrap();
+    c.wait_gone(bg_job);
+    let text = wait_for_text(&out, "second=");
+    let _ = std::fs::remove_file(&go);
+    assert!(
+        text.contains("first=0") && text.contains("second=0"),
+        "{text}"
+    );
+    let seen = seen_tcp(&text);
+    assert_eq!(seen.len(), 2, "{text}");
+    for (addr, port) in &seen {
+        assert_eq!(
+            addr, GATEWAY2_PUBLIC,
+            "job {bg_job} must leave through gw2:\n{text}"
+        );
+        assert!(
+            (first..=last).contains(port),
+            "job {bg_job}: port {port} outside its block {first}-{last}:\n{text}"
+        );
+    }
+    c.assert_clean(bg_job);
+    c.assert_clean(job);
+}
+
+#[test]
+#[ignore = "needs root and the test cluster: run slurm-test-env/test"]
+fn a_job_naming_no_profile_gets_the_next_one_when_the_first_is_at_its_limit() {
+    let c = Cluster::get();
+    let p = c.probe();
+    // xnauto's first profile, "transparent", allows one job per node: a batch job holds it
+    let bg_job = c.sbatch(AUTO, 30, &["-N1", "-w", "n1"], "sleep 30");
+    c.wait_running(bg_job, "n1");
+    assert_eq!(leased_profile(&c, bg_job, "n1"), "transparent");
+    // without asking, and asking without a name: the next profile that grants the job
+    let r = c.srun(AUTO, &["-N1", "-w", "n1"], &format!("{p} tcp"));
+    let job = assert_out_with(&c, &r, "transparent2");
+    c.assert_clean(job);
+    let r = c.srun(
+        AUTO,
+        &["-N1", "-w", "n1", "--external-net"],
+        &format!("{p} tcp"),
+    );
+    let job = assert_out_with(&c, &r, "transparent2");
+    c.assert_clean(job);
+    // naming the full profile: denied, with the limit as the reason
+    let r = c.srun(
+        AUTO,
+        &["-N1", "-w", "n1", "--external-net=transparent"],
+        &format!("{p} tcp"),
+    );
+    assert!(!r.ok() && r.seen("tcp").is_empty(), "{r}");
+    assert!(
+        r.stderr.contains(
+            "profile \"transparent\" allows at most 1 external job(s) at once on node n1"
+        ),
+        "{r}"
+    );
+    c.assert_clean(r.job_id());
+    c.login(AUTO, 20, &["scancel", &bg_job.to_string()]);
+    c.assert_clean(bg_job);
 }

@@ -286,6 +286,10 @@ mode = "netns"
         if ns.exists() {
             left.push(format!("namespace file {}", ns.display()));
         }
+        let marker = self.state_dir().join(format!("jobs/{job}.lease"));
+        if marker.exists() {
+            left.push(format!("lease marker {}", marker.display()));
+        }
         let mut nl = Netlink::open_in(self.node_ns.as_fd()).expect("netlink in the node");
         if nl
             .index(&format!("xj{job}"))

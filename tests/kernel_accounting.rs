@@ -164,7 +164,7 @@ block_size = 64
             "bench",
         )
         .unwrap();
-        let slots = p.ports.blocks();
+        let slots = p.slots();
         let text = ruleset(&p);
         let t = std::time::Instant::now();
         nft::apply(&text).unwrap();

@@ -229,28 +229,19 @@ fn two_hundred_external_jobs_leave_no_residue_and_no_block_is_issued_twice() {
     let t0 = Instant::now();
     let mut arrays = Vec::new();
     for profile in ["default", "isolated"] {
-        let r = c.login(
+        let id = c.sbatch(
             ALLOWED,
             60,
             &[
-                "sbatch",
-                "--parsable",
                 &format!("--array=1-{PER_ARRAY}"),
                 "-n1",
                 "-c1",
                 &format!("--external-net={profile}"),
                 "-o",
                 "stress-%A-%a.out",
-                "--wrap",
-                &format!("echo JOB=$SLURM_JOB_ID; {p} tcp; sleep 1"),
             ],
+            &format!("echo JOB=$SLURM_JOB_ID; {p} tcp; sleep 1"),
         );
-        assert!(r.ok(), "sbatch --array: {r}");
-        let id: u32 = r
-            .stdout
-            .trim()
-            .parse()
-            .expect("sbatch --parsable prints the id");
         arrays.push((profile, id));
     }
     let mut ct = std::collections::BTreeSet::new();
@@ -364,7 +355,14 @@ fn many_concurrent_prologs_on_one_node_share_the_pool_exactly() {
         "{:?}",
         table.quarantine
     );
-    let free = policy.ports.blocks() as usize - table.leases.len();
+    // the prologs ask for profile "default", whose jobs take blocks of its pool only
+    let pool = policy.pool_of_profile("default").expect("profile default");
+    let free = pool.ports.blocks() as usize
+        - table
+            .leases
+            .iter()
+            .filter(|l| pool.slots().contains(&l.slot))
+            .count();
     let n = free + 9;
     // job ids above any the cluster hands out, and above any earlier run's
     let base = NODES

@@ -114,9 +114,21 @@ fn evaluate(profile: &Profile, job: &JobIdentity) -> Result<String, String> {
 
 /// Decides whether `job` gets external access, and through which profile.
 pub fn decide(policy: &Policy, job: &JobIdentity, request: &Request) -> Decision {
+    decide_skipping(policy, job, request, &[])
+}
+
+/// [`decide`], passing over the profiles named in `skip` when the job did not name one: the
+/// prolog's next choice when the first profile's limits are reached on the node.
+pub fn decide_skipping(
+    policy: &Policy,
+    job: &JobIdentity,
+    request: &Request,
+    skip: &[String],
+) -> Decision {
+    let candidates = || policy.profiles.iter().filter(|p| !skip.contains(&p.name));
     match request {
         Request::None => {
-            for p in &policy.profiles {
+            for p in candidates() {
                 if let (Some(who), Ok(rule)) = (matching(&p.auto, job), evaluate(p, job)) {
                     return Decision::Granted {
                         profile: p.name.clone(),
@@ -145,7 +157,7 @@ pub fn decide(policy: &Policy, job: &JobIdentity, request: &Request) -> Decision
         },
         Request::Any => {
             let mut whys = Vec::new();
-            for p in &policy.profiles {
+            for p in candidates() {
                 match evaluate(p, job) {
                     Ok(rule) => {
                         return Decision::Granted {

@@ -3,7 +3,8 @@
 //! Parse → validate → decide:
 //! - [`raw`] is the file as written (serde, `deny_unknown_fields`);
 //! - [`Policy::from_toml`] checks it into a [`Policy`] whose invariants hold (non-overlapping
-//!   networks, a port pool that holds at least one block, profiles that can match, ...);
+//!   networks, port pools that each hold at least one block and share no port, profiles that
+//!   can match, ...);
 //! - [`decide`] turns a policy and a job's identity into a [`Decision`], a pure function that is
 //!   unit-tested without root; [`possible`] is the weaker check made at submit time;
 //! - [`report`] puts a policy and a decision into words for admins.
@@ -15,12 +16,13 @@ pub mod raw;
 pub mod report;
 mod validate;
 
-pub use decide::{decide, possible, Decision, JobIdentity, Request, Submitter};
+pub use decide::{decide, decide_skipping, possible, Decision, JobIdentity, Request, Submitter};
 pub use validate::{PolicyError, ValidationError};
 
 use ipnet::Ipv4Net;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// The default location of the policy file.
@@ -49,9 +51,15 @@ impl std::fmt::Display for Mode {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub node: NodeConfig,
+    /// The default pool's geometry (`[ports]`): the pool of every profile without one of its
+    /// own. For a node's slots and their blocks use [`Policy::slots`], [`Policy::slot_block`]
+    /// and [`Policy::pool_of_profile`], which cover every pool.
     pub ports: PortPool,
     pub log: LogConfig,
     pub profiles: Vec<Profile>,
+    /// Every port pool of the node: the default pool (`[ports]`) first, then the profiles' own
+    /// pools (`[profile.ports]`) in file order. Their slots are numbered one after the other.
+    pub pools: Vec<Pool>,
 }
 
 /// Node-wide settings: how job traffic is routed to the gateway.
@@ -83,7 +91,8 @@ pub struct NodeConfig {
     pub netns_dir: PathBuf,
 }
 
-/// The node's pool of NAT source ports, cut into equal blocks (one block per active job).
+/// The geometry of one pool of NAT source ports, cut into equal blocks (one block per active
+/// job). Its block numbers are local to the pool; [`Pool`] places them among the node's slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortPool {
     pub first: u16,
@@ -94,15 +103,70 @@ pub struct PortPool {
 }
 
 impl PortPool {
-    /// Number of whole blocks in the pool (= slots on a node).
+    /// Number of whole blocks in the pool (= the pool's slots on a node).
     pub fn blocks(&self) -> u32 {
         (u32::from(self.last) - u32::from(self.first) + 1) / u32::from(self.block_size)
     }
 
-    /// The inclusive port range of block `slot`.
-    pub fn block(&self, slot: u32) -> (u16, u16) {
-        let lo = u32::from(self.first) + slot * u32::from(self.block_size);
+    /// The inclusive port range of the pool's block `index` (0-based within this pool; not a
+    /// node slot number: see [`Pool::block`]).
+    pub fn block(&self, index: u32) -> (u16, u16) {
+        let lo = u32::from(self.first) + index * u32::from(self.block_size);
         (lo as u16, (lo + u32::from(self.block_size) - 1) as u16)
+    }
+
+    /// True when `port` is in the pool's range.
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+/// One port pool of a node and the slots it gives: the default pool (`[ports]`) or a
+/// profile's own (`[profile.ports]`). A pool's jobs are translated into its blocks and routed
+/// to its gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    /// `None`: the default pool (`[ports]`), shared by every profile without a pool of its
+    /// own; `Some(name)`: the own pool of profile `name`.
+    pub profile: Option<String>,
+    pub ports: PortPool,
+    /// The node's first slot of this pool: its block `i` is slot `first_slot + i` (mark
+    /// `node.fwmark | slot`, cgroup `slot_<slot>`, `/30` number `slot`).
+    pub first_slot: u32,
+    /// Where the pool's jobs' traffic goes: `node.gateway`, or the profile's `gateway`.
+    pub gateway: Ipv4Addr,
+    /// The routing table of the pool's traffic: `node.route_table` when `gateway` is
+    /// `node.gateway`; otherwise a table of its own, `node.route_table + index of the pool`,
+    /// selected by `ip rule`s that cover exactly the pool's marks.
+    pub route_table: u32,
+}
+
+impl Pool {
+    /// The node slots of this pool.
+    pub fn slots(&self) -> Range<u32> {
+        self.first_slot..self.first_slot + self.ports.blocks()
+    }
+
+    /// The port block of node slot `slot`, when the slot is this pool's.
+    pub fn block(&self, slot: u32) -> Option<(u16, u16)> {
+        self.slots()
+            .contains(&slot)
+            .then(|| self.ports.block(slot - self.first_slot))
+    }
+
+    /// How admins see the pool: `[ports]` for the default pool, else the profile's name.
+    pub fn name(&self) -> &str {
+        self.profile.as_deref().unwrap_or("[ports]")
+    }
+
+    /// How an admin gives the pool more blocks, naming its keys (for hints).
+    pub fn grow_hint(&self) -> String {
+        match &self.profile {
+            None => "widen [ports] range or lower [ports] block_size".into(),
+            Some(p) => {
+                format!("widen the [profile.ports] range of profile {p:?} or lower its block_size")
+            }
+        }
     }
 }
 
@@ -156,10 +220,13 @@ pub struct Profile {
     pub max_jobs_per_node: Option<u32>,
     /// Jobs of this profile at once on one node for one user (`None`: no own limit).
     pub max_jobs_per_user: Option<u32>,
+    /// Index of the profile's port pool in [`Policy::pools`] (0: the default pool).
+    pub pool: usize,
 }
 
 impl Profile {
-    /// Concurrent jobs of this profile one node can hold: its limit, or the pool.
+    /// Concurrent jobs of this profile one node can hold: its limit, or its pool (pass
+    /// `&policy.pool_of(profile).ports`).
     pub fn capacity(&self, pool: &PortPool) -> u32 {
         self.max_jobs_per_node
             .map_or(pool.blocks(), |m| m.min(pool.blocks()))
@@ -285,6 +352,61 @@ impl Policy {
     /// True when some profile uses netns mode (the node then needs forwarding for job veths).
     pub fn uses_netns(&self) -> bool {
         self.profiles.iter().any(|p| p.mode == Mode::Netns)
+    }
+
+    /// Number of slots of a node: the blocks of all pools together (= its capacity in
+    /// concurrent external jobs). Slots are `0..slots()`.
+    pub fn slots(&self) -> u32 {
+        self.pools.last().map_or(0, |p| p.slots().end)
+    }
+
+    /// The pool that slot `slot` belongs to.
+    pub fn pool_of_slot(&self, slot: u32) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.slots().contains(&slot))
+    }
+
+    /// The port block of slot `slot` (its pool's block), `None` beyond [`Policy::slots`].
+    pub fn slot_block(&self, slot: u32) -> Option<(u16, u16)> {
+        self.pool_of_slot(slot).and_then(|p| p.block(slot))
+    }
+
+    /// The pool of profile `profile`.
+    pub fn pool_of(&self, profile: &Profile) -> &Pool {
+        &self.pools[profile.pool]
+    }
+
+    /// The pool of the profile named `name` (its slots: [`Pool::slots`]).
+    pub fn pool_of_profile(&self, name: &str) -> Option<&Pool> {
+        self.profile(name).map(|p| self.pool_of(p))
+    }
+
+    /// The pool whose port range holds `port` (pools never share a port).
+    pub fn pool_of_port(&self, port: u16) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.ports.contains(port))
+    }
+
+    /// Seconds a released block starting at `port` waits before reuse: its pool's quarantine,
+    /// or the default pool's for ports no pool has any more (a policy changed meanwhile).
+    pub fn quarantine_secs(&self, port: u16) -> u64 {
+        self.pool_of_port(port)
+            .map_or(self.ports.quarantine_secs, |p| p.ports.quarantine_secs)
+    }
+
+    /// The profiles that use pool number `index`, by name, in file order.
+    pub fn profiles_of_pool(&self, index: usize) -> Vec<&str> {
+        self.profiles
+            .iter()
+            .filter(|p| p.pool == index)
+            .map(|p| p.name.as_str())
+            .collect()
+    }
+
+    /// The pools whose gateway is not `node.gateway`: each has its own routing table and
+    /// `ip rule`s.
+    pub fn routed_pools(&self) -> impl Iterator<Item = &Pool> {
+        self.pools
+            .iter()
+            .filter(move |p| p.route_table != self.node.route_table)
     }
 }
 

@@ -107,6 +107,12 @@ pub struct RawProfile {
     pub max_jobs_per_node: Option<S<u32>>,
     #[serde(default)]
     pub max_jobs_per_user: Option<S<u32>>,
+    /// `[profile.ports]`: a port pool of the profile's own (absent: the default pool).
+    #[serde(default)]
+    pub ports: Option<S<RawPorts>>,
+    /// The gateway of the profile's own pool (absent: `node.gateway`).
+    #[serde(default)]
+    pub gateway: Option<S<String>>,
 }
 
 /// One entry of a profile's destination allowlist.

@@ -43,15 +43,88 @@ pub fn destinations(p: &Profile) -> String {
 
 /// How many jobs of `p` one node holds at once, and per user, as a clause.
 pub fn limits(policy: &Policy, p: &Profile) -> String {
-    let pool = policy.ports.blocks();
+    let pool = policy.pool_of(p);
+    let blocks = pool.ports.blocks();
     let mut s = match p.max_jobs_per_node {
         Some(m) => format!("at most {m} job(s) at once per node (max_jobs_per_node)"),
+        None if pool.profile.is_some() => {
+            format!("up to {blocks} job(s) at once per node (the port pool of its own)")
+        }
         None => {
-            format!("up to {pool} job(s) at once per node (the port pool, shared by all profiles)")
+            let sharing = policy.profiles_of_pool(p.pool);
+            if sharing.len() > 1 {
+                format!(
+                    "up to {blocks} job(s) at once per node (the port pool [ports], shared by profiles {})",
+                    sharing.join(", ")
+                )
+            } else {
+                format!("up to {blocks} job(s) at once per node (the port pool [ports])")
+            }
         }
     };
     if let Some(u) = p.max_jobs_per_user {
         let _ = write!(s, ", {u} per user (max_jobs_per_user)");
+    }
+    s
+}
+
+/// Where a job of `p` gets its ports and which gateway its traffic goes to, as a sentence.
+pub fn path_out(policy: &Policy, p: &Profile) -> String {
+    let pool = policy.pool_of(p);
+    let which = match &pool.profile {
+        Some(_) => "the profile's own port pool".to_owned(),
+        None => "the default port pool [ports]".to_owned(),
+    };
+    format!(
+        "It gets a block of {} source ports from {which} ({}-{}) and its traffic leaves through gateway {}{}.",
+        pool.ports.block_size,
+        pool.ports.first,
+        pool.ports.last,
+        pool.gateway,
+        if pool.route_table == policy.node.route_table {
+            String::new()
+        } else {
+            format!(" (routing table {})", pool.route_table)
+        }
+    )
+}
+
+/// One line per pool: ports, blocks, slots, gateway, quarantine, the profiles that use it.
+pub fn pools(policy: &Policy) -> String {
+    let mut s = String::new();
+    for (i, pool) in policy.pools.iter().enumerate() {
+        let slots = pool.slots();
+        let users = policy.profiles_of_pool(i);
+        let _ = writeln!(
+            s,
+            "  pool {}: ports {}-{} in blocks of {} = {} external jobs at once per node ({}), gateway {} (routing table {}{}), a released block waits {} s; {}",
+            pool.name(),
+            pool.ports.first,
+            pool.ports.last,
+            pool.ports.block_size,
+            pool.ports.blocks(),
+            if slots.len() == 1 {
+                format!("slot {}", slots.start)
+            } else {
+                format!("slots {}-{}", slots.start, slots.end - 1)
+            },
+            pool.gateway,
+            pool.route_table,
+            if pool.route_table == policy.node.route_table {
+                String::new()
+            } else {
+                format!(
+                    ", its own ip rules at priority {}",
+                    policy.node.rule_priority.saturating_sub(1)
+                )
+            },
+            pool.ports.quarantine_secs,
+            if users.is_empty() {
+                "used by no profile (its slots stay idle)".to_owned()
+            } else {
+                format!("used by {}", users.join(", "))
+            }
+        );
     }
     s
 }
@@ -79,17 +152,18 @@ pub fn summary(policy: &Policy) -> String {
                 .join(", ")
         }
     );
-    let blocks = policy.ports.blocks();
     let _ = writeln!(
         s,
-        "capacity: ports {}-{} in blocks of {} = {blocks} external jobs at once per node (all profiles together); a released block waits {} s",
-        policy.ports.first, policy.ports.last, policy.ports.block_size, policy.ports.quarantine_secs
+        "capacity: {} external jobs at once per node (slots), in {} port pool(s); each profile's jobs take blocks of its pool only:",
+        policy.slots(),
+        policy.pools.len()
     );
+    s.push_str(&pools(policy));
     if policy.uses_netns() {
         let links = 1u64 << (30 - u32::from(n.netns_subnet.prefix_len()));
         let _ = writeln!(
             s,
-            "netns mode: job links from {} ({links} /30 links, enough for the pool)",
+            "netns mode: job links from {} ({links} /30 links, enough for all slots)",
             n.netns_subnet
         );
     }
@@ -124,6 +198,14 @@ pub fn summary(policy: &Policy) -> String {
             let _ = writeln!(s, "     only for QOS: {}", p.qos.join(", "));
         }
         let _ = writeln!(s, "     where: {}", destinations(p));
+        let pool = policy.pool_of(p);
+        let _ = writeln!(
+            s,
+            "     pool: {} (blocks of {} ports), gateway {}",
+            pool.name(),
+            pool.ports.block_size,
+            pool.gateway
+        );
         let _ = writeln!(s, "     limits: {}", limits(policy, p));
     }
     s
@@ -178,9 +260,10 @@ pub fn explain(policy: &Policy, id: &JobIdentity, request: &Request) -> String {
                 Mode::Netns => "netns mode: it gets a network namespace of its own",
             };
             format!(
-                "{who} {asked} is GRANTED profile {profile:?}{} ({mode}), by the rule: {rule}. It may reach {}. The profile allows {}; beyond that a job is denied, never a running one evicted.{internal}",
+                "{who} {asked} is GRANTED profile {profile:?}{} ({mode}), by the rule: {rule}. It may reach {}. {} The profile allows {}; beyond that a job is denied, never a running one evicted.{internal}",
                 if auto { " without asking" } else { "" },
                 destinations(p),
+                path_out(policy, p),
                 limits(policy, p),
             )
         }

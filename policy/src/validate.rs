@@ -3,7 +3,7 @@
 
 use crate::raw::{RawDestination, RawPolicy, RawPortList, RawPrincipals, RawProfile, S};
 use crate::{
-    Destination, LogConfig, Mode, NodeConfig, Policy, PortPool, Principals, Profile, Proto,
+    Destination, LogConfig, Mode, NodeConfig, Policy, Pool, PortPool, Principals, Profile, Proto,
 };
 use ipnet::{IpNet, Ipv4Net};
 use std::net::{IpAddr, Ipv4Addr};
@@ -271,8 +271,11 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> ValidationError {
         let k = join_key(&table, &key_before(text, at));
         let hint = if message.starts_with("unknown variant") {
             "use one of the values listed above".to_owned()
-        } else if k.ends_with("ports") {
+        } else if k.ends_with("ports") && k.contains("destinations") {
             "write ports as one number (443) or a string of ports and ranges (\"80,443,8000-8100\")"
+                .to_owned()
+        } else if k.ends_with("ports") {
+            "write a pool as a table: [ports] or [profile.ports] with range = \"FIRST-LAST\" and block_size = N (or inline: ports = { range = \"30000-31023\", block_size = 1024 })"
                 .to_owned()
         } else if message.starts_with("invalid type") || message.contains("untagged") {
             "see the key's type in extnet.toml(5): names, networks and ranges are quoted strings, lists are [\"a\", \"b\"], numbers are bare".to_owned()
@@ -298,10 +301,42 @@ struct Validator<'a> {
 }
 
 const DEFAULT_TABLE: u32 = 7700;
+/// `[ports] range` when the file gives none.
+const DEFAULT_RANGE: &str = "20000-59999";
 const DEFAULT_FWMARK: u32 = 0x0001_0000;
 const SLOT_MASK: u32 = 0xffff;
 
 type Span = Option<Range<usize>>;
+
+/// One pool's geometry as checked, and where its keys are written.
+struct CheckedPorts {
+    /// `ports` or `profile[N].ports`.
+    key: String,
+    /// `None` when invalid (errors recorded).
+    ports: Option<PortPool>,
+    range_span: Span,
+    block_span: Span,
+}
+
+/// A pool before its slots and routing table are placed.
+struct PoolDraft {
+    /// The profile (0-based index and name) that owns it; `None` for the default pool.
+    profile: Option<(usize, String)>,
+    checked: CheckedPorts,
+    /// `None` when invalid (errors recorded).
+    gateway: Option<Ipv4Addr>,
+    gateway_span: Span,
+}
+
+/// What checking a profile needs from the rest of the file.
+struct ProfileContext<'a> {
+    default_mode: Mode,
+    /// The default pool (`None` when `[ports]` is invalid).
+    default_pool: Option<PortPool>,
+    /// `node.gateway` (`None` when `[node]` is invalid).
+    node_gateway: Option<Ipv4Addr>,
+    internal: &'a [Ipv4Net],
+}
 
 fn span<T>(s: &S<T>) -> Span {
     Some(s.span())
@@ -343,7 +378,8 @@ impl Validator<'_> {
             );
         }
         let (node, subnet_span) = self.node(raw.node);
-        let (ports, block_span) = self.ports(raw.ports);
+        let default_pool = self.port_pool("ports", raw.ports, Some(DEFAULT_RANGE), None);
+        let ports = default_pool.ports;
         let log = LogConfig {
             lease_log: raw
                 .log
@@ -360,12 +396,24 @@ impl Validator<'_> {
             interim_secs: raw.log.interim_secs.unwrap_or(3600),
         };
         let default_mode = node.as_ref().map(|n| n.mode).unwrap_or(Mode::Cgroup);
-        let blocks = ports.as_ref().map(|p| p.blocks());
         let internal = node
             .as_ref()
             .map(|n| n.internal.clone())
             .unwrap_or_default();
+        let ctx = ProfileContext {
+            default_mode,
+            default_pool: ports,
+            node_gateway: node.as_ref().map(|n| n.gateway),
+            internal: &internal,
+        };
         let mut profiles = Vec::new();
+        // the default pool first, then the profiles' own pools in file order
+        let mut drafts: Vec<PoolDraft> = vec![PoolDraft {
+            profile: None,
+            checked: default_pool,
+            gateway: node.as_ref().map(|n| n.gateway),
+            gateway_span: None,
+        }];
         let mut names: Vec<(String, Span)> = Vec::new();
         for (i, p) in raw.profiles.into_iter().enumerate() {
             let name = (p.get_ref().name.get_ref().clone(), span(&p.get_ref().name));
@@ -382,30 +430,32 @@ impl Validator<'_> {
                 );
             }
             names.push(name);
-            if let Some(p) = self.profile(i, p, default_mode, blocks, &internal) {
+            let (profile, own) = self.profile(i, p, &ctx);
+            let pool = match own {
+                Some(d) => {
+                    drafts.push(d);
+                    drafts.len() - 1
+                }
+                None => 0,
+            };
+            if let Some(mut p) = profile {
+                p.pool = pool;
                 profiles.push(p);
             }
         }
-        if let (Some(n), Some(p)) = (&node, &ports) {
-            let slots = p.blocks();
-            if slots > SLOT_MASK + 1 {
-                self.err_at(
-                    "ports.block_size",
-                    block_span.clone(),
-                    format!("the pool holds {slots} blocks, more than the 65536 a packet mark can carry"),
-                    "use a larger block_size or a smaller range",
-                );
-            }
+        let pools = self.pools(node.as_ref(), &drafts);
+        if let (Some(n), Some(pools)) = (&node, &pools) {
+            let slots = pools.last().map_or(0, |p| p.slots().end);
             let netns_slots = 1u64 << (30u8.saturating_sub(n.netns_subnet.prefix_len()));
             if profiles.iter().any(|p| p.mode == Mode::Netns) && netns_slots < u64::from(slots) {
                 self.err_at(
                     "node.netns_subnet",
                     subnet_span.clone(),
                     format!(
-                        "{} holds {netns_slots} /30 links but the port pool has {slots} blocks",
+                        "{} holds {netns_slots} /30 links but the port pools have {slots} slots (the blocks of all pools together)",
                         n.netns_subnet
                     ),
-                    "use a larger netns_subnet (a /16 holds 16384 jobs)",
+                    "use a larger netns_subnet (a /16 holds 16384 jobs), or fewer blocks (a larger block_size or a smaller range)",
                 );
             }
         }
@@ -417,7 +467,106 @@ impl Validator<'_> {
             ports: ports?,
             log,
             profiles,
+            pools: pools?,
         })
+    }
+
+    /// Places the pools' slots one after the other (default pool first), checks that no two
+    /// pools share a port, that all slots fit the packet mark, and gives each pool whose
+    /// gateway is not `node.gateway` a routing table of its own. `None` when a pool is invalid
+    /// (its errors are recorded already) or one of these checks failed.
+    fn pools(&mut self, node: Option<&NodeConfig>, drafts: &[PoolDraft]) -> Option<Vec<Pool>> {
+        let start = self.errors.len();
+        for (j, b) in drafts.iter().enumerate() {
+            let Some(bp) = b.checked.ports else { continue };
+            for a in &drafts[..j] {
+                let Some(ap) = a.checked.ports else { continue };
+                if ap.first <= bp.last && bp.first <= ap.last {
+                    let (where_a, hint) = match (&a.profile, &a.checked.range_span) {
+                        (None, None) => (
+                            format!("the default pool's ports {}-{} ([ports] range is {DEFAULT_RANGE} when not given)", ap.first, ap.last),
+                            "pools must not share a port: write a [ports] range that leaves this one out, or move this range outside it".to_owned(),
+                        ),
+                        (None, Some(at)) => (
+                            format!("the default pool's ports {}-{} ([ports] range, line {})", ap.first, ap.last, position(self.text, at.start).0),
+                            "pools must not share a port: narrow [ports] range, or move this range outside it".to_owned(),
+                        ),
+                        (Some((_, name)), at) => (
+                            format!("the ports {}-{} of profile {name:?}'s own pool{}", ap.first, ap.last, at.as_ref().map_or(String::new(), |r| format!(" (line {})", position(self.text, r.start).0))),
+                            "pools must not share a port: give each profile a range of its own".to_owned(),
+                        ),
+                    };
+                    self.err_at(
+                        &format!("{}.range", b.checked.key),
+                        b.checked.range_span.clone(),
+                        format!("ports {}-{} overlap {where_a}", bp.first, bp.last),
+                        &hint,
+                    );
+                }
+            }
+        }
+        let node = node?;
+        let mut pools = Vec::new();
+        let mut next_slot: u32 = 0;
+        for (index, d) in drafts.iter().enumerate() {
+            let (Some(ports), Some(gateway)) = (d.checked.ports, d.gateway) else {
+                continue;
+            };
+            let first_slot = next_slot;
+            next_slot += ports.blocks();
+            if next_slot > SLOT_MASK + 1 {
+                // unreachable while pools share no port (64512 ports / 16 = 4032 blocks at
+                // most), kept as the invariant the packet mark needs
+                self.err_at(
+                    &format!("{}.block_size", d.checked.key),
+                    d.checked.block_span.clone().or(d.checked.range_span.clone()),
+                    format!("the pools have {next_slot} slots up to this one, more than the 65536 a packet mark can carry"),
+                    "use a larger block_size or a smaller range",
+                );
+            }
+            let route_table = if gateway == node.gateway {
+                node.route_table
+            } else {
+                let table = node.route_table.checked_add(index as u32);
+                let key = match &d.profile {
+                    Some((i, _)) => format!("profile[{}].gateway", i + 1),
+                    None => "node.gateway".into(),
+                };
+                match table {
+                    Some(t) if t != 0 && !(253..=255).contains(&t) => {
+                        if node.rule_priority == 0 {
+                            self.err_at(
+                                &key,
+                                d.gateway_span.clone(),
+                                "the pool's `ip rule`s go just before the main one, but node.rule_priority is 0".into(),
+                                "set node.rule_priority to 1 or more (default: node.route_table)",
+                            );
+                        }
+                        t
+                    }
+                    _ => {
+                        self.err_at(
+                            &key,
+                            d.gateway_span.clone(),
+                            format!(
+                                "this pool's routing table would be node.route_table + {index} = {}, which is reserved (0, 253 default, 254 main, 255 local) or out of range",
+                                u64::from(node.route_table) + index as u64
+                            ),
+                            "pick a node.route_table whose next numbers are free, e.g. 7700 (pool N gets route_table + N)",
+                        );
+                        0
+                    }
+                }
+            };
+            pools.push(Pool {
+                profile: d.profile.as_ref().map(|(_, n)| n.clone()),
+                ports,
+                first_slot,
+                gateway,
+                route_table,
+            });
+        }
+        (self.errors.len() == start && pools.len() == drafts.len()).then_some(pools)
     }
 
     /// Checks one IPv4 network written as `a.b.c.d/len` (or a bare address, = /32).
@@ -586,24 +735,37 @@ impl Validator<'_> {
         (node, subnet_span)
     }
 
-    /// The port pool, and where `block_size` is written (`None`: the default), for the
-    /// cross-checks with the node.
-    fn ports(&mut self, raw: crate::raw::RawPorts) -> (Option<PortPool>, Span) {
+    /// One port pool's geometry (`[ports]`, or `[profile.ports]` with `key`
+    /// `profile[N].ports`). `default_range`: the range when none is written (`None`: required,
+    /// checked by the caller); `inherit`: the default pool, whose block size and quarantine a
+    /// profile's pool takes when it does not give its own.
+    fn port_pool(
+        &mut self,
+        key: &str,
+        raw: crate::raw::RawPorts,
+        default_range: Option<&str>,
+        inherit: Option<&PortPool>,
+    ) -> CheckedPorts {
         let range_span = raw.range.as_ref().and_then(span);
         let range = raw
             .range
-            .map_or_else(|| "20000-59999".to_owned(), |r| r.into_inner());
+            .map(|r| r.into_inner())
+            .or(default_range.map(str::to_owned))
+            .unwrap_or_default();
         let parsed = range.split_once('-').and_then(|(a, b)| {
             Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
         });
         let block_span = raw.block_size.as_ref().and_then(span);
-        let block_size = raw.block_size.map_or(256, |b| b.into_inner());
+        let block_size = raw.block_size.map_or_else(
+            || inherit.map_or(256, |p| u32::from(p.block_size)),
+            |b| b.into_inner(),
+        );
         let start = self.errors.len();
         let (first, last) = match parsed {
             Some((a, b)) if a >= 1024 && a <= b => (a, b),
             _ => {
                 self.err_at(
-                    "ports.range",
+                    &format!("{key}.range"),
                     range_span.clone(),
                     format!("{range:?} is not a port range FIRST-LAST with 1024 <= FIRST <= LAST <= 65535"),
                     "e.g. \"20000-59999\"; keep it clear of the node's ephemeral ports (net.ipv4.ip_local_port_range)",
@@ -613,42 +775,130 @@ impl Validator<'_> {
         };
         if !(16..=32768).contains(&block_size) {
             self.err_at(
-                "ports.block_size",
+                &format!("{key}.block_size"),
                 block_span.clone(),
                 format!("{block_size} ports per job is outside 16..=32768"),
                 "256 suits most jobs; a job holds one port per open connection",
             );
         } else if self.errors.len() == start && u32::from(last) - u32::from(first) + 1 < block_size
         {
+            let inherited = if block_span.is_none() && inherit.is_some() {
+                " (the block size of [ports], as this table gives none)"
+            } else {
+                ""
+            };
             self.err_at(
-                "ports.block_size",
-                block_span.clone().or(range_span),
-                format!("the range {range} is smaller than one block of {block_size} ports"),
-                "widen ports.range or lower ports.block_size",
+                &format!("{key}.block_size"),
+                block_span.clone().or(range_span.clone()),
+                format!(
+                    "the range {range} is smaller than one block of {block_size} ports{inherited}"
+                ),
+                &format!("widen {key}.range or lower {key}.block_size"),
             );
         }
         let q_span = raw.quarantine_secs.as_ref().and_then(span);
-        let quarantine_secs = raw.quarantine_secs.map_or(120, |q| q.into_inner());
+        let quarantine_secs = raw.quarantine_secs.map_or_else(
+            || inherit.map_or(120, |p| p.quarantine_secs),
+            |q| q.into_inner(),
+        );
         if quarantine_secs > 86_400 {
             self.err_at(
-                "ports.quarantine_secs",
+                &format!("{key}.quarantine_secs"),
                 q_span,
                 format!("{quarantine_secs} s is more than a day"),
                 "RFC 6888 recommends 120",
             );
         }
-        if self.errors.len() > start {
-            return (None, block_span);
-        }
-        (
-            Some(PortPool {
-                first,
-                last,
-                block_size: block_size as u16,
-                quarantine_secs,
-            }),
+        let ports = (self.errors.len() == start).then_some(PortPool {
+            first,
+            last,
+            block_size: block_size as u16,
+            quarantine_secs,
+        });
+        CheckedPorts {
+            key: key.to_owned(),
+            ports,
+            range_span,
             block_span,
-        )
+        }
+    }
+
+    /// A profile's `[profile.ports]` and `gateway`: its own pool, or `None` for the default
+    /// pool (errors recorded).
+    fn own_pool(
+        &mut self,
+        i: usize,
+        name: &str,
+        raw_ports: Option<S<crate::raw::RawPorts>>,
+        raw_gateway: Option<&S<String>>,
+        ctx: &ProfileContext,
+    ) -> Option<PoolDraft> {
+        let key = &format!("profile[{}]", i + 1);
+        let gateway = raw_gateway.and_then(|g| {
+            let text = g.get_ref().trim();
+            match text.parse::<Ipv4Addr>() {
+                Ok(a) => {
+                    if ctx.node_gateway.is_some() && !ctx.internal.iter().any(|n| n.contains(&a)) {
+                        self.err_at(
+                            &format!("{key}.gateway"),
+                            span(g),
+                            format!("the gateway {a} is not inside any internal network"),
+                            "the node reaches a gateway directly on node.interface: list the cluster network that holds it in node.internal",
+                        );
+                    }
+                    Some(a)
+                }
+                Err(_) => {
+                    self.err_at(
+                        &format!("{key}.gateway"),
+                        span(g),
+                        format!("{text:?} is not an IPv4 address"),
+                        "give the gateway's virtual (VRRP) address, e.g. \"10.20.3.228\"",
+                    );
+                    None
+                }
+            }
+        });
+        let Some(raw_ports) = raw_ports else {
+            if let (Some(gw), Some(node_gw), Some(g)) = (gateway, ctx.node_gateway, raw_gateway) {
+                if gw != node_gw {
+                    self.err_at(
+                        &format!("{key}.gateway"),
+                        span(g),
+                        format!("profile {name:?} names gateway {gw}, but it has no port pool of its own: a gateway belongs to a pool, and the default pool ([ports]) goes through node.gateway {node_gw}"),
+                        "give the profile its own pool: a [profile.ports] table with a range outside [ports] range (and block_size if it differs), or remove gateway",
+                    );
+                }
+            }
+            return None;
+        };
+        let ports_span = span(&raw_ports);
+        let raw_ports = raw_ports.into_inner();
+        if raw_ports.range.is_none() {
+            let (k, at) = match &raw_ports.block_size {
+                Some(b) => (format!("{key}.ports.block_size"), span(b)),
+                None => (format!("{key}.ports"), ports_span),
+            };
+            self.err_at(
+                &k,
+                at,
+                format!("[profile.ports] of profile {name:?} has no range: without a range of its own the profile shares the default pool ([ports]) and its block size"),
+                "give the profile its own range: range = \"FIRST-LAST\" in [profile.ports], outside [ports] range; or remove [profile.ports] to share the default pool",
+            );
+            return None;
+        }
+        let checked = self.port_pool(
+            &format!("{key}.ports"),
+            raw_ports,
+            None,
+            ctx.default_pool.as_ref(),
+        );
+        Some(PoolDraft {
+            profile: Some((i, name.to_owned())),
+            checked,
+            gateway: gateway.or(ctx.node_gateway),
+            gateway_span: raw_gateway.and_then(span),
+        })
     }
 
     /// Checks one list of names (`users`, `groups`, `accounts`, `partitions`, `qos`).
@@ -691,18 +941,35 @@ impl Validator<'_> {
         }
     }
 
+    /// One profile, and its own pool when it has one. The profile is `None` when invalid
+    /// (errors recorded); its `pool` is set by the caller.
     fn profile(
         &mut self,
         i: usize,
         raw: S<RawProfile>,
-        default_mode: Mode,
-        blocks: Option<u32>,
-        internal: &[Ipv4Net],
-    ) -> Option<Profile> {
+        ctx: &ProfileContext,
+    ) -> (Option<Profile>, Option<PoolDraft>) {
         let key = format!("profile[{}]", i + 1);
         let header = span(&raw);
-        let raw = raw.into_inner();
+        let mut raw = raw.into_inner();
         let start = self.errors.len();
+        let own = self.own_pool(
+            i,
+            raw.name.get_ref(),
+            raw.ports.take(),
+            raw.gateway.as_ref(),
+            ctx,
+        );
+        let (pool_blocks, pool_key) = match &own {
+            Some(d) => (d.checked.ports.map(|p| p.blocks()), d.checked.key.clone()),
+            None => (ctx.default_pool.map(|p| p.blocks()), "ports".to_owned()),
+        };
+        let pool_name = if own.is_some() {
+            "its own port pool ([profile.ports])"
+        } else {
+            "its port pool (the default pool, [ports])"
+        };
+        let (default_mode, internal) = (ctx.default_mode, ctx.internal);
         let name = raw.name.get_ref();
         let name_ok = !name.is_empty()
             && name.len() <= 32
@@ -827,12 +1094,12 @@ impl Validator<'_> {
                     "a limit of 0 jobs grants nothing".into(),
                     "remove the profile to grant nothing, or remove the key for no own limit",
                 );
-            } else if let Some(b) = blocks.filter(|&b| m > b) {
+            } else if let Some(b) = pool_blocks.filter(|&b| m > b) {
                 self.err_at(
                     &format!("{key}.max_jobs_per_node"),
                     span(s),
-                    format!("{m} jobs at once cannot fit: the node's port pool holds {b} blocks (ports.range / ports.block_size)"),
-                    &format!("lower it to {b} or less, or widen ports.range / lower ports.block_size"),
+                    format!("{m} jobs at once cannot fit: {pool_name} holds {b} blocks per node ({pool_key}.range / {pool_key}.block_size)"),
+                    &format!("lower it to {b} or less, or widen {pool_key}.range / lower {pool_key}.block_size"),
                 );
             }
         }
@@ -851,19 +1118,19 @@ impl Validator<'_> {
                     format!("{m} jobs per user can never be reached: max_jobs_per_node is {n}"),
                     &format!("lower it to {n} or less, or remove it"),
                 );
-            } else if let Some(b) = blocks.filter(|&b| max_node.is_none() && m > b) {
+            } else if let Some(b) = pool_blocks.filter(|&b| max_node.is_none() && m > b) {
                 self.err_at(
                     &format!("{key}.max_jobs_per_user"),
                     span(s),
-                    format!("{m} jobs at once cannot fit: the node's port pool holds {b} blocks (ports.range / ports.block_size)"),
-                    &format!("lower it to {b} or less, or widen ports.range / lower ports.block_size"),
+                    format!("{m} jobs at once cannot fit: {pool_name} holds {b} blocks per node ({pool_key}.range / {pool_key}.block_size)"),
+                    &format!("lower it to {b} or less, or widen {pool_key}.range / lower {pool_key}.block_size"),
                 );
             }
         }
         if self.errors.len() > start {
-            return None;
+            return (None, own);
         }
-        Some(Profile {
+        let profile = Profile {
             name: raw.name.into_inner(),
             allow,
             deny,
@@ -874,7 +1141,9 @@ impl Validator<'_> {
             destinations: destinations.flatten(),
             max_jobs_per_node: max_node,
             max_jobs_per_user: max_user,
-        })
+            pool: 0,
+        };
+        (Some(profile), own)
     }
 
     /// A profile's destination allowlist. `None` when an entry is invalid (errors recorded).

@@ -302,3 +302,76 @@ fn summary_shows_capacity_profiles_who_where_and_limits() {
     }
     assert!(summary(&policy("")).contains("profiles: none, so nothing is granted"));
 }
+
+/// `EXP` with a pool of its own and another gateway for each profile.
+fn exp_with_pools() -> Policy {
+    let text = EXP
+        .replace(
+            "accounts = [\"grid\"]\n",
+            "accounts = [\"grid\"]\ngateway = \"10.99.0.253\"\nports = { range = \"30000-31023\", block_size = 512 }\n",
+        )
+        .replace(
+            "qos = [\"normal\", \"high\"]\n",
+            "qos = [\"normal\", \"high\"]\n[profile.ports]\nrange = \"40000-40999\"\n",
+        );
+    assert_ne!(text, EXP);
+    policy(&text)
+}
+
+#[test]
+fn pools_and_gateways_change_no_decision() {
+    let plain = policy(EXP);
+    let pooled = exp_with_pools();
+    assert_eq!(pooled.pools.len(), 3);
+    let mut jobs = vec![
+        job("aliprod", &[]),
+        job("x", &["alice"]),
+        job("mallory", &["alice"]),
+        job("x", &["banned", "alice"]),
+        job("nobody", &[]),
+    ];
+    let mut j = job("grid-user", &[]);
+    j.account = Some("grid".into());
+    jobs.push(j);
+    let mut j = job("b", &[]);
+    j.partition = Some("ext".into());
+    j.qos = Some("high".into());
+    jobs.push(j);
+    for j in &jobs {
+        for r in [
+            Request::None,
+            Request::Any,
+            Request::Profile("exp".into()),
+            Request::Profile("all".into()),
+        ] {
+            assert_eq!(decide(&plain, j, &r), decide(&pooled, j, &r), "{j:?} {r:?}");
+        }
+    }
+}
+
+#[test]
+fn explain_and_summary_name_the_pool_and_the_gateway() {
+    let p = exp_with_pools();
+    let t = explain(&p, &job("aliprod", &[]), &Request::Any);
+    assert!(
+        t.contains("It gets a block of 512 source ports from the profile's own port pool (30000-31023) and its traffic leaves through gateway 10.99.0.253 (routing table 7701).")
+            && t.contains("up to 2 job(s) at once per node (the port pool of its own)"),
+        "{t}"
+    );
+    let q = policy(SITE);
+    let t = explain(&q, &job("aliprod", &["alice"]), &Request::None);
+    assert!(
+        t.contains("It gets a block of 100 source ports from the default port pool [ports] (20000-20999) and its traffic leaves through gateway 10.99.0.254."),
+        "{t}"
+    );
+    let s = summary(&p);
+    for part in [
+        "capacity: 22 external jobs at once per node (slots), in 3 port pool(s)",
+        "pool [ports]: ports 20000-20999 in blocks of 100 = 10 external jobs at once per node (slots 0-9), gateway 10.99.0.254 (routing table 7700), a released block waits 120 s; used by no profile (its slots stay idle)",
+        "pool exp: ports 30000-31023 in blocks of 512 = 2 external jobs at once per node (slots 10-11), gateway 10.99.0.253 (routing table 7701, its own ip rules at priority 7699)",
+        "pool all: ports 40000-40999 in blocks of 100 = 10 external jobs at once per node (slots 12-21)",
+        "pool: exp (blocks of 512 ports), gateway 10.99.0.253",
+    ] {
+        assert!(s.contains(part), "missing {part:?} in:\n{s}");
+    }
+}

@@ -285,7 +285,7 @@ fn netns_subnet_must_hold_the_pool_when_a_profile_uses_netns() {
         &t,
         "node.netns_subnet",
         "\"100.64.0.0/28\"",
-        "holds 4 /30 links but the port pool has 16 blocks",
+        "holds 4 /30 links but the port pools have 16 slots",
     );
     // without a netns profile the subnet is unused and may be small
     Policy::from_toml(&t.replace("mode = \"netns\"\n", ""), "t").unwrap();
@@ -616,7 +616,7 @@ fn limits_must_fit_the_pool_and_each_other() {
         &t,
         "profile[1].max_jobs_per_node",
         "5\n",
-        "port pool holds 4 blocks",
+        "holds 4 blocks per node",
     );
     assert!(e.hint.contains("4 or less"), "{e}");
     let t = with(&format!(
@@ -626,7 +626,7 @@ fn limits_must_fit_the_pool_and_each_other() {
         &t,
         "profile[1].max_jobs_per_user",
         "9\n",
-        "port pool holds 4 blocks",
+        "holds 4 blocks per node",
     );
     check(
         &profile("users = [\"x\"]\nmax_jobs_per_node = 0\n"),
@@ -667,4 +667,229 @@ fn errors_come_in_file_order_and_all_at_once() {
         }
         e => panic!("{e}"),
     }
+}
+
+// --- pools: [profile.ports] and gateway -----------------------------------------------------
+
+/// `[ports]` 20000-21023 in blocks of 256 (4 slots), then `profiles`.
+fn pooled(profiles: &str) -> String {
+    with(&format!(
+        "[ports]\nrange = \"20000-21023\"\nblock_size = 256\n{profiles}"
+    ))
+}
+
+#[test]
+fn a_profile_pool_takes_slots_after_the_default_pool_and_inherits_what_it_does_not_give() {
+    let p = Policy::from_toml(
+        &pooled(
+            "quarantine_secs = 30\n[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[[profile]]\nname = \"bulk\"\nusers = [\"x\"]\ngateway = \"10.99.0.253\"\n[profile.ports]\nrange = \"30000-31023\"\nblock_size = 1024\n[[profile]]\nname = \"mid\"\nusers = [\"x\"]\nports = { range = \"40000-40511\", quarantine_secs = 5 }\n",
+        ),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(p.pools.len(), 3);
+    assert_eq!(p.slots(), 4 + 1 + 2);
+    let bulk = p.pool_of_profile("bulk").unwrap();
+    assert_eq!(bulk.slots(), 4..5);
+    assert_eq!(bulk.block(4), Some((30000, 31023)));
+    assert_eq!(bulk.ports.quarantine_secs, 30, "inherited from [ports]");
+    assert_eq!(bulk.gateway.to_string(), "10.99.0.253");
+    assert_eq!(bulk.route_table, 7701, "node.route_table + its pool number");
+    let mid = p.pool_of_profile("mid").unwrap();
+    assert_eq!(
+        (mid.slots(), mid.ports.block_size, mid.ports.quarantine_secs),
+        (5..7, 256, 5),
+        "block size inherited, quarantine its own"
+    );
+    assert_eq!(mid.route_table, 7700, "the node's gateway: the main table");
+    assert_eq!(p.pool_of_profile("a").unwrap().profile, None);
+    assert_eq!(p.slot_block(6), Some((40256, 40511)));
+    assert_eq!(p.pool_of_slot(4).unwrap().name(), "bulk");
+    assert_eq!(p.quarantine_secs(30000), 30);
+    assert_eq!(p.quarantine_secs(40256), 5);
+    assert_eq!(p.profiles_of_pool(0), ["a"]);
+    assert_eq!(p.routed_pools().count(), 1);
+    assert_eq!(p.profiles[1].capacity(&bulk.ports), 1);
+}
+
+#[test]
+fn pools_must_not_share_a_port() {
+    // with the default pool, written
+    let t = pooled(
+        "[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[profile.ports]\nrange = \"21000-22023\"\n",
+    );
+    let e = check(
+        &t,
+        "profile[1].ports.range",
+        "\"21000-22023\"",
+        "ports 21000-22023 overlap the default pool's ports 20000-21023 ([ports] range, line 7)",
+    );
+    assert!(e.hint.contains("narrow [ports] range"), "{e}");
+    // with the default pool's range when [ports] gives none (20000-59999)
+    let t = with(
+        "[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[profile.ports]\nrange = \"30000-31023\"\n",
+    );
+    let e = check(
+        &t,
+        "profile[1].ports.range",
+        "\"30000-31023\"",
+        "([ports] range is 20000-59999 when not given)",
+    );
+    assert!(e.hint.contains("write a [ports] range"), "{e}");
+    // two profiles' pools
+    let t = pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[profile.ports]\nrange = \"30000-31023\"\n[[profile]]\nname = \"b\"\nusers = [\"x\"]\nports = { range = \"31000-32000\", block_size = 100 }\n");
+    check(
+        &t,
+        "profile[2].ports.range",
+        "\"31000-32000\"",
+        "overlap the ports 30000-31023 of profile \"a\"'s own pool (line 13)",
+    );
+    // touching is fine
+    Policy::from_toml(
+        &pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[profile.ports]\nrange = \"21024-22047\"\n"),
+        "t",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_block_size_of_its_own_needs_a_range_of_its_own() {
+    let t =
+        pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[profile.ports]\nblock_size = 1024\n");
+    let e = check(&t, "profile[1].ports.block_size", "1024\n", "has no range");
+    assert!(e.hint.contains("give the profile its own range"), "{e}");
+    let t = pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\nports = { quarantine_secs = 5 }\n");
+    check(&t, "profile[1].ports", "{ quarantine_secs", "has no range");
+    // the pool's own keys are checked like [ports]
+    check(
+        &pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[profile.ports]\nrange = \"30000-30100\"\n"),
+        "profile[1].ports.block_size",
+        "\"30000-30100\"",
+        "smaller than one block of 256 ports (the block size of [ports]",
+    );
+    check(
+        &pooled(
+            "[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[profile.ports]\nrange = \"300-400\"\n",
+        ),
+        "profile[1].ports.range",
+        "\"300-400\"",
+        "not a port range",
+    );
+    check(
+        &pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[profile.ports]\nrange = \"30000-31023\"\nblok_size = 1\n"),
+        "profile[1].ports.blok_size",
+        "blok_size",
+        "unknown field",
+    );
+    let e = check(
+        &pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\nports = \"30000-31023\"\n"),
+        "profile[1].ports",
+        "\"30000-31023\"",
+        "invalid type",
+    );
+    assert!(e.hint.contains("write a pool as a table"), "{e}");
+}
+
+#[test]
+fn a_gateway_of_its_own_needs_a_pool_of_its_own() {
+    let t = pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\ngateway = \"10.99.0.253\"\n");
+    let e = check(
+        &t,
+        "profile[1].gateway",
+        "\"10.99.0.253\"",
+        "names gateway 10.99.0.253, but it has no port pool of its own",
+    );
+    assert!(e.hint.contains("[profile.ports]"), "{e}");
+    // the node's own gateway, written out, is no change
+    let p = Policy::from_toml(
+        &pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\ngateway = \"10.99.0.254\"\n"),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(p.pools.len(), 1);
+    check(
+        &pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\ngateway = \"gw2\"\n[profile.ports]\nrange = \"30000-31023\"\n"),
+        "profile[1].gateway",
+        "\"gw2\"",
+        "not an IPv4 address",
+    );
+    check(
+        &pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\ngateway = \"192.0.2.1\"\n[profile.ports]\nrange = \"30000-31023\"\n"),
+        "profile[1].gateway",
+        "\"192.0.2.1\"",
+        "not inside any internal network",
+    );
+}
+
+#[test]
+fn a_pool_table_must_be_free_and_its_rules_need_a_priority_before_the_main_one() {
+    let t = format!(
+        "{}route_table = 252\n[ports]\nrange = \"20000-21023\"\n[[profile]]\nname = \"a\"\nusers = [\"x\"]\ngateway = \"10.99.0.253\"\n[profile.ports]\nrange = \"30000-31023\"\n",
+        NODE
+    );
+    let e = check(
+        &t,
+        "profile[1].gateway",
+        "\"10.99.0.253\"",
+        "node.route_table + 1 = 253, which is reserved",
+    );
+    assert!(e.hint.contains("route_table"), "{e}");
+    let t = format!(
+        "{}rule_priority = 0\n[ports]\nrange = \"20000-21023\"\n[[profile]]\nname = \"a\"\nusers = [\"x\"]\ngateway = \"10.99.0.253\"\n[profile.ports]\nrange = \"30000-31023\"\n",
+        NODE
+    );
+    check(
+        &t,
+        "profile[1].gateway",
+        "\"10.99.0.253\"",
+        "rule_priority is 0",
+    );
+}
+
+#[test]
+fn netns_subnet_must_hold_the_slots_of_all_pools() {
+    // a /28 holds 4 /30s: the default pool's 4 slots fit, one more pool's slot does not
+    let t = with("netns_subnet = \"100.64.0.0/28\"\n[ports]\nrange = \"20000-21023\"\nblock_size = 256\n[[profile]]\nname = \"n\"\nusers = [\"x\"]\nmode = \"netns\"\n");
+    Policy::from_toml(&t, "t").unwrap();
+    let t2 = format!("{t}[[profile]]\nname = \"b\"\nusers = [\"x\"]\n[profile.ports]\nrange = \"30000-31023\"\nblock_size = 1024\n");
+    check(
+        &t2,
+        "node.netns_subnet",
+        "\"100.64.0.0/28\"",
+        "holds 4 /30 links but the port pools have 5 slots",
+    );
+}
+
+#[test]
+fn all_slots_always_fit_the_packet_mark() {
+    // the most slots pools can have: every port from 1024 up, in blocks of the least size,
+    // split over pools; pools share no port, so the 16 slot bits always suffice
+    let p = Policy::from_toml(
+        &with("[ports]\nrange = \"1024-40000\"\nblock_size = 16\n[[profile]]\nname = \"a\"\nusers = [\"x\"]\nports = { range = \"40001-65535\", block_size = 16 }\n"),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(
+        p.slots(),
+        (40000 - 1024 + 1) / 16 + (65535 - 40001 + 1) / 16
+    );
+    assert!(p.slots() <= 0x10000);
+}
+
+#[test]
+fn limits_must_fit_the_profiles_own_pool() {
+    let t = pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\nmax_jobs_per_node = 2\n[profile.ports]\nrange = \"30000-31023\"\nblock_size = 1024\n");
+    let e = check(
+        &t,
+        "profile[1].max_jobs_per_node",
+        "2\n",
+        "its own port pool ([profile.ports]) holds 1 blocks per node",
+    );
+    assert!(e.hint.contains("profile[1].ports.range"), "{e}");
+    // the default pool's 4 blocks no longer limit a profile with its own larger pool
+    Policy::from_toml(
+        &pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\nmax_jobs_per_node = 8\n[profile.ports]\nrange = \"30000-32047\"\n"),
+        "t",
+    )
+    .unwrap();
 }

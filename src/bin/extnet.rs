@@ -181,10 +181,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (idx, addr) = extnet::node::node_addr(&policy, &layout, &mut nl)?;
             let loaded = extnet::node::ensure(&policy, &layout, &mut nl, idx, addr, None)?;
             println!(
-                "node {}: base {} (address {addr}, {} slots)",
+                "node {}: base {} (address {addr}, {} slots in {} port pool(s))",
                 layout.node,
                 if loaded { "loaded" } else { "already current" },
-                policy.ports.blocks()
+                policy.slots(),
+                policy.pools.len()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -297,7 +298,8 @@ fn status(policy_path: &std::path::Path, node: &str, json: bool) -> anyhow::Resu
     let table = LeaseTable::load(&layout.lease_table(), node)?;
     let now = lease::now();
     let quarantined = table.quarantine.iter().filter(|q| q.until > now).count();
-    let total = policy.ports.blocks() as usize;
+    let total = policy.slots() as usize;
+    let pools = pool_usage(&policy, &table, now);
     // counters of the active slots only (never a listing of the table or a cgroup map)
     let slots: Vec<u32> = table.leases.iter().map(|l| l.slot).collect();
     let counters = accounting::read(&slots).map_err(|e| e.to_string());
@@ -314,8 +316,19 @@ fn status(policy_path: &std::path::Path, node: &str, json: bool) -> anyhow::Resu
             .collect();
         let mut v = serde_json::json!({
             "node": node,
+            // all pools together (every slot of the node)
             "pool": { "blocks": total, "used": table.leases.len(), "quarantined": quarantined,
                       "free": total.saturating_sub(table.leases.len() + quarantined) },
+            "pools": pools.iter().map(|u| serde_json::json!({
+                "name": u.pool.name(),
+                "range": format!("{}-{}", u.pool.ports.first, u.pool.ports.last),
+                "block_size": u.pool.ports.block_size,
+                "slots": format!("{}-{}", u.pool.slots().start, u.pool.slots().end - 1),
+                "gateway": u.pool.gateway.to_string(),
+                "route_table": u.pool.route_table,
+                "profiles": u.profiles,
+                "blocks": u.blocks, "used": u.used, "quarantined": u.quarantined, "free": u.free(),
+            })).collect::<Vec<_>>(),
             "jobs": jobs,
         });
         if let Err(e) = &counters {
@@ -338,6 +351,42 @@ fn status(policy_path: &std::path::Path, node: &str, json: bool) -> anyhow::Resu
         quarantined,
         total.saturating_sub(table.leases.len() + quarantined)
     );
+    for u in &pools {
+        println!(
+            "  pool {}: ports {}-{} in blocks of {}, gateway {}: {} used, {} in quarantine, {} free of {} (profiles: {})",
+            u.pool.name(),
+            u.pool.ports.first,
+            u.pool.ports.last,
+            u.pool.ports.block_size,
+            u.pool.gateway,
+            u.used,
+            u.quarantined,
+            u.free(),
+            u.blocks,
+            if u.profiles.is_empty() {
+                "none".to_owned()
+            } else {
+                u.profiles.join(", ")
+            }
+        );
+    }
+    let stray: Vec<String> = table
+        .leases
+        .iter()
+        .filter(|l| policy.slot_block(l.slot) != Some((l.port_first, l.port_last)))
+        .map(|l| {
+            format!(
+                "job {} (slot {}, ports {}-{})",
+                l.job_id, l.slot, l.port_first, l.port_last
+            )
+        })
+        .collect();
+    if !stray.is_empty() {
+        println!(
+            "warning: leases that no longer match the policy's pools (the pools changed while they ran; their traffic now uses the slot's new block and gateway): {}",
+            stray.join(", ")
+        );
+    }
     if !table.leases.is_empty() {
         println!(
             "{:>8}  {:<12} {:<7} {:>5} {:>9}  {:<13} {:<12} {:<20}  {:>10} {:>10} {:>6}",
@@ -380,6 +429,45 @@ fn status(policy_path: &std::path::Path, node: &str, json: bool) -> anyhow::Resu
     }
     print_allowlist_drops(&policy);
     Ok(ExitCode::SUCCESS)
+}
+
+/// One pool's use on a node.
+struct PoolUsage<'a> {
+    pool: &'a extnet_policy::Pool,
+    profiles: Vec<&'a str>,
+    blocks: usize,
+    used: usize,
+    quarantined: usize,
+}
+
+impl PoolUsage<'_> {
+    fn free(&self) -> usize {
+        self.blocks.saturating_sub(self.used + self.quarantined)
+    }
+}
+
+/// Each pool's blocks in use (leases on its slots) and in quarantine (by ports) at `now`.
+fn pool_usage<'a>(policy: &'a Policy, table: &LeaseTable, now: u64) -> Vec<PoolUsage<'a>> {
+    policy
+        .pools
+        .iter()
+        .enumerate()
+        .map(|(i, pool)| PoolUsage {
+            pool,
+            profiles: policy.profiles_of_pool(i),
+            blocks: pool.ports.blocks() as usize,
+            used: table
+                .leases
+                .iter()
+                .filter(|l| pool.slots().contains(&l.slot))
+                .count(),
+            quarantined: table
+                .quarantine
+                .iter()
+                .filter(|q| q.until > now && pool.ports.contains(q.port_first))
+                .count(),
+        })
+        .collect()
 }
 
 /// The allowlists' drop counters of this node's nft table.

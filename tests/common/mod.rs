@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 pub const OUTSIDE: &str = "203.0.113.10";
 pub const GATEWAY_PUBLIC: &str = "203.0.113.1";
+/// What the outside sees of jobs routed through the second gateway (gw2: profile `bulk`).
+pub const GATEWAY2_PUBLIC: &str = "203.0.113.2";
 pub const NODES: [&str; 2] = ["n1", "n2"];
 pub const ALLOWED: &str = "xnalice";
 pub const DENIED: &str = "xnbob";
@@ -38,11 +40,18 @@ impl Run {
         self.code == Some(0)
     }
 
-    /// `JOB=<id>` printed by the job's first line.
+    /// `JOB=<id>` printed by the job's first line, or, for a job whose tasks never ran, the
+    /// id in extnet's denial (`... denied for job <id>: ...`).
     pub fn job_id(&self) -> u32 {
         self.stdout
             .lines()
             .find_map(|l| l.trim().strip_prefix("JOB=").and_then(|v| v.parse().ok()))
+            .or_else(|| {
+                self.stderr.lines().find_map(|l| {
+                    let rest = l.split_once("denied for job ")?.1;
+                    rest.split(':').next()?.trim().parse().ok()
+                })
+            })
             .unwrap_or_else(|| panic!("no JOB= line in the job's output:\n{self}"))
     }
 
@@ -98,6 +107,36 @@ impl Cluster {
         Run::from(o)
     }
 
+    /// `extnet --policy <the test policy> ARGS` on `node`, as root.
+    pub fn extnet(&self, node: &str, args: &[&str]) -> Run {
+        let policy = self.xn_dir.join("etc/extnet.toml");
+        self.extnet_with(node, &policy, args)
+    }
+
+    /// `extnet --policy POLICY ARGS` on `node`, as root.
+    pub fn extnet_with(&self, node: &str, policy: &Path, args: &[&str]) -> Run {
+        let bin = self.xn_dir.join("bin/extnet").display().to_string();
+        let policy = policy.display().to_string();
+        let mut a = vec![bin.as_str(), "--policy", policy.as_str()];
+        a.extend_from_slice(args);
+        self.on_node(node, &a)
+    }
+
+    /// `sbatch --parsable ARGS --wrap WRAP` as `user` (up to `secs` seconds, for `--wait`);
+    /// asserts that sbatch succeeded and returns the job id it printed.
+    pub fn sbatch(&self, user: &str, secs: u32, args: &[&str], wrap: &str) -> u32 {
+        let mut all = vec!["sbatch", "--parsable"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--wrap", wrap]);
+        let r = self.login(user, secs, &all);
+        assert!(r.ok(), "sbatch failed:\n{r}");
+        r.stdout
+            .lines()
+            .filter_map(|l| l.trim().split(';').next()?.parse().ok())
+            .last()
+            .unwrap_or_else(|| panic!("sbatch --parsable printed no job id:\n{r}"))
+    }
+
     /// `srun ARGS -- sh -c 'echo JOB=$SLURM_JOB_ID; SCRIPT'` as `user`.
     pub fn srun(&self, user: &str, srun_args: &[&str], script: &str) -> Run {
         let full = format!("echo JOB=$SLURM_JOB_ID; {script}");
@@ -124,8 +163,43 @@ impl Cluster {
         Run::from(o)
     }
 
+    /// The cluster's policy, as the prologs read it (without the file permission check: a
+    /// test may have made it unsafe on purpose).
+    pub fn policy(&self) -> extnet_policy::Policy {
+        let path = self.xn_dir.join("etc/extnet.toml");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        extnet_policy::Policy::from_toml(&text, &path.display().to_string())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     pub fn state_dir(&self, node: &str) -> PathBuf {
         self.xn_dir.join("state").join(node)
+    }
+
+    /// Waits (60 s at most) until `job` runs and its prolog on `node` has written its state.
+    pub fn wait_running(&self, job: u32, node: &str) {
+        let start = std::time::Instant::now();
+        loop {
+            let r = self.login(
+                "root",
+                20,
+                &["squeue", "-h", "-j", &job.to_string(), "-o", "%T"],
+            );
+            if r.stdout.trim() == "RUNNING"
+                && self
+                    .state_dir(node)
+                    .join(format!("jobs/{job}.json"))
+                    .exists()
+            {
+                return;
+            }
+            assert!(
+                start.elapsed().as_secs() < 60,
+                "job {job} not running on {node} after 60 s: {r}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
 
     /// The lease log records of `job` (all nodes).
@@ -184,6 +258,12 @@ impl Cluster {
     /// its slot cgroup, extra rules, routes or nft elements. Empty when nothing.
     pub fn residue(&self, job: u32) -> Vec<String> {
         let mut left = Vec::new();
+        // the node base (not per job): the main rule, the rules of pools with a gateway of
+        // their own, and their tables; never more
+        let policy = self.policy();
+        let base_rules = 1 + extnet::plan::pool_rules(&policy).len();
+        let table_routes = 1 + policy.node.internal.len();
+        let slots = policy.slots() as usize;
         for node in NODES {
             let ns = format!("/run/netns/extnet-{node}-{job}");
             if Path::new(&ns).exists() {
@@ -197,20 +277,31 @@ impl Cluster {
             if state.exists() {
                 left.push(format!("{node}: state file {}", state.display()));
             }
+            let marker = self.state_dir(node).join(format!("jobs/{job}.lease"));
+            if marker.exists() {
+                left.push(format!("{node}: lease marker {}", marker.display()));
+            }
             let leases = std::fs::read_to_string(self.state_dir(node).join("leases.json"))
                 .unwrap_or_default();
+            // slots other jobs hold now: their cgroups may have processes (theirs)
+            let mut others_slots = Vec::new();
             if !leases.is_empty() {
                 let t: serde_json::Value =
                     serde_json::from_str(&leases).expect("lease table is JSON");
                 for l in t["leases"].as_array().unwrap() {
                     if l["job_id"] == job {
                         left.push(format!("{node}: lease {l}"));
+                    } else {
+                        others_slots.push(format!("slot_{}", l["slot"]));
                     }
                 }
             }
             let cg = PathBuf::from(format!("/sys/fs/cgroup/unified/extnet/{node}"));
             if let Ok(rd) = std::fs::read_dir(&cg) {
                 for e in rd.flatten() {
+                    if others_slots.iter().any(|s| e.file_name() == s.as_str()) {
+                        continue;
+                    }
                     let procs =
                         std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
                     if !procs.trim().is_empty() {
@@ -228,23 +319,28 @@ impl Cluster {
                 .lines()
                 .filter(|l| l.contains("fwmark"))
                 .count();
-            if n > 1 {
+            if n > base_rules {
                 left.push(format!(
-                    "{node}: {n} fwmark rules (one expected):\n{}",
+                    "{node}: {n} fwmark rules ({base_rules} expected: the main rule and the pools'):\n{}",
                     rules.stdout
                 ));
             }
-            let routes = self.on_node(node, &["ip", "route", "show", "table", "7700"]);
-            let n = routes.stdout.lines().count();
-            if n > 2 {
-                left.push(format!(
-                    "{node}: {n} routes in table 7700 (2 expected):\n{}",
-                    routes.stdout
-                ));
+            let mut tables = vec![policy.node.route_table];
+            tables.extend(policy.routed_pools().map(|p| p.route_table));
+            for table in tables {
+                let t = table.to_string();
+                let routes = self.on_node(node, &["ip", "route", "show", "table", &t]);
+                let n = routes.stdout.lines().count();
+                if n > table_routes {
+                    left.push(format!(
+                        "{node}: {n} routes in table {t} ({table_routes} expected):\n{}",
+                        routes.stdout
+                    ));
+                }
             }
-            // allowlist bindings: one per active lease, none left by an ended job
+            // allowlist bindings: at most one per slot, every active lease bound to its profile
             left.extend(self.stray_bindings(node));
-            // per-slot elements only: as many as the pool has blocks, never one per job
+            // per-slot elements only: as many as the pools have blocks, never one per job
             for map in ["slot_snat", "slot_netns"] {
                 let m = self.on_node(node, &["nft", "-j", "list", "map", "ip", "extnet", map]);
                 if m.ok() {
@@ -254,9 +350,9 @@ impl Cluster {
                         .as_array()
                         .map(|a| a.len())
                         .unwrap_or(0);
-                    if elems != 39 {
+                    if elems != slots {
                         left.push(format!(
-                            "{node}: map {map} has {elems} elements, the pool has 39 blocks"
+                            "{node}: map {map} has {elems} elements, the pools have {slots} slots"
                         ));
                     }
                 }
@@ -265,8 +361,10 @@ impl Cluster {
         left
     }
 
-    /// Elements of the node's allowlist map (`slot_profile`) whose mark no active lease holds:
-    /// a binding an epilog (or a failed prolog) left behind.
+    /// Allowlist bindings (`slot_profile` elements) that break the rules: an element whose
+    /// mark is no slot's (one per job instead of one per slot), or an active lease whose slot
+    /// is not bound to its profile's verdict. An ended job's element stays for the slot's next
+    /// holder (the epilog writes no nft change; see `extnet::allowlist`).
     pub fn stray_bindings(&self, node: &str) -> Vec<String> {
         let m = self.on_node(
             node,
@@ -276,23 +374,57 @@ impl Cluster {
             return Vec::new(); // no table yet on this node
         }
         let v: serde_json::Value = serde_json::from_str(&m.stdout).expect("nft -j output");
-        let leases = std::fs::read_to_string(self.state_dir(node).join("leases.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-        let marks: Vec<u64> = leases
-            .as_ref()
-            .and_then(|t| t["leases"].as_array())
-            .map(|a| a.iter().filter_map(|l| l["mark"].as_u64()).collect())
-            .unwrap_or_default();
-        v["nftables"][1]["map"]["elem"]
+        // (mark, verdict in nft syntax): `{"accept": null}`, `{"jump": {"target": "dest_web"}}`
+        let elems: Vec<(u64, String)> = v["nftables"][1]["map"]["elem"]
             .as_array()
             .map(|a| a.as_slice())
             .unwrap_or_default()
             .iter()
-            .filter_map(|e| e[0].as_u64())
-            .filter(|m| !marks.contains(m))
-            .map(|m| format!("{node}: allowlist binding of mark 0x{m:x} without a lease"))
-            .collect()
+            .filter_map(|e| {
+                let (verb, arg) = e[1].as_object()?.iter().next()?;
+                let verdict = match arg["target"].as_str() {
+                    Some(chain) => format!("{verb} {chain}"),
+                    None => verb.clone(),
+                };
+                Some((e[0].as_u64()?, verdict))
+            })
+            .collect();
+        let policy = self.policy();
+        let slot_marks: Vec<u64> = (0..policy.slots())
+            .map(|s| extnet::plan::mark(&policy, s) as u64)
+            .collect();
+        let mut bad: Vec<String> = elems
+            .iter()
+            .filter(|(m, _)| !slot_marks.contains(m))
+            .map(|(m, _)| format!("{node}: allowlist binding of mark 0x{m:x}, which is no slot's"))
+            .collect();
+        let leases = std::fs::read_to_string(self.state_dir(node).join("leases.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        for l in leases
+            .as_ref()
+            .and_then(|t| t["leases"].as_array())
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+        {
+            let (Some(mark), Some(profile)) = (l["mark"].as_u64(), l["profile"].as_str()) else {
+                continue;
+            };
+            // a lease of a profile the policy no longer has stays unbound on purpose
+            let Some(p) = policy.profile(profile) else {
+                continue;
+            };
+            let want = extnet::allowlist::verdict(p);
+            match elems.iter().find(|(m, _)| *m == mark) {
+                Some((_, got)) if *got == want => {}
+                got => bad.push(format!(
+                    "{node}: the lease of job {} (mark 0x{mark:x}, profile {profile}) is bound to {:?}, not to {want:?}",
+                    l["job_id"],
+                    got.map(|(_, v)| v.as_str())
+                )),
+            }
+        }
+        bad
     }
 
     /// Waits for the job to end and asserts that nothing of it is left on any node.

@@ -4,7 +4,7 @@
 //!
 //! Why a separate, small process: Linux counts the memory a child inherits from its parent
 //! between fork and exec in the child's `ru_maxrss`. Started from this launcher (about 1 MiB)
-//! rather than from extnet-bench (several MiB, libnftables loaded), a short-lived program's
+//! rather than from extnet-bench (several MiB), a short-lived program's
 //! peak is its own unless it stays below this floor, which the `/bin/true` row shows.
 
 use std::fs::File;
