@@ -133,7 +133,7 @@ impl Cluster {
         r.stdout
             .lines()
             .filter_map(|l| l.trim().split(';').next()?.parse().ok())
-            .last()
+            .next_back()
             .unwrap_or_else(|| panic!("sbatch --parsable printed no job id:\n{r}"))
     }
 
