@@ -136,30 +136,75 @@ impl LeaseTable {
                 expected: node.to_owned(),
             });
         }
-        for (i, a) in t.leases.iter().enumerate() {
-            if a.port_first > a.port_last {
-                return Err(corrupt(format!("job {} has an empty port block", a.job_id)));
-            }
-            for b in &t.leases[..i] {
-                if a.job_id == b.job_id
-                    || a.slot == b.slot
-                    || overlaps(a.port_first, a.port_last, b.port_first, b.port_last)
-                {
-                    return Err(corrupt(format!(
-                        "jobs {} and {} share a slot or ports",
-                        b.job_id, a.job_id
-                    )));
-                }
-            }
-        }
+        t.check_consistent().map_err(corrupt)?;
         Ok(t)
     }
 
-    pub fn store(&self, path: &Path) -> Result<(), LeaseError> {
-        let mut text = serde_json::to_vec_pretty(self).expect("lease table serializes");
-        text.push(b'\n');
-        write_atomic(path, &text, 0o600)?;
+    /// No two leases share a job, a slot or a port, and no block is empty. O(n log n): hash
+    /// sets for jobs and slots, then blocks sorted by their first port, each checked against
+    /// the furthest end seen before it.
+    fn check_consistent(&self) -> Result<(), String> {
+        let n = self.leases.len();
+        let mut jobs = std::collections::HashMap::with_capacity(n);
+        let mut slots = std::collections::HashMap::with_capacity(n);
+        for a in &self.leases {
+            if a.port_first > a.port_last {
+                return Err(format!("job {} has an empty port block", a.job_id));
+            }
+            if let Some(b) = jobs.insert(a.job_id, a.job_id) {
+                return Err(format!("job {b} holds two leases"));
+            }
+            if let Some(b) = slots.insert(a.slot, a.job_id) {
+                return Err(format!("jobs {b} and {} share slot {}", a.job_id, a.slot));
+            }
+        }
+        let mut by_port: Vec<&Lease> = self.leases.iter().collect();
+        by_port.sort_unstable_by_key(|l| l.port_first);
+        let mut furthest: Option<&Lease> = None;
+        for a in by_port {
+            if let Some(b) = furthest {
+                if a.port_first <= b.port_last {
+                    return Err(format!(
+                        "jobs {} and {} share ports ({}-{} and {}-{})",
+                        b.job_id, a.job_id, b.port_first, b.port_last, a.port_first, a.port_last
+                    ));
+                }
+            }
+            if furthest.is_none_or(|b| a.port_last > b.port_last) {
+                furthest = Some(a);
+            }
+        }
         Ok(())
+    }
+
+    /// Writes the table (temp file, fsync, rename): one lease or quarantine entry per line,
+    /// compact, so that a table of 1000 leases stays small to write and easy to read.
+    pub fn store(&self, path: &Path) -> Result<(), LeaseError> {
+        write_atomic(path, &self.to_text(), 0o600)?;
+        Ok(())
+    }
+
+    fn to_text(&self) -> Vec<u8> {
+        fn list<T: Serialize>(out: &mut Vec<u8>, items: &[T]) {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                out.extend_from_slice(if i == 0 { b"\n  " } else { b",\n  " });
+                serde_json::to_writer(&mut *out, item).expect("lease table serializes");
+            }
+            if !items.is_empty() {
+                out.push(b'\n');
+            }
+            out.push(b']');
+        }
+        let mut out = Vec::with_capacity(128 + 200 * (self.leases.len() + self.quarantine.len()));
+        out.extend_from_slice(format!("{{\n\"version\": {},\n\"node\": ", self.version).as_bytes());
+        serde_json::to_writer(&mut out, &self.node).expect("lease table serializes");
+        out.extend_from_slice(b",\n\"leases\": ");
+        list(&mut out, &self.leases);
+        out.extend_from_slice(b",\n\"quarantine\": ");
+        list(&mut out, &self.quarantine);
+        out.extend_from_slice(b"\n}\n");
+        out
     }
 
     pub fn lease_of(&self, job_id: u32) -> Option<&Lease> {
@@ -182,19 +227,19 @@ impl LeaseTable {
             return Ok((l.clone(), false));
         }
         self.quarantine.retain(|q| q.until > now);
+        // O(n log n) in the leases and quarantined blocks, then O(log n) per slot tried
+        let leased: std::collections::HashSet<u32> = self.leases.iter().map(|l| l.slot).collect();
+        let busy = BusyPorts::new(
+            self.leases
+                .iter()
+                .map(|l| (l.port_first, l.port_last))
+                .chain(self.quarantine.iter().map(|q| (q.port_first, q.port_last))),
+        );
         for slot in pool.slots() {
             let Some((lo, hi)) = pool.block(slot) else {
                 continue;
             };
-            let busy = self
-                .leases
-                .iter()
-                .any(|l| l.slot == slot || overlaps(lo, hi, l.port_first, l.port_last))
-                || self
-                    .quarantine
-                    .iter()
-                    .any(|q| overlaps(lo, hi, q.port_first, q.port_last));
-            if !busy {
+            if !leased.contains(&slot) && !busy.overlaps(lo, hi) {
                 let lease = Lease {
                     job_id: req.job_id,
                     user: req.user.to_owned(),
@@ -293,8 +338,35 @@ impl LeaseTable {
     }
 }
 
-fn overlaps(a_lo: u16, a_hi: u16, b_lo: u16, b_hi: u16) -> bool {
-    a_lo <= b_hi && b_lo <= a_hi
+/// Port ranges in use (leased or in quarantine), sorted by first port, with the furthest end
+/// reached so far: "does `lo..=hi` overlap any of them" is one binary search.
+struct BusyPorts {
+    firsts: Vec<u16>,
+    max_last: Vec<u16>,
+}
+
+impl BusyPorts {
+    fn new(ranges: impl Iterator<Item = (u16, u16)>) -> BusyPorts {
+        let mut v: Vec<(u16, u16)> = ranges.collect();
+        v.sort_unstable();
+        let mut max_last = Vec::with_capacity(v.len());
+        let mut m = 0u16;
+        for &(_, last) in &v {
+            m = m.max(last);
+            max_last.push(m);
+        }
+        BusyPorts {
+            firsts: v.into_iter().map(|(f, _)| f).collect(),
+            max_last,
+        }
+    }
+
+    fn overlaps(&self, lo: u16, hi: u16) -> bool {
+        // ranges starting at or before `hi`; one of them overlaps when the furthest end
+        // among them reaches `lo`
+        let n = self.firsts.partition_point(|&f| f <= hi);
+        n > 0 && self.max_last[n - 1] >= lo
+    }
 }
 
 /// One record of the lease log.
@@ -560,11 +632,59 @@ mod tests {
             job_id: 8,
             ..t.leases[0].clone()
         });
-        std::fs::write(&path, serde_json::to_vec(&dup).unwrap()).unwrap();
-        assert!(LeaseTable::load(&path, "n1")
-            .unwrap_err()
-            .to_string()
-            .contains("share a slot"));
+        let damaged = |t: &LeaseTable| {
+            std::fs::write(&path, serde_json::to_vec(t).unwrap()).unwrap();
+            LeaseTable::load(&path, "n1").unwrap_err().to_string()
+        };
+        assert!(
+            damaged(&dup).contains("jobs 7 and 8 share slot 0"),
+            "{dup:?}"
+        );
+        // another slot, but ports that overlap the first lease's block
+        let mut ports = dup.clone();
+        ports.leases[1].slot = 1;
+        ports.leases[1].port_first = t.leases[0].port_last;
+        ports.leases[1].port_last = t.leases[0].port_last + 10;
+        let e = damaged(&ports);
+        assert!(e.contains("jobs 7 and 8 share ports"), "{e}");
+        let mut twice = ports.clone();
+        twice.leases[1].job_id = 7;
+        twice.leases[1].port_first = 30000;
+        twice.leases[1].port_last = 30010;
+        let e = damaged(&twice);
+        assert!(e.contains("job 7 holds two leases"), "{e}");
+        let mut empty = t.clone();
+        empty.leases[0].port_first = empty.leases[0].port_last + 1;
+        let e = damaged(&empty);
+        assert!(e.contains("job 7 has an empty port block"), "{e}");
+    }
+
+    #[test]
+    fn the_table_is_written_one_entry_per_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leases.json");
+        let mut t = LeaseTable::empty("n1");
+        t.store(&path).unwrap();
+        assert_eq!(LeaseTable::load(&path, "n1").unwrap(), t);
+        for j in 1..=3 {
+            t.allocate(&req(j), &pool(), 5).unwrap();
+        }
+        t.release(2, 5, 120);
+        t.store(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(LeaseTable::load(&path, "n1").unwrap(), t);
+        let lines: Vec<&str> = text.lines().collect();
+        let entries = |key: &str| lines.iter().filter(|l| l.contains(key)).count();
+        assert_eq!(
+            entries("\"job_id\":1,") + entries("\"job_id\":3,"),
+            2,
+            "{text}"
+        );
+        assert_eq!(entries("\"until\":"), 1, "{text}");
+        for l in lines.iter().filter(|l| l.starts_with("  {")) {
+            let v: serde_json::Value = serde_json::from_str(l.trim_end_matches(',')).unwrap();
+            assert!(v.is_object(), "{l}");
+        }
     }
 
     #[test]
@@ -717,5 +837,90 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_305_600), "2026-11-22T00:00:00Z");
+    }
+}
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+    use extnet_policy::PortPool;
+    use std::time::Instant;
+
+    /// What the lease table costs the prolog and epilog at 1, 100 and 1000 active leases:
+    /// load, allocate, store (temp file, fsync, rename), release.
+    /// `cargo test --release --lib lease::bench -- --ignored --nocapture`
+    #[test]
+    #[ignore = "benchmark: prints timings"]
+    fn bench_table_at_active_leases() {
+        let pool = Pool {
+            profile: None,
+            ports: PortPool {
+                first: 1024,
+                last: 65535,
+                block_size: 32,
+                quarantine_secs: 120,
+            },
+            first_slot: 0,
+            gateway: Ipv4Addr::new(10, 0, 0, 254),
+            route_table: 7700,
+        };
+        let req = |job_id, user, uid, mode| LeaseRequest {
+            job_id,
+            user,
+            uid,
+            mode,
+            profile: "default",
+            fwmark: 0x10000,
+            node_addr: Ipv4Addr::new(10, 0, 0, 1),
+        };
+        let dir = std::env::temp_dir().join(format!("extnet-lease-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("leases.json");
+        for active in [1u32, 100, 1000] {
+            let mut t = LeaseTable::empty("n1");
+            for j in 0..active {
+                t.allocate(&req(1_000_000 + j, "alice", 1000, Mode::Cgroup), &pool, 100)
+                    .unwrap();
+            }
+            // half of them released into quarantine, as on a busy node
+            for j in 0..active / 2 {
+                t.release(1_000_000 + 2 * j, 100, 120);
+                t.allocate(&req(2_000_000 + j, "alice", 1000, Mode::Cgroup), &pool, 100)
+                    .unwrap();
+            }
+            t.store(&path).unwrap();
+            let size = std::fs::metadata(&path).unwrap().len();
+            let (mut load, mut alloc, mut store, mut release) = (vec![], vec![], vec![], vec![]);
+            for i in 0..50u32 {
+                let t0 = Instant::now();
+                let mut t = LeaseTable::load(&path, "n1").unwrap();
+                let t1 = Instant::now();
+                t.allocate(&req(5_000_000 + i, "bob", 1001, Mode::Netns), &pool, 110)
+                    .unwrap();
+                let t2 = Instant::now();
+                t.store(&path).unwrap();
+                let t3 = Instant::now();
+                t.release(5_000_000 + i, 110, 0);
+                t.store(&path).unwrap();
+                let t4 = Instant::now();
+                load.push(t1 - t0);
+                alloc.push(t2 - t1);
+                store.push(t3 - t2);
+                release.push(t4 - t3);
+            }
+            let med = |v: &mut Vec<std::time::Duration>| {
+                v.sort();
+                v[v.len() / 2]
+            };
+            println!(
+                "{active:>5} active ({} in quarantine, file {size} bytes): load {:?}, allocate {:?}, store {:?}, release+store {:?}",
+                active / 2,
+                med(&mut load),
+                med(&mut alloc),
+                med(&mut store),
+                med(&mut release)
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -643,7 +643,7 @@ fn corrupt_lease_table_is_reported_and_grants_nothing() {
         (
             "two leases on one slot",
             serde_json::to_vec(&dup).unwrap(),
-            "share a slot or ports",
+            "share slot",
         ),
         (
             "unknown version",
