@@ -25,6 +25,23 @@ fn usage(name: &str) -> String {
 /// Exit status: 0 for every decision, including denials and failed setups (recorded for the
 /// job's tasks); 1 only for node faults that need an admin (slurmd then drains the node).
 pub fn main(prog: Prog) -> ExitCode {
+    ExitCode::from(run(prog))
+}
+
+/// The binaries' C `main` (`#![no_main]`): the same as [`main`] without the Rust runtime's
+/// start-up, which probes the main thread's stack (reading `/proc/self/maps`) and installs a
+/// signal stack, ~0.15 ms on a program that runs for every job on every node. What that
+/// start-up would do and matters here is done here: SIGPIPE ignored (a closed stderr is an
+/// error, not death), stdout flushed at the end, a panic caught and turned into exit 1.
+pub fn c_main(prog: Prog) -> std::ffi::c_int {
+    // SAFETY: setting a signal's disposition to SIG_IGN; no handler runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let code = std::panic::catch_unwind(|| run(prog)).unwrap_or(1);
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    code.into()
+}
+
+fn run(prog: Prog) -> u8 {
     let name = match prog {
         Prog::Prolog => "extnet-prolog",
         Prog::Epilog => "extnet-epilog",
@@ -37,20 +54,20 @@ pub fn main(prog: Prog) -> ExitCode {
                 Some(p) => policy_path = PathBuf::from(p),
                 None => {
                     eprintln!("{name}: --policy needs a path\n{}", usage(name));
-                    return ExitCode::from(2);
+                    return 2;
                 }
             },
             "--version" => {
                 println!("{name} {}", env!("CARGO_PKG_VERSION"));
-                return ExitCode::SUCCESS;
+                return 0;
             }
             "-h" | "--help" => {
                 println!("{}", usage(name));
-                return ExitCode::SUCCESS;
+                return 0;
             }
             other => {
                 eprintln!("{name}: unknown argument {other:?}\n{}", usage(name));
-                return ExitCode::from(2);
+                return 2;
             }
         }
     }
@@ -58,7 +75,7 @@ pub fn main(prog: Prog) -> ExitCode {
         Ok(j) => j,
         Err(e) => {
             eprintln!("{name}: {e}");
-            return ExitCode::from(1);
+            return 1;
         }
     };
     let policy = match Policy::load(&policy_path) {
@@ -70,17 +87,17 @@ pub fn main(prog: Prog) -> ExitCode {
             if job.request != Request::None || prog == Prog::Epilog {
                 tracing::error!(job_id = job.job_id, node = %job.node, "{e}");
             }
-            return ExitCode::SUCCESS;
+            return 0;
         }
     };
     // a job that did not ask, with no auto profile: nothing to do, no log line
     if prog == Prog::Prolog && job.request == Request::None && !policy.has_auto() {
-        return ExitCode::SUCCESS;
+        return 0;
     }
     let layout = Layout::new(&policy, &job.node);
     // a job with nothing on this node (it did not ask, or was denied before a lease)
     if prog == Prog::Epilog && !crate::leasemark::may_have_anything(&layout, job.job_id) {
-        return ExitCode::SUCCESS;
+        return 0;
     }
     crate::logging::init(name, Some(expand(&policy.log.file, &job.node)));
     let started = std::time::Instant::now();
@@ -91,11 +108,11 @@ pub fn main(prog: Prog) -> ExitCode {
     match result {
         Ok(r) => {
             tracing::info!(job_id = job.job_id, node = %job.node, user = %job.user, micros = started.elapsed().as_micros() as u64, "{name}: {r}");
-            ExitCode::SUCCESS
+            0
         }
         Err(e) => {
             tracing::error!(job_id = job.job_id, node = %job.node, "{name} failed: {e:#}");
-            ExitCode::from(1)
+            1
         }
     }
 }
