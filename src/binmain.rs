@@ -101,17 +101,18 @@ fn run(prog: Prog) -> u8 {
     }
     crate::logging::init(name, Some(expand(&policy.log.file, &job.node)));
     let started = std::time::Instant::now();
+    crate::steps::start();
     let result = match prog {
         Prog::Prolog => crate::prolog::run(&policy, &layout, &job).map(|r| format!("{r:?}")),
         Prog::Epilog => crate::epilog::run(&policy, &layout, &job).map(|r| format!("{r:?}")),
     };
     match result {
         Ok(r) => {
-            tracing::info!(job_id = job.job_id, node = %job.node, user = %job.user, micros = started.elapsed().as_micros() as u64, "{name}: {r}");
+            tracing::info!(job_id = job.job_id, node = %job.node, user = %job.user, micros = started.elapsed().as_micros() as u64, steps = %crate::steps::summary(), "{name}: {r}");
             0
         }
         Err(e) => {
-            tracing::error!(job_id = job.job_id, node = %job.node, "{name} failed: {e:#}");
+            tracing::error!(job_id = job.job_id, node = %job.node, steps = %crate::steps::summary(), "{name} failed: {e:#}");
             1
         }
     }

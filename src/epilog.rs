@@ -38,9 +38,12 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
     if !crate::leasemark::may_have_anything(layout, job.job_id) {
         return Ok(Report::Nothing);
     }
+    crate::steps::mark("state-read");
     let _lock = Lock::acquire(&layout.lock_file())?;
     failpoint::hit("epilog-after-lock");
+    crate::steps::mark("lock");
     let mut table = LeaseTable::load(&table_path, &layout.node)?;
+    crate::steps::mark("lease-load");
     let lease = table.lease_of(job.job_id).cloned();
     let mut errors: Vec<String> = Vec::new();
     if let Some(l) = &lease {
@@ -49,6 +52,7 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
         }
     }
     failpoint::hit("epilog-after-kill");
+    crate::steps::mark("cgroup-kill");
     match Netlink::open() {
         Ok(mut nl) => {
             if let Err(e) = prolog::teardown_netns(layout, &mut nl, job.job_id) {
@@ -58,6 +62,7 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
         Err(e) => errors.push(e.to_string()),
     }
     failpoint::hit("epilog-after-netns-teardown");
+    crate::steps::mark("netns-teardown");
     // the slot's allowlist binding stays (no nft change on the epilog's path): nothing is left
     // that sends with its mark, and the slot's next holder binds it again before its tasks
     // start (see crate::allowlist)
@@ -83,6 +88,7 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
             }
         }
     }
+    crate::steps::mark("accounting");
     // the quarantine of the pool the lease's ports belong to
     let quarantine = lease.as_ref().map_or(policy.ports.quarantine_secs, |l| {
         policy.quarantine_secs(l.port_first)
@@ -92,12 +98,14 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
             // logged before the table forgets the lease: an epilog killed in between releases
             // and logs it again when run again, so the record is never lost
             LogRecord::new("release", &l, &layout.node, now).append(&layout.lease_log)?;
+            crate::steps::mark("release-log");
             failpoint::hit("epilog-after-release-logged");
             table.store(&table_path)?;
             true
         }
         None => false,
     };
+    crate::steps::mark("lease-store");
     failpoint::hit("epilog-after-lease-stored");
     // the table no longer holds a lease of the job
     crate::leasemark::clear(layout, job.job_id)?;
@@ -111,5 +119,6 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
             }
         })?;
     }
+    crate::steps::mark("marker-state-removed");
     Ok(Report::Done { released })
 }

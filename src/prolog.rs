@@ -117,6 +117,7 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
         outcome,
     }
     .store(&layout.job_state(job.job_id))?;
+    crate::steps::mark("state-file");
     failpoint::hit("prolog-after-state-stored");
     Ok(report)
 }
@@ -129,12 +130,16 @@ fn grant(
     auto: bool,
     mode: Mode,
 ) -> anyhow::Result<Grant> {
+    crate::steps::mark("decide");
     let _lock = Lock::acquire(&layout.lock_file())?;
     failpoint::hit("prolog-after-lock");
+    crate::steps::mark("lock");
     let mut nl = Netlink::open()?;
     let (iface, node_addr) = node::node_addr(policy, layout, &mut nl)?;
+    crate::steps::mark("node-addr");
     let table_path = layout.lease_table();
     let mut table = LeaseTable::load(&table_path, &layout.node)?;
+    crate::steps::mark("lease-load");
     let profile_def = policy
         .profile(profile)
         .ok_or_else(|| anyhow::anyhow!("profile {profile:?} vanished from the policy"))?;
@@ -159,19 +164,24 @@ fn grant(
         node_addr,
     };
     // a block of the profile's pool: its own ([profile.ports]) or the default one
+    crate::steps::mark("limits");
     let (l, new) = table.allocate(&req, policy.pool_of(profile_def), now)?;
+    crate::steps::mark("allocate");
     if new {
         // before the table holds the lease: the epilog's fast path looks for the marker
         crate::leasemark::set(layout, &table, job.job_id)?;
         failpoint::hit("prolog-after-lease-marker");
     }
+    crate::steps::mark("lease-marker");
     let interim = write_due_interim(&mut table, layout, policy, now);
     if new || interim > 0 {
         table.store(&table_path)?;
     }
+    crate::steps::mark("lease-store");
     failpoint::hit("prolog-after-lease-stored");
     let result = (|| -> anyhow::Result<Grant> {
         node::ensure(policy, layout, &mut nl, iface, node_addr, Some(l.slot))?;
+        crate::steps::mark("node-ensure");
         failpoint::hit("prolog-after-base-ensure");
         let mut g = Grant {
             profile: profile.to_owned(),
@@ -197,16 +207,24 @@ fn grant(
                 g.netns = Some(layout.netns_dir.join(layout.netns_name(job.job_id)));
             }
         }
+        crate::steps::mark(if mode == Mode::Cgroup {
+            "cgroup"
+        } else {
+            "netns-setup"
+        });
         if new {
             // the job's traffic counters start at zero (after the slot's leftovers are gone)
             crate::accounting::reset(l.slot)?;
         }
         // the job reaches its profile's destinations only from here on (fail closed before)
+        crate::steps::mark("counters-reset");
         crate::allowlist::bind(l.mark, profile_def)?;
+        crate::steps::mark("allowlist-bind");
         // On disk before the state file lets tasks start, and only once the setup worked (a
         // rolled-back lease leaves no record). Logged again by a prolog run again after a crash:
         // the lease then exists already and its first record may be missing.
         LogRecord::new("allocate", &l, &layout.node, now).append(&layout.lease_log)?;
+        crate::steps::mark("lease-log");
         failpoint::hit("prolog-after-allocate-logged");
         Ok(g)
     })();
