@@ -585,6 +585,47 @@ fn a_profile_pool_with_its_own_gateway_leaves_through_it_in_its_own_blocks() {
 
 #[test]
 #[ignore = "needs root and the test cluster: run slurm-test-env/test"]
+fn a_netns_job_of_a_pool_with_its_own_gateway_leaves_through_it_in_its_own_block() {
+    let c = Cluster::get();
+    let p = c.probe();
+    let policy = c.policy();
+    let pool = policy
+        .pool_of_profile("bulkns")
+        .expect("profile bulkns in the test policy");
+    let (first, last) = (pool.ports.first, pool.ports.last);
+    assert_eq!(pool.gateway.to_string(), "10.99.0.253");
+    let r = c.srun(
+        ALLOWED,
+        &["-N1", "-w", "n2", "--external-net=bulkns"],
+        &format!("{p} tcp"),
+    );
+    assert!(r.ok(), "the job failed:\n{r}");
+    let job = r.job_id();
+    let alloc = c
+        .lease_records(job)
+        .into_iter()
+        .find(|r| r["event"] == "allocate" && r["node"] == "n2")
+        .unwrap_or_else(|| panic!("no allocate record of job {job} on n2"));
+    assert_eq!(alloc["profile"], "bulkns", "{alloc}");
+    assert_eq!(alloc["mode"], "netns", "{alloc}");
+    assert_eq!(c.block(job, "n2"), (first, last), "{alloc}");
+    // out of its own namespace, through gw2, from a port of the pool's block
+    let seen = r.seen("tcp");
+    assert_eq!(seen.len(), 1, "expected one SEEN tcp line:\n{r}");
+    assert_eq!(
+        seen[0].0, GATEWAY2_PUBLIC,
+        "job {job} must leave through gw2:\n{r}"
+    );
+    assert!(
+        (first..=last).contains(&seen[0].1),
+        "job {job}: port {} outside its block {first}-{last}:\n{r}",
+        seen[0].1
+    );
+    c.assert_clean(job);
+}
+
+#[test]
+#[ignore = "needs root and the test cluster: run slurm-test-env/test"]
 fn a_job_naming_no_profile_gets_the_next_one_when_the_first_is_at_its_limit() {
     let c = Cluster::get();
     let p = c.probe();
