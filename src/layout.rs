@@ -16,8 +16,6 @@ pub struct Layout {
     pub jobs_dir: PathBuf,
     /// The cgroup v2 directory that holds the slot cgroups.
     pub cgroup_root: PathBuf,
-    /// The cgroup2 mount point `cgroup_root` is under (its level 0).
-    pub cgroup_mount: PathBuf,
     /// Where job network namespaces are mounted.
     pub netns_dir: PathBuf,
     /// The append-only lease log.
@@ -29,23 +27,15 @@ pub struct Layout {
 impl Layout {
     pub fn new(policy: &Policy, node: &str) -> Layout {
         let state_dir = expand(&policy.node.state_dir, node);
-        let (cgroup_mount, cgroup_root) = match &policy.node.cgroup_root {
-            Some(t) => {
-                let root = expand(t, node);
-                (cgroup2_mount_of(&root), root)
-            }
-            None => {
-                let mount = detect_cgroup2_mount();
-                let root = mount.join("extnet");
-                (mount, root)
-            }
+        let cgroup_root = match &policy.node.cgroup_root {
+            Some(t) => expand(t, node),
+            None => detect_cgroup2_mount().join("extnet"),
         };
         Layout {
             node: node.to_owned(),
             jobs_dir: state_dir.join("jobs"),
             state_dir,
             cgroup_root,
-            cgroup_mount,
             netns_dir: policy.node.netns_dir.clone(),
             lease_log: expand(&policy.log.lease_log, node),
             accounting_log: expand(&policy.log.accounting, node),
@@ -76,10 +66,16 @@ impl Layout {
         self.cgroup_root.join(format!("slot_{slot}"))
     }
 
+    /// The cgroup2 mount point `cgroup_root` is under (its level 0). Looked up when asked (a
+    /// few `statfs`), not in [`Layout::new`]: the epilog of a job that did not ask never needs it.
+    pub fn cgroup_mount(&self) -> PathBuf {
+        cgroup2_mount_of(&self.cgroup_root)
+    }
+
     /// Depth of the slot cgroups below the cgroup2 root (`socket cgroupv2 level N`).
     pub fn slot_level(&self) -> usize {
         self.slot_cgroup(0)
-            .strip_prefix(&self.cgroup_mount)
+            .strip_prefix(self.cgroup_mount())
             .map(|p| p.components().count())
             .unwrap_or(0)
     }
