@@ -145,7 +145,11 @@ struct Translated {
 fn gateway_conntrack(c: &Cluster, into: &mut std::collections::BTreeSet<Translated>) {
     let r = c.on_node("gw1", &["cat", "/proc/net/nf_conntrack"]);
     assert!(r.ok(), "read gw1's conntrack table: {r}");
-    for line in r.stdout.lines().filter(|l| l.contains(" tcp ")) {
+    parse_conntrack(&r.stdout, into);
+}
+
+fn parse_conntrack(text: &str, into: &mut std::collections::BTreeSet<Translated>) {
+    for line in text.lines().filter(|l| l.contains(" tcp ")) {
         let kv: Vec<(&str, &str)> = line
             .split_whitespace()
             .filter_map(|t| t.split_once('='))
@@ -163,6 +167,53 @@ fn gateway_conntrack(c: &Cluster, into: &mut std::collections::BTreeSet<Translat
                 seen_port: seen.parse().unwrap(),
             });
         }
+    }
+}
+
+/// Reads gw1's conntrack table every 20 ms until stopped, from a thread of this test that
+/// joined gw1's network namespace (no process per read). The gateway forgets a closed
+/// connection after 1 s (slurm-test-env/up shortens its timeouts), so a poll between squeue
+/// calls alone can miss a translation.
+struct ConntrackWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<std::collections::BTreeSet<Translated>>,
+}
+
+impl ConntrackWatch {
+    fn start() -> ConntrackWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            let ns = std::fs::File::open("/run/netns/xn-gw1").expect("open gw1's namespace");
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("join gw1's namespace (this thread only)");
+            let _ = ready_tx.send(());
+            loop {
+                let done = flag.load(std::sync::atomic::Ordering::Relaxed);
+                let text = std::fs::read_to_string("/proc/thread-self/net/nf_conntrack")
+                    .expect("read gw1's conntrack table");
+                parse_conntrack(&text, &mut seen);
+                if done {
+                    return seen;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the conntrack watcher joined gw1's namespace");
+        ConntrackWatch { stop, thread }
+    }
+
+    /// Stops the thread and adds what it saw; returns how many translations that was.
+    fn finish(self, into: &mut std::collections::BTreeSet<Translated>) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen = self.thread.join().expect("conntrack watcher");
+        let n = seen.len();
+        into.extend(seen);
+        n
     }
 }
 
@@ -227,6 +278,7 @@ fn two_hundred_external_jobs_leave_no_residue_and_no_block_is_issued_twice() {
     let c = Cluster::get();
     let p = c.probe();
     let t0 = Instant::now();
+    let watch = ConntrackWatch::start();
     let mut arrays = Vec::new();
     for profile in ["default", "isolated"] {
         let id = c.sbatch(
@@ -247,6 +299,12 @@ fn two_hundred_external_jobs_leave_no_residue_and_no_block_is_issued_twice() {
     let mut ct = std::collections::BTreeSet::new();
     wait_all_done(&c, ALLOWED, 900, &mut ct);
     gateway_conntrack(&c, &mut ct);
+    let watched = watch.finish(&mut ct);
+    // 200 connections to the outside went through gw1 while the watcher read its table
+    assert!(
+        watched >= 100,
+        "the conntrack watcher saw only {watched} translations in gw1's namespace"
+    );
     let ran = t0.elapsed();
     let mut remapped = 0;
 
