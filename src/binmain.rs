@@ -117,3 +117,18 @@ fn run(prog: Prog) -> u8 {
         }
     }
 }
+
+/// The C `main` of `extnet-prolog` / `extnet-epilog` (crates with `#![no_main]`):
+/// `extnet::c_main!(Prolog);` defines `main` calling [`c_main`] for that program.
+#[macro_export]
+macro_rules! c_main {
+    ($prog:ident) => {
+        #[no_mangle]
+        pub extern "C" fn main(
+            _argc: ::std::ffi::c_int,
+            _argv: *const *const ::std::ffi::c_char,
+        ) -> ::std::ffi::c_int {
+            $crate::binmain::c_main($crate::binmain::Prog::$prog)
+        }
+    };
+}

@@ -145,14 +145,14 @@ impl LeaseTable {
     /// the furthest end seen before it.
     fn check_consistent(&self) -> Result<(), String> {
         let n = self.leases.len();
-        let mut jobs = std::collections::HashMap::with_capacity(n);
+        let mut jobs = std::collections::HashSet::with_capacity(n);
         let mut slots = std::collections::HashMap::with_capacity(n);
         for a in &self.leases {
             if a.port_first > a.port_last {
                 return Err(format!("job {} has an empty port block", a.job_id));
             }
-            if let Some(b) = jobs.insert(a.job_id, a.job_id) {
-                return Err(format!("job {b} holds two leases"));
+            if !jobs.insert(a.job_id) {
+                return Err(format!("job {} holds two leases", a.job_id));
             }
             if let Some(b) = slots.insert(a.slot, a.job_id) {
                 return Err(format!("jobs {b} and {} share slot {}", a.job_id, a.slot));

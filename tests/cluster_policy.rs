@@ -474,17 +474,23 @@ fn seen_tcp(text: &str) -> Vec<(String, u16)> {
         .collect()
 }
 
+/// The test policy's pool of `profile`, which leaves through gw2 (10.99.0.253).
+fn gw2_pool<'a>(policy: &'a extnet_policy::Policy, profile: &str) -> &'a extnet_policy::Pool {
+    let pool = policy
+        .pool_of_profile(profile)
+        .unwrap_or_else(|| panic!("profile {profile} in the test policy"));
+    assert_eq!(pool.gateway.to_string(), "10.99.0.253", "{profile}");
+    pool
+}
+
 #[test]
 #[ignore = "needs root and the test cluster: run slurm-test-env/test"]
 fn a_profile_pool_with_its_own_gateway_leaves_through_it_in_its_own_blocks() {
     let c = Cluster::get();
     let p = c.probe();
     let policy = c.policy();
-    let bulk = policy
-        .pool_of_profile("bulk")
-        .expect("profile bulk in the test policy");
+    let bulk = gw2_pool(&policy, "bulk");
     let (first, last) = (bulk.ports.first, bulk.ports.last);
-    assert_eq!(bulk.gateway.to_string(), "10.99.0.253");
     let work = c.xn_dir.join(format!("work/{ALLOWED}"));
     let go = work.join("bulk-go");
     let _ = std::fs::remove_file(&go);
@@ -589,11 +595,8 @@ fn a_netns_job_of_a_pool_with_its_own_gateway_leaves_through_it_in_its_own_block
     let c = Cluster::get();
     let p = c.probe();
     let policy = c.policy();
-    let pool = policy
-        .pool_of_profile("bulkns")
-        .expect("profile bulkns in the test policy");
+    let pool = gw2_pool(&policy, "bulkns");
     let (first, last) = (pool.ports.first, pool.ports.last);
-    assert_eq!(pool.gateway.to_string(), "10.99.0.253");
     let r = c.srun(
         ALLOWED,
         &["-N1", "-w", "n2", "--external-net=bulkns"],

@@ -1,13 +1,5 @@
-//! `extnet-epilog`: slurm.conf `Epilog=`. See `extnet::epilog`.
-//!
-//! Its own C `main` (see `extnet::binmain::c_main`): this runs for every job on every node, and
-//! the Rust runtime's start-up would be a tenth of its cost for a job that did not ask.
+//! `extnet-epilog`: slurm.conf `Epilog=`. See `extnet::epilog`; its C `main` (no Rust runtime
+//! start-up) is `extnet::binmain::c_main`.
 #![no_main]
 
-#[no_mangle]
-pub extern "C" fn main(
-    _argc: std::ffi::c_int,
-    _argv: *const *const std::ffi::c_char,
-) -> std::ffi::c_int {
-    extnet::binmain::c_main(extnet::binmain::Prog::Epilog)
-}
+extnet::c_main!(Epilog);
