@@ -49,7 +49,7 @@ impl Layout {
 
     /// The lease table and its lock.
     pub fn lease_table(&self) -> PathBuf {
-        self.state_dir.join("leases.json")
+        self.state_dir.join("leases.table")
     }
 
     pub fn lock_file(&self) -> PathBuf {

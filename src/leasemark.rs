@@ -168,14 +168,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let l = layout(dir.path());
         // before the flag: the table decides
-        let t = table_with(3);
+        let mut t = table_with(3);
         t.store(&l.lease_table()).unwrap();
         assert!(may_hold_lease(&l, 3));
         assert!(!may_hold_lease(&l, 4));
         // a corrupt table: look closer
         std::fs::write(l.lease_table(), b"{ not json").unwrap();
         assert!(may_hold_lease(&l, 4));
-        t.store(&l.lease_table()).unwrap();
+        table_with(3).store(&l.lease_table()).unwrap();
         // the first prolog that writes markers marks job 3 too
         set(&l, &t, 5).unwrap();
         assert!(path(&l, 3).exists() && path(&l, 5).exists() && flag(&l).exists());

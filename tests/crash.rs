@@ -250,7 +250,7 @@ mode = "netns"
     }
 
     fn table_path(&self) -> PathBuf {
-        self.state_dir().join("leases.json")
+        self.state_dir().join("leases.table")
     }
 
     fn table(&self) -> LeaseTable {
@@ -627,11 +627,29 @@ fn corrupt_lease_table_is_reported_and_grants_nothing() {
     let lab = Lab::new("table");
     lab.granted(100, "default");
     let good = std::fs::read(lab.table_path()).unwrap();
-    let good_text = String::from_utf8(good.clone()).unwrap();
-    let mut dup: serde_json::Value = serde_json::from_slice(&good).unwrap();
-    let mut second = dup["leases"][0].clone();
-    second["job_id"] = 101.into();
-    dup["leases"].as_array_mut().unwrap().push(second);
+    let slot = lab.table().lease_of(100).unwrap().slot as usize;
+    // damage written by the table's own code: a second lease of the same job, another node
+    let written = |change: &dyn Fn(&mut LeaseTable)| {
+        let mut t = lab.table();
+        change(&mut t);
+        t.store(&lab.table_path()).unwrap();
+        let bytes = std::fs::read(lab.table_path()).unwrap();
+        std::fs::write(lab.table_path(), &good).unwrap();
+        bytes
+    };
+    let twice = written(&|t| {
+        let mut l = t.lease_of(100).unwrap().clone();
+        l.slot += 1;
+        l.port_first = 60000;
+        l.port_last = 60010;
+        t.leases.push(l);
+    });
+    let other_node = written(&|t| t.node = "other".into());
+    let with = |at: usize, f: &dyn Fn(u8) -> u8| {
+        let mut b = good.clone();
+        b[at] = f(b[at]);
+        b
+    };
     let damages: Vec<(&str, Vec<u8>, &str)> = vec![
         ("truncated", good[..good.len() / 2].to_vec(), "is corrupt"),
         ("empty", Vec::new(), "is corrupt"),
@@ -641,24 +659,13 @@ fn corrupt_lease_table_is_reported_and_grants_nothing() {
             "is corrupt",
         ),
         (
-            "two leases on one slot",
-            serde_json::to_vec(&dup).unwrap(),
-            "share slot",
+            "a bit flipped in the lease's record",
+            with(512 + 256 * slot + 33, &|b| b ^ 0x10),
+            "record checksum mismatch",
         ),
-        (
-            "unknown version",
-            good_text
-                .replacen("\"version\": 1", "\"version\": 99", 1)
-                .into_bytes(),
-            "version 99",
-        ),
-        (
-            "another node's table",
-            good_text
-                .replacen(&format!("\"node\": \"{NODE}\""), "\"node\": \"other\"", 1)
-                .into_bytes(),
-            "belongs to node other",
-        ),
+        ("one job holding two slots", twice, "holds two leases"),
+        ("unknown version", with(8, &|_| 99), "version 99"),
+        ("another node's table", other_node, "belongs to node other"),
     ];
     let mut job = 3000;
     for (what, bytes, says) in damages {
@@ -705,6 +712,53 @@ fn corrupt_lease_table_is_reported_and_grants_nothing() {
         lab.assert_clean(job, what);
         assert!(lab.table().lease_of(100).is_some());
     }
+    // the admin's repair with `extnet lease-table dump` and `restore`: a torn record is shown
+    // and marked; the reviewed dump (the record's field fixed, the mark removed) is restored
+    let extnet = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_extnet"))
+            .arg("--policy")
+            .arg(&lab.policy)
+            .args(args)
+            .args(["--node", NODE])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let since = lab.table().lease_of(100).unwrap().since;
+    let mut torn = good.clone();
+    torn[512 + 256 * slot + 33] ^= 0x10;
+    std::fs::write(lab.table_path(), &torn).unwrap();
+    let (code, dump, err) = extnet(&["lease-table", "dump"]);
+    assert_eq!(code, Some(1), "a damaged table: {err}");
+    assert!(
+        err.contains("record checksum mismatch") && err.contains("1 marked"),
+        "{err}"
+    );
+    let mut entry: serde_json::Value = serde_json::from_str(dump.trim()).unwrap();
+    assert_eq!(entry["lease"]["job_id"], 100, "{dump}");
+    assert_ne!(entry["lease"]["since"], since, "the flipped bit shows");
+    let reviewed = lab.dir.join("reviewed.jsonl");
+    std::fs::write(&reviewed, &dump).unwrap();
+    let (code, _, err) = extnet(&["lease-table", "restore", reviewed.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "an entry still marked is refused");
+    assert!(
+        err.contains("still marked \"problem\"") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(lab.table_path()).unwrap(), torn);
+    entry.as_object_mut().unwrap().remove("problem");
+    entry["lease"]["since"] = since.into();
+    std::fs::write(&reviewed, entry.to_string()).unwrap();
+    let (code, out, err) = extnet(&["lease-table", "restore", reviewed.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(lab.table().lease_of(100).unwrap().since, since);
+    let (code, _, err) = extnet(&["lease-table", "dump"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("the table is sound"), "{err}");
     lab.epilog_ok(100);
     lab.assert_clean(100, "the job that held a lease throughout");
     lab.finish();

@@ -67,6 +67,33 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LeaseLogCmd,
     },
+    /// The node's lease table (<state_dir>/leases.table): inspect and repair a damaged one.
+    LeaseTable {
+        #[command(subcommand)]
+        cmd: LeaseTableCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum LeaseTableCmd {
+    /// Print every record the table still holds, one JSON line each, damaged ones included
+    /// (marked "problem"); says on stderr what is wrong with the file as a whole.
+    Dump {
+        #[arg(long)]
+        node: Option<String>,
+        /// Read this file instead of the node's table (e.g. a copy moved aside).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Replace the node's table with the entries of a reviewed dump (JSON lines as `dump`
+    /// prints them; entries still marked "problem" are refused). Takes the node lock and
+    /// checks the entries as every prolog checks the table.
+    Restore {
+        /// The dump ("-": standard input).
+        dump: PathBuf,
+        #[arg(long)]
+        node: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -154,6 +181,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::LeaseLog {
             cmd: LeaseLogCmd::Interim { node },
         } => interim(&cli.policy, &node_name(node)?),
+        Cmd::LeaseTable {
+            cmd: LeaseTableCmd::Dump { node, file },
+        } => table_dump(&cli.policy, &node_name(node)?, file),
+        Cmd::LeaseTable {
+            cmd: LeaseTableCmd::Restore { dump, node },
+        } => table_restore(&cli.policy, &node_name(node)?, &dump),
         Cmd::Policy {
             cmd: PolicyCmd::Check { file },
         } => check(&file.unwrap_or(cli.policy)),
@@ -613,7 +646,7 @@ fn interim(policy_path: &std::path::Path, node: &str) -> anyhow::Result<ExitCode
         return Ok(ExitCode::SUCCESS);
     }
     let table_path = layout.lease_table();
-    if !table_path.exists() {
+    if !table_path.exists() && !lease::legacy_path(&table_path).exists() {
         println!("node {node}: no lease table, nothing to record");
         return Ok(ExitCode::SUCCESS);
     }
@@ -627,6 +660,83 @@ fn interim(policy_path: &std::path::Path, node: &str) -> anyhow::Result<ExitCode
         "node {node}: {n} interim records written to {} ({} leases held, interval {interval} s)",
         layout.lease_log.display(),
         table.leases.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn table_dump(
+    policy_path: &std::path::Path,
+    node: &str,
+    file: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let path = match file {
+        Some(f) => f,
+        None => Layout::new(&Policy::load(policy_path)?, node).lease_table(),
+    };
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (entries, whole) = lease::dump(&bytes, node);
+    let mut out = std::io::stdout().lock();
+    for e in &entries {
+        use std::io::Write;
+        writeln!(out, "{}", serde_json::to_string(e)?)?;
+    }
+    let damaged = entries.iter().filter(|e| e.problem.is_some()).count();
+    match whole {
+        None => {
+            eprintln!(
+                "{}: {} records, the table is sound",
+                path.display(),
+                entries.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(w) => {
+            eprintln!(
+                "{}: {w}; {} records shown, {damaged} marked \"problem\". Compare them with the lease log, fix or delete those lines, remove their \"problem\" fields, then `extnet lease-table restore FILE`",
+                path.display(),
+                entries.len()
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn table_restore(
+    policy_path: &std::path::Path,
+    node: &str,
+    dump: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let layout = Layout::new(&Policy::load(policy_path)?, node);
+    let text = if dump == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(dump).with_context(|| format!("cannot read {}", dump.display()))?
+    };
+    let mut entries = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        entries.push(
+            serde_json::from_str::<lease::DumpEntry>(line).with_context(|| {
+                format!(
+                    "{} line {}: not an entry of `extnet lease-table dump`",
+                    dump.display(),
+                    i + 1
+                )
+            })?,
+        );
+    }
+    let mut table = LeaseTable::from_dump(node, entries)
+        .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was written", dump.display()))?;
+    let path = layout.lease_table();
+    let _lock = extnet::fsutil::Lock::acquire(&layout.lock_file())?;
+    table.store(&path)?;
+    println!(
+        "node {node}: {} written: {} leases, {} quarantined blocks",
+        path.display(),
+        table.leases.len(),
+        table.quarantine.len()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -254,6 +254,14 @@ impl Cluster {
         }
     }
 
+    /// The leases in `node`'s lease table (none when it has no table yet).
+    pub fn leases(&self, node: &str) -> Vec<extnet::lease::Lease> {
+        let path = self.state_dir(node).join("leases.table");
+        extnet::lease::LeaseTable::load(&path, node)
+            .unwrap_or_else(|e| panic!("{node}'s lease table must load: {e}"))
+            .leases
+    }
+
     /// What of `job` is still on the nodes: namespace, link, lease, state file, processes in
     /// its slot cgroup, extra rules, routes or nft elements. Empty when nothing.
     pub fn residue(&self, job: u32) -> Vec<String> {
@@ -281,19 +289,13 @@ impl Cluster {
             if marker.exists() {
                 left.push(format!("{node}: lease marker {}", marker.display()));
             }
-            let leases = std::fs::read_to_string(self.state_dir(node).join("leases.json"))
-                .unwrap_or_default();
             // slots other jobs hold now: their cgroups may have processes (theirs)
             let mut others_slots = Vec::new();
-            if !leases.is_empty() {
-                let t: serde_json::Value =
-                    serde_json::from_str(&leases).expect("lease table is JSON");
-                for l in t["leases"].as_array().unwrap() {
-                    if l["job_id"] == job {
-                        left.push(format!("{node}: lease {l}"));
-                    } else {
-                        others_slots.push(format!("slot_{}", l["slot"]));
-                    }
+            for l in self.leases(node) {
+                if l.job_id == job {
+                    left.push(format!("{node}: lease {l:?}"));
+                } else {
+                    others_slots.push(format!("slot_{}", l.slot));
                 }
             }
             let cg = PathBuf::from(format!("/sys/fs/cgroup/unified/extnet/{node}"));
@@ -398,18 +400,8 @@ impl Cluster {
             .filter(|(m, _)| !slot_marks.contains(m))
             .map(|(m, _)| format!("{node}: allowlist binding of mark 0x{m:x}, which is no slot's"))
             .collect();
-        let leases = std::fs::read_to_string(self.state_dir(node).join("leases.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-        for l in leases
-            .as_ref()
-            .and_then(|t| t["leases"].as_array())
-            .map(|a| a.as_slice())
-            .unwrap_or_default()
-        {
-            let (Some(mark), Some(profile)) = (l["mark"].as_u64(), l["profile"].as_str()) else {
-                continue;
-            };
+        for l in self.leases(node) {
+            let (mark, profile) = (u64::from(l.mark), l.profile.as_str());
             // a lease of a profile the policy no longer has stays unbound on purpose
             let Some(p) = policy.profile(profile) else {
                 continue;
@@ -419,7 +411,7 @@ impl Cluster {
                 Some((_, got)) if *got == want => {}
                 got => bad.push(format!(
                     "{node}: the lease of job {} (mark 0x{mark:x}, profile {profile}) is bound to {:?}, not to {want:?}",
-                    l["job_id"],
+                    l.job_id,
                     got.map(|(_, v)| v.as_str())
                 )),
             }
