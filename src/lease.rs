@@ -487,80 +487,48 @@ impl LeaseTable {
         self.on_disk.as_ref()?.get(o..o + disk::RECORD)
     }
 
-    /// The file's bytes for the table: at least as many slots as the file has now, grown in
-    /// steps of [`disk::GROW`].
-    fn image(&self, path: &Path) -> Result<Vec<u8>, LeaseError> {
+    /// The header for a file of `slots` records.
+    fn header(&self, slots: usize) -> Result<[u8; disk::HEADER], LeaseError> {
         use disk::*;
-        let too_long =
-            |what: String, len: usize, max: usize, fix: &'static str| LeaseError::TooLong {
-                what,
-                len,
-                max,
-                fix,
-            };
         if self.node.len() > NODE_MAX {
-            return Err(too_long(
-                format!("node name {:?}", self.node),
-                self.node.len(),
-                NODE_MAX,
-                "use a shorter node name",
-            ));
+            return Err(LeaseError::TooLong {
+                what: format!("node name {:?}", self.node),
+                len: self.node.len(),
+                max: NODE_MAX,
+                fix: "use a shorter node name",
+            });
         }
-        let top = self
-            .leases
-            .iter()
-            .map(|l| l.slot)
-            .chain(self.quarantine.iter().map(|q| q.slot))
-            .max()
-            .map_or(0, |s| s as usize + 1);
-        let have = self
-            .on_disk
-            .as_ref()
-            .map_or(0, |b| (b.len() - HEADER) / RECORD);
-        let slots = if top <= have {
-            have
-        } else {
-            top.div_ceil(GROW) * GROW
-        };
-        let mut b = vec![0u8; HEADER + slots * RECORD];
-        put(&mut b, 0, MAGIC);
-        put(&mut b, 8, &TABLE_VERSION.to_le_bytes());
-        put(&mut b, 12, &(RECORD as u32).to_le_bytes());
-        put(&mut b, 16, &(slots as u32).to_le_bytes());
-        put(&mut b, 20, &(self.node.len() as u16).to_le_bytes());
-        put(&mut b, 22, self.node.as_bytes());
-        seal(&mut b[..HEADER]);
-        fn record<'a>(
-            b: &'a mut [u8],
-            path: &Path,
-            slot: u32,
-            job_id: u32,
-        ) -> Result<&'a mut [u8], LeaseError> {
-            let o = HEADER + slot as usize * RECORD;
-            let r = &mut b[o..o + RECORD];
-            if r[0] != FREE {
-                return Err(LeaseError::Corrupt {
-                    path: path.to_owned(),
-                    detail: format!("jobs {} and {job_id} share slot {slot}", u32_at(r, 4)),
-                });
-            }
-            Ok(r)
-        }
+        let mut h = [0u8; HEADER];
+        put(&mut h, 0, MAGIC);
+        put(&mut h, 8, &TABLE_VERSION.to_le_bytes());
+        put(&mut h, 12, &(RECORD as u32).to_le_bytes());
+        put(&mut h, 16, &(slots as u32).to_le_bytes());
+        put(&mut h, 20, &(self.node.len() as u16).to_le_bytes());
+        put(&mut h, 22, self.node.as_bytes());
+        seal(&mut h);
+        Ok(h)
+    }
+
+    /// Every slot's record (slot, bytes), leases first. The checksum of a record that did not
+    /// change is copied from the file, not computed again.
+    fn records(&self) -> Result<Vec<(u32, [u8; disk::RECORD])>, LeaseError> {
+        use disk::*;
+        let mut out = Vec::with_capacity(self.leases.len() + self.quarantine.len());
         for l in &self.leases {
             for (what, v, max) in [
                 ("user name", &l.user, USER_MAX),
                 ("profile name", &l.profile, PROFILE_MAX),
             ] {
                 if v.len() > max {
-                    return Err(too_long(
-                        format!("job {}'s {what} {v:?}", l.job_id),
-                        v.len(),
+                    return Err(LeaseError::TooLong {
+                        what: format!("job {}'s {what} {v:?}", l.job_id),
+                        len: v.len(),
                         max,
-                        "the job is denied; use shorter names",
-                    ));
+                        fix: "the job is denied; use shorter names",
+                    });
                 }
             }
-            let r = record(&mut b, path, l.slot, l.job_id)?;
+            let mut r = [0u8; RECORD];
             r[0] = LEASE;
             r[1] = match l.mode {
                 Mode::Cgroup => 0,
@@ -568,31 +536,88 @@ impl LeaseTable {
             };
             r[2] = l.user.len() as u8;
             r[3] = l.profile.len() as u8;
-            put(r, 4, &l.job_id.to_le_bytes());
-            put(r, 8, &l.uid.to_le_bytes());
-            put(r, 12, &l.slot.to_le_bytes());
-            put(r, 16, &l.port_first.to_le_bytes());
-            put(r, 18, &l.port_last.to_le_bytes());
-            put(r, 20, &l.mark.to_le_bytes());
-            put(r, 24, &l.node_addr.octets());
-            put(r, 28, &u32::from(l.last_logged.is_some()).to_le_bytes());
-            put(r, 32, &l.since.to_le_bytes());
-            put(r, 40, &l.last_logged.unwrap_or(0).to_le_bytes());
-            put(r, 56, l.user.as_bytes());
-            put(r, 120, l.profile.as_bytes());
-            seal_like(r, self.old_record(l.slot));
+            put(&mut r, 4, &l.job_id.to_le_bytes());
+            put(&mut r, 8, &l.uid.to_le_bytes());
+            put(&mut r, 12, &l.slot.to_le_bytes());
+            put(&mut r, 16, &l.port_first.to_le_bytes());
+            put(&mut r, 18, &l.port_last.to_le_bytes());
+            put(&mut r, 20, &l.mark.to_le_bytes());
+            put(&mut r, 24, &l.node_addr.octets());
+            put(
+                &mut r,
+                28,
+                &u32::from(l.last_logged.is_some()).to_le_bytes(),
+            );
+            put(&mut r, 32, &l.since.to_le_bytes());
+            put(&mut r, 40, &l.last_logged.unwrap_or(0).to_le_bytes());
+            put(&mut r, 56, l.user.as_bytes());
+            put(&mut r, 120, l.profile.as_bytes());
+            seal_like(&mut r, self.old_record(l.slot));
+            out.push((l.slot, r));
         }
         for q in &self.quarantine {
-            let r = record(&mut b, path, q.slot, q.job_id)?;
+            let mut r = [0u8; RECORD];
             r[0] = QUARANTINE;
-            put(r, 4, &q.job_id.to_le_bytes());
-            put(r, 12, &q.slot.to_le_bytes());
-            put(r, 16, &q.port_first.to_le_bytes());
-            put(r, 18, &q.port_last.to_le_bytes());
-            put(r, 48, &q.until.to_le_bytes());
-            seal_like(r, self.old_record(q.slot));
+            put(&mut r, 4, &q.job_id.to_le_bytes());
+            put(&mut r, 12, &q.slot.to_le_bytes());
+            put(&mut r, 16, &q.port_first.to_le_bytes());
+            put(&mut r, 18, &q.port_last.to_le_bytes());
+            put(&mut r, 48, &q.until.to_le_bytes());
+            seal_like(&mut r, self.old_record(q.slot));
+            out.push((q.slot, r));
+        }
+        Ok(out)
+    }
+
+    /// The slots `records` occupy (one flag per slot up to `slots`); two records on one slot
+    /// are an error (the table would lose one).
+    fn occupancy(
+        records: &[(u32, [u8; disk::RECORD])],
+        slots: usize,
+        path: &Path,
+    ) -> Result<Vec<Option<u32>>, LeaseError> {
+        let mut by_slot: Vec<Option<u32>> = vec![None; slots];
+        for (slot, r) in records {
+            let job = disk::u32_at(r, 4);
+            if let Some(other) = by_slot[*slot as usize].replace(job) {
+                return Err(LeaseError::Corrupt {
+                    path: path.to_owned(),
+                    detail: format!("jobs {other} and {job} share slot {slot}"),
+                });
+            }
+        }
+        Ok(by_slot)
+    }
+
+    /// The whole file for the table: as many slots as the file has now, or more, grown in
+    /// steps of [`disk::GROW`].
+    fn image(&self, path: &Path) -> Result<Vec<u8>, LeaseError> {
+        use disk::*;
+        let records = self.records()?;
+        let top = records
+            .iter()
+            .map(|(s, _)| *s as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let have = self.slots_on_disk();
+        let slots = if top <= have {
+            have
+        } else {
+            top.div_ceil(GROW) * GROW
+        };
+        Self::occupancy(&records, slots, path)?;
+        let mut b = vec![0u8; HEADER + slots * RECORD];
+        b[..HEADER].copy_from_slice(&self.header(slots)?);
+        for (slot, r) in &records {
+            put(&mut b, HEADER + *slot as usize * RECORD, r);
         }
         Ok(b)
+    }
+
+    fn slots_on_disk(&self) -> usize {
+        self.on_disk
+            .as_ref()
+            .map_or(0, |b| (b.len() - disk::HEADER) / disk::RECORD)
     }
 
     /// Writes the table. In place when the file exists with room for every slot: only the
@@ -601,60 +626,73 @@ impl LeaseTable {
     /// whole file: temp file, fsync, rename; a migrated `leases.json` is then renamed to
     /// `leases.json.migrated`.
     pub fn store(&mut self, path: &Path) -> Result<(), LeaseError> {
+        use disk::{HEADER, RECORD};
         use std::os::unix::fs::FileExt;
+        let have = self.slots_on_disk();
+        let records = self.records()?;
+        if self.on_disk.is_none() || records.iter().any(|(s, _)| *s as usize >= have) {
+            return self.store_whole(path);
+        }
+        let by_slot = Self::occupancy(&records, have, path)?;
+        let header = self.header(have)?;
+        let old = self.on_disk.as_ref().expect("checked above");
+        // (offset, bytes): the header, changed records, and records no longer held (blank)
+        let blank = [0u8; RECORD];
+        let mut changes: Vec<(usize, &[u8])> = Vec::new();
+        if old[..HEADER] != header {
+            changes.push((0, &header));
+        }
+        for (slot, r) in &records {
+            let o = HEADER + *slot as usize * RECORD;
+            if old[o..o + RECORD] != r[..] {
+                changes.push((o, r));
+            }
+        }
+        for (slot, held) in by_slot.iter().enumerate() {
+            let o = HEADER + slot * RECORD;
+            if held.is_none() && old[o] != disk::FREE {
+                changes.push((o, &blank));
+            }
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let io = |op: &'static str| {
+            move |source| FsError::Io {
+                op,
+                path: path.to_owned(),
+                source,
+            }
+        };
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io("open for writing"))?;
+        for (o, bytes) in &changes {
+            f.write_all_at(bytes, *o as u64)
+                .map_err(io("write a record of"))?;
+        }
+        f.sync_data().map_err(io("fdatasync"))?;
+        let mut new = self.on_disk.take().expect("checked above");
+        for (o, bytes) in changes {
+            new[o..o + bytes.len()].copy_from_slice(bytes);
+        }
+        self.on_disk = Some(new);
+        Ok(())
+    }
+
+    fn store_whole(&mut self, path: &Path) -> Result<(), LeaseError> {
         let new = self.image(path)?;
-        match &self.on_disk {
-            Some(old) if old.len() == new.len() => {
-                let mut file: Option<std::fs::File> = None;
-                let chunks = std::iter::once((0, disk::HEADER)).chain(
-                    (disk::HEADER..new.len())
-                        .step_by(disk::RECORD)
-                        .map(|o| (o, o + disk::RECORD)),
-                );
-                for (a, z) in chunks {
-                    if old[a..z] == new[a..z] {
-                        continue;
-                    }
-                    let f = match &mut file {
-                        Some(f) => f,
-                        None => file.insert(
-                            std::fs::OpenOptions::new().write(true).open(path).map_err(
-                                |source| FsError::Io {
-                                    op: "open for writing",
-                                    path: path.to_owned(),
-                                    source,
-                                },
-                            )?,
-                        ),
-                    };
-                    f.write_all_at(&new[a..z], a as u64)
-                        .map_err(|source| FsError::Io {
-                            op: "write a record of",
-                            path: path.to_owned(),
-                            source,
-                        })?;
-                }
-                if let Some(f) = file {
-                    f.sync_data().map_err(|source| FsError::Io {
-                        op: "fdatasync",
-                        path: path.to_owned(),
-                        source,
-                    })?;
-                }
-            }
-            _ => {
-                write_atomic(path, &new, 0o600)?;
-                let legacy = legacy_path(path);
-                if self.on_disk.is_none() && legacy != path && legacy.exists() {
-                    let to = legacy.with_extension("json.migrated");
-                    std::fs::rename(&legacy, &to).map_err(|source| FsError::Io {
-                        op: "rename the migrated version-1 table",
-                        path: legacy.clone(),
-                        source,
-                    })?;
-                    tracing::info!(from = %legacy.display(), to = %path.display(), kept = %to.display(), "lease table migrated to version {TABLE_VERSION}");
-                }
-            }
+        write_atomic(path, &new, 0o600)?;
+        let legacy = legacy_path(path);
+        if self.on_disk.is_none() && legacy != path && legacy.exists() {
+            let to = legacy.with_extension("json.migrated");
+            std::fs::rename(&legacy, &to).map_err(|source| FsError::Io {
+                op: "rename the migrated version-1 table",
+                path: legacy.clone(),
+                source,
+            })?;
+            tracing::info!(from = %legacy.display(), to = %path.display(), kept = %to.display(), "lease table migrated to version {TABLE_VERSION}");
         }
         self.on_disk = Some(new);
         Ok(())

@@ -644,6 +644,7 @@ mode = "netns"
             self.extnet(Pol::Jobs, &["node", "teardown"], n)?;
         }
         report.pool = slots;
+        self.read_steps(report)?;
         Ok(())
     }
 
@@ -722,6 +723,63 @@ mode = "netns"
                 Row::ShTeardownNetns => self.site("teardown", "netns", id + 5, index, n)?,
             };
             report.jobs.entry((row, level)).or_default().push(sample);
+            let job = match row {
+                Row::PrologCgroup | Row::EpilogCgroup => id + 2,
+                Row::PrologNetns | Row::EpilogNetns => id + 3,
+                _ => continue,
+            };
+            report.measured.push((row, level, n.name.clone(), job));
+        }
+        Ok(())
+    }
+
+    /// The `steps` of the measured external jobs' result lines in each node's log.
+    fn read_steps(&self, report: &mut Report) -> Result<()> {
+        let mut lines: BTreeMap<(bool, String, u32), Vec<(String, f64)>> = BTreeMap::new();
+        for n in &self.nodes {
+            let path = self
+                .dir
+                .join(format!("log/extnet-{}-{}.log", Pol::Jobs.name(), n.name));
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("read {}", path.display()))?;
+            for line in text.lines() {
+                let epilog = line.contains("extnet-epilog: ");
+                if !epilog && !line.contains("extnet-prolog: ") {
+                    continue;
+                }
+                let field = |key: &str| -> Option<&str> {
+                    let at = line.find(key)? + key.len();
+                    let rest = &line[at..];
+                    Some(&rest[..rest.find([' ', '"']).unwrap_or(rest.len())])
+                };
+                // `steps=decide:681 lock:13 ...`, the line's last field (quoted by some
+                // formatters)
+                let (Some(job), Some(at)) = (
+                    field("job_id=").and_then(|j| j.parse::<u32>().ok()),
+                    line.rfind("steps="),
+                ) else {
+                    continue;
+                };
+                let steps = line[at + 6..].trim_matches('"');
+                let parsed = steps
+                    .split_whitespace()
+                    .filter_map(|kv| {
+                        let (k, v) = kv.rsplit_once(':')?;
+                        Some((k.to_owned(), v.parse::<f64>().ok()?))
+                    })
+                    .collect();
+                lines.insert((epilog, n.name.clone(), job), parsed);
+            }
+        }
+        for (row, level, node, job) in &report.measured {
+            let epilog = matches!(row, Row::EpilogCgroup | Row::EpilogNetns);
+            if let Some(st) = lines.get(&(epilog, node.clone(), *job)) {
+                report
+                    .steps
+                    .entry((*row, *level))
+                    .or_default()
+                    .push(st.clone());
+            }
         }
         Ok(())
     }
@@ -1146,6 +1204,11 @@ struct Report {
     /// Which node measured which level.
     placement: String,
     jobs: BTreeMap<(Row, usize), Vec<Sample>>,
+    /// The measured external jobs: row, level, node, job id (their step times are read back
+    /// from the log).
+    measured: Vec<(Row, usize, String, u32)>,
+    /// (row, level) → the `steps` of each measured run: step name → µs
+    steps: BTreeMap<(Row, usize), Vec<Vec<(String, f64)>>>,
     /// mode → (unmarked, job, job with the maps loaded), bits per second
     tput: BTreeMap<&'static str, Tput>,
     maps: BTreeMap<&'static str, Vec<String>>,
@@ -1158,6 +1221,8 @@ impl Report {
         levels.sort_unstable();
         Report {
             runs: o.runs,
+            measured: Vec::new(),
+            steps: BTreeMap::new(),
             levels,
             iperf_secs: o.iperf_secs,
             iperf_reps: o.iperf_reps,
@@ -1186,6 +1251,67 @@ impl Report {
             .flat_map(|(_, v)| v.iter().map(|s| s.rss_kib))
             .max()
             .unwrap_or(0)
+    }
+
+    /// Where an external job's prolog and epilog spend their time at the lowest and the
+    /// highest level: the median of each step (the log's `steps`), in ms.
+    fn render_steps(&self, s: &mut String) {
+        let (Some(&lo), Some(&hi)) = (self.levels.first(), self.levels.last()) else {
+            return;
+        };
+        let levels: Vec<usize> = if lo == hi { vec![lo] } else { vec![lo, hi] };
+        for (what, rows) in [
+            ("prolog", [Row::PrologCgroup, Row::PrologNetns]),
+            ("epilog", [Row::EpilogCgroup, Row::EpilogNetns]),
+        ] {
+            let mut cols = Vec::new();
+            let mut names: Vec<String> = Vec::new();
+            for row in rows {
+                for &l in &levels {
+                    let runs = self.steps.get(&(row, l)).cloned().unwrap_or_default();
+                    for run in &runs {
+                        for (k, _) in run {
+                            if !names.contains(k) {
+                                names.push(k.clone());
+                            }
+                        }
+                    }
+                    cols.push((row, l, runs));
+                }
+            }
+            if names.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                s,
+                "\n**Where an external {what}'s time goes**: median of each step in ms, from the `steps` of its result line in the log (the wall time above also counts starting the process and reading the policy).\n"
+            );
+            let _ = write!(s, "| step |");
+            for (row, l, _) in &cols {
+                let mode = if matches!(row, Row::PrologCgroup | Row::EpilogCgroup) {
+                    "cgroup"
+                } else {
+                    "netns"
+                };
+                let _ = write!(s, " {mode}, {l} job{} |", if *l == 1 { "" } else { "s" });
+            }
+            let _ = writeln!(s, "\n|---|{}", "---:|".repeat(cols.len()));
+            for name in &names {
+                let _ = write!(s, "| {name} |");
+                for (_, _, runs) in &cols {
+                    let v: Vec<f64> = runs
+                        .iter()
+                        .filter_map(|r| r.iter().find(|(k, _)| k == name).map(|(_, v)| *v / 1e3))
+                        .collect();
+                    if v.is_empty() {
+                        let _ = write!(s, " |");
+                    } else {
+                        let _ = write!(s, " {:.3} |", median(&v));
+                    }
+                }
+                let _ = writeln!(s);
+            }
+        }
     }
 
     fn render(&self) -> String {
@@ -1239,6 +1365,7 @@ impl Report {
                 }
                 let _ = writeln!(s, " {:.1} MiB |", self.rss(row) as f64 / 1024.0);
             }
+            self.render_steps(&mut s);
             let per_level = |f: &dyn Fn(usize) -> f64| -> Vec<f64> {
                 self.levels.iter().map(|&l| f(l)).collect()
             };
