@@ -735,7 +735,7 @@ mode = "netns"
 
     /// The `steps` of the measured external jobs' result lines in each node's log.
     fn read_steps(&self, report: &mut Report) -> Result<()> {
-        let mut lines: BTreeMap<(bool, String, u32), Vec<(String, f64)>> = BTreeMap::new();
+        let mut lines: BTreeMap<(bool, String, u32), StepTimes> = BTreeMap::new();
         for n in &self.nodes {
             let path = self
                 .dir
@@ -1193,6 +1193,9 @@ fn median(v: &[f64]) -> f64 {
 }
 
 /// Medians, ratios and targets.
+/// One run's `steps`: (step, µs) in the order the run took them.
+type StepTimes = Vec<(String, f64)>;
+
 struct Report {
     runs: usize,
     levels: Vec<usize>,
@@ -1208,7 +1211,7 @@ struct Report {
     /// from the log).
     measured: Vec<(Row, usize, String, u32)>,
     /// (row, level) → the `steps` of each measured run: step name → µs
-    steps: BTreeMap<(Row, usize), Vec<Vec<(String, f64)>>>,
+    steps: BTreeMap<(Row, usize), Vec<StepTimes>>,
     /// mode → (unmarked, job, job with the maps loaded), bits per second
     tput: BTreeMap<&'static str, Tput>,
     maps: BTreeMap<&'static str, Vec<String>>,
