@@ -38,6 +38,8 @@ pub struct LeaseTable {
     /// The file's bytes as loaded or last stored; `None` when the file does not exist yet in
     /// this format (then [`LeaseTable::store`] writes it whole).
     on_disk: Option<Vec<u8>>,
+    /// The slots whose records in `on_disk` are not blank.
+    held_on_disk: Vec<u32>,
 }
 
 /// Same node, leases and quarantine, in any order (a loaded table lists them by slot).
@@ -242,6 +244,7 @@ impl LeaseTable {
             leases: Vec::new(),
             quarantine: Vec::new(),
             on_disk: None,
+            held_on_disk: Vec::new(),
         }
     }
 
@@ -269,6 +272,7 @@ impl LeaseTable {
                         });
                     }
                     t.check_consistent().map_err(|d| corrupt(path, d))?;
+                    t.held_on_disk = t.held_slots();
                     t.on_disk = Some(bytes);
                     return Ok(t);
                 }
@@ -509,61 +513,83 @@ impl LeaseTable {
         Ok(h)
     }
 
+    /// The slots the table holds records for.
+    fn held_slots(&self) -> Vec<u32> {
+        self.leases
+            .iter()
+            .map(|l| l.slot)
+            .chain(self.quarantine.iter().map(|q| q.slot))
+            .collect()
+    }
+
+    /// A lease's record, without its checksum.
+    fn encode_lease(l: &Lease) -> Result<[u8; disk::RECORD], LeaseError> {
+        use disk::*;
+        for (what, v, max) in [
+            ("user name", &l.user, USER_MAX),
+            ("profile name", &l.profile, PROFILE_MAX),
+        ] {
+            if v.len() > max {
+                return Err(LeaseError::TooLong {
+                    what: format!("job {}'s {what} {v:?}", l.job_id),
+                    len: v.len(),
+                    max,
+                    fix: "the job is denied; use shorter names",
+                });
+            }
+        }
+        let mut r = [0u8; RECORD];
+        r[0] = LEASE;
+        r[1] = match l.mode {
+            Mode::Cgroup => 0,
+            Mode::Netns => 1,
+        };
+        r[2] = l.user.len() as u8;
+        r[3] = l.profile.len() as u8;
+        put(&mut r, 4, &l.job_id.to_le_bytes());
+        put(&mut r, 8, &l.uid.to_le_bytes());
+        put(&mut r, 12, &l.slot.to_le_bytes());
+        put(&mut r, 16, &l.port_first.to_le_bytes());
+        put(&mut r, 18, &l.port_last.to_le_bytes());
+        put(&mut r, 20, &l.mark.to_le_bytes());
+        put(&mut r, 24, &l.node_addr.octets());
+        put(
+            &mut r,
+            28,
+            &u32::from(l.last_logged.is_some()).to_le_bytes(),
+        );
+        put(&mut r, 32, &l.since.to_le_bytes());
+        put(&mut r, 40, &l.last_logged.unwrap_or(0).to_le_bytes());
+        put(&mut r, 56, l.user.as_bytes());
+        put(&mut r, 120, l.profile.as_bytes());
+        Ok(r)
+    }
+
+    /// A quarantine entry's record, without its checksum.
+    fn encode_quarantine(q: &Quarantined) -> [u8; disk::RECORD] {
+        use disk::*;
+        let mut r = [0u8; RECORD];
+        r[0] = QUARANTINE;
+        put(&mut r, 4, &q.job_id.to_le_bytes());
+        put(&mut r, 12, &q.slot.to_le_bytes());
+        put(&mut r, 16, &q.port_first.to_le_bytes());
+        put(&mut r, 18, &q.port_last.to_le_bytes());
+        put(&mut r, 48, &q.until.to_le_bytes());
+        r
+    }
+
     /// Every slot's record (slot, bytes), leases first. The checksum of a record that did not
     /// change is copied from the file, not computed again.
     fn records(&self) -> Result<Vec<(u32, [u8; disk::RECORD])>, LeaseError> {
-        use disk::*;
         let mut out = Vec::with_capacity(self.leases.len() + self.quarantine.len());
         for l in &self.leases {
-            for (what, v, max) in [
-                ("user name", &l.user, USER_MAX),
-                ("profile name", &l.profile, PROFILE_MAX),
-            ] {
-                if v.len() > max {
-                    return Err(LeaseError::TooLong {
-                        what: format!("job {}'s {what} {v:?}", l.job_id),
-                        len: v.len(),
-                        max,
-                        fix: "the job is denied; use shorter names",
-                    });
-                }
-            }
-            let mut r = [0u8; RECORD];
-            r[0] = LEASE;
-            r[1] = match l.mode {
-                Mode::Cgroup => 0,
-                Mode::Netns => 1,
-            };
-            r[2] = l.user.len() as u8;
-            r[3] = l.profile.len() as u8;
-            put(&mut r, 4, &l.job_id.to_le_bytes());
-            put(&mut r, 8, &l.uid.to_le_bytes());
-            put(&mut r, 12, &l.slot.to_le_bytes());
-            put(&mut r, 16, &l.port_first.to_le_bytes());
-            put(&mut r, 18, &l.port_last.to_le_bytes());
-            put(&mut r, 20, &l.mark.to_le_bytes());
-            put(&mut r, 24, &l.node_addr.octets());
-            put(
-                &mut r,
-                28,
-                &u32::from(l.last_logged.is_some()).to_le_bytes(),
-            );
-            put(&mut r, 32, &l.since.to_le_bytes());
-            put(&mut r, 40, &l.last_logged.unwrap_or(0).to_le_bytes());
-            put(&mut r, 56, l.user.as_bytes());
-            put(&mut r, 120, l.profile.as_bytes());
-            seal_like(&mut r, self.old_record(l.slot));
+            let mut r = Self::encode_lease(l)?;
+            disk::seal_like(&mut r, self.old_record(l.slot));
             out.push((l.slot, r));
         }
         for q in &self.quarantine {
-            let mut r = [0u8; RECORD];
-            r[0] = QUARANTINE;
-            put(&mut r, 4, &q.job_id.to_le_bytes());
-            put(&mut r, 12, &q.slot.to_le_bytes());
-            put(&mut r, 16, &q.port_first.to_le_bytes());
-            put(&mut r, 18, &q.port_last.to_le_bytes());
-            put(&mut r, 48, &q.until.to_le_bytes());
-            seal_like(&mut r, self.old_record(q.slot));
+            let mut r = Self::encode_quarantine(q);
+            disk::seal_like(&mut r, self.old_record(q.slot));
             out.push((q.slot, r));
         }
         Ok(out)
@@ -629,32 +655,47 @@ impl LeaseTable {
         use disk::{HEADER, RECORD};
         use std::os::unix::fs::FileExt;
         let have = self.slots_on_disk();
-        let records = self.records()?;
-        if self.on_disk.is_none() || records.iter().any(|(s, _)| *s as usize >= have) {
+        let fits = |s: u32| (s as usize) < have;
+        if self.on_disk.is_none()
+            || !self.leases.iter().all(|l| fits(l.slot))
+            || !self.quarantine.iter().all(|q| fits(q.slot))
+        {
             return self.store_whole(path);
         }
-        let by_slot = Self::occupancy(&records, have, path)?;
         let header = self.header(have)?;
         let old = self.on_disk.as_ref().expect("checked above");
-        // (offset, bytes): the header, changed records, and records no longer held (blank)
-        let blank = [0u8; RECORD];
-        let mut changes: Vec<(usize, &[u8])> = Vec::new();
-        if old[..HEADER] != header {
-            changes.push((0, &header));
-        }
-        for (slot, r) in &records {
-            let o = HEADER + *slot as usize * RECORD;
-            if old[o..o + RECORD] != r[..] {
+        // each entry's record is encoded on the stack and compared with the file's: only the
+        // header, the changed records and the records no longer held (blanked) are written
+        let mut by_slot: Vec<Option<u32>> = vec![None; have];
+        let mut changes: Vec<(usize, [u8; RECORD])> = Vec::new();
+        let mut note = |slot: u32, job: u32, mut r: [u8; RECORD]| -> Result<(), LeaseError> {
+            if let Some(other) = by_slot[slot as usize].replace(job) {
+                return Err(LeaseError::Corrupt {
+                    path: path.to_owned(),
+                    detail: format!("jobs {other} and {job} share slot {slot}"),
+                });
+            }
+            let o = HEADER + slot as usize * RECORD;
+            let was = &old[o..o + RECORD];
+            if was[..RECORD - 4] != r[..RECORD - 4] {
+                disk::seal(&mut r);
                 changes.push((o, r));
             }
+            Ok(())
+        };
+        for l in &self.leases {
+            note(l.slot, l.job_id, Self::encode_lease(l)?)?;
         }
-        for (slot, held) in by_slot.iter().enumerate() {
-            let o = HEADER + slot * RECORD;
-            if held.is_none() && old[o] != disk::FREE {
-                changes.push((o, &blank));
+        for q in &self.quarantine {
+            note(q.slot, q.job_id, Self::encode_quarantine(q))?;
+        }
+        for &slot in &self.held_on_disk {
+            if by_slot[slot as usize].is_none() {
+                changes.push((HEADER + slot as usize * RECORD, [0u8; RECORD]));
             }
         }
-        if changes.is_empty() {
+        let header_changed = old[..HEADER] != header;
+        if changes.is_empty() && !header_changed {
             return Ok(());
         }
         let io = |op: &'static str| {
@@ -668,16 +709,21 @@ impl LeaseTable {
             .write(true)
             .open(path)
             .map_err(io("open for writing"))?;
+        if header_changed {
+            f.write_all_at(&header, 0)
+                .map_err(io("write the header of"))?;
+        }
         for (o, bytes) in &changes {
             f.write_all_at(bytes, *o as u64)
                 .map_err(io("write a record of"))?;
         }
         f.sync_data().map_err(io("fdatasync"))?;
-        let mut new = self.on_disk.take().expect("checked above");
+        let new = self.on_disk.as_mut().expect("checked above");
+        new[..HEADER].copy_from_slice(&header);
         for (o, bytes) in changes {
-            new[o..o + bytes.len()].copy_from_slice(bytes);
+            new[o..o + RECORD].copy_from_slice(&bytes);
         }
-        self.on_disk = Some(new);
+        self.held_on_disk = self.held_slots();
         Ok(())
     }
 
@@ -695,6 +741,7 @@ impl LeaseTable {
             tracing::info!(from = %legacy.display(), to = %path.display(), kept = %to.display(), "lease table migrated to version {TABLE_VERSION}");
         }
         self.on_disk = Some(new);
+        self.held_on_disk = self.held_slots();
         Ok(())
     }
 
