@@ -1,5 +1,5 @@
 //! Wall time of each step of one prolog or epilog run, logged with the run's result line
-//! (`steps="lock:110 lease-load:1720 ..."`, microseconds), so that an admin who sees slow job
+//! (`steps=lock:110 lease-load:48 ...`, microseconds), so that an admin who sees slow job
 //! starts can tell a slow disk (`lease-store`), a big lease table (`lease-load`) or the kernel
 //! (`netns`) apart without a profiler. A step is the time since the previous mark.
 //!
