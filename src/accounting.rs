@@ -268,11 +268,11 @@ impl Record {
         Record {
             time: rfc3339(end),
             job_id: lease.job_id,
-            user: lease.user.clone(),
+            user: lease.user.to_string(),
             uid: lease.uid,
             node: node.to_owned(),
             node_addr: lease.node_addr,
-            profile: lease.profile.clone(),
+            profile: lease.profile.to_string(),
             mode: lease.mode,
             slot: lease.slot,
             mark: lease.mark,

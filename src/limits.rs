@@ -74,7 +74,7 @@ mod tests {
     fn lease(job_id: u32, uid: u32, profile: &str) -> Lease {
         Lease {
             job_id,
-            user: format!("u{uid}"),
+            user: format!("u{uid}").into(),
             uid,
             slot: job_id,
             port_first: 0,
