@@ -349,6 +349,14 @@ impl Policy {
         self.profiles.iter().any(|p| !p.auto.is_empty())
     }
 
+    /// True when some profile names a group (in `allow`, `deny` or `auto`): only then does a
+    /// decision need the job's user's groups.
+    pub fn uses_groups(&self) -> bool {
+        self.profiles.iter().any(|p| {
+            !(p.allow.groups.is_empty() && p.deny.groups.is_empty() && p.auto.groups.is_empty())
+        })
+    }
+
     /// True when some profile uses netns mode (the node then needs forwarding for job veths).
     pub fn uses_netns(&self) -> bool {
         self.profiles.iter().any(|p| p.mode == Mode::Netns)

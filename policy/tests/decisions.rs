@@ -375,3 +375,37 @@ fn explain_and_summary_name_the_pool_and_the_gateway() {
         assert!(s.contains(part), "missing {part:?} in:\n{s}");
     }
 }
+
+/// The prolog resolves a job's groups through NSS only when some profile names a group:
+/// a decision without them must then be the same as with them.
+#[test]
+fn groups_are_needed_only_when_a_profile_names_one() {
+    let by_name = policy(
+        r#"
+[[profile]]
+name = "exp"
+users = ["aliprod"]
+accounts = ["grid"]
+[profile.deny]
+users = ["mallory"]
+"#,
+    );
+    assert!(!by_name.uses_groups());
+    for (user, groups) in [("aliprod", &["alice"][..]), ("other", &["alice", "banned"])] {
+        for request in [Request::None, Request::Any] {
+            assert_eq!(
+                decide(&by_name, &job(user, groups), &request),
+                decide(&by_name, &job(user, &[]), &request),
+                "{user} {groups:?} {request:?}"
+            );
+        }
+    }
+    assert!(policy(EXP).uses_groups(), "allow, deny and auto groups");
+    // (auto groups must be allowed groups too)
+    for section in ["", "[profile.deny]\n"] {
+        let p = policy(&format!(
+            "[[profile]]\nname = \"g\"\nusers = [\"aliprod\"]\n{section}groups = [\"staff\"]\n"
+        ));
+        assert!(p.uses_groups(), "{section:?}");
+    }
+}
