@@ -200,6 +200,38 @@ mod disk {
         let n = b.len() - 4;
         crc32(&b[..n]) == u32_at(b, n)
     }
+
+    /// True when record `r` says what [`super::LeaseTable::encode_lease`] would write for `l`
+    /// (its padding aside): the store then leaves it alone without encoding it.
+    pub fn holds_lease(r: &[u8], l: &super::Lease) -> bool {
+        let (u, p) = (l.user.as_bytes(), l.profile.as_bytes());
+        r[0] == LEASE
+            && r[1] == super::mode_byte(l.mode)
+            && usize::from(r[2]) == u.len()
+            && usize::from(r[3]) == p.len()
+            && u32_at(r, 4) == l.job_id
+            && u32_at(r, 8) == l.uid
+            && u32_at(r, 12) == l.slot
+            && u16_at(r, 16) == l.port_first
+            && u16_at(r, 18) == l.port_last
+            && u32_at(r, 20) == l.mark
+            && r[24..28] == l.node_addr.octets()
+            && u32_at(r, 28) == u32::from(l.last_logged.is_some())
+            && u64_at(r, 32) == l.since
+            && u64_at(r, 40) == l.last_logged.unwrap_or(0)
+            && r.get(56..56 + u.len()) == Some(u)
+            && r.get(120..120 + p.len()) == Some(p)
+    }
+
+    /// The same for a quarantine entry ([`super::LeaseTable::encode_quarantine`]).
+    pub fn holds_quarantine(r: &[u8], q: &super::Quarantined) -> bool {
+        r[0] == QUARANTINE
+            && u32_at(r, 4) == q.job_id
+            && u32_at(r, 12) == q.slot
+            && u16_at(r, 16) == q.port_first
+            && u16_at(r, 18) == q.port_last
+            && u64_at(r, 48) == q.until
+    }
 }
 
 /// A version-1 table (`leases.json`), read only to migrate it.
@@ -557,10 +589,7 @@ impl LeaseTable {
         }
         let mut r = [0u8; RECORD];
         r[0] = LEASE;
-        r[1] = match l.mode {
-            Mode::Cgroup => 0,
-            Mode::Netns => 1,
-        };
+        r[1] = mode_byte(l.mode);
         r[2] = l.user.len() as u8;
         r[3] = l.profile.len() as u8;
         put(&mut r, 4, &l.job_id.to_le_bytes());
@@ -681,11 +710,16 @@ impl LeaseTable {
         }
         let header = self.header(have)?;
         let old = self.on_disk.as_ref().expect("checked above");
-        // each entry's record is encoded on the stack and compared with the file's: only the
-        // header, the changed records and the records no longer held (blanked) are written
+        // each entry is compared with its record in the file, field by field, and encoded
+        // (on the stack) only when it differs: only the header, the changed records and the
+        // records no longer held (blanked) are written
         let mut by_slot: Vec<Option<u32>> = vec![None; have];
         let mut changes: Vec<(usize, [u8; RECORD])> = Vec::new();
-        let mut note = |slot: u32, job: u32, mut r: [u8; RECORD]| -> Result<(), LeaseError> {
+        let mut note = |slot: u32,
+                        job: u32,
+                        same: &dyn Fn(&[u8]) -> bool,
+                        encode: &dyn Fn() -> Result<[u8; RECORD], LeaseError>|
+         -> Result<(), LeaseError> {
             if let Some(other) = by_slot[slot as usize].replace(job) {
                 return Err(LeaseError::Corrupt {
                     path: path.to_owned(),
@@ -694,17 +728,24 @@ impl LeaseTable {
             }
             let o = HEADER + slot as usize * RECORD;
             let was = &old[o..o + RECORD];
-            if was[..RECORD - 4] != r[..RECORD - 4] {
-                disk::seal(&mut r);
-                changes.push((o, r));
+            if !same(was) {
+                let mut r = encode()?;
+                if was[..RECORD - 4] != r[..RECORD - 4] {
+                    disk::seal(&mut r);
+                    changes.push((o, r));
+                }
             }
             Ok(())
         };
         for l in &self.leases {
-            note(l.slot, l.job_id, Self::encode_lease(l)?)?;
+            note(l.slot, l.job_id, &|r| disk::holds_lease(r, l), &|| {
+                Self::encode_lease(l)
+            })?;
         }
         for q in &self.quarantine {
-            note(q.slot, q.job_id, Self::encode_quarantine(q))?;
+            note(q.slot, q.job_id, &|r| disk::holds_quarantine(r, q), &|| {
+                Ok(Self::encode_quarantine(q))
+            })?;
         }
         for &slot in &self.held_on_disk {
             if by_slot[slot as usize].is_none() {
@@ -1099,6 +1140,14 @@ impl Clone for Image {
 impl std::fmt::Debug for Image {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(f, "Image({} bytes)", self.len())
+    }
+}
+
+/// A lease record's mode byte (read back in [`LeaseTable::parse`]).
+fn mode_byte(m: Mode) -> u8 {
+    match m {
+        Mode::Cgroup => 0,
+        Mode::Netns => 1,
     }
 }
 
@@ -1888,6 +1937,150 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<DumpEntry>(&line).unwrap(),
             entries[0]
+        );
+    }
+
+    #[test]
+    fn a_record_holds_an_entry_exactly_when_encoding_the_entry_gives_it() {
+        let base = Lease {
+            job_id: 7,
+            user: "alice".into(),
+            uid: 1000,
+            slot: 3,
+            port_first: 20768,
+            port_last: 21023,
+            mark: 0x10003,
+            mode: Mode::Cgroup,
+            profile: "default".into(),
+            node_addr: Ipv4Addr::new(10, 99, 0, 11),
+            since: 1_700_000_000,
+            last_logged: None,
+        };
+        let variants: Vec<Lease> = vec![
+            base.clone(),
+            Lease {
+                job_id: 8,
+                ..base.clone()
+            },
+            Lease {
+                user: "alicf".into(),
+                ..base.clone()
+            },
+            Lease {
+                user: "alice2".into(),
+                ..base.clone()
+            },
+            Lease {
+                uid: 1001,
+                ..base.clone()
+            },
+            Lease {
+                slot: 4,
+                ..base.clone()
+            },
+            Lease {
+                port_first: 20767,
+                ..base.clone()
+            },
+            Lease {
+                port_last: 21024,
+                ..base.clone()
+            },
+            Lease {
+                mark: 0x10004,
+                ..base.clone()
+            },
+            Lease {
+                mode: Mode::Netns,
+                ..base.clone()
+            },
+            Lease {
+                profile: "defaulu".into(),
+                ..base.clone()
+            },
+            Lease {
+                profile: "".into(),
+                ..base.clone()
+            },
+            Lease {
+                node_addr: Ipv4Addr::new(10, 99, 0, 12),
+                ..base.clone()
+            },
+            Lease {
+                since: 1_700_000_001,
+                ..base.clone()
+            },
+            Lease {
+                last_logged: Some(0),
+                ..base.clone()
+            },
+            Lease {
+                last_logged: Some(1_700_000_600),
+                ..base.clone()
+            },
+        ];
+        for a in &variants {
+            let r = LeaseTable::encode_lease(a).unwrap();
+            for b in &variants {
+                let same = LeaseTable::encode_lease(b).unwrap() == r;
+                assert_eq!(disk::holds_lease(&r, b), same, "{a:?} / {b:?}");
+            }
+            let q = Quarantined {
+                slot: a.slot,
+                port_first: a.port_first,
+                port_last: a.port_last,
+                until: a.since,
+                job_id: a.job_id,
+            };
+            assert!(
+                !disk::holds_quarantine(&r, &q),
+                "a lease's record holds no quarantine"
+            );
+        }
+        let q = Quarantined {
+            slot: 3,
+            port_first: 20768,
+            port_last: 21023,
+            until: 125,
+            job_id: 7,
+        };
+        let qs = [
+            q.clone(),
+            Quarantined {
+                slot: 4,
+                ..q.clone()
+            },
+            Quarantined {
+                port_first: 1,
+                ..q.clone()
+            },
+            Quarantined {
+                port_last: 2,
+                ..q.clone()
+            },
+            Quarantined {
+                until: 126,
+                ..q.clone()
+            },
+            Quarantined {
+                job_id: 8,
+                ..q.clone()
+            },
+        ];
+        for a in &qs {
+            let r = LeaseTable::encode_quarantine(a);
+            for b in &qs {
+                assert_eq!(
+                    disk::holds_quarantine(&r, b),
+                    LeaseTable::encode_quarantine(b) == r,
+                    "{a:?} / {b:?}"
+                );
+            }
+            assert!(!disk::holds_lease(&r, &base));
+        }
+        assert!(
+            !disk::holds_lease(&[0u8; disk::RECORD], &base),
+            "a blank record holds nothing"
         );
     }
 
