@@ -36,8 +36,7 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> anyhow::Result<Rep
     if job.request == extnet_policy::Request::None && !policy.has_auto() {
         return Ok(Report::NotRequested);
     }
-    let identity = job.identity(policy.uses_groups());
-    crate::steps::mark("identity");
+    let identity = job.identity();
     // profiles whose limits are reached or whose port pool is full on this node: a job that
     // did not name a profile gets the next one that grants it
     let mut full: Vec<String> = Vec::new();

@@ -52,6 +52,9 @@ fn group_member_is_granted_the_group_profile() {
         &format!("{p} tcp"),
     );
     let job = assert_out_with(&c, &r, "exp");
+    // her groups were looked up (NSS), as a step of their own before the decision
+    let steps = c.prolog_steps(job, "n1");
+    assert_eq!(steps[..2], ["groups", "decide"], "{steps:?}");
     c.assert_clean(job);
 }
 
@@ -95,6 +98,14 @@ fn auto_principal_gets_out_without_asking_and_others_do_not() {
         .find(|r| r["event"] == "allocate")
         .unwrap();
     assert_eq!(alloc["user"], AUTO);
+    // granted by name: the decision needed no group lookup (NSS is costly in a new process)
+    let steps = c.prolog_steps(job, "n1");
+    assert_eq!(
+        steps.first().map(String::as_str),
+        Some("decide"),
+        "{steps:?}"
+    );
+    assert!(!steps.iter().any(|s| s == "groups"), "{steps:?}");
     c.assert_clean(job);
     // an sbatch job of the same user, also without asking
     let job = c.sbatch(

@@ -30,12 +30,68 @@ impl Request {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobIdentity {
     pub user: String,
-    /// The user's groups, primary and supplementary, by name.
+    /// The user's groups, primary and supplementary, by name; unused when `lookup` is set
+    /// (read them with [`JobIdentity::groups`]).
     pub groups: Vec<String>,
     pub account: Option<String>,
     pub partition: Option<String>,
     pub qos: Option<String>,
+    /// Looks the groups up the first time a decision needs them (the prolog: NSS, whose
+    /// first lookup in a process costs ~0.7 ms), instead of `groups`.
+    pub lookup: Option<GroupLookup>,
 }
+
+impl JobIdentity {
+    /// The user's groups: `groups`, or what `lookup` finds (looked up once, on first call).
+    pub fn groups(&self) -> &[String] {
+        match &self.lookup {
+            Some(l) => l.found.get_or_init(|| (l.resolve)(&self.user, l.gid)),
+            None => &self.groups,
+        }
+    }
+
+    /// True when the groups were looked up (or given): a decision needed them.
+    pub fn groups_looked_up(&self) -> bool {
+        self.lookup.as_ref().is_none_or(|l| l.found.get().is_some())
+    }
+}
+
+/// How [`JobIdentity::groups`] finds the groups of a user whose primary group is `gid`.
+#[derive(Clone)]
+pub struct GroupLookup {
+    resolve: fn(&str, u32) -> Vec<String>,
+    gid: u32,
+    found: std::cell::OnceCell<Vec<String>>,
+}
+
+impl GroupLookup {
+    /// `resolve(user, gid)` gives the user's groups by name.
+    pub fn new(resolve: fn(&str, u32) -> Vec<String>, gid: u32) -> GroupLookup {
+        GroupLookup {
+            resolve,
+            gid,
+            found: std::cell::OnceCell::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for GroupLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self.found.get() {
+            Some(g) => write!(f, "GroupLookup(gid {}: {g:?})", self.gid),
+            None => write!(f, "GroupLookup(gid {}, not looked up)", self.gid),
+        }
+    }
+}
+
+/// Two lookups are equal when they are for the same primary group and found the same.
+impl PartialEq for GroupLookup {
+    fn eq(&self, o: &Self) -> bool {
+        self.gid == o.gid && self.found.get() == o.found.get()
+    }
+}
+
+impl Eq for GroupLookup {}
 
 /// The outcome, with words for the user and for the admin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +119,11 @@ fn matching(p: &Principals, job: &JobIdentity) -> Option<String> {
     if p.users.contains(&job.user) {
         return Some(format!("user {}", job.user));
     }
-    if let Some(g) = job.groups.iter().find(|g| p.groups.contains(g)) {
+    // groups only when the principals name one: the lookup may be costly
+    if let Some(g) = (!p.groups.is_empty())
+        .then(|| job.groups().iter().find(|g| p.groups.contains(g)))
+        .flatten()
+    {
         return Some(format!("group {g}"));
     }
     if let Some(a) = job.account.as_ref().filter(|a| p.accounts.contains(a)) {
@@ -129,7 +189,12 @@ pub fn decide_skipping(
     match request {
         Request::None => {
             for p in candidates() {
-                if let (Some(who), Ok(rule)) = (matching(&p.auto, job), evaluate(p, job)) {
+                // the rest of the profile only when its auto principals match (a group
+                // lookup may be costly)
+                let Some(who) = matching(&p.auto, job) else {
+                    continue;
+                };
+                if let Ok(rule) = evaluate(p, job) {
                     return Decision::Granted {
                         profile: p.name.clone(),
                         auto: true,

@@ -16,7 +16,9 @@ pub mod raw;
 pub mod report;
 mod validate;
 
-pub use decide::{decide, decide_skipping, possible, Decision, JobIdentity, Request, Submitter};
+pub use decide::{
+    decide, decide_skipping, possible, Decision, GroupLookup, JobIdentity, Request, Submitter,
+};
 pub use validate::{PolicyError, ValidationError};
 
 use ipnet::Ipv4Net;
@@ -347,14 +349,6 @@ impl Policy {
     /// can skip everything (the prolog's fast path).
     pub fn has_auto(&self) -> bool {
         self.profiles.iter().any(|p| !p.auto.is_empty())
-    }
-
-    /// True when some profile names a group (in `allow`, `deny` or `auto`): only then does a
-    /// decision need the job's user's groups.
-    pub fn uses_groups(&self) -> bool {
-        self.profiles.iter().any(|p| {
-            !(p.allow.groups.is_empty() && p.deny.groups.is_empty() && p.auto.groups.is_empty())
-        })
     }
 
     /// True when some profile uses netns mode (the node then needs forwarding for job veths).

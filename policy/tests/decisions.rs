@@ -376,36 +376,84 @@ fn explain_and_summary_name_the_pool_and_the_gateway() {
     }
 }
 
-/// The prolog resolves a job's groups through NSS only when some profile names a group:
-/// a decision without them must then be the same as with them.
+/// The prolog looks a job's groups up (NSS, costly in a new process) only when a decision
+/// needs them, and decides exactly as with the groups given.
 #[test]
-fn groups_are_needed_only_when_a_profile_names_one() {
-    let by_name = policy(
-        r#"
-[[profile]]
-name = "exp"
-users = ["aliprod"]
-accounts = ["grid"]
-[profile.deny]
-users = ["mallory"]
-"#,
-    );
-    assert!(!by_name.uses_groups());
-    for (user, groups) in [("aliprod", &["alice"][..]), ("other", &["alice", "banned"])] {
-        for request in [Request::None, Request::Any] {
-            assert_eq!(
-                decide(&by_name, &job(user, groups), &request),
-                decide(&by_name, &job(user, &[]), &request),
-                "{user} {groups:?} {request:?}"
-            );
+fn groups_are_looked_up_only_when_a_decision_needs_them() {
+    use extnet_policy::GroupLookup;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    fn lookup(user: &str, gid: u32) -> Vec<String> {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(gid, 4242);
+        match user {
+            "aliprod" => vec!["alice".into()],
+            "mallory" => vec!["alice".into(), "banned".into()],
+            _ => vec!["users".into(), "alice".into()],
         }
     }
-    assert!(policy(EXP).uses_groups(), "allow, deny and auto groups");
-    // (auto groups must be allowed groups too)
-    for section in ["", "[profile.deny]\n"] {
-        let p = policy(&format!(
-            "[[profile]]\nname = \"g\"\nusers = [\"aliprod\"]\n{section}groups = [\"staff\"]\n"
-        ));
-        assert!(p.uses_groups(), "{section:?}");
+    let lazy = |user: &str| JobIdentity {
+        user: user.into(),
+        lookup: Some(GroupLookup::new(lookup, 4242)),
+        ..Default::default()
+    };
+    let eager = |user: &str| {
+        job(
+            user,
+            &lookup(user, 4242)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let by_name = policy(
+        "[[profile]]\nname = \"exp\"\nusers = [\"aliprod\"]\naccounts = [\"grid\"]\n\
+         [profile.deny]\nusers = [\"mallory\"]\n",
+    );
+    let user_first =
+        policy("[[profile]]\nname = \"g\"\nusers = [\"aliprod\"]\ngroups = [\"alice\"]\n");
+    let exp = policy(EXP);
+    // (what, policy, user, request, lookups expected)
+    let cases = [
+        ("no group named", &by_name, "aliprod", Request::Any, 0),
+        ("no group named", &by_name, "other", Request::Any, 0),
+        ("no group named", &by_name, "other", Request::None, 0),
+        ("deny by group", &exp, "aliprod", Request::Any, 1),
+        ("denied by name first", &exp, "mallory", Request::Any, 0),
+        ("deny by group", &exp, "other", Request::Any, 1),
+        ("deny by group", &exp, "other", Request::None, 1),
+        (
+            "allowed by name first",
+            &user_first,
+            "aliprod",
+            Request::Any,
+            0,
+        ),
+        ("allowed by group", &user_first, "other", Request::Any, 1),
+    ];
+    for (what, p, user, request, lookups) in &cases {
+        CALLS.store(0, Ordering::SeqCst);
+        let id = lazy(user);
+        let d = decide(p, &id, request);
+        assert_eq!(
+            CALLS.load(Ordering::SeqCst),
+            *lookups,
+            "{what}: {user} {request:?}"
+        );
+        assert_eq!(id.groups_looked_up(), *lookups > 0, "{what}: {user}");
+        assert_eq!(
+            d,
+            decide(p, &eager(user), request),
+            "{what}: {user} {request:?}"
+        );
+        // looked up once per identity, however often asked
+        let before = CALLS.load(Ordering::SeqCst);
+        let _ = (decide(p, &id, request), id.groups(), id.groups());
+        assert_eq!(
+            CALLS.load(Ordering::SeqCst) - before,
+            usize::from(*lookups == 0),
+            "{what}: {user}"
+        );
+        assert_eq!(id.groups(), lookup(user, 4242), "{what}: {user}");
     }
 }

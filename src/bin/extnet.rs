@@ -316,6 +316,7 @@ fn explain(
         account,
         partition,
         qos,
+        lookup: None,
     };
     let req = match (profile, not_asked) {
         (Some(p), _) => Request::Profile(p),

@@ -219,6 +219,25 @@ impl Cluster {
         v
     }
 
+    /// The step names of the prolog's result line for `job` on `node` (`steps=a:12 b:3`, the
+    /// line's last field, in the node's extnet log).
+    pub fn prolog_steps(&self, job: u32, node: &str) -> Vec<String> {
+        let path = self.xn_dir.join(format!("log/extnet-{node}.log"));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let line = text
+            .lines()
+            .find(|l| l.contains("extnet-prolog: ") && l.contains(&format!(" job_id={job} ")))
+            .unwrap_or_else(|| panic!("no prolog result line of job {job} in {}", path.display()));
+        let steps = line
+            .rsplit_once(" steps=")
+            .unwrap_or_else(|| panic!("no steps in {line:?}"))
+            .1;
+        steps
+            .split(' ')
+            .map(|s| s.split(':').next().unwrap().to_owned())
+            .collect()
+    }
+
     /// The port block the job was given on `node`, from the lease log.
     pub fn block(&self, job: u32, node: &str) -> (u16, u16) {
         let r = self
