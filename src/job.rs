@@ -112,30 +112,30 @@ pub fn user_of_uid(uid: u32) -> Option<(String, u32)> {
 
 /// [`group_names`], then the step `groups` of the prolog's result line (its time: the NSS
 /// lookup, and the few microseconds of the decision before it).
-fn timed_group_names(user: &str, gid: u32) -> Vec<String> {
+fn timed_group_names(user: &str, gid: u32) -> Result<Vec<String>, String> {
     let g = group_names(user, gid);
     crate::steps::mark("groups");
     g
 }
 
 /// Names of the user's primary and supplementary groups (`id -Gn USER`).
-pub fn group_names(user: &str, gid: u32) -> Vec<String> {
-    let Ok(cuser) = std::ffi::CString::new(user) else {
-        return Vec::new();
-    };
-    let gids =
-        nix::unistd::getgrouplist(&cuser, nix::unistd::Gid::from_raw(gid)).unwrap_or_default();
-    let mut names: Vec<String> = gids
-        .into_iter()
-        .filter_map(|g| {
-            nix::unistd::Group::from_gid(g)
-                .ok()
-                .flatten()
-                .map(|g| g.name)
-        })
-        .collect();
+/// An error says what failed (a policy that names groups then denies by group rather than
+/// grant by mistake); a group id without a name is left out (no policy can name it).
+pub fn group_names(user: &str, gid: u32) -> Result<Vec<String>, String> {
+    let cuser =
+        std::ffi::CString::new(user).map_err(|_| format!("user name {user:?} holds a NUL byte"))?;
+    let gids = nix::unistd::getgrouplist(&cuser, nix::unistd::Gid::from_raw(gid))
+        .map_err(|e| format!("getgrouplist({user}, {gid}) failed: {e}"))?;
+    let mut names = Vec::with_capacity(gids.len());
+    for g in gids {
+        match nix::unistd::Group::from_gid(g) {
+            Ok(Some(g)) => names.push(g.name),
+            Ok(None) => {}
+            Err(e) => return Err(format!("getgrgid({g}) failed: {e}")),
+        }
+    }
     names.dedup();
-    names
+    Ok(names)
 }
 
 /// The host name up to the first dot.
@@ -149,6 +149,15 @@ pub fn short_hostname() -> Option<String> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn group_names_come_from_nss_and_failures_are_errors() {
+        // root's primary group (gid 0) is "root" on every Linux this runs on
+        let g = group_names("root", 0).unwrap();
+        assert!(g.iter().any(|n| n == "root"), "{g:?}");
+        let e = group_names("ro\0ot", 0).unwrap_err();
+        assert!(e.contains("NUL"), "{e}");
+    }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let m: HashMap<String, String> = pairs

@@ -42,11 +42,16 @@ pub struct JobIdentity {
 }
 
 impl JobIdentity {
-    /// The user's groups: `groups`, or what `lookup` finds (looked up once, on first call).
-    pub fn groups(&self) -> &[String] {
+    /// The user's groups: `groups`, or what `lookup` finds (looked up once, on first call),
+    /// or why they could not be found.
+    pub fn groups(&self) -> Result<&[String], &str> {
         match &self.lookup {
-            Some(l) => l.found.get_or_init(|| (l.resolve)(&self.user, l.gid)),
-            None => &self.groups,
+            Some(l) => l
+                .found
+                .get_or_init(|| (l.resolve)(&self.user, l.gid))
+                .as_deref()
+                .map_err(String::as_str),
+            None => Ok(&self.groups),
         }
     }
 
@@ -59,14 +64,17 @@ impl JobIdentity {
 /// How [`JobIdentity::groups`] finds the groups of a user whose primary group is `gid`.
 #[derive(Clone)]
 pub struct GroupLookup {
-    resolve: fn(&str, u32) -> Vec<String>,
+    resolve: GroupResolver,
     gid: u32,
-    found: std::cell::OnceCell<Vec<String>>,
+    found: std::cell::OnceCell<Result<Vec<String>, String>>,
 }
 
+/// `resolve(user, gid)`: the user's groups by name, or why they cannot be found.
+pub type GroupResolver = fn(&str, u32) -> Result<Vec<String>, String>;
+
 impl GroupLookup {
-    /// `resolve(user, gid)` gives the user's groups by name.
-    pub fn new(resolve: fn(&str, u32) -> Vec<String>, gid: u32) -> GroupLookup {
+    /// `resolve(user, gid)` gives the user's groups by name, or why it cannot.
+    pub fn new(resolve: GroupResolver, gid: u32) -> GroupLookup {
         GroupLookup {
             resolve,
             gid,
@@ -112,7 +120,9 @@ pub enum Decision {
 }
 
 /// Which principal of `p` matches the job, as words (`user alice`, `group alice`, ...).
-fn matching(p: &Principals, job: &JobIdentity) -> Option<String> {
+/// Groups that cannot be looked up match no allow or auto principal, and match a deny
+/// principal that names groups (fail closed: a group deny must not lapse when NSS fails).
+fn matching(p: &Principals, job: &JobIdentity, deny: bool) -> Option<String> {
     if p.users.iter().any(|u| u == "*") {
         return Some("everyone (users = [\"*\"])".into());
     }
@@ -120,11 +130,22 @@ fn matching(p: &Principals, job: &JobIdentity) -> Option<String> {
         return Some(format!("user {}", job.user));
     }
     // groups only when the principals name one: the lookup may be costly
-    if let Some(g) = (!p.groups.is_empty())
-        .then(|| job.groups().iter().find(|g| p.groups.contains(g)))
-        .flatten()
-    {
-        return Some(format!("group {g}"));
+    if !p.groups.is_empty() {
+        match job.groups() {
+            Ok(groups) => {
+                if let Some(g) = groups.iter().find(|g| p.groups.contains(g)) {
+                    return Some(format!("group {g}"));
+                }
+            }
+            Err(why) if deny => {
+                return Some(format!(
+                    "user {}, whose groups cannot be looked up ({why}; it denies groups {}, so it cannot tell)",
+                    job.user,
+                    p.groups.join(", ")
+                ))
+            }
+            Err(_) => {}
+        }
     }
     if let Some(a) = job.account.as_ref().filter(|a| p.accounts.contains(a)) {
         return Some(format!("account {a}"));
@@ -134,10 +155,19 @@ fn matching(p: &Principals, job: &JobIdentity) -> Option<String> {
 
 /// Why `profile` does not apply to `job`, or the rule that makes it apply.
 fn evaluate(profile: &Profile, job: &JobIdentity) -> Result<String, String> {
-    if let Some(who) = matching(&profile.deny, job) {
+    if let Some(who) = matching(&profile.deny, job, true) {
         return Err(format!("profile {:?} denies {who}", profile.name));
     }
-    let Some(who) = matching(&profile.allow, job) else {
+    let Some(who) = matching(&profile.allow, job, false) else {
+        // (groups.is_empty() first: a lookup only where groups could have granted)
+        if let Some(Err(why)) = (!profile.allow.groups.is_empty()).then(|| job.groups()) {
+            return Err(format!(
+                "profile {:?} allows groups {}, and the groups of user {} cannot be looked up on this node ({why})",
+                profile.name,
+                profile.allow.groups.join(", "),
+                job.user
+            ));
+        }
         return Err(format!(
             "profile {:?} does not list user {}, any of its groups or its account",
             profile.name, job.user
@@ -191,7 +221,7 @@ pub fn decide_skipping(
             for p in candidates() {
                 // the rest of the profile only when its auto principals match (a group
                 // lookup may be costly)
-                let Some(who) = matching(&p.auto, job) else {
+                let Some(who) = matching(&p.auto, job, false) else {
                     continue;
                 };
                 if let Ok(rule) = evaluate(p, job) {
@@ -251,7 +281,7 @@ pub fn auto_refusals(policy: &Policy, job: &JobIdentity) -> Vec<String> {
     policy
         .profiles
         .iter()
-        .filter(|p| matching(&p.auto, job).is_some())
+        .filter(|p| matching(&p.auto, job, false).is_some())
         .filter_map(|p| evaluate(p, job).err())
         .collect()
 }

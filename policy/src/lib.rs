@@ -17,7 +17,8 @@ pub mod report;
 mod validate;
 
 pub use decide::{
-    decide, decide_skipping, possible, Decision, GroupLookup, JobIdentity, Request, Submitter,
+    decide, decide_skipping, possible, Decision, GroupLookup, GroupResolver, JobIdentity, Request,
+    Submitter,
 };
 pub use validate::{PolicyError, ValidationError};
 

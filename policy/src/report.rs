@@ -218,10 +218,10 @@ pub fn explain(policy: &Policy, id: &JobIdentity, request: &Request) -> String {
     let who = format!(
         "A job of user {} (groups: {}; account: {}; partition: {}; QOS: {})",
         id.user,
-        if id.groups().is_empty() {
-            "none found".into()
-        } else {
-            id.groups().join(", ")
+        match id.groups() {
+            Ok([]) => "none found".into(),
+            Ok(g) => g.join(", "),
+            Err(why) => format!("cannot be looked up: {why}"),
         },
         or_none(&id.account),
         or_none(&id.partition),

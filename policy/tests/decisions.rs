@@ -383,14 +383,14 @@ fn groups_are_looked_up_only_when_a_decision_needs_them() {
     use extnet_policy::GroupLookup;
     use std::sync::atomic::{AtomicUsize, Ordering};
     static CALLS: AtomicUsize = AtomicUsize::new(0);
-    fn lookup(user: &str, gid: u32) -> Vec<String> {
+    fn lookup(user: &str, gid: u32) -> Result<Vec<String>, String> {
         CALLS.fetch_add(1, Ordering::SeqCst);
         assert_eq!(gid, 4242);
-        match user {
+        Ok(match user {
             "aliprod" => vec!["alice".into()],
             "mallory" => vec!["alice".into(), "banned".into()],
             _ => vec!["users".into(), "alice".into()],
-        }
+        })
     }
     let lazy = |user: &str| JobIdentity {
         user: user.into(),
@@ -401,6 +401,7 @@ fn groups_are_looked_up_only_when_a_decision_needs_them() {
         job(
             user,
             &lookup(user, 4242)
+                .unwrap()
                 .iter()
                 .map(String::as_str)
                 .collect::<Vec<_>>(),
@@ -454,6 +455,58 @@ fn groups_are_looked_up_only_when_a_decision_needs_them() {
             usize::from(*lookups == 0),
             "{what}: {user}"
         );
-        assert_eq!(id.groups(), lookup(user, 4242), "{what}: {user}");
+        assert_eq!(
+            id.groups().map(<[String]>::to_vec).map_err(str::to_owned),
+            lookup(user, 4242),
+            "{what}: {user}"
+        );
     }
+}
+
+/// Groups that cannot be looked up (NSS down): a group deny still applies (the job is
+/// denied, saying why), a group grant does not, and a grant by name that needs no group is
+/// unaffected.
+#[test]
+fn groups_that_cannot_be_looked_up_deny_by_group_and_grant_nothing_by_group() {
+    use extnet_policy::GroupLookup;
+    fn broken(user: &str, _gid: u32) -> Result<Vec<String>, String> {
+        Err(format!("getgrouplist({user}, 4242) failed: EIO"))
+    }
+    let lazy = |user: &str| JobIdentity {
+        user: user.into(),
+        lookup: Some(GroupLookup::new(broken, 4242)),
+        ..Default::default()
+    };
+    // EXP denies group "banned": a user allowed by name is denied when the groups are unknown
+    let why = denied(decide(&policy(EXP), &lazy("aliprod"), &Request::Any));
+    assert!(
+        why.contains("profile \"exp\" denies user aliprod, whose groups cannot be looked up")
+            && why.contains("getgrouplist(aliprod, 4242) failed: EIO")
+            && why.contains("banned"),
+        "{why}"
+    );
+    // allowed only through a group: denied, saying the groups are unknown
+    let by_group = policy("[[profile]]\nname = \"g\"\ngroups = [\"alice\"]\n");
+    let why = denied(decide(&by_group, &lazy("someone"), &Request::Any));
+    assert!(
+        why.contains("allows groups alice, and the groups of user someone cannot be looked up")
+            && why.contains("EIO"),
+        "{why}"
+    );
+    // nobody is granted automatically through an unknown group either
+    let auto = policy(
+        "[[profile]]\nname = \"a\"\ngroups = [\"alice\"]\n[profile.auto]\ngroups = [\"alice\"]\n",
+    );
+    assert_eq!(
+        decide(&auto, &lazy("someone"), &Request::None),
+        Decision::NotRequested
+    );
+    // a grant by name that no group rule can change needs no lookup
+    let by_name =
+        policy("[[profile]]\nname = \"n\"\nusers = [\"aliprod\"]\ngroups = [\"alice\"]\n");
+    assert_eq!(
+        granted(decide(&by_name, &lazy("aliprod"), &Request::Any)).0,
+        "n"
+    );
+    assert!(!lazy("aliprod").groups_looked_up());
 }

@@ -168,10 +168,17 @@ fn submit(spank: &Spank, config: &Config) -> Result<(), String> {
         ));
         return Ok(());
     };
-    let who = Submitter {
-        groups: extnet::job::group_names(&user, gid),
-        user,
+    let groups = match extnet::job::group_names(&user, gid) {
+        Ok(g) => g,
+        Err(e) => {
+            slurm::verbose(&format!(
+                "no early check of --{}: the groups of {user} cannot be looked up here: {e}",
+                request::OPTION
+            ));
+            return Ok(());
+        }
     };
+    let who = Submitter { groups, user };
     // Account, partition and QOS are not known here: refuse only what no job of this user
     // could get.
     match extnet_policy::possible(&policy, &who, &request) {

@@ -305,18 +305,18 @@ fn explain(
     profile: Option<String>,
     not_asked: bool,
 ) {
-    let groups = nix::unistd::User::from_name(&user)
+    // looked up as the prolog does (when a decision needs them); a user unknown here has none
+    let lookup = nix::unistd::User::from_name(&user)
         .ok()
         .flatten()
-        .map(|u| extnet::job::group_names(&user, u.gid.as_raw()))
-        .unwrap_or_default();
+        .map(|u| extnet_policy::GroupLookup::new(extnet::job::group_names, u.gid.as_raw()));
     let id = JobIdentity {
         user,
-        groups,
+        groups: Vec::new(),
         account,
         partition,
         qos,
-        lookup: None,
+        lookup,
     };
     let req = match (profile, not_asked) {
         (Some(p), _) => Request::Profile(p),
