@@ -12,7 +12,9 @@
 //! - **Data path.** iperf3 TCP from the node to the outside host through the gateway: the
 //!   unmarked path (a temporary /32 route in the node's namespace, removed at once), a job's
 //!   path in cgroup mode and in netns mode, and the job's path with 9 999 more elements in every
-//!   map its packets look up (10 000 against 1).
+//!   map its packets look up (10 000 against 1). Rounds of the three paths one after the
+//!   other, iperf3's client pinned to CPU 0 and its server to CPU 1; a ratio is the median of
+//!   the rounds' ratios.
 //!
 //! Everything it makes lives under `$XN_DIR/bench`, in cgroups `extnet/bench-*`, in the nft
 //! tables `ip extnet` and `ip extnet_sh` of the node's namespace and in `extnet-*` namespaces;
@@ -76,11 +78,12 @@ enum Cmd {
         /// Active external jobs on the node at which the per-job cost is measured.
         #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
         levels: Vec<usize>,
-        /// Seconds per iperf3 run.
-        #[arg(long, default_value_t = 5)]
+        /// Seconds per iperf3 run (after one omitted second).
+        #[arg(long, default_value_t = 3)]
         iperf_secs: u32,
-        /// iperf3 runs per figure.
-        #[arg(long, default_value_t = 5)]
+        /// iperf3 runs per figure: rounds of the three paths. Single runs vary by ±15 % on
+        /// the 2-core VM; more, shorter rounds steady the median of their ratios.
+        #[arg(long, default_value_t = 9)]
         iperf_reps: usize,
         /// Elements in each map the job's packets look up, for the loaded figure.
         #[arg(long, default_value_t = 10_000)]
@@ -1116,6 +1119,12 @@ fn iperf(secs: u32, via: &Via) -> Result<f64> {
         cmd.args(["-c", OUTSIDE, "-p", IPERF_PORT, "-J", "-O", "1", "-t"])
             .arg(secs.to_string())
             .stdin(Stdio::null());
+        // client on CPU 0 (where its packets are also forwarded: a veth hands a packet to its
+        // peer on the sending CPU), server on CPU 1: the scheduler moving either of them
+        // between the two CPUs was the largest part of the run-to-run spread
+        if two_cpus() {
+            cmd.args(["-A", "0,1"]);
+        }
         let _keep;
         match via {
             Via::Node => {}
@@ -1173,6 +1182,11 @@ fn iperf(secs: u32, via: &Via) -> Result<f64> {
             .context("iperf3 output has no end.sum_received.bits_per_second");
     }
     unreachable!("the loop returns or fails on its last attempt")
+}
+
+/// True when CPUs 0 and 1 exist for pinning iperf3's client and server apart.
+fn two_cpus() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -1454,8 +1468,14 @@ impl Report {
         if !self.tput.is_empty() {
             let _ = writeln!(
                 s,
-                "\n**Data path**: iperf3 TCP from node n1 through gateway gw1 to the outside host, {} s per run (first second omitted), median of {} runs in Gbit/s; within a mode the three paths take turns, in a rotating order.\n",
-                self.iperf_secs, self.iperf_reps
+                "\n**Data path**: iperf3 TCP from node n1 through gateway gw1 to the outside host, {} s per run (first second omitted), median of {} runs in Gbit/s; within a mode the three paths take turns, in a rotating order{}. A target's ratio is the median of the rounds' ratios (the two figures of a round measured one after the other), with the lowest and highest round.\n",
+                self.iperf_secs,
+                self.iperf_reps,
+                if two_cpus() {
+                    "; client pinned to CPU 0, server to CPU 1 (`iperf3 -A 0,1`)"
+                } else {
+                    ""
+                }
             );
             let _ = writeln!(s, "| path | cgroup mode | netns mode |\n|---|---:|---:|");
             let get = |mode: &str, i: usize| -> f64 {
@@ -1497,19 +1517,39 @@ impl Report {
                 get("cgroup", 2) / 1e9,
                 get("netns", 2) / 1e9
             );
+            // each round's two figures were measured one right after the other: their ratio,
+            // median over the rounds, follows the machine's drift less than a ratio of medians
+            let paired = |mode: &str, num: usize, den: usize| -> (f64, f64, f64) {
+                let Some(t) = self.tput.get(mode) else {
+                    return (f64::NAN, f64::NAN, f64::NAN);
+                };
+                let pick = |i: usize| match i {
+                    0 => &t.unmarked,
+                    1 => &t.job,
+                    _ => &t.loaded,
+                };
+                let r: Vec<f64> = pick(num)
+                    .iter()
+                    .zip(pick(den))
+                    .map(|(a, b)| a / b)
+                    .collect();
+                let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                (median(&r), lo, hi)
+            };
             for (mode, min) in [("cgroup", 0.97), ("netns", 0.9)] {
-                let r = get(mode, 1) / get(mode, 0);
+                let (r, lo, hi) = paired(mode, 1, 0);
                 targets.push((
                     format!("{mode} mode throughput ≥ {min} of the unmarked path"),
-                    format!("{r:.3}"),
+                    format!("{r:.3} (rounds {lo:.3}-{hi:.3})"),
                     r >= min,
                 ));
             }
             for mode in ["cgroup", "netns"] {
-                let r = get(mode, 2) / get(mode, 1);
+                let (r, lo, hi) = paired(mode, 2, 1);
                 targets.push((
                     format!("{mode} mode, {} elements ≥ 0.98 of 1", self.elements),
-                    format!("{r:.3}"),
+                    format!("{r:.3} (rounds {lo:.3}-{hi:.3})"),
                     r >= 0.98,
                 ));
             }
