@@ -243,12 +243,34 @@ fn list(s: &mut String, elems: impl Iterator<Item = String>) {
 
 /// A stable fingerprint of text (FNV-1a 64), to tell whether the applied base is current.
 pub fn fingerprint(text: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    let mut h = Fnv::default();
+    std::hash::Hasher::write(&mut h, text.as_bytes());
+    format!("{:016x}", std::hash::Hasher::finish(&h))
+}
+
+/// FNV-1a (64 bit) as a [`std::hash::Hasher`]: [`fingerprint`] of a text, or of values that
+/// derive `Hash` without formatting them first (`node::inputs_key`). Not for hash tables
+/// that face input an attacker chooses.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
     }
-    format!("{h:016x}")
+}
+
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_PATH: &str = "/etc/slurm/extnet.toml";
 
 /// How a granted job's traffic is singled out on the node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// The job stays in the node's network namespace; its sockets are marked by cgroup.
@@ -51,7 +51,7 @@ impl std::fmt::Display for Mode {
 }
 
 /// A checked policy. Every field holds its invariant; see [`Policy::from_toml`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub struct Policy {
     pub node: NodeConfig,
     /// The default pool's geometry (`[ports]`): the pool of every profile without one of its
@@ -66,7 +66,7 @@ pub struct Policy {
 }
 
 /// Node-wide settings: how job traffic is routed to the gateway.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub struct NodeConfig {
     /// Mode of profiles that do not name one.
     pub mode: Mode,
@@ -96,7 +96,7 @@ pub struct NodeConfig {
 
 /// The geometry of one pool of NAT source ports, cut into equal blocks (one block per active
 /// job). Its block numbers are local to the pool; [`Pool`] places them among the node's slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PortPool {
     pub first: u16,
     pub last: u16,
@@ -127,7 +127,7 @@ impl PortPool {
 /// One port pool of a node and the slots it gives: the default pool (`[ports]`) or a
 /// profile's own (`[profile.ports]`). A pool's jobs are translated into its blocks and routed
 /// to its gateway.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Pool {
     /// `None`: the default pool (`[ports]`), shared by every profile without a pool of its
     /// own; `Some(name)`: the own pool of profile `name`.
@@ -174,7 +174,7 @@ impl Pool {
 }
 
 /// Where records go (`%n` = node name).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub struct LogConfig {
     /// Append-only JSON lines: every lease allocate and release.
     pub lease_log: String,
@@ -188,7 +188,7 @@ pub struct LogConfig {
 
 /// Principals: who a rule is about. A job matches when its user, one of its user's groups, or
 /// its account is listed (`"*"` in `users` matches everyone).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Principals {
     pub users: Vec<String>,
     pub groups: Vec<String>,
@@ -202,7 +202,7 @@ impl Principals {
 }
 
 /// A named grant: who may use it, whether they get it without asking, and its limits.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub struct Profile {
     pub name: String,
     /// Who may ask for this profile.
@@ -237,7 +237,7 @@ impl Profile {
 }
 
 /// A transport protocol of a destination rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     /// Every protocol; with `ports`, TCP and UDP to those ports.
@@ -259,7 +259,7 @@ impl std::fmt::Display for Proto {
 }
 
 /// One allowed external destination: a network, a protocol, and ports.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Destination {
     pub net: Ipv4Net,
     pub proto: Proto,
