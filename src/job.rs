@@ -93,8 +93,7 @@ impl JobEnv {
     pub fn identity(&self) -> JobIdentity {
         JobIdentity {
             user: self.user.clone(),
-            groups: Vec::new(),
-            lookup: Some(extnet_policy::GroupLookup::new(timed_group_names, self.gid)),
+            groups: extnet_policy::Groups::lookup(timed_group_names, self.gid),
             account: self.account.clone(),
             partition: self.partition.clone(),
             qos: self.qos.clone(),

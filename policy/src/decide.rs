@@ -30,76 +30,83 @@ impl Request {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobIdentity {
     pub user: String,
-    /// The user's groups, primary and supplementary, by name; unused when `lookup` is set
-    /// (read them with [`JobIdentity::groups`]).
-    pub groups: Vec<String>,
+    /// The user's groups, primary and supplementary, by name: given, or looked up the first
+    /// time a decision needs them (read them with [`JobIdentity::groups`]).
+    pub groups: Groups,
     pub account: Option<String>,
     pub partition: Option<String>,
     pub qos: Option<String>,
-    /// Looks the groups up the first time a decision needs them (the prolog: NSS, whose
-    /// first lookup in a process costs ~0.7 ms), instead of `groups`.
-    pub lookup: Option<GroupLookup>,
 }
 
 impl JobIdentity {
-    /// The user's groups: `groups`, or what `lookup` finds (looked up once, on first call),
-    /// or why they could not be found.
+    /// The user's groups (looked up once, on first call, when they were not given), or why
+    /// they could not be found.
     pub fn groups(&self) -> Result<&[String], &str> {
-        match &self.lookup {
-            Some(l) => l
-                .found
-                .get_or_init(|| (l.resolve)(&self.user, l.gid))
-                .as_deref()
-                .map_err(String::as_str),
-            None => Ok(&self.groups),
-        }
+        self.groups
+            .found
+            .get_or_init(|| match self.groups.resolve {
+                Some((resolve, gid)) => resolve(&self.user, gid),
+                None => Ok(Vec::new()),
+            })
+            .as_deref()
+            .map_err(String::as_str)
     }
 
-    /// True when the groups were looked up (or given): a decision needed them.
+    /// True when the groups were given or looked up: a decision needed them.
     pub fn groups_looked_up(&self) -> bool {
-        self.lookup.as_ref().is_none_or(|l| l.found.get().is_some())
+        self.groups.resolve.is_none() || self.groups.found.get().is_some()
     }
 }
 
-/// How [`JobIdentity::groups`] finds the groups of a user whose primary group is `gid`.
-#[derive(Clone)]
-pub struct GroupLookup {
-    resolve: GroupResolver,
-    gid: u32,
+/// A job's groups: known ([`Groups::known`]), or looked up when a decision first needs them
+/// ([`Groups::lookup`]: the prolog uses NSS, whose first lookup in a process costs ~0.7 ms).
+/// The default is no groups.
+#[derive(Clone, Default)]
+pub struct Groups {
+    /// `resolve(user, gid)`, `gid` being the user's primary group; `None`: known.
+    resolve: Option<(GroupResolver, u32)>,
     found: std::cell::OnceCell<Result<Vec<String>, String>>,
 }
 
 /// `resolve(user, gid)`: the user's groups by name, or why they cannot be found.
 pub type GroupResolver = fn(&str, u32) -> Result<Vec<String>, String>;
 
-impl GroupLookup {
-    /// `resolve(user, gid)` gives the user's groups by name, or why it cannot.
-    pub fn new(resolve: GroupResolver, gid: u32) -> GroupLookup {
-        GroupLookup {
-            resolve,
-            gid,
+impl Groups {
+    /// Groups already known by name.
+    pub fn known(names: Vec<String>) -> Groups {
+        Groups {
+            resolve: None,
+            found: std::cell::OnceCell::from(Ok(names)),
+        }
+    }
+
+    /// Groups that `resolve(user, gid)` finds, or why it cannot, when first needed.
+    pub fn lookup(resolve: GroupResolver, gid: u32) -> Groups {
+        Groups {
+            resolve: Some((resolve, gid)),
             found: std::cell::OnceCell::new(),
         }
     }
 }
 
-impl std::fmt::Debug for GroupLookup {
+impl std::fmt::Debug for Groups {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match self.found.get() {
-            Some(g) => write!(f, "GroupLookup(gid {}: {g:?})", self.gid),
-            None => write!(f, "GroupLookup(gid {}, not looked up)", self.gid),
+        match (self.found.get(), self.resolve) {
+            (Some(g), _) => write!(f, "{g:?}"),
+            (None, Some((_, gid))) => write!(f, "Groups(gid {gid}, not looked up)"),
+            (None, None) => write!(f, "Groups(none)"),
         }
     }
 }
 
-/// Two lookups are equal when they are for the same primary group and found the same.
-impl PartialEq for GroupLookup {
+/// Equal when they are (or would be looked up) for the same primary group and found the same.
+impl PartialEq for Groups {
     fn eq(&self, o: &Self) -> bool {
-        self.gid == o.gid && self.found.get() == o.found.get()
+        self.resolve.map(|r| r.1) == o.resolve.map(|r| r.1) && self.found.get() == o.found.get()
     }
 }
 
-impl Eq for GroupLookup {}
+impl Eq for Groups {}
 
 /// The outcome, with words for the user and for the admin.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,7 +17,7 @@ pub mod report;
 mod validate;
 
 pub use decide::{
-    decide, decide_skipping, possible, Decision, GroupLookup, GroupResolver, JobIdentity, Request,
+    decide, decide_skipping, possible, Decision, GroupResolver, Groups, JobIdentity, Request,
     Submitter,
 };
 pub use validate::{PolicyError, ValidationError};

@@ -2,7 +2,7 @@
 //! `extnet policy check` and `extnet policy explain` print.
 
 use extnet_policy::report::{explain, summary};
-use extnet_policy::{decide, possible, Decision, JobIdentity, Policy, Request, Submitter};
+use extnet_policy::{decide, possible, Decision, Groups, JobIdentity, Policy, Request, Submitter};
 
 const NODE: &str = r#"version = 1
 [node]
@@ -21,7 +21,7 @@ fn policy(profiles: &str) -> Policy {
 fn job(user: &str, groups: &[&str]) -> JobIdentity {
     JobIdentity {
         user: user.into(),
-        groups: groups.iter().map(|g| g.to_string()).collect(),
+        groups: Groups::known(groups.iter().map(|g| g.to_string()).collect()),
         ..Default::default()
     }
 }
@@ -380,7 +380,6 @@ fn explain_and_summary_name_the_pool_and_the_gateway() {
 /// needs them, and decides exactly as with the groups given.
 #[test]
 fn groups_are_looked_up_only_when_a_decision_needs_them() {
-    use extnet_policy::GroupLookup;
     use std::sync::atomic::{AtomicUsize, Ordering};
     static CALLS: AtomicUsize = AtomicUsize::new(0);
     fn lookup(user: &str, gid: u32) -> Result<Vec<String>, String> {
@@ -394,7 +393,7 @@ fn groups_are_looked_up_only_when_a_decision_needs_them() {
     }
     let lazy = |user: &str| JobIdentity {
         user: user.into(),
-        lookup: Some(GroupLookup::new(lookup, 4242)),
+        groups: Groups::lookup(lookup, 4242),
         ..Default::default()
     };
     let eager = |user: &str| {
@@ -468,13 +467,12 @@ fn groups_are_looked_up_only_when_a_decision_needs_them() {
 /// unaffected.
 #[test]
 fn groups_that_cannot_be_looked_up_deny_by_group_and_grant_nothing_by_group() {
-    use extnet_policy::GroupLookup;
     fn broken(user: &str, _gid: u32) -> Result<Vec<String>, String> {
         Err(format!("getgrouplist({user}, 4242) failed: EIO"))
     }
     let lazy = |user: &str| JobIdentity {
         user: user.into(),
-        lookup: Some(GroupLookup::new(broken, 4242)),
+        groups: Groups::lookup(broken, 4242),
         ..Default::default()
     };
     // EXP denies group "banned": a user allowed by name is denied when the groups are unknown

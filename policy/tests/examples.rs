@@ -1,7 +1,7 @@
 //! The example policies shipped in `docs/examples/` and the test cluster's policy parse and
 //! validate: a reference that does not load would teach admins the wrong thing.
 
-use extnet_policy::{decide, Decision, JobIdentity, Policy, Request};
+use extnet_policy::{decide, Decision, Groups, JobIdentity, Policy, Request};
 use std::path::{Path, PathBuf};
 
 fn repo() -> PathBuf {
@@ -35,7 +35,7 @@ fn gsi_example_grants_alice_transparently_and_nobody_else() {
     let p = load(&repo().join("docs/examples/gsi-alice.toml"));
     let job = |user: &str, groups: &[&str]| JobIdentity {
         user: user.into(),
-        groups: groups.iter().map(|g| g.to_string()).collect(),
+        groups: Groups::known(groups.iter().map(|g| g.to_string()).collect()),
         ..Default::default()
     };
     for j in [job("aliprod", &["aliprod"]), job("someone", &["alice"])] {

@@ -1,6 +1,6 @@
 //! Unit tests for parsing, validation and decisions (no root needed).
 
-use extnet_policy::{decide, Decision, JobIdentity, Mode, Policy, PolicyError, Request};
+use extnet_policy::{decide, Decision, Groups, JobIdentity, Mode, Policy, PolicyError, Request};
 
 const BASE: &str = r#"
 version = 1
@@ -24,7 +24,7 @@ fn invalid(text: &str) -> String {
 fn job(user: &str, groups: &[&str]) -> JobIdentity {
     JobIdentity {
         user: user.into(),
-        groups: groups.iter().map(|g| g.to_string()).collect(),
+        groups: Groups::known(groups.iter().map(|g| g.to_string()).collect()),
         ..Default::default()
     }
 }

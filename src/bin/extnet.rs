@@ -306,17 +306,17 @@ fn explain(
     not_asked: bool,
 ) {
     // looked up as the prolog does (when a decision needs them); a user unknown here has none
-    let lookup = nix::unistd::User::from_name(&user)
+    let groups = nix::unistd::User::from_name(&user)
         .ok()
         .flatten()
-        .map(|u| extnet_policy::GroupLookup::new(extnet::job::group_names, u.gid.as_raw()));
+        .map(|u| extnet_policy::Groups::lookup(extnet::job::group_names, u.gid.as_raw()))
+        .unwrap_or_default();
     let id = JobIdentity {
         user,
-        groups: Vec::new(),
+        groups,
         account,
         partition,
         qos,
-        lookup,
     };
     let req = match (profile, not_asked) {
         (Some(p), _) => Request::Profile(p),
