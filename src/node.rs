@@ -21,7 +21,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -276,6 +276,22 @@ pub fn sysctl(path: &str, value: &str) -> Result<(), NodeError> {
         path: path.into(),
         source,
     })
+}
+
+/// Turns IPv6 off on interface `name` of the calling thread's namespace (a job's veth: the data
+/// path is IPv4 only). Nothing to do on a kernel without IPv6 (`ipv6.disable=1`: no
+/// `/proc/sys/net/ipv6`).
+pub fn disable_ipv6(name: &str) -> Result<(), NodeError> {
+    let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+    match sysctl(&path, "1") {
+        Err(NodeError::Sysctl { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound
+                && !Path::new("/proc/sys/net/ipv6").exists() =>
+        {
+            Ok(())
+        }
+        r => r,
+    }
 }
 
 /// Removes the node's base (the `extnet node teardown` command and the tests): nft table, rule,

@@ -359,6 +359,16 @@ mode = "netns"
         }
     }
 
+    /// `disable_ipv6` of the host side of `job`'s veth pair, in the node's namespace.
+    fn host_veth_disable_ipv6(&self, job: u32) -> String {
+        let path = format!("/proc/sys/net/ipv6/conf/xj{job}/disable_ipv6");
+        netns::run_in(self.node_ns.as_fd(), || std::fs::read_to_string(&path))
+            .expect("enter the node's namespace")
+            .unwrap_or_else(|e| format!("cannot read {path}: {e}"))
+            .trim()
+            .to_owned()
+    }
+
     /// A stand-in for a job's task: `sleep` in the job's slot cgroup or namespace.
     fn task(&self, g: &extnet::state::Grant) -> Child {
         let mut cmd = Command::new("sleep");
@@ -577,6 +587,14 @@ fn prolog_killed_at_each_step_then_epilog_leaves_nothing() {
     for mode in ["cgroup", "netns"] {
         job += 1;
         let g = lab.granted(job, profile_of(mode));
+        if mode == "netns" && std::path::Path::new("/proc/sys/net/ipv6").exists() {
+            // IPv4 only: no IPv6 routes of the job's link in the node's FIB
+            assert_eq!(
+                lab.host_veth_disable_ipv6(job),
+                "1",
+                "IPv6 must be off on the host side of a netns job's veth"
+            );
+        }
         let mut t = lab.task(&g);
         lab.epilog_ok(job);
         assert_dies(&mut t, "normal job after the crashes");
