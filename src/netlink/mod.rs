@@ -196,17 +196,6 @@ impl Netlink {
         self.exchange(msg, flags, op, &mut |_| {})
     }
 
-    /// Sends a single-object get request and returns its answers (usually one message).
-    pub(crate) fn get(
-        &mut self,
-        msg: RouteNetlinkMessage,
-        op: Op<'_>,
-    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
-        let mut out = Vec::with_capacity(1);
-        self.exchange(msg, 0, op, &mut |m| out.push(m))?;
-        Ok(out)
-    }
-
     /// Sends a dump request and returns every message of the dump, read until `NLMSG_DONE`.
     /// A dump interrupted by a concurrent change (`NLM_F_DUMP_INTR`) is read again.
     pub(crate) fn dump(
