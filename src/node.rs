@@ -88,8 +88,6 @@ pub fn node_addr(
     nl: &mut Netlink,
 ) -> Result<(u32, Ipv4Addr), NodeError> {
     let iface = &policy.node.interface;
-    // an ioctl on the socket, not a netlink get (see `Netlink::index`): `node-addr` went
-    // from 0.24 to 0.12 ms in the bench
     let idx = nl.index(iface)?.ok_or_else(|| NodeError::NoInterface {
         iface: iface.clone(),
         node: layout.node.clone(),
@@ -253,10 +251,15 @@ pub fn sysctl(path: &str, value: &str) -> Result<(), NodeError> {
 
 /// Turns IPv6 off on interface `name` of the calling thread's namespace (a job's veth: the data
 /// path is IPv4 only). Nothing to do on a kernel without IPv6 (`ipv6.disable=1`: no
-/// `/proc/sys/net/ipv6`).
+/// `/proc/sys/net/ipv6`). Written without reading it first (unlike [`sysctl`]): the link is
+/// new, and the kernel ignores a write of the value it has.
 pub fn disable_ipv6(name: &str) -> Result<(), NodeError> {
     let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
-    match sysctl(&path, "1") {
+    let written = std::fs::write(&path, "1").map_err(|source| NodeError::Sysctl {
+        path: path.into(),
+        source,
+    });
+    match written {
         Err(NodeError::Sysctl { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound
                 && !Path::new("/proc/sys/net/ipv6").exists() =>

@@ -41,8 +41,8 @@ impl Netlink {
     ///
     /// One `SIOCGIFINDEX` ioctl on this socket (the kernel resolves the name in the socket's
     /// namespace), not a netlink get: the kernel answers a get with the whole link,
-    /// statistics and all, and parsing that cost a new process 20-50 us per lookup, four of
-    /// them in a netns job's prolog.
+    /// statistics and all, and parsing that cost a new process time (interleaved real
+    /// prologs: step `node-addr` 111 -> 89 us, `netns-setup`, four lookups, 1582 -> 1460 us).
     pub fn index(&mut self, name: &str) -> Result<Option<u32>, NetlinkError> {
         check_name(name)?;
         // SAFETY: `ifreq` is plain data (a name array and a union of integers and
