@@ -1,5 +1,5 @@
 //! Crash tests: the prolog and epilog as processes of their own (their whole `main`, see
-//! below), killed with SIGKILL at each step (`EXTNET_FAILPOINT`, see `extnet::failpoint`), then
+//! below), killed with SIGKILL at each step (`EXTNET_FAILPOINT`, see `extnet::diag::failpoint`), then
 //! run again as slurmd would; damaged lease tables and job state files.
 //!
 //! Each test builds a node of its own: a private network namespace with an `eth0`, a
@@ -9,16 +9,17 @@
 //! is left. Without root each kernel test prints why it is skipped.
 //!
 //! The prolog and epilog are this test executable itself, re-run with `EXTNET_CRASH_TEST_AS`
-//! set: its `main` then calls `extnet::binmain::main` exactly as the two binaries' `main` do
+//! set: its `main` then calls `extnet_prolog::main` or `extnet_epilog::main` exactly as the
+//! two binaries' `main` do, and likewise plays the admin's `extnet` (`extnet_cli::main`)
 //! (so the tests always run the code they were built with, whatever state `target/` is in).
-//! Hence `harness = false` (root `Cargo.toml`): a small runner below takes the place of libtest;
+//! Hence `harness = false` (`tests/Cargo.toml`): a small runner below takes the place of libtest;
 //! `cargo test --test crash -- NAME` runs the tests whose name contains NAME.
 
-use extnet::failpoint;
-use extnet::lease::LeaseTable;
-use extnet::netlink::Netlink;
-use extnet::netns;
-use extnet::state::{JobState, Outcome, StateError};
+use extnet::diag::failpoint;
+use extnet::kernel::netlink::Netlink;
+use extnet::kernel::netns;
+use extnet::store::lease::LeaseTable;
+use extnet::store::state::{JobState, Outcome, StateError};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -92,7 +93,7 @@ impl Lab {
             .tempdir()
             .unwrap();
         let dir = tmp.path().to_owned();
-        let cgroup_base = extnet::layout::detect_cgroup2_mount()
+        let cgroup_base = extnet::plan::layout::detect_cgroup2_mount()
             .join(format!("extnet-crash-{}-{tag}", std::process::id()));
         let node_ns = netns::create(&dir.join("nodens"), "node").expect("create node namespace");
         let policy = dir.join("extnet.toml");
@@ -201,7 +202,7 @@ mode = "netns"
             .env("SLURMD_NODENAME", NODE)
             .stdin(Stdio::null());
         if let Some(r) = request {
-            cmd.env(extnet::job::REQUEST_VAR, r);
+            cmd.env(extnet::job::env::REQUEST_VAR, r);
         }
         if let Some(f) = fail {
             cmd.env(failpoint::VAR, f);
@@ -222,7 +223,7 @@ mode = "netns"
     }
 
     /// A prolog that must grant; returns the grant.
-    fn granted(&self, job: u32, request: &str) -> extnet::state::Grant {
+    fn granted(&self, job: u32, request: &str) -> extnet::store::state::Grant {
         let r = self.prolog(job, request, None);
         assert!(r.status.success(), "prolog of job {job}: {r}");
         match self.state(job).map(|s| s.outcome) {
@@ -370,7 +371,7 @@ mode = "netns"
     }
 
     /// A stand-in for a job's task: `sleep` in the job's slot cgroup or namespace.
-    fn task(&self, g: &extnet::state::Grant) -> Child {
+    fn task(&self, g: &extnet::store::state::Grant) -> Child {
         let mut cmd = Command::new("sleep");
         cmd.arg("600").stdin(Stdio::null());
         let child = if let Some(ns) = &g.netns {
@@ -433,7 +434,7 @@ mode = "netns"
             .flatten()
             .flatten()
         {
-            let _ = extnet::cgroup::kill_all(&e.path(), Duration::from_secs(2));
+            let _ = extnet::kernel::cgroup::kill_all(&e.path(), Duration::from_secs(2));
         }
         for sub in ["netns", "nodens"] {
             let d = self.dir.join(sub);
@@ -733,7 +734,8 @@ fn corrupt_lease_table_is_reported_and_grants_nothing() {
     // the admin's repair with `extnet lease-table dump` and `restore`: a torn record is shown
     // and marked; the reviewed dump (the record's field fixed, the mark removed) is restored
     let extnet = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_extnet"))
+        let out = Command::new(std::env::current_exe().unwrap())
+            .env(AS_VAR, "extnet")
             .arg("--policy")
             .arg(&lab.policy)
             .args(args)
@@ -817,7 +819,7 @@ fn job_state_load_reports_damage_clearly() {
     let path = dir.path().join("7.json");
     assert!(JobState::load(&path, 7).unwrap().is_none());
     let state = JobState {
-        version: extnet::state::STATE_VERSION,
+        version: extnet::store::state::STATE_VERSION,
         job_id: 7,
         node: "n1".into(),
         user: "alice".into(),
@@ -843,7 +845,7 @@ fn job_state_load_reports_damage_clearly() {
         (
             "future version",
             good.replacen(
-                &format!("\"version\": {}", extnet::state::STATE_VERSION),
+                &format!("\"version\": {}", extnet::store::state::STATE_VERSION),
                 "\"version\": 99",
                 1,
             ),
@@ -895,10 +897,11 @@ const TESTS: &[(&str, TestFn)] = &[
 
 fn main() -> ExitCode {
     match std::env::var(AS_VAR).as_deref() {
-        Ok("prolog") => return extnet::binmain::main(extnet::binmain::Prog::Prolog),
-        Ok("epilog") => return extnet::binmain::main(extnet::binmain::Prog::Epilog),
+        Ok("prolog") => return ExitCode::from(extnet_prolog::main()),
+        Ok("epilog") => return ExitCode::from(extnet_epilog::main()),
+        Ok("extnet") => return extnet_cli::main(),
         Ok(other) => {
-            eprintln!("{AS_VAR}={other:?}: expected prolog or epilog");
+            eprintln!("{AS_VAR}={other:?}: expected prolog, epilog or extnet");
             return ExitCode::from(2);
         }
         Err(_) => {}

@@ -6,12 +6,11 @@
 //! port block was ever held by two jobs at once on a node, nor leased again before its
 //! quarantine ended, and that nothing of any job is left.
 
-mod common;
-use common::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::cluster::*;
 
 /// Jobs per array: one array in cgroup mode, one in netns mode.
 const PER_ARRAY: u32 = 100;
@@ -403,11 +402,11 @@ fn many_concurrent_prologs_on_one_node_share_the_pool_exactly() {
     let node = "n1";
     let policy_path = c.xn_dir.join("etc/extnet.toml");
     let policy = extnet_policy::Policy::load(&policy_path).unwrap();
-    let layout = extnet::layout::Layout::new(&policy, node);
+    let layout = extnet::plan::layout::Layout::new(&policy, node);
     // a quiet node: no external job running, quarantine over
     std::thread::sleep(Duration::from_secs(policy.ports.quarantine_secs + 1));
-    let table = extnet::lease::LeaseTable::load(&layout.lease_table(), node).unwrap();
-    let now = extnet::lease::now();
+    let table = extnet::store::lease::LeaseTable::load(&layout.lease_table(), node).unwrap();
+    let now = extnet::store::lease::now();
     assert!(
         table.quarantine.iter().all(|q| q.until <= now),
         "{:?}",
@@ -439,7 +438,7 @@ fn many_concurrent_prologs_on_one_node_share_the_pool_exactly() {
     let barrier = tempfile::NamedTempFile::new().unwrap();
     let run_all = |prog: &str, request: Option<&str>| -> Vec<(u32, std::process::Output)> {
         // every process waits for the barrier (a shared flock), then all start at once
-        let hold = extnet::fsutil::Lock::acquire(barrier.path()).unwrap();
+        let hold = extnet::store::fs::Lock::acquire(barrier.path()).unwrap();
         let children: Vec<_> = ids
             .iter()
             .map(|&job| {
@@ -461,7 +460,7 @@ fn many_concurrent_prologs_on_one_node_share_the_pool_exactly() {
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped());
                 if let Some(r) = request {
-                    cmd.env(extnet::job::REQUEST_VAR, r);
+                    cmd.env(extnet::job::env::REQUEST_VAR, r);
                 }
                 (job, cmd.spawn().expect("spawn"))
             })
@@ -484,16 +483,16 @@ fn many_concurrent_prologs_on_one_node_share_the_pool_exactly() {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        let s = extnet::state::JobState::load(&layout.job_state(*job), *job)
+        let s = extnet::store::state::JobState::load(&layout.job_state(*job), *job)
             .unwrap()
             .unwrap_or_else(|| panic!("job {job} has no state file"));
         match s.outcome {
-            extnet::state::Outcome::Granted(g) => {
+            extnet::store::state::Outcome::Granted(g) => {
                 if let Some(other) = granted.insert(g.slot, *job) {
                     panic!("jobs {other} and {job} were both given slot {}", g.slot);
                 }
             }
-            extnet::state::Outcome::Denied { reason } => {
+            extnet::store::state::Outcome::Denied { reason } => {
                 assert!(
                     reason.contains("no free port block"),
                     "job {job} denied for another reason: {reason}"

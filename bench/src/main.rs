@@ -354,7 +354,7 @@ impl Bench {
         Ok(Bench {
             c,
             dir,
-            cgroup_mount: extnet::layout::detect_cgroup2_mount(),
+            cgroup_mount: extnet::plan::layout::detect_cgroup2_mount(),
             nodes,
         })
     }
@@ -423,9 +423,13 @@ mode = "netns"
         Ok(path)
     }
 
-    fn layout(&self, p: Pol, n: &Node) -> Result<(extnet_policy::Policy, extnet::layout::Layout)> {
+    fn layout(
+        &self,
+        p: Pol,
+        n: &Node,
+    ) -> Result<(extnet_policy::Policy, extnet::plan::layout::Layout)> {
         let policy = extnet_policy::Policy::load(&self.policy_path(p))?;
-        let layout = extnet::layout::Layout::new(&policy, &n.name);
+        let layout = extnet::plan::layout::Layout::new(&policy, &n.name);
         Ok((policy, layout))
     }
 
@@ -453,7 +457,7 @@ mode = "netns"
             )
             .current_dir("/");
         if let Some(r) = request {
-            cmd.env(extnet::job::REQUEST_VAR, r);
+            cmd.env(extnet::job::env::REQUEST_VAR, r);
         }
         cmd
     }
@@ -477,13 +481,13 @@ mode = "netns"
     }
 
     /// The job's grant, from its state file; an error when it was not granted.
-    fn grant(&self, p: Pol, job: u32, n: &Node) -> Result<extnet::state::Grant> {
+    fn grant(&self, p: Pol, job: u32, n: &Node) -> Result<extnet::store::state::Grant> {
         let (_, layout) = self.layout(p, n)?;
-        let s = extnet::state::JobState::load(&layout.job_state(job), job)?
+        let s = extnet::store::state::JobState::load(&layout.job_state(job), job)?
             .with_context(|| format!("job {job} has no state file"))?;
         match s.outcome {
-            extnet::state::Outcome::Granted(g) => Ok(g),
-            extnet::state::Outcome::Denied { reason } => bail!("job {job} denied: {reason}"),
+            extnet::store::state::Outcome::Granted(g) => Ok(g),
+            extnet::store::state::Outcome::Denied { reason } => bail!("job {job} denied: {reason}"),
         }
     }
 
@@ -564,8 +568,8 @@ mode = "netns"
         for n in &self.nodes {
             // the site script's own table and cgroup directory
             std::fs::create_dir_all(self.cgroup("sh", &n.name))?;
-            extnet::netns::run_in(n.ns.as_fd(), || {
-                extnet::nft::apply(
+            extnet::kernel::netns::run_in(n.ns.as_fd(), || {
+                extnet::kernel::nftables::apply(
                     "add table ip extnet_sh\nadd map ip extnet_sh cg { type cgroupsv2 : mark; }\n",
                 )
             })??;
@@ -631,7 +635,7 @@ mode = "netns"
                 t.elapsed().as_secs_f64()
             );
             let (_, layout) = self.layout(Pol::Jobs, n)?;
-            let t = extnet::lease::LeaseTable::load(&layout.lease_table(), &n.name)?;
+            let t = extnet::store::lease::LeaseTable::load(&layout.lease_table(), &n.name)?;
             if !t.leases.is_empty() {
                 bail!("{}: leases left after every epilog: {:?}", n.name, t.leases);
             }
@@ -670,7 +674,7 @@ mode = "netns"
             jobs.push(job);
         }
         let (_, layout) = self.layout(Pol::Jobs, n)?;
-        let leases = extnet::lease::LeaseTable::load(&layout.lease_table(), &n.name)?
+        let leases = extnet::store::lease::LeaseTable::load(&layout.lease_table(), &n.name)?
             .leases
             .len();
         if leases != jobs.len() {
@@ -886,10 +890,12 @@ mode = "netns"
                         1 => one = iperf(o.iperf_secs, &via)?,
                         _ => {
                             let t = Instant::now();
-                            extnet::nft::apply(&adds).context("load the filler elements")?;
+                            extnet::kernel::nftables::apply(&adds)
+                                .context("load the filler elements")?;
                             load = t.elapsed();
                             let r = iperf(o.iperf_secs, &via);
-                            extnet::nft::apply(&dels).context("delete the filler elements")?;
+                            extnet::kernel::nftables::apply(&dels)
+                                .context("delete the filler elements")?;
                             loaded = r?;
                         }
                     }
@@ -926,7 +932,7 @@ mode = "netns"
                 match self.layout(p, n) {
                     Ok((_, layout)) => {
                         let mut jobs: Vec<u32> =
-                            extnet::lease::LeaseTable::load(&layout.lease_table(), &n.name)
+                            extnet::store::lease::LeaseTable::load(&layout.lease_table(), &n.name)
                                 .map(|t| t.leases.iter().map(|l| l.job_id).collect())
                                 .unwrap_or_default();
                         for e in std::fs::read_dir(&layout.jobs_dir)
@@ -957,7 +963,9 @@ mode = "netns"
                     left.push(format!("{e:#}"));
                 }
             }
-            let _ = extnet::netns::run_in(n.ns.as_fd(), || extnet::nft::delete_table("extnet_sh"));
+            let _ = extnet::kernel::netns::run_in(n.ns.as_fd(), || {
+                extnet::kernel::nftables::delete_table("extnet_sh")
+            });
             for what in ["sh", "fill", "jobs", "dataplane"] {
                 let dir = self.cgroup(what, &n.name);
                 for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -976,7 +984,7 @@ mode = "netns"
         for e in std::fs::read_dir(netns_dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with("extnet-shb-") {
-                if let Err(e) = extnet::netns::delete(netns_dir, &name) {
+                if let Err(e) = extnet::kernel::netns::delete(netns_dir, &name) {
                     left.push(e.to_string());
                 }
             }
@@ -1004,7 +1012,10 @@ fn check_in_node() -> Result<()> {
 
 fn map_exists(map: &str) -> Result<bool> {
     // a netlink get of one map's header; never a listing of its elements
-    Ok(extnet::nfnl::NfSocket::open()?.set_exists(extnet::plan::TABLE, map)?)
+    Ok(
+        extnet::kernel::nftables::netlink::NfSocket::open()?
+            .set_exists(extnet::plan::TABLE, map)?,
+    )
 }
 
 /// Runs `cmd` to its end through `extnet-bench-spawn` (beside this executable): wall time from
@@ -1589,6 +1600,6 @@ impl Report {
 
 /// `YYYY-MM-DD HH:MM` now, UTC.
 fn utc_now() -> String {
-    let t = extnet::lease::rfc3339(extnet::lease::now());
+    let t = extnet::store::lease::rfc3339(extnet::store::lease::now());
     t.get(..16).unwrap_or(&t).replace('T', " ")
 }

@@ -1,5 +1,5 @@
-//! `extnet-epilog`: slurm.conf `Epilog=`. See `extnet::epilog`; its C `main` (no Rust runtime
-//! start-up) is `extnet::binmain::c_main`.
+//! `extnet-epilog`'s C `main` (no Rust runtime start-up: see `extnet::hook::c_main`); the
+//! program is [`extnet_epilog::main`].
 #![no_main]
 
-extnet::c_main!(Epilog);
+extnet::c_main!(extnet_epilog::main);

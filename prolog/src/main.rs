@@ -1,5 +1,5 @@
-//! `extnet-prolog`: slurm.conf `Prolog=`. See `extnet::prolog`; its C `main` (no Rust runtime
-//! start-up) is `extnet::binmain::c_main`.
+//! `extnet-prolog`'s C `main` (no Rust runtime start-up: see `extnet::hook::c_main`); the
+//! program is [`extnet_prolog::main`].
 #![no_main]
 
-extnet::c_main!(Prolog);
+extnet::c_main!(extnet_prolog::main);

@@ -28,8 +28,8 @@ use crate::placement::{self, JobRef, Placement};
 use crate::request::{ARGINFO_C, JOB_CONTROL_VAR_C, OPTION_C, STEP_REQUEST_VAR_C, USAGE_C};
 use crate::slurm::{self, Context, Spank};
 use crate::{node, request, session};
-use extnet::slurm_sys as sys;
 use extnet_policy::{Policy, Request, Submitter};
+use extnet_slurm_sys as sys;
 use std::ffi::{c_char, c_int, CStr};
 
 type Argv = *mut *mut c_char;
@@ -85,13 +85,12 @@ unsafe extern "C" fn external_net_option(
     remote: c_int,
 ) -> c_int {
     guard::run("the --external-net option", slurm::error, || {
-        let value = (!optarg.is_null())
+        let value = (!optarg.is_null()).then(|| {
             // SAFETY: non-null optarg is a NUL-terminated string owned by Slurm for the call.
-            .then(|| {
-                unsafe { CStr::from_ptr(optarg) }
-                    .to_string_lossy()
-                    .into_owned()
-            });
+            unsafe { CStr::from_ptr(optarg) }
+                .to_string_lossy()
+                .into_owned()
+        });
         match request::parse_value(value.as_deref()) {
             Ok(r) => {
                 session::with(|s| s.request = r);
@@ -161,14 +160,14 @@ fn submit(spank: &Spank, config: &Config) -> Result<(), String> {
     }
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
-    let Some((user, gid)) = extnet::job::user_of_uid(uid) else {
+    let Some((user, gid)) = extnet::job::env::user_of_uid(uid) else {
         slurm::verbose(&format!(
             "no early check of --{}: uid {uid} has no name through NSS here",
             request::OPTION
         ));
         return Ok(());
     };
-    let groups = match extnet::job::group_names(&user, gid) {
+    let groups = match extnet::job::env::group_names(&user, gid) {
         Ok(g) => g,
         Err(e) => {
             slurm::verbose(&format!(
@@ -262,7 +261,7 @@ pub unsafe extern "C" fn slurm_spank_task_init_privileged(
             }
         };
         match placement {
-            Placement::Join(grant) => match extnet::task::join(&grant, std::process::id()) {
+            Placement::Join(grant) => match extnet::job::task::join(&grant, std::process::id()) {
                 Ok(()) => {
                     session::with(|s| s.joined = true);
                     slurm::debug(&format!(

@@ -17,7 +17,7 @@
 //! 2. **Step start** (slurmstepd, once per step and node). The job's decision is read from the
 //!    state file the prolog wrote ([`placement`]), on the node named by slurmstepd ([`node`]).
 //! 3. **Task start** (the forked task, root, before exec): a granted task joins the job's
-//!    cgroup or network namespace (`extnet::task::join`).
+//!    cgroup or network namespace (`extnet::job::task::join`).
 //! 4. **Just before exec** (the task, as the user): a task that was denied, whose grant could
 //!    not be applied, or whose job asked but has no decision, prints why on its stderr and
 //!    ends. Never fail open.
@@ -64,7 +64,7 @@ pub static plugin_type: [u8; 6] = *b"spank\0";
 /// `const unsigned int plugin_version`.
 #[allow(non_upper_case_globals)]
 #[unsafe(no_mangle)]
-pub static plugin_version: c_uint = extnet::slurm_sys::SLURM_VERSION_NUMBER;
+pub static plugin_version: c_uint = extnet_slurm_sys::SLURM_VERSION_NUMBER;
 
 #[cfg(test)]
 mod tests {
@@ -78,7 +78,7 @@ mod tests {
         // 22.05.x is 0x160500 | micro.
         assert_eq!(
             plugin_version >> 8,
-            extnet::slurm_sys::SLURM_VERSION_NUMBER >> 8
+            extnet_slurm_sys::SLURM_VERSION_NUMBER >> 8
         );
     }
 }

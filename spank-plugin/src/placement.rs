@@ -6,8 +6,8 @@
 //! "no external access": a task is never put on a path it was not granted, and a task of a job
 //! that asked never runs without its grant applied.
 
-use extnet::layout::Layout;
-use extnet::state::{Grant, JobState, Outcome, StateError};
+use extnet::plan::layout::Layout;
+use extnet::store::state::{Grant, JobState, Outcome, StateError};
 use extnet_policy::{Policy, PolicyError};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -152,7 +152,7 @@ mod tests {
 
     fn state(outcome: Outcome) -> JobState {
         JobState {
-            version: extnet::state::STATE_VERSION,
+            version: extnet::store::state::STATE_VERSION,
             job_id: 42,
             node: "n1".into(),
             user: "alice".into(),

@@ -125,7 +125,7 @@ mod tests {
         );
         // Slurm keeps option names up to SPANK_OPTION_MAXLEN (75) and copies the usage text
         // into a 4096-byte buffer for --help.
-        assert!(OPTION.len() <= extnet::slurm_sys::SPANK_OPTION_MAXLEN as usize);
+        assert!(OPTION.len() <= extnet_slurm_sys::SPANK_OPTION_MAXLEN as usize);
         let usage = USAGE_C.to_str().unwrap();
         assert!(usage.len() < 4096);
         assert!(

@@ -1,8 +1,8 @@
-//! The thin, safe wrapper around the SPANK API (bindgen's [`extnet::slurm_sys`]): the only place
+//! The thin, safe wrapper around the SPANK API (bindgen's [`extnet_slurm_sys`]): the only place
 //! that calls into Slurm. Not built for unit tests: its symbols exist only inside srun, sbatch,
 //! salloc and slurmstepd.
 
-use extnet::slurm_sys as sys;
+use extnet_slurm_sys as sys;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::fmt;
 

@@ -1,0 +1,139 @@
+//! The frame of the two programs slurmd runs for every job on every node, `extnet-prolog` and
+//! `extnet-epilog` (crates `prolog/` and `epilog/`, which own their `main` and their flow):
+//! arguments, the policy, logging, the result line with each step's time, the exit status.
+//!
+//! Exit status: 0 for every decision, including denials and failed setups (recorded for the
+//! job's tasks); 1 only for node faults that need an admin (slurmd then drains the node); 2 for
+//! a bad command line.
+
+use crate::diag::{error_chain, logging, timings};
+use crate::job::env::JobEnv;
+use crate::job::JobError;
+use extnet_policy::{expand, Policy};
+use std::ffi::c_int;
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The command line of the prolog and the epilog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// `--policy PATH`, default [`extnet_policy::DEFAULT_PATH`].
+    pub policy: PathBuf,
+}
+
+fn usage(name: &str) -> String {
+    format!(
+        "usage: {name} [--policy PATH]\n\nRun by slurmd as root for every job (slurm.conf: Prolog=/Epilog=).\n--policy PATH  the policy file (default {})",
+        extnet_policy::DEFAULT_PATH
+    )
+}
+
+impl Args {
+    /// Parses the arguments after the program name. `--help` and `--version` print and give
+    /// `Err(0)`; a bad argument prints the usage and gives `Err(2)`.
+    pub fn parse(name: &str, args: impl IntoIterator<Item = String>) -> Result<Args, u8> {
+        let mut policy = PathBuf::from(extnet_policy::DEFAULT_PATH);
+        let mut args = args.into_iter();
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                "--policy" => match args.next() {
+                    Some(p) => policy = PathBuf::from(p),
+                    None => {
+                        eprintln!("{name}: --policy needs a path\n{}", usage(name));
+                        return Err(2);
+                    }
+                },
+                "--version" => {
+                    println!("{name} {}", env!("CARGO_PKG_VERSION"));
+                    return Err(0);
+                }
+                "-h" | "--help" => {
+                    println!("{}", usage(name));
+                    return Err(0);
+                }
+                other => {
+                    eprintln!("{name}: unknown argument {other:?}\n{}", usage(name));
+                    return Err(2);
+                }
+            }
+        }
+        Ok(Args { policy })
+    }
+}
+
+/// The job as slurmd describes it in the program's environment; an incomplete environment is
+/// a node fault (exit 1).
+pub fn job_from_env(name: &str) -> Result<JobEnv, u8> {
+    JobEnv::from_env(|k| std::env::var(k).ok()).map_err(|e| {
+        eprintln!("{name}: {e}");
+        1
+    })
+}
+
+/// The policy, or `None` when it cannot be loaded: then nothing is granted. The job's tasks
+/// fail with the same reason in the plugin if the job asked; `log` says whether this program
+/// logs the reason too (the epilog always, the prolog when the job asked).
+pub fn load_policy(name: &'static str, args: &Args, job: &JobEnv, log: bool) -> Option<Policy> {
+    match Policy::load(&args.policy) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            logging::init(name, None);
+            if log {
+                tracing::error!(job_id = job.job_id, node = %job.node, "{e}");
+            }
+            None
+        }
+    }
+}
+
+/// Runs `body` for the job with logging to the policy's `log.file` and step timings, and logs
+/// the result line (`micros`, `steps=`). Returns the exit status.
+pub fn run_logged<R: Debug>(
+    name: &'static str,
+    policy: &Policy,
+    job: &JobEnv,
+    body: impl FnOnce() -> Result<R, JobError>,
+) -> u8 {
+    logging::init(name, Some(expand(&policy.log.file, &job.node)));
+    let started = Instant::now();
+    timings::start();
+    match body() {
+        Ok(r) => {
+            tracing::info!(job_id = job.job_id, node = %job.node, user = %job.user, micros = started.elapsed().as_micros() as u64, steps = %timings::summary(), "{name}: {r:?}");
+            0
+        }
+        Err(e) => {
+            tracing::error!(job_id = job.job_id, node = %job.node, steps = %timings::summary(), "{name} failed: {}", error_chain(&e));
+            1
+        }
+    }
+}
+
+/// The programs' C `main` body (`#![no_main]`): `run` without the Rust runtime's start-up,
+/// which probes the main thread's stack (reading `/proc/self/maps`) and installs a signal
+/// stack in a program that runs for every job on every node. What that start-up would do and
+/// matters here is done here: SIGPIPE ignored (a closed stderr is an error, not death),
+/// stdout flushed at the end, a panic caught and turned into exit 1.
+pub fn c_main(run: fn() -> u8) -> c_int {
+    // SAFETY: setting a signal's disposition to SIG_IGN; no handler runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let code = std::panic::catch_unwind(run).unwrap_or(1);
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    code.into()
+}
+
+/// Defines the C `main` of a program crate with `#![no_main]`: `extnet::c_main!(run)` calls
+/// [`c_main`] with `run: fn() -> u8`.
+#[macro_export]
+macro_rules! c_main {
+    ($run:path) => {
+        #[no_mangle]
+        pub extern "C" fn main(
+            _argc: ::std::ffi::c_int,
+            _argv: *const *const ::std::ffi::c_char,
+        ) -> ::std::ffi::c_int {
+            $crate::hook::c_main($run)
+        }
+    };
+}

@@ -1,0 +1,250 @@
+//! What the prolog does for one job on one node: decide, lease, set up, record.
+//!
+//! Order matters for crash safety: the lease is stored before any kernel change (so a prolog
+//! killed at any point leaves a lease the epilog finds and releases), the lease log record is
+//! on disk before the state file that lets tasks start, and every object's name derives from
+//! the job id (so the epilog finds it without the state file).
+
+use crate::diag::failpoint;
+use crate::job::env::JobEnv;
+use crate::job::netns;
+use crate::job::JobError;
+use crate::kernel::cgroup;
+use crate::kernel::netlink::Netlink;
+use crate::node;
+use crate::plan::layout::Layout;
+use crate::store::fs::Lock;
+use crate::store::lease::{self, LeaseRequest, LeaseTable, LogRecord};
+use crate::store::state::{Grant, JobState, Outcome, STATE_VERSION};
+use extnet_policy::{decide_skipping, Decision, Mode, Policy};
+use std::time::Duration;
+
+/// What the prolog did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// The job did not ask and no profile grants it without asking.
+    NotRequested,
+    Denied {
+        reason: String,
+    },
+    Granted(Grant),
+}
+
+/// Decides and, on grant, sets the job up. Errors here are node faults (state directory not
+/// writable, ...); a denial or a failed setup is a [`Report::Denied`] with the reason, recorded
+/// in the job state file so the job's tasks fail with it.
+pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<Report, JobError> {
+    if job.request == extnet_policy::Request::None && !policy.has_auto() {
+        return Ok(Report::NotRequested);
+    }
+    let identity = job.identity();
+    // profiles whose limits are reached or whose port pool is full on this node: a job that
+    // did not name a profile gets the next one that grants it
+    let mut full: Vec<String> = Vec::new();
+    let mut limits: Vec<String> = Vec::new();
+    let report = loop {
+        let decision = decide_skipping(policy, &identity, &job.request, &full);
+        match decision {
+            Decision::NotRequested if limits.is_empty() => return Ok(Report::NotRequested),
+            Decision::NotRequested => {
+                break Report::Denied {
+                    reason: limits.join("; "),
+                }
+            }
+            Decision::Denied { reason } if limits.is_empty() => break Report::Denied { reason },
+            Decision::Denied { .. } => {
+                break Report::Denied {
+                    reason: limits.join("; "),
+                }
+            }
+            Decision::Granted {
+                profile,
+                auto,
+                rule,
+            } => {
+                tracing::info!(job_id = job.job_id, user = %job.user, %profile, auto, %rule, "granted");
+                let mode = policy
+                    .profile(&profile)
+                    .map(|p| p.mode)
+                    .unwrap_or(policy.node.mode);
+                match grant(policy, layout, job, &profile, auto, mode) {
+                    Ok(g) => break Report::Granted(g),
+                    Err(e) if e.is_capacity() => {
+                        limits.push(e.to_string());
+                        if matches!(job.request, extnet_policy::Request::Profile(_)) {
+                            break Report::Denied {
+                                reason: limits.join("; "),
+                            };
+                        }
+                        tracing::info!(job_id = job.job_id, %profile, reason = %e, "trying the next profile");
+                        full.push(profile);
+                    }
+                    Err(e) => {
+                        break Report::Denied {
+                            reason: format!(
+                                "external network setup failed on node {}: {}; the job gets no external access (admins: see the extnet log on {})",
+                                layout.node, crate::diag::error_chain(&e), layout.node
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+    };
+    failpoint::hit("prolog-before-state-stored");
+    let outcome = match &report {
+        Report::Granted(g) => Outcome::Granted(g.clone()),
+        Report::Denied { reason } => {
+            tracing::warn!(job_id = job.job_id, user = %job.user, %reason, "denied");
+            Outcome::Denied {
+                reason: reason.clone(),
+            }
+        }
+        Report::NotRequested => unreachable!("returned above"),
+    };
+    JobState {
+        version: STATE_VERSION,
+        job_id: job.job_id,
+        node: layout.node.clone(),
+        user: job.user.clone(),
+        uid: job.uid,
+        created: lease::now(),
+        outcome,
+    }
+    .store(&layout.job_state(job.job_id))?;
+    crate::diag::timings::mark("state-file");
+    failpoint::hit("prolog-after-state-stored");
+    Ok(report)
+}
+
+fn grant(
+    policy: &Policy,
+    layout: &Layout,
+    job: &JobEnv,
+    profile: &str,
+    auto: bool,
+    mode: Mode,
+) -> Result<Grant, JobError> {
+    crate::diag::timings::mark("decide");
+    let _lock = Lock::acquire(&layout.lock_file())?;
+    failpoint::hit("prolog-after-lock");
+    crate::diag::timings::mark("lock");
+    let mut nl = Netlink::open()?;
+    let (iface, node_addr) = node::node_addr(policy, layout, &mut nl)?;
+    crate::diag::timings::mark("node-addr");
+    let table_path = layout.lease_table();
+    let mut table = LeaseTable::load(&table_path, &layout.node)?;
+    crate::diag::timings::mark("lease-load");
+    let profile_def = policy.profile(profile).ok_or_else(|| {
+        JobError::Vanished(format!("profile {profile:?} vanished from the policy"))
+    })?;
+    if table.lease_of(job.job_id).is_none() {
+        crate::job::limits::check(
+            profile_def,
+            &layout.node,
+            &table.leases,
+            job.job_id,
+            job.uid,
+            &job.user,
+        )?;
+    }
+    let now = lease::now();
+    let req = LeaseRequest {
+        job_id: job.job_id,
+        user: &job.user,
+        uid: job.uid,
+        mode,
+        profile,
+        fwmark: policy.node.fwmark,
+        node_addr,
+    };
+    // a block of the profile's pool: its own ([profile.ports]) or the default one
+    crate::diag::timings::mark("limits");
+    let (l, new) = table.allocate(&req, policy.pool_of(profile_def), now)?;
+    crate::diag::timings::mark("allocate");
+    if new {
+        // before the table holds the lease: the epilog's fast path looks for the marker
+        crate::store::markers::set(layout, &table, job.job_id)?;
+        failpoint::hit("prolog-after-lease-marker");
+    }
+    crate::diag::timings::mark("lease-marker");
+    let interim = write_due_interim(&mut table, layout, policy, now);
+    if new || interim > 0 {
+        table.store(&table_path)?;
+    }
+    crate::diag::timings::mark("lease-store");
+    failpoint::hit("prolog-after-lease-stored");
+    let result = (|| -> Result<Grant, JobError> {
+        node::ensure(policy, layout, &mut nl, iface, node_addr, Some(l.slot))?;
+        crate::diag::timings::mark("node-ensure");
+        failpoint::hit("prolog-after-base-ensure");
+        let mut g = Grant {
+            profile: profile.to_owned(),
+            auto,
+            mode,
+            slot: l.slot,
+            mark: l.mark,
+            port_first: l.port_first,
+            port_last: l.port_last,
+            node_addr,
+            cgroup: None,
+            netns: None,
+        };
+        match mode {
+            Mode::Cgroup => {
+                let dir = layout.slot_cgroup(l.slot);
+                // a process left from an earlier holder of this slot must not share its mark
+                cgroup::kill_all(&dir, Duration::from_secs(5))?;
+                g.cgroup = Some(dir);
+            }
+            Mode::Netns => {
+                netns::setup(policy, layout, &mut nl, job.job_id, l.slot)?;
+                g.netns = Some(layout.netns_dir.join(layout.netns_name(job.job_id)));
+            }
+        }
+        crate::diag::timings::mark(if mode == Mode::Cgroup {
+            "cgroup"
+        } else {
+            "netns-setup"
+        });
+        if new {
+            // the job's traffic counters start at zero (after the slot's leftovers are gone)
+            node::counters::reset(l.slot)?;
+        }
+        // the job reaches its profile's destinations only from here on (fail closed before)
+        crate::diag::timings::mark("counters-reset");
+        node::allowlist::bind(l.mark, profile_def)?;
+        crate::diag::timings::mark("allowlist-bind");
+        // On disk before the state file lets tasks start, and only once the setup worked (a
+        // rolled-back lease leaves no record). Logged again by a prolog run again after a crash:
+        // the lease then exists already and its first record may be missing.
+        LogRecord::new("allocate", &l, &layout.node, now).append(&layout.lease_log)?;
+        crate::diag::timings::mark("lease-log");
+        failpoint::hit("prolog-after-allocate-logged");
+        Ok(g)
+    })();
+    if result.is_err() && new {
+        // roll back: nothing ran with this lease, so no quarantine and no release record
+        let _ = netns::teardown(layout, &mut nl, job.job_id);
+        let _ = node::allowlist::unbind(l.mark);
+        if let Ok(mut t) = LeaseTable::load(&table_path, &layout.node) {
+            if t.forget(job.job_id).is_some() && t.store(&table_path).is_ok() {
+                let _ = crate::store::markers::clear(layout, job.job_id);
+            }
+        }
+    }
+    result
+}
+
+/// Writes the `interim` lease-log records that are due for running leases (`log.interim_secs`)
+/// while the prolog holds the node lock and the table anyway; `extnet lease-log interim` from
+/// a timer covers nodes without new jobs. A failure is logged and left to the next try.
+fn write_due_interim(table: &mut LeaseTable, layout: &Layout, policy: &Policy, now: u64) -> usize {
+    match table.log_interim(&layout.lease_log, now, policy.log.interim_secs) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(node = %layout.node, error = %e, "cannot write interim lease-log records; the next prolog or `extnet lease-log interim` tries again");
+            0
+        }
+    }
+}

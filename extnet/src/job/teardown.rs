@@ -1,0 +1,140 @@
+//! What the epilog does for one job on one node: tear down, release, record. Safe to run
+//! twice, and after a prolog that failed or never ran: names derive from the job id and the
+//! lease table, not from the state file alone.
+
+use crate::diag::failpoint;
+use crate::job::env::JobEnv;
+use crate::job::netns;
+use crate::job::JobError;
+use crate::kernel::cgroup;
+use crate::kernel::netlink::Netlink;
+use crate::node;
+use crate::plan::layout::Layout;
+use crate::store::accounting::Record;
+use crate::store::fs::FsError;
+use crate::store::fs::Lock;
+use crate::store::lease::Lease;
+use crate::store::lease::{self, LeaseTable, LogRecord};
+use crate::store::state::JobState;
+use extnet_policy::Policy;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// Nothing of this job on this node.
+    Nothing,
+    /// Torn down; `released` says whether a lease was released.
+    Done { released: bool },
+}
+
+/// Tears the job down. Errors are collected; the lease is released only when the job's path
+/// out is really gone (a process that survived would otherwise carry the next job's mark), and
+/// the state file is removed last.
+pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<Report, JobError> {
+    let state_path = layout.job_state(job.job_id);
+    let state = match JobState::load(&state_path, job.job_id) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(job_id = job.job_id, error = %e, "job state unreadable; tearing down by job id");
+            None
+        }
+    };
+    let state_exists = state_path.exists();
+    let table_path = layout.lease_table();
+    // fast path: no state, no lease marker, no namespace (see crate::store::markers)
+    if !crate::store::markers::may_have_anything(layout, job.job_id) {
+        return Ok(Report::Nothing);
+    }
+    crate::diag::timings::mark("state-read");
+    let _lock = Lock::acquire(&layout.lock_file())?;
+    failpoint::hit("epilog-after-lock");
+    crate::diag::timings::mark("lock");
+    let mut table = LeaseTable::load(&table_path, &layout.node)?;
+    crate::diag::timings::mark("lease-load");
+    let lease = table.lease_of(job.job_id).cloned();
+    let mut errors: Vec<String> = Vec::new();
+    if let Some(l) = &lease {
+        if let Err(e) = cgroup::kill_all(&layout.slot_cgroup(l.slot), Duration::from_secs(10)) {
+            errors.push(e.to_string());
+        }
+    }
+    failpoint::hit("epilog-after-kill");
+    crate::diag::timings::mark("cgroup-kill");
+    match Netlink::open() {
+        Ok(mut nl) => {
+            if let Err(e) = netns::teardown(layout, &mut nl, job.job_id) {
+                errors.push(crate::diag::error_chain(&e));
+            }
+        }
+        Err(e) => errors.push(e.to_string()),
+    }
+    failpoint::hit("epilog-after-netns-teardown");
+    crate::diag::timings::mark("netns-teardown");
+    // the slot's allowlist binding stays (no nft change on the epilog's path): nothing is left
+    // that sends with its mark, and the slot's next holder binds it again before its tasks
+    // start (see crate::plan::ruleset::allowlist)
+    if !errors.is_empty() {
+        return Err(JobError::TeardownIncomplete {
+            job_id: job.job_id,
+            node: layout.node.clone(),
+            errors: errors.join("; "),
+        });
+    }
+    let now = lease::now();
+    if let Some(l) = &lease {
+        // the slot's counters are the job's until its lease is released: read them first
+        match record_job(l, &layout.node, &layout.accounting_log, now) {
+            Ok(r) => {
+                if let Some(e) = &r.error {
+                    tracing::error!(job_id = job.job_id, node = %layout.node, error = %e, "traffic counters unreadable; the accounting record has zeros and this error");
+                }
+            }
+            Err(e) => {
+                tracing::error!(job_id = job.job_id, node = %layout.node, error = %e, "accounting record not written; the job's traffic is not accounted (the lease is released anyway)")
+            }
+        }
+    }
+    crate::diag::timings::mark("accounting");
+    // the quarantine of the pool the lease's ports belong to
+    let quarantine = lease.as_ref().map_or(policy.ports.quarantine_secs, |l| {
+        policy.quarantine_secs(l.port_first)
+    });
+    let released = match table.release(job.job_id, now, quarantine) {
+        Some(l) => {
+            // logged before the table forgets the lease: an epilog killed in between releases
+            // and logs it again when run again, so the record is never lost
+            LogRecord::new("release", &l, &layout.node, now).append(&layout.lease_log)?;
+            crate::diag::timings::mark("release-log");
+            failpoint::hit("epilog-after-release-logged");
+            table.store(&table_path)?;
+            true
+        }
+        None => false,
+    };
+    crate::diag::timings::mark("lease-store");
+    failpoint::hit("epilog-after-lease-stored");
+    // the table no longer holds a lease of the job
+    crate::store::markers::clear(layout, job.job_id)?;
+    failpoint::hit("epilog-before-state-removed");
+    if state.is_some() || state_exists {
+        crate::store::fs::remove_file(&state_path)?;
+    }
+    crate::diag::timings::mark("marker-state-removed");
+    Ok(Report::Done { released })
+}
+
+/// The epilog's part: reads the counters of `lease`'s slot and appends the job's record to
+/// `log`. Called before the lease is released (the slot's counters are the job's until then).
+fn record_job(lease: &Lease, node: &str, log: &Path, end: u64) -> Result<Record, FsError> {
+    let counters = node::counters::read(&[lease.slot])
+        .map_err(|e| e.to_string())
+        .and_then(|m| {
+            m.get(&lease.slot)
+                .copied()
+                .ok_or_else(|| "no counters read".to_owned())
+        });
+    let rec = Record::new(lease, node, end, counters);
+    rec.append(log)?;
+    Ok(rec)
+}

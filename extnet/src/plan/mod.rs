@@ -1,0 +1,341 @@
+//! Pure planning: policy + node facts → marks, port blocks, addresses, the node's base
+//! nftables ruleset ([`ruleset`]). No I/O; unit-tested without root.
+//!
+//! Everything that varies per job is keyed by *slot*: slot `s` owns port block `s`, packet
+//! mark `fwmark | s`, cgroup `slot_s` and the `/30` number `s` of `netns_subnet`. The node's
+//! ruleset holds one static element per slot, so starting or ending a job changes no nftables
+//! state at all (no per-job rule, no per-job element, no `nft` call on the job's path).
+
+pub mod layout;
+pub mod ruleset;
+
+use crate::kernel::netlink::route::{Route, RouteKind};
+use crate::kernel::netlink::rule::FwmarkRule;
+use extnet_policy::Policy;
+use ipnet::Ipv4Net;
+use std::net::Ipv4Addr;
+
+/// Name of the node's nftables table (family `ip`).
+pub const TABLE: &str = "extnet";
+
+/// Interface-name prefix of job veths (host side), matched as `xj*` by the ruleset.
+pub const VETH_PREFIX: &str = "xj";
+
+/// The packet mark of slot `slot`.
+pub fn mark(policy: &Policy, slot: u32) -> u32 {
+    policy.node.fwmark | slot
+}
+
+/// The `/30` of slot `slot` in `netns_subnet`: (host side, job side).
+pub fn netns_addrs(policy: &Policy, slot: u32) -> (Ipv4Addr, Ipv4Addr) {
+    let base = u32::from(policy.node.netns_subnet.network()) + slot * 4;
+    (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
+}
+
+/// The bits of the packet mark that carry the slot.
+pub const SLOT_MASK: u32 = 0xffff;
+
+/// The aligned power-of-two runs of slots that cover `first..=last` exactly, in order, as
+/// `(value, mask)` over the slot bits: a mark `m` is in a run when `m & mask == value`. The
+/// CIDR decomposition of an address range, on 16 bits: at most 2 × 16 runs, whatever the
+/// range.
+pub fn slot_prefixes(first: u32, last: u32) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    let (mut cur, last) = (u64::from(first), u64::from(last.min(SLOT_MASK)));
+    while cur <= last {
+        // the largest run that starts at `cur` (aligned) and ends at or before `last`
+        let mut size = if cur == 0 {
+            u64::from(SLOT_MASK) + 1
+        } else {
+            cur & cur.wrapping_neg()
+        };
+        while cur + size - 1 > last {
+            size /= 2;
+        }
+        out.push((cur as u32, SLOT_MASK & !((size - 1) as u32)));
+        cur += size;
+    }
+    out
+}
+
+/// The `ip rule`s of the pools whose gateway is not `node.gateway`: for each, rules that
+/// match exactly the marks of the pool's slots (flag bits and slot prefix, [`slot_prefixes`])
+/// and look up the pool's own table, at the priority just before the main rule (so they win
+/// over it). Equals `ip rule add fwmark FLAG|VALUE/FLAG|MASK lookup TABLE priority P-1`.
+pub fn pool_rules(policy: &Policy) -> Vec<FwmarkRule> {
+    let n = &policy.node;
+    policy
+        .routed_pools()
+        .flat_map(|pool| {
+            let slots = pool.slots();
+            slot_prefixes(slots.start, slots.end.saturating_sub(1))
+                .into_iter()
+                .map(move |(value, mask)| FwmarkRule {
+                    fwmark: n.fwmark | value,
+                    mask: n.fwmark | mask,
+                    table: pool.route_table,
+                    priority: n.rule_priority.saturating_sub(1),
+                })
+        })
+        .collect()
+}
+
+/// The routes of the pools' own tables: `default via GATEWAY dev IFACE` and a `throw` per
+/// internal network (as in the main external table), for each pool whose gateway is not
+/// `node.gateway`.
+pub fn pool_routes(policy: &Policy, iface_index: u32) -> Vec<Route> {
+    policy
+        .routed_pools()
+        .flat_map(|pool| {
+            std::iter::once(Route {
+                table: pool.route_table,
+                dst: Ipv4Net::default(),
+                kind: RouteKind::Unicast {
+                    gateway: Some(pool.gateway),
+                    oif: Some(iface_index),
+                },
+            })
+            .chain(policy.node.internal.iter().map(|net| Route {
+                table: pool.route_table,
+                dst: *net,
+                kind: RouteKind::Throw,
+            }))
+        })
+        .collect()
+}
+
+/// A stable fingerprint of text (FNV-1a 64), to tell whether the applied base is current.
+pub fn fingerprint(text: &str) -> String {
+    let mut h = Fnv::default();
+    std::hash::Hasher::write(&mut h, text.as_bytes());
+    format!("{:016x}", std::hash::Hasher::finish(&h))
+}
+
+/// FNV-1a (64 bit) as a [`std::hash::Hasher`]: [`fingerprint`] of a text, or of values that
+/// derive `Hash` without formatting them first (`node::inputs_key`). Not for hash tables
+/// that face input an attacker chooses.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+/// Policies the unit tests of the plan build on.
+#[cfg(test)]
+pub(crate) mod testing {
+    use extnet_policy::Policy;
+
+    /// A node with 3 slots of 256 ports (20000-20767) and two internal networks.
+    pub fn policy_text() -> String {
+        r#"version = 1
+[node]
+interface = "eth0"
+gateway = "10.99.0.254"
+internal = ["10.99.0.0/24", "172.16.0.0/12"]
+cgroup_root = "/sys/fs/cgroup/unified/extnet/%n"
+[ports]
+range = "20000-20767"
+block_size = 256
+"#
+        .to_owned()
+    }
+
+    pub fn policy() -> Policy {
+        Policy::from_toml(&policy_text(), "t").unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::layout::Layout;
+    use super::ruleset::{base_ruleset, BaseFacts};
+    use super::testing::{policy, policy_text};
+    use super::*;
+
+    #[test]
+    fn slots_map_to_marks_blocks_and_addresses() {
+        let p = policy();
+        assert_eq!(p.slots(), 3);
+        assert_eq!(mark(&p, 2), 0x10002);
+        assert_eq!(p.slot_block(2), Some((20512, 20767)));
+        assert_eq!(p.slot_block(3), None);
+        assert_eq!(
+            netns_addrs(&p, 0),
+            ("100.64.0.1".parse().unwrap(), "100.64.0.2".parse().unwrap())
+        );
+        assert_eq!(
+            netns_addrs(&p, 65),
+            ("100.64.1.5".parse().unwrap(), "100.64.1.6".parse().unwrap())
+        );
+    }
+    /// The test policy with two profile pools: "bulk" (own gateway, 2 slots of 1024 ports)
+    /// and "big" (the node's gateway, 3 slots of 512 ports).
+    fn pooled() -> Policy {
+        let text = policy_text()
+            + r#"[[profile]]
+name = "default"
+users = ["*"]
+[[profile]]
+name = "bulk"
+users = ["*"]
+gateway = "10.99.0.253"
+[profile.ports]
+range = "30000-32047"
+block_size = 1024
+[[profile]]
+name = "big"
+users = ["*"]
+ports = { range = "40000-41535", block_size = 512 }
+"#;
+        Policy::from_toml(&text, "t").unwrap()
+    }
+
+    /// Every slot `0..=SLOT_MASK` is matched by exactly the prefixes of `first..=last` when it
+    /// is inside, by none otherwise, and runs are aligned and no more than 2 × 16.
+    fn assert_exact_cover(first: u32, last: u32) {
+        let runs = slot_prefixes(first, last);
+        assert!(runs.len() <= 32, "{first}-{last}: {} runs", runs.len());
+        for &(v, m) in &runs {
+            assert_eq!(v & !m & SLOT_MASK, 0, "run {v:#x}/{m:#x} is not aligned");
+        }
+        for slot in 0..=SLOT_MASK {
+            let hits = runs.iter().filter(|&&(v, m)| slot & m == v).count();
+            let inside = (first..=last).contains(&slot);
+            assert_eq!(
+                hits,
+                usize::from(inside),
+                "slot {slot} in {first}-{last}: matched by {hits} of {runs:x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn slot_prefixes_cover_exactly_the_range() {
+        assert_eq!(slot_prefixes(0, SLOT_MASK), vec![(0, 0)]);
+        assert_eq!(slot_prefixes(39, 39), vec![(39, 0xffff)]);
+        assert_eq!(slot_prefixes(4, 7), vec![(4, 0xfffc)]);
+        assert_eq!(
+            slot_prefixes(3, 8),
+            vec![(3, 0xffff), (4, 0xfffc), (8, 0xffff)]
+        );
+        for (first, last) in [
+            (0, 0),
+            (0, 38),
+            (39, 39),
+            (39, 40),
+            (1, SLOT_MASK),
+            (1, SLOT_MASK - 1),
+            (255, 4096),
+            (1000, 1999),
+            (32767, 32768),
+            (SLOT_MASK, SLOT_MASK),
+        ] {
+            assert_exact_cover(first, last);
+        }
+        // a pseudo-random sample of ranges
+        let mut x: u32 = 12345;
+        for _ in 0..20 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let a = (x >> 8) & SLOT_MASK;
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let b = (x >> 8) & SLOT_MASK;
+            assert_exact_cover(a.min(b), a.max(b));
+        }
+    }
+
+    #[test]
+    fn pools_number_their_slots_after_each_other_with_their_own_blocks() {
+        let p = pooled();
+        assert_eq!(p.pools.len(), 3);
+        assert_eq!(p.slots(), 3 + 2 + 3);
+        let bulk = p.pool_of_profile("bulk").unwrap();
+        assert_eq!(bulk.slots(), 3..5);
+        assert_eq!(p.pool_of_profile("default").unwrap().slots(), 0..3);
+        assert_eq!(p.pool_of_profile("big").unwrap().slots(), 5..8);
+        let layout = Layout::new(&p, "n1");
+        let facts = BaseFacts::new(&p, &layout, "10.99.0.11".parse().unwrap()).unwrap();
+        assert_eq!(facts.slot_cgroups.len(), 8);
+        let r = base_ruleset(&p, &facts);
+        let snat = r
+            .lines()
+            .find(|l| l.contains("map slot_snat"))
+            .expect("slot_snat map");
+        for elem in [
+            "0x10000 : 10.99.0.11 . 20000-20255",
+            "0x10002 : 10.99.0.11 . 20512-20767",
+            "0x10003 : 10.99.0.11 . 30000-31023",
+            "0x10004 : 10.99.0.11 . 31024-32047",
+            "0x10005 : 10.99.0.11 . 40000-40511",
+            "0x10007 : 10.99.0.11 . 41024-41535",
+        ] {
+            assert!(snat.contains(elem), "{elem} missing in {snat}");
+        }
+        assert_eq!(snat.matches(" : 10.99.0.11 . ").count(), 8, "{snat}");
+        // one cgroup and one netns element per slot of every pool
+        assert!(r.contains("\"unified/extnet/n1/slot_7\" : 0x10007"), "{r}");
+        assert!(
+            r.contains(&format!("{} : 0x10007", netns_addrs(&p, 7).1)),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn only_pools_with_their_own_gateway_get_rules_and_a_table() {
+        let p = pooled();
+        let bulk = p.pool_of_profile("bulk").unwrap();
+        assert_eq!(
+            (bulk.gateway.to_string(), bulk.route_table),
+            ("10.99.0.253".into(), 7701)
+        );
+        let big = p.pool_of_profile("big").unwrap();
+        assert_eq!((big.gateway, big.route_table), (p.node.gateway, 7700));
+        // slots 3 and 4: prefixes 3/0xffff and 4/0xffff, with the flag bit in mark and mask
+        let rules = pool_rules(&p);
+        let want = |fwmark, mask| FwmarkRule {
+            fwmark,
+            mask,
+            table: 7701,
+            priority: 7699,
+        };
+        assert_eq!(rules, vec![want(0x10003, 0x1ffff), want(0x10004, 0x1ffff)]);
+        for slot in 0..p.slots() {
+            let m = mark(&p, slot);
+            let hit = rules.iter().any(|r| m & r.mask == r.fwmark);
+            assert_eq!(hit, bulk.slots().contains(&slot), "slot {slot}");
+        }
+        let routes = pool_routes(&p, 2);
+        assert_eq!(
+            routes.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            [
+                "default via 10.99.0.253 dev if#2 table 7701",
+                "throw 10.99.0.0/24 table 7701",
+                "throw 172.16.0.0/12 table 7701"
+            ]
+        );
+        // the one-pool policy has none
+        assert!(pool_rules(&policy()).is_empty() && pool_routes(&policy(), 2).is_empty());
+    }
+
+    #[test]
+    fn fingerprint_changes_with_content() {
+        assert_eq!(fingerprint("a"), fingerprint("a"));
+        assert_ne!(fingerprint("a"), fingerprint("b"));
+    }
+}

@@ -1,0 +1,239 @@
+//! Destination allowlists on the node: a granted job reaches only its profile's external
+//! destinations; everything else it sends outside is dropped on the node and counted.
+//!
+//! The slot's mark is static, the profile varies per job, so the node table holds one verdict
+//! map, `slot_profile` (`mark : verdict`), with at most one element per slot:
+//! `0x10003 : jump dest_web` (or `: accept` for a profile without `destinations`). The prolog
+//! makes the slot's element carry its job's verdict ([`crate::node::allowlist::bind`], raw netlink through
+//! [`crate::kernel::nftables::netlink`]) before it writes the job state that lets tasks start: one `get element`
+//! (~20 µs) and, only when the slot was last bound to another profile (or never), one add or
+//! one delete+add transaction. The element stays when the job ends: the epilog does not delete
+//! it (a delete costs ~14-22 ms in the kernel when the netlink socket closes). That is
+//! harmless, because nothing can send with the slot's mark between two jobs: the epilog has
+//! killed every process of the slot's cgroup (cgroup mode) or dropped the job's namespace and
+//! veth (netns mode), and the next holder's prolog binds the slot again before its tasks start.
+//! Fail closed is kept: a mark that was never bound has no element and gets nothing out.
+//! [`crate::node::allowlist::unbind`] remains for the node teardown, tests and a prolog's rollback. Two filter chains
+//! look the job's mark up:
+//!
+//! - `allow_out` (hook output): cgroup-mode jobs, whose sockets carry the mark from birth
+//!   (see [`crate::kernel::bpf`]);
+//! - `allow_forward` (hook forward): netns-mode jobs, whose packets get the mark in
+//!   `prerouting_mark`.
+//!
+//! Internal destinations and the node itself pass before the lookup; a marked packet with no
+//! element is dropped (fail closed) and counted in `unbound_drop`. Each profile with an
+//! allowlist has a chain `dest_<profile>` that accepts its destinations and ends in
+//! `counter name dest_<profile>_drop drop`. These chains and counters are static per policy
+//! (part of the base ruleset and its fingerprint); only the map's elements change per job. A
+//! base reload empties the map and binds the slots of running jobs again in the same
+//! transaction ([`crate::node::allowlist::rebind`]); counters keep their values across it
+//! ([`crate::node::counters::carry_over`] carries every `counter NAME { }` line over).
+
+use crate::kernel::nftables::netlink::Verdict;
+use crate::plan::VETH_PREFIX;
+use extnet_policy::{Destination, Policy, Profile, Proto};
+use std::fmt::Write;
+
+/// The verdict map: job mark → what the job's external traffic gets.
+pub const MAP: &str = "slot_profile";
+/// Counter of marked packets that had no element in [`MAP`] (a job without a binding).
+pub const UNBOUND_COUNTER: &str = "unbound_drop";
+
+/// Chain of a profile's allowlist.
+pub fn chain(profile: &str) -> String {
+    format!("dest_{profile}")
+}
+
+/// Counter of the packets a profile's allowlist dropped.
+pub fn drop_counter(profile: &str) -> String {
+    format!("dest_{profile}_drop")
+}
+
+/// What a job of `profile` gets: `accept` (no allowlist) or `jump dest_<profile>`.
+pub fn verdict_of(profile: &Profile) -> Verdict {
+    match profile.destinations {
+        None => Verdict::Accept,
+        Some(_) => Verdict::Jump(chain(&profile.name)),
+    }
+}
+
+/// [`verdict_of`] in nft syntax.
+pub fn verdict(profile: &Profile) -> String {
+    verdict_of(profile).to_string()
+}
+
+/// One nft rule that accepts `d`.
+pub fn rule(d: &Destination) -> String {
+    let net = if d.net.prefix_len() == 32 {
+        d.net.addr().to_string()
+    } else {
+        d.net.to_string()
+    };
+    let ports = || {
+        let p = d.ports_text();
+        if d.ports.len() == 1 {
+            p
+        } else {
+            format!("{{ {} }}", p.replace(',', ", "))
+        }
+    };
+    match (d.proto, d.ports.is_empty()) {
+        (Proto::Any, true) => format!("ip daddr {net} accept"),
+        (Proto::Any, false) => {
+            format!(
+                "ip daddr {net} meta l4proto {{ tcp, udp }} th dport {} accept",
+                ports()
+            )
+        }
+        (Proto::Tcp | Proto::Udp, false) => {
+            format!("ip daddr {net} {} dport {} accept", d.proto, ports())
+        }
+        (p, _) => format!("ip daddr {net} meta l4proto {p} accept"),
+    }
+}
+
+/// The map, the counters, the per-profile chains and the two filter chains, as lines of the
+/// base table (after `set internal`).
+pub fn nft_objects(policy: &Policy) -> String {
+    let flag = policy.node.fwmark;
+    let mut s = String::new();
+    let _ = writeln!(s, "  map {MAP} {{ type mark : verdict; }}");
+    let _ = writeln!(s, "  counter {UNBOUND_COUNTER} {{ }}");
+    for p in &policy.profiles {
+        let Some(dests) = &p.destinations else {
+            continue;
+        };
+        let _ = writeln!(s, "  counter {} {{ }}", drop_counter(&p.name));
+        let _ = writeln!(s, "  chain {} {{", chain(&p.name));
+        for d in dests {
+            let _ = writeln!(s, "    {}", rule(d));
+        }
+        let _ = writeln!(s, "    counter name {} drop", drop_counter(&p.name));
+        let _ = writeln!(s, "  }}");
+    }
+    // priority filter - 5: before any other filter chain of these hooks; a drop here is final
+    let _ = write!(
+        s,
+        r#"  chain allow_out {{
+    type filter hook output priority filter - 5; policy accept;
+    meta mark & 0x{flag:x} != 0x{flag:x} return
+    oifname "lo" return
+    ip daddr @internal return
+    meta mark vmap @{MAP}
+    counter name {UNBOUND_COUNTER} drop
+  }}
+  chain allow_forward {{
+    type filter hook forward priority filter - 5; policy accept;
+    iifname != "{VETH_PREFIX}*" return
+    ip daddr @internal return
+    meta mark & 0x{flag:x} == 0x{flag:x} meta mark vmap @{MAP}
+    counter name {UNBOUND_COUNTER} drop
+  }}
+"#
+    );
+    s
+}
+
+/// The profile whose drop counter is `counter`, if any (`dest_web_drop` → `web`).
+pub fn profile_of_counter(counter: &str) -> Option<&str> {
+    counter.strip_prefix("dest_")?.strip_suffix("_drop")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(profiles: &str) -> Policy {
+        Policy::from_toml(
+            &format!(
+                r#"version = 1
+[node]
+interface = "eth0"
+gateway = "10.99.0.254"
+internal = ["10.99.0.0/24"]
+[ports]
+range = "20000-20767"
+{profiles}"#
+            ),
+            "t",
+        )
+        .unwrap()
+    }
+
+    const PROFILES: &str = r#"
+[[profile]]
+name = "open"
+users = ["a"]
+[[profile]]
+name = "web-only"
+users = ["a"]
+destinations = [
+  { net = "203.0.113.10", proto = "tcp", ports = "80,443,8000-8100" },
+  { net = "198.51.100.0/24", proto = "udp", ports = 53 },
+  { net = "192.0.2.0/24", proto = "icmp" },
+  { net = "192.0.2.0/24", proto = "tcp" },
+  { net = "203.0.113.64/26", ports = "7000-7001" },
+  { net = "100.100.0.0/16" },
+]
+"#;
+
+    #[test]
+    fn each_destination_becomes_one_accept_rule() {
+        let p = policy(PROFILES);
+        let d = p.profile("web-only").unwrap().destinations.clone().unwrap();
+        let rules: Vec<String> = d.iter().map(rule).collect();
+        assert_eq!(
+            rules,
+            [
+                "ip daddr 203.0.113.10 tcp dport { 80, 443, 8000-8100 } accept",
+                "ip daddr 198.51.100.0/24 udp dport 53 accept",
+                "ip daddr 192.0.2.0/24 meta l4proto icmp accept",
+                "ip daddr 192.0.2.0/24 meta l4proto tcp accept",
+                "ip daddr 203.0.113.64/26 meta l4proto { tcp, udp } th dport 7000-7001 accept",
+                "ip daddr 100.100.0.0/16 accept",
+            ]
+        );
+    }
+
+    #[test]
+    fn profiles_get_accept_or_their_chain_which_ends_in_a_counted_drop() {
+        let p = policy(PROFILES);
+        assert_eq!(verdict(p.profile("open").unwrap()), "accept");
+        assert_eq!(
+            verdict(p.profile("web-only").unwrap()),
+            "jump dest_web-only"
+        );
+        let s = nft_objects(&p);
+        assert!(s.contains("  counter dest_web-only_drop { }\n"), "{s}");
+        assert!(
+            s.contains("    counter name dest_web-only_drop drop\n  }\n"),
+            "the allowlist chain ends in a counted drop: {s}"
+        );
+        assert!(
+            !s.contains("dest_open"),
+            "no chain for a profile without allowlist: {s}"
+        );
+        // fail closed: marked traffic without a binding is dropped, internal traffic passes
+        let out = &s[s.find("chain allow_out").unwrap()..];
+        let order: Vec<usize> = [
+            "ip daddr @internal return",
+            "vmap @slot_profile",
+            "counter name unbound_drop drop",
+        ]
+        .iter()
+        .map(|r| out.find(r).unwrap_or_else(|| panic!("{r} missing: {out}")))
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{out}");
+        assert!(s.contains("iifname != \"xj*\" return"), "{s}");
+    }
+
+    #[test]
+    fn drop_counter_names_round_trip() {
+        assert_eq!(
+            profile_of_counter(&drop_counter("web-only")),
+            Some("web-only")
+        );
+        assert_eq!(profile_of_counter(UNBOUND_COUNTER), None);
+    }
+}

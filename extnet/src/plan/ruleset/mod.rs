@@ -1,0 +1,185 @@
+//! The node's nftables table, rendered from the policy: the static base (marks, port-block
+//! SNAT, routing marks) with its [`allowlist`] chains and traffic [`counters`]. Text only; the
+//! table is loaded by [`crate::node`].
+
+pub mod allowlist;
+pub mod counters;
+
+use crate::plan::layout::Layout;
+use crate::plan::{mark, netns_addrs, TABLE, VETH_PREFIX};
+use extnet_policy::Policy;
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+/// What the base ruleset is built from (facts read from the node at setup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseFacts {
+    /// The node's address on `node.interface`: what job traffic is translated to.
+    pub node_addr: Ipv4Addr,
+    /// Slot cgroup paths relative to `/sys/fs/cgroup` (how nft names cgroups), by slot.
+    pub slot_cgroups: Vec<String>,
+    /// `socket cgroupv2 level N` of the slot cgroups.
+    pub cgroup_level: usize,
+}
+
+impl BaseFacts {
+    /// Facts for `layout`, given the node address. Fails when the cgroup root is not below
+    /// `/sys/fs/cgroup` (nft resolves cgroup paths relative to it).
+    pub fn new(policy: &Policy, layout: &Layout, node_addr: Ipv4Addr) -> Result<BaseFacts, String> {
+        let mut slot_cgroups = Vec::new();
+        for s in 0..policy.slots() {
+            let p = layout.slot_cgroup(s);
+            let rel = p.strip_prefix("/sys/fs/cgroup").map_err(|_| {
+                format!(
+                    "cgroup root {} is not below /sys/fs/cgroup; set node.cgroup_root to a directory of the cgroup2 hierarchy",
+                    layout.cgroup_root.display()
+                )
+            })?;
+            slot_cgroups.push(rel.display().to_string());
+        }
+        Ok(BaseFacts {
+            node_addr,
+            slot_cgroups,
+            cgroup_level: layout.slot_level(),
+        })
+    }
+}
+
+/// The node's complete nftables table, as one atomic `nft -f` transaction that replaces any
+/// earlier version (running jobs keep working: their slots' elements are the same).
+pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
+    let n = &policy.node;
+    let flag = n.fwmark;
+    let blocks = policy.slots();
+    let mut s = String::with_capacity(256 + blocks as usize * 160);
+    // `table; delete table; table {..}` in one transaction: create-if-missing, then replace.
+    let _ = writeln!(
+        s,
+        "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{"
+    );
+    let internal: Vec<String> = n.internal.iter().map(|i| i.to_string()).collect();
+    if internal.is_empty() {
+        let _ = writeln!(s, "  set internal {{ type ipv4_addr; flags interval; }}");
+    } else {
+        let _ = writeln!(
+            s,
+            "  set internal {{ type ipv4_addr; flags interval; elements = {{ {} }}; }}",
+            internal.join(", ")
+        );
+    }
+    // slot → cgroup, slot → job address, slot → port block; static, one element per slot.
+    let _ = write!(s, "  map slot_cgroup {{ type cgroupsv2 : mark;");
+    list(
+        &mut s,
+        (0..blocks).map(|i| {
+            format!(
+                "\"{}\" : 0x{:x}",
+                facts.slot_cgroups[i as usize],
+                mark(policy, i)
+            )
+        }),
+    );
+    let _ = write!(s, "  map slot_netns {{ type ipv4_addr : mark;");
+    list(
+        &mut s,
+        (0..blocks).map(|i| format!("{} : 0x{:x}", netns_addrs(policy, i).1, mark(policy, i))),
+    );
+    let _ = write!(
+        s,
+        "  map slot_snat {{ type mark : interval ipv4_addr . inet_service;"
+    );
+    // each slot's block comes from its pool: blocks of different pools differ in size
+    list(
+        &mut s,
+        policy.pools.iter().flat_map(|pool| {
+            pool.slots().filter_map(move |i| {
+                let (lo, hi) = pool.block(i)?;
+                Some(format!(
+                    "0x{:x} : {} . {lo}-{hi}",
+                    mark(policy, i),
+                    facts.node_addr
+                ))
+            })
+        }),
+    );
+    // per-slot traffic counters and their `mark : counter` maps (see crate::accounting)
+    s.push_str(&counters::nft_objects(policy));
+    // per-profile destination allowlists and their filter chains (see crate::allowlist)
+    s.push_str(&allowlist::nft_objects(policy));
+    let level = facts.cgroup_level;
+    let _ = writeln!(
+        s,
+        r#"  chain output_mark {{
+    type route hook output priority mangle; policy accept;
+    ip daddr @internal return
+    meta mark set socket cgroupv2 level {level} map @slot_cgroup
+  }}
+  chain prerouting_mark {{
+    type filter hook prerouting priority mangle; policy accept;
+    iifname "{VETH_PREFIX}*" ip daddr @internal return
+    iifname "{VETH_PREFIX}*" meta mark set ip saddr map @slot_netns
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    iifname "{VETH_PREFIX}*" accept
+    oifname "{VETH_PREFIX}*" ct state established,related accept
+    oifname "{VETH_PREFIX}*" drop
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    iifname "{VETH_PREFIX}*" ip daddr @internal masquerade
+    ip daddr @internal return
+    meta mark & 0x{flag:x} == 0x{flag:x} meta l4proto {{ tcp, udp }} snat ip to meta mark map @slot_snat
+    meta mark & 0x{flag:x} == 0x{flag:x} meta l4proto {{ tcp, udp }} counter drop comment "marked without a port block: never leave untranslated"
+    meta mark & 0x{flag:x} == 0x{flag:x} snat ip to {addr}
+  }}
+{accounting}}}"#,
+        addr = facts.node_addr,
+        accounting = counters::nft_chains(policy)
+    );
+    s
+}
+
+fn list(s: &mut String, elems: impl Iterator<Item = String>) {
+    let v: Vec<String> = elems.collect();
+    if v.is_empty() {
+        s.push_str(" }\n");
+    } else {
+        let _ = writeln!(s, " elements = {{ {} }}; }}", v.join(", "));
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::testing::policy;
+
+    #[test]
+    fn ruleset_has_one_element_per_slot_and_no_per_job_rule() {
+        let p = policy();
+        let layout = Layout::new(&p, "n1");
+        assert_eq!(
+            layout.slot_cgroup(1).display().to_string(),
+            "/sys/fs/cgroup/unified/extnet/n1/slot_1"
+        );
+        let mut facts = BaseFacts::new(&p, &layout, "10.99.0.11".parse().unwrap()).unwrap();
+        facts.cgroup_level = 3;
+        let r = base_ruleset(&p, &facts);
+        assert!(r.contains("\"unified/extnet/n1/slot_2\" : 0x10002"), "{r}");
+        assert!(r.contains("0x10001 : 10.99.0.11 . 20256-20511"), "{r}");
+        assert!(r.contains("100.64.0.10 : 0x10002"), "{r}");
+        assert!(
+            r.contains("socket cgroupv2 level 3 map @slot_cgroup"),
+            "{r}"
+        );
+        assert!(
+            r.contains("elements = { 10.99.0.0/24, 172.16.0.0/12 }"),
+            "{r}"
+        );
+        // slot_netns, slot_snat, and the three accounting maps
+        assert_eq!(r.matches("0x10002").count(), 6, "{r}");
+        assert!(
+            !r.contains("job"),
+            "no per-job state in the base ruleset: {r}"
+        );
+    }
+}

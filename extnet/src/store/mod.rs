@@ -1,0 +1,14 @@
+//! What a node keeps on disk, and how it survives a crash: every write is atomic (temp file,
+//! fsync, rename) or an fsynced append, under the node lock where several programs write.
+//!
+//! - [`fs`]: atomic writes, appends, the node lock.
+//! - [`lease`]: the lease table of port blocks (slots) with quarantine, and the lease log.
+//! - [`markers`]: per-job lease markers (the epilog's fast path).
+//! - [`state`]: the job state file the prolog writes and the plugin reads.
+//! - [`accounting`]: per-job traffic records, written by the epilog.
+
+pub mod accounting;
+pub mod fs;
+pub mod lease;
+pub mod markers;
+pub mod state;

@@ -1,0 +1,131 @@
+//! The job state file: what the prolog decided and made for one job on one node.
+//!
+//! Small, versioned JSON, replaced atomically (temp file, rename) but not fsynced: it matters
+//! only while the node is up (jobs do not survive a reboot), and one fsync costs milliseconds
+//! on a busy disk on every job's path. A file lost or truncated in a power cut reads as
+//! corrupt: the plugin then refuses the job's tasks and the epilog tears down by job id and
+//! lease table (which is fsynced). The SPANK plugin reads it in every task; the epilog reads
+//! it to tear down and removes it last.
+
+use crate::store::fs::{write_replace, FsError};
+use extnet_policy::Mode;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+pub const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobState {
+    pub version: u32,
+    pub job_id: u32,
+    pub node: String,
+    pub user: String,
+    pub uid: u32,
+    /// Unix time of the decision.
+    pub created: u64,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Outcome {
+    Granted(Grant),
+    Denied { reason: String },
+}
+
+/// What a granted job has on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub profile: String,
+    pub auto: bool,
+    pub mode: Mode,
+    pub slot: u32,
+    pub mark: u32,
+    pub port_first: u16,
+    pub port_last: u16,
+    /// The node address the job's traffic is translated to before the gateway.
+    pub node_addr: Ipv4Addr,
+    /// cgroup mode: the slot cgroup the tasks join.
+    pub cgroup: Option<PathBuf>,
+    /// netns mode: the namespace file the tasks enter.
+    pub netns: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error("job state file {path} is corrupt ({detail}); the job is treated as having no external access; the epilog removes it, or remove it by hand after checking `extnet status`")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("job state file {path} has version {found}, this extnet reads version {STATE_VERSION}; finish running jobs before upgrading, or run the matching extnet")]
+    Version { path: PathBuf, found: u32 },
+    #[error(
+        "job state file {path} is for job {found}, expected job {expected}; remove it by hand"
+    )]
+    WrongJob {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+}
+
+impl JobState {
+    /// Reads the state of `job_id` from `path`; `Ok(None)` when there is none.
+    pub fn load(path: &Path, job_id: u32) -> Result<Option<JobState>, StateError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(FsError::Io {
+                    op: "read",
+                    path: path.to_owned(),
+                    source,
+                }
+                .into())
+            }
+        };
+        let corrupt = |detail: String| StateError::Corrupt {
+            path: path.to_owned(),
+            detail,
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let found = v
+            .get("version")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| corrupt("no version".into()))?;
+        if found != u64::from(STATE_VERSION) {
+            return Err(StateError::Version {
+                path: path.to_owned(),
+                found: found as u32,
+            });
+        }
+        let s: JobState = serde_json::from_value(v).map_err(|e| corrupt(e.to_string()))?;
+        if s.job_id != job_id {
+            return Err(StateError::WrongJob {
+                path: path.to_owned(),
+                found: s.job_id,
+                expected: job_id,
+            });
+        }
+        Ok(Some(s))
+    }
+
+    /// Writes the state atomically (readable by root only).
+    pub fn store(&self, path: &Path) -> Result<(), StateError> {
+        let mut text = serde_json::to_vec_pretty(self).expect("job state serializes");
+        text.push(b'\n');
+        write_replace(path, &text, 0o600)?;
+        Ok(())
+    }
+
+    pub fn grant(&self) -> Option<&Grant> {
+        match &self.outcome {
+            Outcome::Granted(g) => Some(g),
+            Outcome::Denied { .. } => None,
+        }
+    }
+}

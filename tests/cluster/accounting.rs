@@ -1,0 +1,362 @@
+//! Accounting, status and the lease log's interim records on the real test cluster
+//! (`slurm-test-env/`): a job moves a known amount of data to and from the outside host and
+//! its accounting record must show it (and not its cluster-internal traffic), in both modes;
+//! `extnet status` shows a running job's counters; `extnet accounting` reads the records back
+//! and sums a job's nodes; `extnet lease-log interim` records a long lease once per interval.
+//!
+//! Ignored by a plain `cargo test`; `slurm-test-env/test` runs them with `--include-ignored`.
+
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use support::cluster::*;
+
+/// What the jobs download from and upload to the outside host (distinct sizes, so that
+/// counting one direction as the other shows).
+const DOWN: u64 = 3_000_000;
+const UP: u64 = 1_000_000;
+/// Headers, ACKs and the probe's datagrams: what may come on top of the payload.
+const SLACK: u64 = 512 * 1024;
+
+/// `extnet ARGS` on `node`, as root in its network namespace, with the cluster's policy.
+/// The accounting records of `job` on all nodes.
+fn records(c: &Cluster, job: u32) -> Vec<Value> {
+    let mut v = Vec::new();
+    for node in NODES {
+        let path = c.xn_dir.join(format!("log/accounting-{node}.log"));
+        for line in std::fs::read_to_string(&path).unwrap_or_default().lines() {
+            let r: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!(
+                    "accounting log {} has a bad line {line:?}: {e}",
+                    path.display()
+                )
+            });
+            if r["job_id"] == job {
+                v.push(r);
+            }
+        }
+    }
+    v
+}
+
+/// Waits until `job` has `n` accounting records (the epilogs write them as the job ends).
+fn wait_records(c: &Cluster, job: u32, n: usize) -> Vec<Value> {
+    c.wait_gone(job);
+    let start = Instant::now();
+    loop {
+        let r = records(c, job);
+        if r.len() >= n {
+            assert_eq!(r.len(), n, "job {job}: one record per node:\n{r:#?}");
+            return r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "job {job}: {} accounting records after 30 s, {n} expected",
+            r.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn u(r: &Value, key: &str) -> u64 {
+    r[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number {key} in {r:#}"))
+}
+
+fn uid_of(user: &str) -> u64 {
+    nix::unistd::User::from_name(user)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no user {user}"))
+        .uid
+        .as_raw()
+        .into()
+}
+
+/// The unix time of the job's lease-log record `event` on `node`.
+fn logged_at(c: &Cluster, job: u32, node: &str, event: &str) -> u64 {
+    let r = c
+        .lease_records(job)
+        .into_iter()
+        .find(|r| r["event"] == event && r["node"] == node)
+        .unwrap_or_else(|| panic!("no {event} record of job {job} on {node} in the lease log"));
+    u(&r, "unix")
+}
+
+/// A job downloads DOWN bytes and uploads UP bytes over HTTP, sends one UDP probe, and sends
+/// 2.1 MB of UDP to a cluster-internal address; its record must show the external traffic
+/// both ways, its connections, and none of the internal traffic.
+fn transfer_is_accounted(profile: &str, mode: &str) {
+    let c = Cluster::get();
+    let p = c.probe();
+    let script = format!(
+        "set -e; \
+         /usr/bin/curl -sS -o /dev/null -w 'GOT %{{size_download}}\\n' http://{OUTSIDE}:8080/bytes/{DOWN}; \
+         head -c {UP} /dev/zero | /usr/bin/curl -sS --data-binary @- http://{OUTSIDE}:8080/sink; \
+         {p} udp; \
+         /usr/bin/python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); [s.sendto(b\"x\" * 1400, (\"10.99.0.2\", 9)) for _ in range(1500)]'; \
+         echo INTERNAL-SENT"
+    );
+    let r = c.srun(
+        ALLOWED,
+        &["-N1", "-w", "n1", &format!("--external-net={profile}")],
+        &script,
+    );
+    assert!(r.ok(), "the job failed:\n{r}");
+    assert!(r.stdout.contains(&format!("GOT {DOWN}")), "{r}");
+    assert!(r.stdout.contains(&format!("RECEIVED {UP}")), "{r}");
+    assert!(r.stdout.contains("INTERNAL-SENT"), "{r}");
+    let job = r.job_id();
+    let recs = wait_records(&c, job, 1);
+    let rec = &recs[0];
+    assert_eq!(rec["node"], "n1");
+    assert_eq!(rec["user"], ALLOWED);
+    assert_eq!(u(rec, "uid"), uid_of(ALLOWED));
+    assert_eq!(rec["profile"], profile);
+    assert_eq!(rec["mode"], mode);
+    let block = c.block(job, "n1");
+    assert_eq!(
+        (u(rec, "port_first") as u16, u(rec, "port_last") as u16),
+        block,
+        "the record's port block is the lease's"
+    );
+    assert_eq!(u(rec, "start"), logged_at(&c, job, "n1", "allocate"));
+    assert_eq!(u(rec, "end"), logged_at(&c, job, "n1", "release"));
+    assert!(rec.get("error").is_none(), "counters unreadable: {rec:#}");
+
+    let (bin, bout) = (u(rec, "bytes_in"), u(rec, "bytes_out"));
+    assert!(
+        (DOWN..DOWN + SLACK).contains(&bin),
+        "bytes_in {bin}: the download of {DOWN} bytes plus headers and ACKs expected (more means double counting or the upload counted as inbound): {rec:#}"
+    );
+    assert!(
+        (UP..UP + SLACK).contains(&bout),
+        "bytes_out {bout}: the upload of {UP} bytes plus headers and ACKs expected (more means internal traffic or the download was counted): {rec:#}"
+    );
+    // segmentation offload may merge packets, so packets are bounded by what 64 KiB each gives
+    assert!(
+        u(rec, "packets_in") >= DOWN.div_ceil(65536),
+        "packets_in: {rec:#}"
+    );
+    assert!(
+        u(rec, "packets_out") >= UP.div_ceil(65536),
+        "packets_out: {rec:#}"
+    );
+    let conns = u(rec, "connections");
+    assert!(
+        (3..=5).contains(&conns),
+        "connections {conns}: two HTTP connections and one UDP flow to the outside were made (internal flows do not count): {rec:#}"
+    );
+
+    // read back by the admin's command
+    let a = c.extnet("n1", &["accounting", "--job", &job.to_string(), "--json"]);
+    assert!(a.ok(), "{a}");
+    let back: Vec<Value> = serde_json::from_str(&a.stdout).unwrap_or_else(|e| panic!("{e}: {a}"));
+    assert_eq!(back.len(), 1, "{a}");
+    assert_eq!(
+        back[0], *rec,
+        "extnet accounting --json shows the record as written"
+    );
+    c.assert_clean(job);
+}
+
+#[test]
+#[ignore = "needs root and the test cluster: run slurm-test-env/test"]
+fn cgroup_job_transfer_is_accounted_both_ways_without_internal_traffic() {
+    transfer_is_accounted("default", "cgroup");
+}
+
+#[test]
+#[ignore = "needs root and the test cluster: run slurm-test-env/test"]
+fn netns_job_transfer_is_accounted_both_ways_without_internal_traffic() {
+    transfer_is_accounted("isolated", "netns");
+}
+
+/// The job's entry in `extnet status --json` on `node`.
+fn status_entry(c: &Cluster, node: &str, job: u32) -> (Value, Value) {
+    let s = c.extnet(node, &["status", "--node", node, "--json"]);
+    assert!(s.ok(), "{s}");
+    let v: Value = serde_json::from_str(&s.stdout).unwrap_or_else(|e| panic!("{e}: {s}"));
+    assert!(v.get("counters_error").is_none(), "{v:#}");
+    let entry = v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job_id"] == job)
+        .unwrap_or_else(|| panic!("job {job} not in extnet status on {node}: {v:#}"))
+        .clone();
+    (v, entry)
+}
+
+#[test]
+#[ignore = "needs root and the test cluster: run slurm-test-env/test"]
+fn status_shows_a_running_jobs_counters_and_interim_records_come_once_per_interval() {
+    let c = Cluster::get();
+    let out_file = |job: u32| c.xn_dir.join(format!("work/{ALLOWED}/slurm-{job}.out"));
+    let job = c.sbatch(ALLOWED, 30, &["-N1", "-w", "n1", "--external-net"], &format!("/usr/bin/curl -sS -o /dev/null http://{OUTSIDE}:8080/bytes/{DOWN} && echo DOWNLOADED; sleep 120"));
+    let start = Instant::now();
+    while !std::fs::read_to_string(out_file(job))
+        .unwrap_or_default()
+        .contains("DOWNLOADED")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "job {job} did not download within 60 s: {:?}",
+            std::fs::read_to_string(out_file(job))
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // counters so far, while the job runs
+    let (v, entry) = status_entry(&c, "n1", job);
+    assert!(u(&v["pool"], "used") >= 1, "{v:#}");
+    assert_eq!(
+        u(&v["pool"], "used") + u(&v["pool"], "free") + u(&v["pool"], "quarantined"),
+        u(&v["pool"], "blocks"),
+        "{v:#}"
+    );
+    assert_eq!(entry["mode"], "cgroup");
+    assert_eq!(entry["user"], ALLOWED);
+    let cnt = &entry["counters"];
+    assert!(u(cnt, "bytes_in") >= DOWN, "{entry:#}");
+    assert!(u(cnt, "connections") >= 1, "{entry:#}");
+    let table = c.extnet("n1", &["status", "--node", "n1"]);
+    let line = table
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(&job.to_string()))
+        .unwrap_or_else(|| panic!("job {job} not in the status table:\n{table}"));
+    assert!(
+        line.contains("MiB"),
+        "the table shows the bytes so far: {line}"
+    );
+
+    // interim records: a copy of the policy with a 5 s interval
+    let policy = std::fs::read_to_string(c.xn_dir.join("etc/extnet.toml")).unwrap();
+    assert!(policy.contains("interim_secs = 3600"), "{policy}");
+    let interim_policy = c.xn_dir.join("etc/extnet-interim.toml");
+    std::fs::write(
+        &interim_policy,
+        policy.replace("interim_secs = 3600", "interim_secs = 5"),
+    )
+    .unwrap();
+    let since = logged_at(&c, job, "n1", "allocate");
+    while extnet::store::lease::now() < since + 5 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let interim = || {
+        c.extnet_with(
+            "n1",
+            &interim_policy,
+            &["lease-log", "interim", "--node", "n1"],
+        )
+    };
+    let count = || {
+        c.lease_records(job)
+            .iter()
+            .filter(|r| r["event"] == "interim")
+            .count()
+    };
+    let r = interim();
+    assert!(r.ok(), "{r}");
+    assert_eq!(
+        count(),
+        1,
+        "one interim record for a lease older than 5 s: {r}"
+    );
+    let rec = c
+        .lease_records(job)
+        .into_iter()
+        .find(|r| r["event"] == "interim")
+        .unwrap();
+    assert_eq!(
+        (u(&rec, "port_first") as u16, u(&rec, "port_last") as u16),
+        c.block(job, "n1")
+    );
+    assert_eq!(rec["node_addr"], "10.99.0.11");
+    let r = interim();
+    assert!(r.ok(), "{r}");
+    assert_eq!(count(), 1, "not again within the interval: {r}");
+    std::fs::remove_file(&interim_policy).unwrap();
+
+    let cancel = c.login(ALLOWED, 20, &["scancel", &job.to_string()]);
+    assert!(cancel.ok(), "{cancel}");
+    let rec = &wait_records(&c, job, 1)[0];
+    assert!(u(rec, "bytes_in") >= DOWN, "{rec:#}");
+    assert!(
+        u(rec, "bytes_in") >= u(cnt, "bytes_in"),
+        "counters only grow: {rec:#}"
+    );
+    let events: Vec<String> = c
+        .lease_records(job)
+        .iter()
+        .map(|r| r["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        events,
+        ["allocate", "interim", "release"],
+        "lease log of job {job}"
+    );
+    c.assert_clean(job);
+}
+
+#[test]
+#[ignore = "needs root and the test cluster: run slurm-test-env/test"]
+fn accounting_sums_a_two_node_job_in_the_table() {
+    let c = Cluster::get();
+    let script = format!(
+        "#!/bin/sh\n#SBATCH -N2\n#SBATCH --external-net\necho JOB=$SLURM_JOB_ID\nsrun -N2 /usr/bin/curl -sS -o /dev/null http://{OUTSIDE}:8080/bytes/{UP}\n"
+    );
+    let path = c.xn_dir.join(format!("work/{ALLOWED}/acct-two-nodes.sh"));
+    std::fs::write(&path, script).unwrap();
+    let r = c.login(
+        ALLOWED,
+        60,
+        &["sbatch", "--parsable", "--wait", path.to_str().unwrap()],
+    );
+    assert!(r.ok(), "{r}");
+    let job: u32 = r
+        .stdout
+        .trim()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let recs = wait_records(&c, job, 2);
+    let mut total = 0;
+    for rec in &recs {
+        assert!(
+            (UP..UP + SLACK).contains(&u(rec, "bytes_in")),
+            "each node downloaded {UP} bytes: {rec:#}"
+        );
+        total += u(rec, "bytes_in");
+    }
+    let t = c.extnet("n1", &["accounting", "--job", &job.to_string()]);
+    assert!(t.ok(), "{t}");
+    let line = t
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(&job.to_string()))
+        .unwrap_or_else(|| panic!("job {job} not in the table:\n{t}"));
+    assert!(line.contains("n1,n2"), "one line for both nodes: {line}");
+    assert!(
+        line.contains(&extnet_cli::human_bytes(total)),
+        "IN is the sum of both nodes ({total} bytes): {line}"
+    );
+    let one = c.extnet(
+        "n1",
+        &[
+            "accounting",
+            "--job",
+            &job.to_string(),
+            "--node",
+            "n2",
+            "--json",
+        ],
+    );
+    let v: Vec<Value> = serde_json::from_str(&one.stdout).unwrap_or_else(|e| panic!("{e}: {one}"));
+    assert_eq!(v.len(), 1, "--node filters: {one}");
+    assert_eq!(v[0]["node"], "n2");
+    c.assert_clean(job);
+}

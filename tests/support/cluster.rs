@@ -1,0 +1,462 @@
+//! Shared helpers of the cluster tests: run commands as test users on the login host of the
+//! test cluster (`slurm-test-env/`), read the nodes' extnet state, and check that a job left
+//! nothing behind.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const OUTSIDE: &str = "203.0.113.10";
+pub const GATEWAY_PUBLIC: &str = "203.0.113.1";
+/// What the outside sees of jobs routed through the second gateway (gw2: profile `bulk`).
+pub const GATEWAY2_PUBLIC: &str = "203.0.113.2";
+pub const NODES: [&str; 2] = ["n1", "n2"];
+pub const ALLOWED: &str = "xnalice";
+pub const DENIED: &str = "xnbob";
+
+pub struct Cluster {
+    pub repo: PathBuf,
+    pub xn_dir: PathBuf,
+}
+
+/// Output of a command, as text.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// `JOB=<id>` printed by the job's first line, or, for a job whose tasks never ran, the
+    /// id in extnet's denial (`... denied for job <id>: ...`).
+    pub fn job_id(&self) -> u32 {
+        self.stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("JOB=").and_then(|v| v.parse().ok()))
+            .or_else(|| {
+                self.stderr.lines().find_map(|l| {
+                    let rest = l.split_once("denied for job ")?.1;
+                    rest.split(':').next()?.trim().parse().ok()
+                })
+            })
+            .unwrap_or_else(|| panic!("no JOB= line in the job's output:\n{self}"))
+    }
+
+    /// The `SEEN <proto> <ip> <port>` lines of the outside host.
+    pub fn seen(&self, proto: &str) -> Vec<(String, u16)> {
+        self.stdout
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 4 && f[0] == "SEEN" && f[1] == proto)
+                    .then(|| (f[2].to_string(), f[3].parse().unwrap()))
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Cluster {
+    /// The running test cluster. Panics with the way to start it when it is not up.
+    pub fn get() -> Cluster {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("tests/ is in the repository")
+            .to_path_buf();
+        let xn_dir =
+            PathBuf::from(std::env::var("XN_DIR").unwrap_or_else(|_| "/run/extnet-test".into()));
+        assert!(
+            xn_dir.join(".slurm-test-env").exists() && Path::new("/run/netns/xn-login").exists(),
+            "the test cluster is not up (no {}/.slurm-test-env): run `slurm-test-env/test` (or `slurm-test-env/up` first)",
+            xn_dir.display()
+        );
+        Cluster { repo, xn_dir }
+    }
+
+    /// Runs `args` as `user` on the login host (`slurm-test-env/xn-login`), at most `secs`.
+    pub fn login(&self, user: &str, secs: u32, args: &[&str]) -> Run {
+        let o = Command::new("timeout")
+            .arg("-k5")
+            .arg(secs.to_string())
+            .arg(self.repo.join("slurm-test-env/xn-login"))
+            .arg(user)
+            .args(args)
+            .env("XN_DIR", &self.xn_dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run slurm-test-env/xn-login");
+        Run::from(o)
+    }
+
+    /// `extnet --policy <the test policy> ARGS` on `node`, as root.
+    pub fn extnet(&self, node: &str, args: &[&str]) -> Run {
+        let policy = self.xn_dir.join("etc/extnet.toml");
+        self.extnet_with(node, &policy, args)
+    }
+
+    /// `extnet --policy POLICY ARGS` on `node`, as root.
+    pub fn extnet_with(&self, node: &str, policy: &Path, args: &[&str]) -> Run {
+        let bin = self.xn_dir.join("bin/extnet").display().to_string();
+        let policy = policy.display().to_string();
+        let mut a = vec![bin.as_str(), "--policy", policy.as_str()];
+        a.extend_from_slice(args);
+        self.on_node(node, &a)
+    }
+
+    /// `sbatch --parsable ARGS --wrap WRAP` as `user` (up to `secs` seconds, for `--wait`);
+    /// asserts that sbatch succeeded and returns the job id it printed.
+    pub fn sbatch(&self, user: &str, secs: u32, args: &[&str], wrap: &str) -> u32 {
+        let mut all = vec!["sbatch", "--parsable"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--wrap", wrap]);
+        let r = self.login(user, secs, &all);
+        assert!(r.ok(), "sbatch failed:\n{r}");
+        r.stdout
+            .lines()
+            .filter_map(|l| l.trim().split(';').next()?.parse().ok())
+            .next_back()
+            .unwrap_or_else(|| panic!("sbatch --parsable printed no job id:\n{r}"))
+    }
+
+    /// `srun ARGS -- sh -c 'echo JOB=$SLURM_JOB_ID; SCRIPT'` as `user`.
+    pub fn srun(&self, user: &str, srun_args: &[&str], script: &str) -> Run {
+        let full = format!("echo JOB=$SLURM_JOB_ID; {script}");
+        let mut args = vec!["srun"];
+        args.extend_from_slice(srun_args);
+        args.extend_from_slice(&["sh", "-c", &full]);
+        self.login(user, 120, &args)
+    }
+
+    /// The probe a job runs to reach the outside host.
+    pub fn probe(&self) -> String {
+        self.xn_dir.join("bin/probe").display().to_string()
+    }
+
+    /// Runs a command in a node's network namespace, as root.
+    pub fn on_node(&self, node: &str, args: &[&str]) -> Run {
+        let o = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/xn-{node}"))
+            .arg("--")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("nsenter");
+        Run::from(o)
+    }
+
+    /// The cluster's policy, as the prologs read it (without the file permission check: a
+    /// test may have made it unsafe on purpose).
+    pub fn policy(&self) -> extnet_policy::Policy {
+        let path = self.xn_dir.join("etc/extnet.toml");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        extnet_policy::Policy::from_toml(&text, &path.display().to_string())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn state_dir(&self, node: &str) -> PathBuf {
+        self.xn_dir.join("state").join(node)
+    }
+
+    /// Waits (60 s at most) until `job` runs and its prolog on `node` has written its state.
+    pub fn wait_running(&self, job: u32, node: &str) {
+        let start = std::time::Instant::now();
+        loop {
+            let r = self.login(
+                "root",
+                20,
+                &["squeue", "-h", "-j", &job.to_string(), "-o", "%T"],
+            );
+            if r.stdout.trim() == "RUNNING"
+                && self
+                    .state_dir(node)
+                    .join(format!("jobs/{job}.json"))
+                    .exists()
+            {
+                return;
+            }
+            assert!(
+                start.elapsed().as_secs() < 60,
+                "job {job} not running on {node} after 60 s: {r}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// The lease log records of `job` (all nodes).
+    pub fn lease_records(&self, job: u32) -> Vec<serde_json::Value> {
+        let mut v = Vec::new();
+        for node in NODES {
+            let path = self.xn_dir.join(format!("log/lease-{node}.log"));
+            for line in std::fs::read_to_string(&path).unwrap_or_default().lines() {
+                let r: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
+                    panic!("lease log {} has a bad line {line:?}: {e}", path.display())
+                });
+                if r["job_id"] == job {
+                    v.push(r);
+                }
+            }
+        }
+        v
+    }
+
+    /// The step names of the prolog's result line for `job` on `node` (`steps=a:12 b:3`, the
+    /// line's last field, in the node's extnet log).
+    pub fn prolog_steps(&self, job: u32, node: &str) -> Vec<String> {
+        let path = self.xn_dir.join(format!("log/extnet-{node}.log"));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let line = text
+            .lines()
+            .find(|l| l.contains("extnet-prolog: ") && l.contains(&format!(" job_id={job} ")))
+            .unwrap_or_else(|| panic!("no prolog result line of job {job} in {}", path.display()));
+        let steps = line
+            .rsplit_once(" steps=")
+            .unwrap_or_else(|| panic!("no steps in {line:?}"))
+            .1;
+        steps
+            .split(' ')
+            .map(|s| s.split(':').next().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The port block the job was given on `node`, from the lease log.
+    pub fn block(&self, job: u32, node: &str) -> (u16, u16) {
+        let r = self
+            .lease_records(job)
+            .into_iter()
+            .find(|r| r["event"] == "allocate" && r["node"] == node)
+            .unwrap_or_else(|| {
+                panic!("no allocate record for job {job} on {node} in the lease log")
+            });
+        (
+            r["port_first"].as_u64().unwrap() as u16,
+            r["port_last"].as_u64().unwrap() as u16,
+        )
+    }
+
+    /// Waits until slurmctld no longer lists the job (its epilog has run on every node).
+    pub fn wait_gone(&self, job: u32) {
+        let start = Instant::now();
+        loop {
+            let r = self.login(
+                "root",
+                20,
+                &["squeue", "-h", "-j", &job.to_string(), "-o", "%T"],
+            );
+            if r.stdout.trim().is_empty() || r.stderr.contains("Invalid job id") {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "job {job} still listed after 60 s: {r}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The leases in `node`'s lease table (none when it has no table yet).
+    pub fn leases(&self, node: &str) -> Vec<extnet::store::lease::Lease> {
+        let path = self.state_dir(node).join("leases.table");
+        extnet::store::lease::LeaseTable::load(&path, node)
+            .unwrap_or_else(|e| panic!("{node}'s lease table must load: {e}"))
+            .leases
+    }
+
+    /// What of `job` is still on the nodes: namespace, link, lease, state file, processes in
+    /// its slot cgroup, extra rules, routes or nft elements. Empty when nothing.
+    pub fn residue(&self, job: u32) -> Vec<String> {
+        let mut left = Vec::new();
+        // the node base (not per job): the main rule, the rules of pools with a gateway of
+        // their own, and their tables; never more
+        let policy = self.policy();
+        let base_rules = 1 + extnet::plan::pool_rules(&policy).len();
+        let table_routes = 1 + policy.node.internal.len();
+        let slots = policy.slots() as usize;
+        for node in NODES {
+            let ns = format!("/run/netns/extnet-{node}-{job}");
+            if Path::new(&ns).exists() {
+                left.push(format!("{node}: network namespace {ns}"));
+            }
+            let link = self.on_node(node, &["ip", "-o", "link", "show", &format!("xj{job}")]);
+            if link.ok() {
+                left.push(format!("{node}: link xj{job}"));
+            }
+            let state = self.state_dir(node).join(format!("jobs/{job}.json"));
+            if state.exists() {
+                left.push(format!("{node}: state file {}", state.display()));
+            }
+            let marker = self.state_dir(node).join(format!("jobs/{job}.lease"));
+            if marker.exists() {
+                left.push(format!("{node}: lease marker {}", marker.display()));
+            }
+            // slots other jobs hold now: their cgroups may have processes (theirs)
+            let mut others_slots = Vec::new();
+            for l in self.leases(node) {
+                if l.job_id == job {
+                    left.push(format!("{node}: lease {l:?}"));
+                } else {
+                    others_slots.push(format!("slot_{}", l.slot));
+                }
+            }
+            let cg = PathBuf::from(format!("/sys/fs/cgroup/unified/extnet/{node}"));
+            if let Ok(rd) = std::fs::read_dir(&cg) {
+                for e in rd.flatten() {
+                    if others_slots.iter().any(|s| e.file_name() == s.as_str()) {
+                        continue;
+                    }
+                    let procs =
+                        std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
+                    if !procs.trim().is_empty() {
+                        left.push(format!(
+                            "{node}: processes {:?} in {}",
+                            procs.trim(),
+                            e.path().display()
+                        ));
+                    }
+                }
+            }
+            let rules = self.on_node(node, &["ip", "rule", "show"]);
+            let n = rules
+                .stdout
+                .lines()
+                .filter(|l| l.contains("fwmark"))
+                .count();
+            if n > base_rules {
+                left.push(format!(
+                    "{node}: {n} fwmark rules ({base_rules} expected: the main rule and the pools'):\n{}",
+                    rules.stdout
+                ));
+            }
+            let mut tables = vec![policy.node.route_table];
+            tables.extend(policy.routed_pools().map(|p| p.route_table));
+            for table in tables {
+                let t = table.to_string();
+                let routes = self.on_node(node, &["ip", "route", "show", "table", &t]);
+                let n = routes.stdout.lines().count();
+                if n > table_routes {
+                    left.push(format!(
+                        "{node}: {n} routes in table {t} ({table_routes} expected):\n{}",
+                        routes.stdout
+                    ));
+                }
+            }
+            // allowlist bindings: at most one per slot, every active lease bound to its profile
+            left.extend(self.stray_bindings(node));
+            // per-slot elements only: as many as the pools have blocks, never one per job
+            for map in ["slot_snat", "slot_netns"] {
+                let m = self.on_node(node, &["nft", "-j", "list", "map", "ip", "extnet", map]);
+                if m.ok() {
+                    let v: serde_json::Value =
+                        serde_json::from_str(&m.stdout).expect("nft -j output");
+                    let elems = v["nftables"][1]["map"]["elem"]
+                        .as_array()
+                        .map(|a| a.len())
+                        .unwrap_or(0);
+                    if elems != slots {
+                        left.push(format!(
+                            "{node}: map {map} has {elems} elements, the pools have {slots} slots"
+                        ));
+                    }
+                }
+            }
+        }
+        left
+    }
+
+    /// Allowlist bindings (`slot_profile` elements) that break the rules: an element whose
+    /// mark is no slot's (one per job instead of one per slot), or an active lease whose slot
+    /// is not bound to its profile's verdict. An ended job's element stays for the slot's next
+    /// holder (the epilog writes no nft change; see `extnet::allowlist`).
+    pub fn stray_bindings(&self, node: &str) -> Vec<String> {
+        let m = self.on_node(
+            node,
+            &["nft", "-j", "list", "map", "ip", "extnet", "slot_profile"],
+        );
+        if !m.ok() {
+            return Vec::new(); // no table yet on this node
+        }
+        let v: serde_json::Value = serde_json::from_str(&m.stdout).expect("nft -j output");
+        // (mark, verdict in nft syntax): `{"accept": null}`, `{"jump": {"target": "dest_web"}}`
+        let elems: Vec<(u64, String)> = v["nftables"][1]["map"]["elem"]
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| {
+                let (verb, arg) = e[1].as_object()?.iter().next()?;
+                let verdict = match arg["target"].as_str() {
+                    Some(chain) => format!("{verb} {chain}"),
+                    None => verb.clone(),
+                };
+                Some((e[0].as_u64()?, verdict))
+            })
+            .collect();
+        let policy = self.policy();
+        let slot_marks: Vec<u64> = (0..policy.slots())
+            .map(|s| extnet::plan::mark(&policy, s) as u64)
+            .collect();
+        let mut bad: Vec<String> = elems
+            .iter()
+            .filter(|(m, _)| !slot_marks.contains(m))
+            .map(|(m, _)| format!("{node}: allowlist binding of mark 0x{m:x}, which is no slot's"))
+            .collect();
+        for l in self.leases(node) {
+            let (mark, profile) = (u64::from(l.mark), l.profile.as_str());
+            // a lease of a profile the policy no longer has stays unbound on purpose
+            let Some(p) = policy.profile(profile) else {
+                continue;
+            };
+            let want = extnet::plan::ruleset::allowlist::verdict(p);
+            match elems.iter().find(|(m, _)| *m == mark) {
+                Some((_, got)) if *got == want => {}
+                got => bad.push(format!(
+                    "{node}: the lease of job {} (mark 0x{mark:x}, profile {profile}) is bound to {:?}, not to {want:?}",
+                    l.job_id,
+                    got.map(|(_, v)| v.as_str())
+                )),
+            }
+        }
+        bad
+    }
+
+    /// Waits for the job to end and asserts that nothing of it is left on any node.
+    pub fn assert_clean(&self, job: u32) {
+        self.wait_gone(job);
+        // the epilog finishes shortly after slurmctld forgets the job
+        let start = Instant::now();
+        loop {
+            let left = self.residue(job);
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "job {job} left behind:\n  {}",
+                left.join("\n  ")
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
