@@ -1,0 +1,287 @@
+//! `extnet status`: the node's active external jobs with their traffic, its port pools, and
+//! what the destination allowlists dropped.
+
+use crate::output::{self, human_bytes, Column};
+use extnet::plan::layout::Layout;
+use extnet::store::lease::{self, LeaseTable};
+use extnet_policy::Policy;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// The table of active jobs.
+const JOBS: [Column; 11] = [
+    Column::right("JOB", 8),
+    Column::left("USER", 12).apart(),
+    Column::left("MODE", 7),
+    Column::right("SLOT", 5),
+    Column::right("MARK", 9),
+    Column::left("PORTS", 13).apart(),
+    Column::left("PROFILE", 12),
+    Column::left("SINCE", 20),
+    Column::right("OUT", 10).apart(),
+    Column::right("IN", 10),
+    Column::right("CONNS", 6),
+];
+
+/// `extnet status [--json]` for `node`.
+pub fn show(policy_path: &Path, node: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let policy = Policy::load(policy_path)?;
+    let layout = Layout::new(&policy, node);
+    let table = LeaseTable::load(&layout.lease_table(), node)?;
+    let now = lease::now();
+    let quarantined = table.quarantine.iter().filter(|q| q.until > now).count();
+    let total = policy.slots() as usize;
+    let pools = pool_usage(&policy, &table, now);
+    // counters of the active slots only (never a listing of the table or a cgroup map)
+    let slots: Vec<u32> = table.leases.iter().map(|l| l.slot).collect();
+    let counters = extnet::node::counters::read(&slots).map_err(|e| e.to_string());
+    let of = |slot: u32| counters.as_ref().ok().and_then(|m| m.get(&slot));
+    if json {
+        let jobs: Vec<serde_json::Value> = table
+            .leases
+            .iter()
+            .map(|l| {
+                let mut v = serde_json::to_value(l).expect("lease serializes");
+                v["counters"] = serde_json::to_value(of(l.slot)).expect("counters serialize");
+                v
+            })
+            .collect();
+        let mut v = serde_json::json!({
+            "node": node,
+            // all pools together (every slot of the node)
+            "pool": { "blocks": total, "used": table.leases.len(), "quarantined": quarantined,
+                      "free": total.saturating_sub(table.leases.len() + quarantined) },
+            "pools": pools.iter().map(|u| serde_json::json!({
+                "name": u.pool.name(),
+                "range": format!("{}-{}", u.pool.ports.first, u.pool.ports.last),
+                "block_size": u.pool.ports.block_size,
+                "slots": format!("{}-{}", u.pool.slots().start, u.pool.slots().end - 1),
+                "gateway": u.pool.gateway.to_string(),
+                "route_table": u.pool.route_table,
+                "profiles": u.profiles,
+                "blocks": u.blocks, "used": u.used, "quarantined": u.quarantined, "free": u.free(),
+            })).collect::<Vec<_>>(),
+            "jobs": jobs,
+        });
+        if let Err(e) = &counters {
+            v["counters_error"] = e.clone().into();
+        }
+        v["allowlist_drops"] = match allowlist_drops() {
+            Ok(d) => d
+                .into_iter()
+                .map(|(name, packets, bytes)| serde_json::json!({ "counter": name, "packets": packets, "bytes": bytes }))
+                .collect(),
+            Err(e) => serde_json::json!({ "error": e }),
+        };
+        output::print_json(&v)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "node {node}: {} external jobs; blocks {} used, {} in quarantine, {} free of {total}",
+        table.leases.len(),
+        table.leases.len(),
+        quarantined,
+        total.saturating_sub(table.leases.len() + quarantined)
+    );
+    for u in &pools {
+        println!(
+            "  pool {}: ports {}-{} in blocks of {}, gateway {}: {} used, {} in quarantine, {} free of {} (profiles: {})",
+            u.pool.name(),
+            u.pool.ports.first,
+            u.pool.ports.last,
+            u.pool.ports.block_size,
+            u.pool.gateway,
+            u.used,
+            u.quarantined,
+            u.free(),
+            u.blocks,
+            if u.profiles.is_empty() {
+                "none".to_owned()
+            } else {
+                u.profiles.join(", ")
+            }
+        );
+    }
+    let stray: Vec<String> = table
+        .leases
+        .iter()
+        .filter(|l| policy.slot_block(l.slot) != Some((l.port_first, l.port_last)))
+        .map(|l| {
+            format!(
+                "job {} (slot {}, ports {}-{})",
+                l.job_id, l.slot, l.port_first, l.port_last
+            )
+        })
+        .collect();
+    if !stray.is_empty() {
+        println!(
+            "warning: leases that no longer match the policy's pools (the pools changed while they ran; their traffic now uses the slot's new block and gateway): {}",
+            stray.join(", ")
+        );
+    }
+    if !table.leases.is_empty() {
+        println!("{}", output::header(&JOBS));
+        for l in &table.leases {
+            let (out, inn, conns) = match of(l.slot) {
+                Some(c) => (
+                    human_bytes(c.bytes_out),
+                    human_bytes(c.bytes_in),
+                    c.connections.to_string(),
+                ),
+                None => ("?".into(), "?".into(), "?".into()),
+            };
+            println!(
+                "{}",
+                output::row(
+                    &JOBS,
+                    [
+                        &l.job_id,
+                        &l.user,
+                        &l.mode,
+                        &l.slot,
+                        &format!("0x{:x}", l.mark),
+                        &format!("{}-{}", l.port_first, l.port_last),
+                        &l.profile,
+                        &lease::rfc3339(l.since),
+                        &out,
+                        &inn,
+                        &conns,
+                    ]
+                )
+            );
+        }
+        if let Err(e) = &counters {
+            println!("traffic counters unavailable: {e}");
+        }
+    }
+    print_allowlist_drops(&policy);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One pool's use on a node.
+struct PoolUsage<'a> {
+    pool: &'a extnet_policy::Pool,
+    profiles: Vec<&'a str>,
+    blocks: usize,
+    used: usize,
+    quarantined: usize,
+}
+
+impl PoolUsage<'_> {
+    fn free(&self) -> usize {
+        self.blocks.saturating_sub(self.used + self.quarantined)
+    }
+}
+
+/// Each pool's blocks in use (leases on its slots) and in quarantine (by ports) at `now`.
+fn pool_usage<'a>(policy: &'a Policy, table: &LeaseTable, now: u64) -> Vec<PoolUsage<'a>> {
+    policy
+        .pools
+        .iter()
+        .enumerate()
+        .map(|(i, pool)| PoolUsage {
+            pool,
+            profiles: policy.profiles_of_pool(i),
+            blocks: pool.ports.blocks() as usize,
+            used: table
+                .leases
+                .iter()
+                .filter(|l| pool.slots().contains(&l.slot))
+                .count(),
+            quarantined: table
+                .quarantine
+                .iter()
+                .filter(|q| q.until > now && pool.ports.contains(q.port_first))
+                .count(),
+        })
+        .collect()
+}
+
+/// The allowlists' drop counters of this node's nft table.
+fn allowlist_drops() -> Result<Vec<(String, u64, u64)>, String> {
+    if !extnet::kernel::nftables::table_exists(extnet::plan::TABLE).map_err(|e| e.to_string())? {
+        return Ok(Vec::new());
+    }
+    extnet::node::allowlist::drops()
+}
+
+/// Packets each allowlist dropped on this node (since the table was loaded).
+fn print_allowlist_drops(policy: &Policy) {
+    if !policy.profiles.iter().any(|p| p.destinations.is_some()) {
+        return;
+    }
+    match allowlist_drops() {
+        Ok(d) if d.is_empty() => {
+            println!("destination allowlists: nothing dropped (no extnet table loaded yet)")
+        }
+        Ok(d) => {
+            println!("destination allowlists, packets dropped on this node since its table was loaded:");
+            for (name, packets, bytes) in d {
+                match extnet::plan::ruleset::allowlist::profile_of_counter(&name) {
+                    Some(p) => println!("  profile {p}: {packets} packets dropped ({bytes} bytes)"),
+                    None => println!("  no binding (fail closed): {packets} packets dropped ({bytes} bytes)"),
+                }
+            }
+        }
+        Err(e) => println!("destination allowlist counters unavailable: {e}; run extnet status as root in the node's network namespace"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table's lines are those of the format strings it replaced.
+    #[test]
+    fn jobs_table_lines() {
+        assert_eq!(
+            output::header(&JOBS),
+            format!(
+                "{:>8}  {:<12} {:<7} {:>5} {:>9}  {:<13} {:<12} {:<20}  {:>10} {:>10} {:>6}",
+                "JOB",
+                "USER",
+                "MODE",
+                "SLOT",
+                "MARK",
+                "PORTS",
+                "PROFILE",
+                "SINCE",
+                "OUT",
+                "IN",
+                "CONNS"
+            )
+        );
+        let mode = extnet_policy::Mode::Netns;
+        let since = lease::rfc3339(1_700_000_000);
+        let (out, inn, conns) = (human_bytes(1536), "?".to_owned(), "12".to_owned());
+        assert_eq!(
+            output::row(
+                &JOBS,
+                [
+                    &4242u32,
+                    &"alice",
+                    &mode,
+                    &3u32,
+                    &"0x10003",
+                    &"20000-20511",
+                    &"downloads",
+                    &since,
+                    &out,
+                    &inn,
+                    &conns,
+                ]
+            ),
+            format!(
+                "{:>8}  {:<12} {:<7} {:>5} {:>9}  {:<13} {:<12} {:<20}  {out:>10} {inn:>10} {conns:>6}",
+                4242,
+                "alice",
+                mode.to_string(),
+                3,
+                "0x10003",
+                "20000-20511",
+                "downloads",
+                since
+            )
+        );
+    }
+}
