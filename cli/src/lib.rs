@@ -175,7 +175,8 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("extnet: {e:#}");
+            // the cause chain once: most library messages quote their cause already
+            eprintln!("extnet: {}", extnet::diag::error_chain(e.as_ref()));
             ExitCode::from(1)
         }
     }

@@ -97,7 +97,7 @@ pub fn run_logged<R: Debug>(
 ) -> u8 {
     logging::init(name, Some(expand(&policy.log.file, &job.node)));
     let started = Instant::now();
-    timings::start();
+    timings::start(name.trim_start_matches("extnet-"));
     match body() {
         Ok(r) => {
             tracing::info!(job_id = job.job_id, node = %job.node, user = %job.user, micros = started.elapsed().as_micros() as u64, steps = %timings::summary(), "{name}: {r:?}");

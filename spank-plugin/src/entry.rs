@@ -27,7 +27,7 @@ use crate::guard::{self, OK};
 use crate::placement::{self, JobRef, Placement};
 use crate::request::{ARGINFO_C, JOB_CONTROL_VAR_C, OPTION_C, STEP_REQUEST_VAR_C, USAGE_C};
 use crate::slurm::{self, Context, Spank};
-use crate::{node, request, session};
+use crate::{nodename, request, session};
 use extnet_policy::{Policy, Request, Submitter};
 use extnet_slurm_sys as sys;
 use std::ffi::{c_char, c_int, CStr};
@@ -204,7 +204,7 @@ fn resolve(spank: &Spank, config: &Config) -> (JobRef, Placement) {
         .job_id()
         .map_err(|e| e.to_string())
         .and_then(|job_id| {
-            let node = node::name().map_err(|e| format!("cannot tell this node's name: {e}"))?;
+            let node = nodename::name().map_err(|e| format!("cannot tell this node's name: {e}"))?;
             Ok(JobRef { job_id, node })
         });
     let job = match job {
@@ -222,7 +222,7 @@ fn resolve(spank: &Spank, config: &Config) -> (JobRef, Placement) {
             return (unknown, p);
         }
     };
-    let placement = placement::decide(&job, asked, placement::lookup(&config.policy, &job));
+    let placement = placement::choose(&job, asked, placement::lookup(&config.policy, &job));
     match &placement {
         Placement::Join(g) => slurm::debug(&format!(
             "job {} on {}: granted profile {} ({} mode, slot {}, ports {}-{})",

@@ -15,7 +15,7 @@
 //!    `SPANK_EXTNET_REQUEST`). A profile the site does not have is refused before the job
 //!    queues, when the policy file is readable there. The prolog decides; this is advice.
 //! 2. **Step start** (slurmstepd, once per step and node). The job's decision is read from the
-//!    state file the prolog wrote ([`placement`]), on the node named by slurmstepd ([`node`]).
+//!    state file the prolog wrote ([`placement`]), on the node named by slurmstepd ([`nodename`]).
 //! 3. **Task start** (the forked task, root, before exec): a granted task joins the job's
 //!    cgroup or network namespace (`extnet::job::task::join`).
 //! 4. **Just before exec** (the task, as the user): a task that was denied, whose grant could
@@ -23,7 +23,7 @@
 //!    ends. Never fail open.
 //!
 //! Modules: [`args`] (`plugstack.conf` arguments), [`request`] (the option's values),
-//! [`placement`] (decision → what a task does), [`node`] (this node's name), [`guard`] (the
+//! [`placement`] (decision → what a task does), [`nodename`] (this node's name), [`guard`] (the
 //! panic guard every entry point goes through), `session` (what a process remembers between
 //! callbacks), and, outside unit tests, `entry` (the C entry points) and `slurm` (the thin
 //! wrapper around bindgen's SPANK API). The plugin starts no threads: it runs inside forked
@@ -31,7 +31,7 @@
 
 pub mod args;
 pub mod guard;
-pub mod node;
+pub mod nodename;
 pub mod placement;
 pub mod request;
 // Its task fields are used only by `entry`, which unit tests do not build.

@@ -84,7 +84,7 @@ pub fn lookup(policy_path: &Path, job: &JobRef) -> Result<Option<JobState>, Look
 /// Turns the result of [`lookup`] into what the tasks do. `asked`: the job or this step asked
 /// for external access (the option reached this slurmstepd, or `SLURM_SPANK_EXTNET_REQUEST` is in
 /// the step's environment).
-pub fn decide(
+pub fn choose(
     job: &JobRef,
     asked: bool,
     looked_up: Result<Option<JobState>, LookupError>,
@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn granted_joins_whether_asked_or_not() {
         for asked in [true, false] {
-            let p = decide(&job(), asked, Ok(Some(state(Outcome::Granted(grant())))));
+            let p = choose(&job(), asked, Ok(Some(state(Outcome::Granted(grant())))));
             assert_eq!(p, Placement::Join(grant()));
         }
     }
@@ -182,7 +182,7 @@ mod tests {
         let s = state(Outcome::Denied {
             reason: "user bob may not use profile cern".into(),
         });
-        let Placement::Fail(m) = decide(&job(), true, Ok(Some(s))) else {
+        let Placement::Fail(m) = choose(&job(), true, Ok(Some(s))) else {
             panic!()
         };
         assert_eq!(
@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn no_decision_fails_only_when_asked() {
-        let Placement::Fail(m) = decide(&job(), true, Ok(None)) else {
+        let Placement::Fail(m) = choose(&job(), true, Ok(None)) else {
             panic!()
         };
         assert!(
@@ -201,12 +201,12 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("slurmd log on n1"), "{m}");
-        assert_eq!(decide(&job(), false, Ok(None)), Placement::Nothing);
+        assert_eq!(choose(&job(), false, Ok(None)), Placement::Nothing);
     }
 
     #[test]
     fn unreadable_decision_fails_when_asked_and_is_noted_otherwise() {
-        let Placement::Fail(m) = decide(&job(), true, Err(state_error())) else {
+        let Placement::Fail(m) = choose(&job(), true, Err(state_error())) else {
             panic!()
         };
         assert!(
@@ -214,7 +214,7 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("/x/42.json"), "{m}");
-        let Placement::Unchecked(m) = decide(&job(), false, Err(state_error())) else {
+        let Placement::Unchecked(m) = choose(&job(), false, Err(state_error())) else {
             panic!()
         };
         assert!(m.contains("runs without"), "{m}");
@@ -237,7 +237,7 @@ mod tests {
             path: "/etc/slurm/extnet.toml".into(),
             why: "owned by uid 5".into(),
         });
-        let Placement::Fail(m) = decide(&job(), true, Err(e)) else {
+        let Placement::Fail(m) = choose(&job(), true, Err(e)) else {
             panic!()
         };
         assert!(m.contains("owned by uid 5"), "{m}");

@@ -9,19 +9,21 @@
 
 use std::sync::OnceLock;
 
-/// Steps of the prolog's grant path, in order (netns-mode steps are skipped in cgroup mode).
+/// Points of the prolog's grant path that the crash tests kill it at, in order (netns-mode
+/// points are skipped in cgroup mode). `prolog-after-<step>` is the end of a timed step
+/// ([`super::timings::done`]); the others are points inside or between steps ([`hit`]).
 pub const PROLOG: &[&str] = &[
     "prolog-after-lock",
     "prolog-after-lease-marker",
-    "prolog-after-lease-stored",
-    "prolog-after-base-ensure",
+    "prolog-after-lease-store",
+    "prolog-after-node-ensure",
     "prolog-netns-file-created",
     "prolog-after-netns-created",
     "prolog-after-veth",
     "prolog-after-addresses-routes",
-    "prolog-after-allocate-logged",
-    "prolog-before-state-stored",
-    "prolog-after-state-stored",
+    "prolog-after-lease-log",
+    "prolog-before-state-file",
+    "prolog-after-state-file",
 ];
 
 /// Prolog steps that only netns mode reaches.
@@ -32,13 +34,13 @@ pub const PROLOG_NETNS_ONLY: &[&str] = &[
     "prolog-after-addresses-routes",
 ];
 
-/// Steps of the epilog's teardown, in order.
+/// Points of the epilog's teardown that the crash tests kill it at, in order.
 pub const EPILOG: &[&str] = &[
     "epilog-after-lock",
-    "epilog-after-kill",
+    "epilog-after-cgroup-kill",
     "epilog-after-netns-teardown",
-    "epilog-after-release-logged",
-    "epilog-after-lease-stored",
+    "epilog-after-release-log",
+    "epilog-after-lease-store",
     "epilog-before-state-removed",
 ];
 
@@ -52,18 +54,35 @@ fn armed() -> Option<&'static str> {
         .as_deref()
 }
 
-/// Kills the process with SIGKILL when `EXTNET_FAILPOINT` names this step.
-pub fn hit(step: &'static str) {
-    debug_assert!(PROLOG.contains(&step) || EPILOG.contains(&step), "{step}");
-    if armed() == Some(step) {
-        tracing::warn!(
-            failpoint = step,
-            "{VAR}={step}: killing this process with SIGKILL (crash test)"
-        );
-        // SAFETY: raise(3) has no memory-safety preconditions; SIGKILL cannot be caught, so
-        // the process ends here without unwinding or running destructors, as in a real crash.
-        unsafe {
-            libc::raise(libc::SIGKILL);
-        }
+/// Kills the process with SIGKILL when `EXTNET_FAILPOINT` names this point.
+pub fn hit(point: &'static str) {
+    debug_assert!(PROLOG.contains(&point) || EPILOG.contains(&point), "{point}");
+    if armed() == Some(point) {
+        kill(point);
+    }
+}
+
+/// Kills the process with SIGKILL when `EXTNET_FAILPOINT` is `<program>-after-<step>`: the
+/// end of a timed step ([`super::timings::done`]).
+pub fn after(program: &str, step: &str) {
+    let Some(armed) = armed() else { return };
+    let named = armed
+        .strip_prefix(program)
+        .and_then(|r| r.strip_prefix("-after-"))
+        == Some(step);
+    if named {
+        kill(armed);
+    }
+}
+
+fn kill(point: &str) {
+    tracing::warn!(
+        failpoint = point,
+        "{VAR}={point}: killing this process with SIGKILL (crash test)"
+    );
+    // SAFETY: raise(3) has no memory-safety preconditions; SIGKILL cannot be caught, so the
+    // process ends here without unwinding or running destructors, as in a real crash.
+    unsafe {
+        libc::raise(libc::SIGKILL);
     }
 }

@@ -1,7 +1,7 @@
 //! Wall time of each step of one prolog or epilog run, logged with the run's result line
 //! (`steps=lock:110 lease-load:48 ...`, microseconds), so that an admin who sees slow job
 //! starts can tell a slow disk (`lease-store`), a big lease table (`lease-load`) or the kernel
-//! (`netns`) apart without a profiler. A step is the time since the previous mark.
+//! (`netns-setup`) apart without a profiler. A step is the time since the previous one.
 //!
 //! One run per process and no threads (the prolog and epilog are single-threaded programs);
 //! marks cost a clock read and a push. Unused in the SPANK plugin.
@@ -11,6 +11,8 @@ use std::fmt::Write;
 use std::time::Instant;
 
 struct Marks {
+    /// `prolog` or `epilog`: the prefix of the failpoints of [`done`].
+    program: &'static str,
     last: Instant,
     steps: Vec<(&'static str, u32)>,
 }
@@ -19,27 +21,34 @@ thread_local! {
     static MARKS: RefCell<Option<Marks>> = const { RefCell::new(None) };
 }
 
-/// Starts timing (again): forgets earlier marks.
-pub fn start() {
+/// Starts timing `program` (`prolog` or `epilog`) again: forgets earlier marks.
+pub fn start(program: &'static str) {
     MARKS.with(|m| {
         *m.borrow_mut() = Some(Marks {
+            program,
             last: Instant::now(),
             steps: Vec::with_capacity(16),
         })
     });
 }
 
-/// Ends the step `name`: the time since [`start`] or the previous mark. Nothing before
+/// Ends the step `name`: its time (since [`start`] or the previous step) goes to the result
+/// line, and in a crash test `EXTNET_FAILPOINT=<program>-after-<name>` kills the process here
+/// ([`super::failpoint`]). The one hook a step of the prolog or epilog needs. Nothing before
 /// [`start`] (the plugin, unit tests).
-pub fn mark(name: &'static str) {
-    MARKS.with(|m| {
-        if let Some(m) = m.borrow_mut().as_mut() {
-            let now = Instant::now();
-            let us = (now - m.last).as_micros().min(u32::MAX as u128) as u32;
-            m.steps.push((name, us));
-            m.last = now;
-        }
+pub fn done(name: &'static str) {
+    let program = MARKS.with(|m| {
+        let mut m = m.borrow_mut();
+        let m = m.as_mut()?;
+        let now = Instant::now();
+        let us = (now - m.last).as_micros().min(u32::MAX as u128) as u32;
+        m.steps.push((name, us));
+        m.last = now;
+        Some(m.program)
     });
+    if let Some(program) = program {
+        super::failpoint::after(program, name);
+    }
 }
 
 /// The steps so far, `name:micros` separated by spaces (empty when none).
@@ -64,12 +73,12 @@ mod tests {
 
     #[test]
     fn steps_are_listed_in_order_with_their_time() {
-        mark("before-start");
+        done("before-start");
         assert_eq!(summary(), "");
-        start();
-        mark("lock");
+        start("prolog");
+        done("lock");
         std::thread::sleep(std::time::Duration::from_millis(3));
-        mark("lease-load");
+        done("lease-load");
         let s = summary();
         let parts: Vec<(&str, u32)> = s
             .split(' ')
@@ -82,7 +91,7 @@ mod tests {
         assert_eq!(parts[0].0, "lock");
         assert_eq!(parts[1].0, "lease-load");
         assert!(parts[1].1 >= 3000, "{s}");
-        start();
+        start("prolog");
         assert_eq!(summary(), "");
     }
 }

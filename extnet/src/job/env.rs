@@ -88,8 +88,8 @@ impl JobEnv {
 
     /// The identity the policy decides on. The user's groups are looked up through NSS
     /// only when a decision needs them (a profile's principals name a group and the user or
-    /// account did not match first): the first NSS lookup in a process loads its modules,
-    /// ~0.7 ms in a new prolog with `files systemd` on the test machines, more with LDAP.
+    /// account did not match first): the first NSS lookup in a process loads its modules, a
+    /// large part of a prolog's time, and more with LDAP or SSSD.
     pub fn identity(&self) -> JobIdentity {
         JobIdentity {
             user: self.user.clone(),
@@ -113,7 +113,7 @@ pub fn user_of_uid(uid: u32) -> Option<(String, u32)> {
 /// lookup, and the few microseconds of the decision before it).
 fn timed_group_names(user: &str, gid: u32) -> Result<Vec<String>, String> {
     let g = group_names(user, gid);
-    crate::diag::timings::mark("groups");
+    crate::diag::timings::done("groups");
     g
 }
 

@@ -6,6 +6,7 @@
 //! the job id (so the epilog finds it without the state file).
 
 use crate::diag::failpoint;
+use crate::diag::timings::done as step;
 use crate::job::env::JobEnv;
 use crate::job::netns;
 use crate::job::JobError;
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 /// What the prolog did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Report {
+pub enum SetupOutcome {
     /// The job did not ask and no profile grants it without asking.
     NotRequested,
     Denied {
@@ -31,11 +32,11 @@ pub enum Report {
 }
 
 /// Decides and, on grant, sets the job up. Errors here are node faults (state directory not
-/// writable, ...); a denial or a failed setup is a [`Report::Denied`] with the reason, recorded
+/// writable, ...); a denial or a failed setup is a [`SetupOutcome::Denied`] with the reason, recorded
 /// in the job state file so the job's tasks fail with it.
-pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<Report, JobError> {
+pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<SetupOutcome, JobError> {
     if job.request == extnet_policy::Request::None && !policy.has_auto() {
-        return Ok(Report::NotRequested);
+        return Ok(SetupOutcome::NotRequested);
     }
     let identity = job.identity();
     // profiles whose limits are reached or whose port pool is full on this node: a job that
@@ -45,15 +46,15 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<Report, Job
     let report = loop {
         let decision = decide_skipping(policy, &identity, &job.request, &full);
         match decision {
-            Decision::NotRequested if limits.is_empty() => return Ok(Report::NotRequested),
+            Decision::NotRequested if limits.is_empty() => return Ok(SetupOutcome::NotRequested),
             Decision::NotRequested => {
-                break Report::Denied {
+                break SetupOutcome::Denied {
                     reason: limits.join("; "),
                 }
             }
-            Decision::Denied { reason } if limits.is_empty() => break Report::Denied { reason },
+            Decision::Denied { reason } if limits.is_empty() => break SetupOutcome::Denied { reason },
             Decision::Denied { .. } => {
-                break Report::Denied {
+                break SetupOutcome::Denied {
                     reason: limits.join("; "),
                 }
             }
@@ -68,11 +69,11 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<Report, Job
                     .map(|p| p.mode)
                     .unwrap_or(policy.node.mode);
                 match grant(policy, layout, job, &profile, auto, mode) {
-                    Ok(g) => break Report::Granted(g),
+                    Ok(g) => break SetupOutcome::Granted(g),
                     Err(e) if e.is_capacity() => {
                         limits.push(e.to_string());
                         if matches!(job.request, extnet_policy::Request::Profile(_)) {
-                            break Report::Denied {
+                            break SetupOutcome::Denied {
                                 reason: limits.join("; "),
                             };
                         }
@@ -80,7 +81,7 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<Report, Job
                         full.push(profile);
                     }
                     Err(e) => {
-                        break Report::Denied {
+                        break SetupOutcome::Denied {
                             reason: format!(
                                 "external network setup failed on node {}: {}; the job gets no external access (admins: see the extnet log on {})",
                                 layout.node, crate::diag::error_chain(&e), layout.node
@@ -91,16 +92,16 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<Report, Job
             }
         }
     };
-    failpoint::hit("prolog-before-state-stored");
+    failpoint::hit("prolog-before-state-file");
     let outcome = match &report {
-        Report::Granted(g) => Outcome::Granted(g.clone()),
-        Report::Denied { reason } => {
+        SetupOutcome::Granted(g) => Outcome::Granted(g.clone()),
+        SetupOutcome::Denied { reason } => {
             tracing::warn!(job_id = job.job_id, user = %job.user, %reason, "denied");
             Outcome::Denied {
                 reason: reason.clone(),
             }
         }
-        Report::NotRequested => unreachable!("returned above"),
+        SetupOutcome::NotRequested => unreachable!("returned above"),
     };
     JobState {
         version: STATE_VERSION,
@@ -112,8 +113,7 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<Report, Job
         outcome,
     }
     .store(&layout.job_state(job.job_id))?;
-    crate::diag::timings::mark("state-file");
-    failpoint::hit("prolog-after-state-stored");
+    step("state-file");
     Ok(report)
 }
 
@@ -125,16 +125,15 @@ fn grant(
     auto: bool,
     mode: Mode,
 ) -> Result<Grant, JobError> {
-    crate::diag::timings::mark("decide");
+    step("decide");
     let _lock = Lock::acquire(&layout.lock_file())?;
-    failpoint::hit("prolog-after-lock");
-    crate::diag::timings::mark("lock");
+    step("lock");
     let mut nl = Netlink::open()?;
     let (iface, node_addr) = node::node_addr(policy, layout, &mut nl)?;
-    crate::diag::timings::mark("node-addr");
+    step("node-addr");
     let table_path = layout.lease_table();
     let mut table = LeaseTable::load(&table_path, &layout.node)?;
-    crate::diag::timings::mark("lease-load");
+    step("lease-load");
     let profile_def = policy.profile(profile).ok_or_else(|| {
         JobError::Vanished(format!("profile {profile:?} vanished from the policy"))
     })?;
@@ -159,25 +158,22 @@ fn grant(
         node_addr,
     };
     // a block of the profile's pool: its own ([profile.ports]) or the default one
-    crate::diag::timings::mark("limits");
+    step("limits");
     let (l, new) = table.allocate(&req, policy.pool_of(profile_def), now)?;
-    crate::diag::timings::mark("allocate");
+    step("allocate");
     if new {
         // before the table holds the lease: the epilog's fast path looks for the marker
         crate::store::markers::set(layout, &table, job.job_id)?;
-        failpoint::hit("prolog-after-lease-marker");
     }
-    crate::diag::timings::mark("lease-marker");
+    step("lease-marker");
     let interim = write_due_interim(&mut table, layout, policy, now);
     if new || interim > 0 {
         table.store(&table_path)?;
     }
-    crate::diag::timings::mark("lease-store");
-    failpoint::hit("prolog-after-lease-stored");
+    step("lease-store");
     let result = (|| -> Result<Grant, JobError> {
         node::ensure(policy, layout, &mut nl, iface, node_addr, Some(l.slot))?;
-        crate::diag::timings::mark("node-ensure");
-        failpoint::hit("prolog-after-base-ensure");
+        step("node-ensure");
         let mut g = Grant {
             profile: profile.to_owned(),
             auto,
@@ -202,7 +198,7 @@ fn grant(
                 g.netns = Some(layout.netns_dir.join(layout.netns_name(job.job_id)));
             }
         }
-        crate::diag::timings::mark(if mode == Mode::Cgroup {
+        step(if mode == Mode::Cgroup {
             "cgroup"
         } else {
             "netns-setup"
@@ -212,15 +208,14 @@ fn grant(
             node::counters::reset(l.slot)?;
         }
         // the job reaches its profile's destinations only from here on (fail closed before)
-        crate::diag::timings::mark("counters-reset");
+        step("counters-reset");
         node::allowlist::bind(l.mark, profile_def)?;
-        crate::diag::timings::mark("allowlist-bind");
+        step("allowlist-bind");
         // On disk before the state file lets tasks start, and only once the setup worked (a
         // rolled-back lease leaves no record). Logged again by a prolog run again after a crash:
         // the lease then exists already and its first record may be missing.
         LogRecord::new("allocate", &l, &layout.node, now).append(&layout.lease_log)?;
-        crate::diag::timings::mark("lease-log");
-        failpoint::hit("prolog-after-allocate-logged");
+        step("lease-log");
         Ok(g)
     })();
     if result.is_err() && new {

@@ -3,6 +3,7 @@
 //! lease table, not from the state file alone.
 
 use crate::diag::failpoint;
+use crate::diag::timings::done as step;
 use crate::job::env::JobEnv;
 use crate::job::netns;
 use crate::job::JobError;
@@ -21,7 +22,7 @@ use std::path::Path;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Report {
+pub enum TeardownOutcome {
     /// Nothing of this job on this node.
     Nothing,
     /// Torn down; `released` says whether a lease was released.
@@ -31,7 +32,7 @@ pub enum Report {
 /// Tears the job down. Errors are collected; the lease is released only when the job's path
 /// out is really gone (a process that survived would otherwise carry the next job's mark), and
 /// the state file is removed last.
-pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<Report, JobError> {
+pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<TeardownOutcome, JobError> {
     let state_path = layout.job_state(job.job_id);
     let state = match JobState::load(&state_path, job.job_id) {
         Ok(s) => s,
@@ -44,14 +45,13 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<Report, Job
     let table_path = layout.lease_table();
     // fast path: no state, no lease marker, no namespace (see crate::store::markers)
     if !crate::store::markers::may_have_anything(layout, job.job_id) {
-        return Ok(Report::Nothing);
+        return Ok(TeardownOutcome::Nothing);
     }
-    crate::diag::timings::mark("state-read");
+    step("state-read");
     let _lock = Lock::acquire(&layout.lock_file())?;
-    failpoint::hit("epilog-after-lock");
-    crate::diag::timings::mark("lock");
+    step("lock");
     let mut table = LeaseTable::load(&table_path, &layout.node)?;
-    crate::diag::timings::mark("lease-load");
+    step("lease-load");
     let lease = table.lease_of(job.job_id).cloned();
     let mut errors: Vec<String> = Vec::new();
     if let Some(l) = &lease {
@@ -59,8 +59,7 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<Report, Job
             errors.push(e.to_string());
         }
     }
-    failpoint::hit("epilog-after-kill");
-    crate::diag::timings::mark("cgroup-kill");
+    step("cgroup-kill");
     match Netlink::open() {
         Ok(mut nl) => {
             if let Err(e) = netns::teardown(layout, &mut nl, job.job_id) {
@@ -69,8 +68,7 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<Report, Job
         }
         Err(e) => errors.push(e.to_string()),
     }
-    failpoint::hit("epilog-after-netns-teardown");
-    crate::diag::timings::mark("netns-teardown");
+    step("netns-teardown");
     // the slot's allowlist binding stays (no nft change on the epilog's path): nothing is left
     // that sends with its mark, and the slot's next holder binds it again before its tasks
     // start (see crate::plan::ruleset::allowlist)
@@ -95,7 +93,7 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<Report, Job
             }
         }
     }
-    crate::diag::timings::mark("accounting");
+    step("accounting");
     // the quarantine of the pool the lease's ports belong to
     let quarantine = lease.as_ref().map_or(policy.ports.quarantine_secs, |l| {
         policy.quarantine_secs(l.port_first)
@@ -105,23 +103,21 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<Report, Job
             // logged before the table forgets the lease: an epilog killed in between releases
             // and logs it again when run again, so the record is never lost
             LogRecord::new("release", &l, &layout.node, now).append(&layout.lease_log)?;
-            crate::diag::timings::mark("release-log");
-            failpoint::hit("epilog-after-release-logged");
+            step("release-log");
             table.store(&table_path)?;
             true
         }
         None => false,
     };
-    crate::diag::timings::mark("lease-store");
-    failpoint::hit("epilog-after-lease-stored");
+    step("lease-store");
     // the table no longer holds a lease of the job
     crate::store::markers::clear(layout, job.job_id)?;
     failpoint::hit("epilog-before-state-removed");
     if state.is_some() || state_exists {
         crate::store::fs::remove_file(&state_path)?;
     }
-    crate::diag::timings::mark("marker-state-removed");
-    Ok(Report::Done { released })
+    step("marker-state-removed");
+    Ok(TeardownOutcome::Done { released })
 }
 
 /// The epilog's part: reads the counters of `lease`'s slot and appends the job's record to

@@ -330,9 +330,8 @@ pub fn inode(f: &File) -> u64 {
 /// admin started with `nsenter`) would keep the namespace and its veth alive, and reach out
 /// with the address, and so the mark, of the slot's next job. One `readlinkat` per process
 /// (`net:[INODE]`), relative to an open `/proc`: `stat` of `/proc/PID/ns/net`, as `ip netns
-/// pids` does, also follows the link into nsfs and costs about twice as much (2074
-/// processes: 16.8 ms against 7.9 ms; 74: 0.29 against 0.17 ms; `cargo test --release --lib
-/// netns::tests::bench -- --ignored --nocapture` prints the figure for this machine).
+/// pids` does, also follows the link into nsfs and costs about twice as much (figures and
+/// their command: docs/PERFORMANCE.md).
 pub fn pids_in(ns_inode: u64) -> Vec<i32> {
     use std::os::unix::ffi::OsStrExt as _;
     let (Ok(dir), Ok(entries)) = (File::open("/proc"), std::fs::read_dir("/proc")) else {

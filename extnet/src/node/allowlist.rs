@@ -63,8 +63,8 @@ pub fn needs_rebind(mark: u32, profile: &Profile) -> Result<bool, NfnlError> {
 
 /// Removes the slot's element (`nft delete element`): node teardown, tests, a prolog's
 /// rollback; never the epilog (see the module's doc). Absent element, map or table is fine:
-/// returns whether there was one. Costs ~14-22 ms (the kernel frees the element when the
-/// socket closes).
+/// returns whether there was one. Slow: the kernel frees the element when the socket closes,
+/// after an RCU grace period.
 pub fn unbind(mark: u32) -> Result<bool, NfnlError> {
     open()?.delete_element(TABLE, MAP, &mark.to_ne_bytes())
 }

@@ -48,7 +48,7 @@ pub enum NodeError {
 
 /// What the last base load applied, in `<state_dir>/base.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Marker {
+pub struct BaseRecord {
     pub version: u32,
     pub fingerprint: String,
     /// Inode of the network namespace the table was loaded into.
@@ -65,8 +65,8 @@ pub struct Marker {
 
 /// Fingerprint of everything [`ruleset::base_ruleset`] is rendered from: this program's version,
 /// the validated policy, the node's address and cgroup layout. The values are hashed as they
-/// are (every policy type derives `Hash`), not formatted first: formatting the whole policy
-/// with `Debug` cost every prolog ~0.05 ms (measured with step marks in a real prolog).
+/// are (every policy type derives `Hash`), not formatted first: this runs in every prolog,
+/// and formatting the whole policy would grow with its size.
 pub fn inputs_key(policy: &Policy, layout: &Layout, node_addr: Ipv4Addr) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = plan::Fnv::default();
@@ -148,11 +148,11 @@ pub fn ensure(
     }
 
     let netns = current_netns();
-    let marker: Option<Marker> = std::fs::read(layout.base_marker())
+    let marker: Option<BaseRecord> = std::fs::read(layout.base_marker())
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     // the loaded table is still there, in this namespace, with the leased slot's cgroup
-    let in_place = |m: &Marker| {
+    let in_place = |m: &BaseRecord| {
         m.netns == netns
             && slot.is_none_or(|s| {
                 m.slot_ids.get(s as usize).copied() == cgroup::id(&layout.slot_cgroup(s)).ok()
@@ -175,7 +175,7 @@ pub fn ensure(
         if m.fingerprint == fingerprint && in_place(m) && nft::table_exists(plan::TABLE)? {
             // inputs changed without changing the ruleset (a new profile member, a comment):
             // remember them so the next job takes the fast path
-            let m = Marker {
+            let m = BaseRecord {
                 inputs: Some(inputs),
                 ..m.clone()
             };
@@ -201,7 +201,7 @@ pub fn ensure(
     for why in unbound {
         tracing::warn!(node = %layout.node, "{why}");
     }
-    let m = Marker {
+    let m = BaseRecord {
         version: 1,
         fingerprint,
         netns,

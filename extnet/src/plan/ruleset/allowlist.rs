@@ -4,11 +4,12 @@
 //! The slot's mark is static, the profile varies per job, so the node table holds one verdict
 //! map, `slot_profile` (`mark : verdict`), with at most one element per slot:
 //! `0x10003 : jump dest_web` (or `: accept` for a profile without `destinations`). The prolog
-//! makes the slot's element carry its job's verdict ([`crate::node::allowlist::bind`], raw netlink through
-//! [`crate::kernel::nftables::netlink`]) before it writes the job state that lets tasks start: one `get element`
-//! (~20 µs) and, only when the slot was last bound to another profile (or never), one add or
-//! one delete+add transaction. The element stays when the job ends: the epilog does not delete
-//! it (a delete costs ~14-22 ms in the kernel when the netlink socket closes). That is
+//! makes the slot's element carry its job's verdict ([`crate::node::allowlist::bind`], raw
+//! netlink through [`crate::kernel::nftables::netlink`]) before it writes the job state that
+//! lets tasks start: one `get element` and, only when the slot was last bound to another
+//! profile (or never), one add or one delete+add transaction. The element stays when the job
+//! ends: the epilog does not delete it (a delete is slow: the kernel frees the element after
+//! an RCU grace period when the netlink socket closes). That is
 //! harmless, because nothing can send with the slot's mark between two jobs: the epilog has
 //! killed every process of the slot's cgroup (cgroup mode) or dropped the job's namespace and
 //! veth (netns mode), and the next holder's prolog binds the slot again before its tasks start.
