@@ -59,7 +59,8 @@ impl JobIdentity {
 }
 
 /// A job's groups: known ([`Groups::known`]), or looked up when a decision first needs them
-/// ([`Groups::lookup`]: the prolog uses NSS, whose first lookup in a process costs ~0.7 ms).
+/// ([`Groups::lookup`]: the prolog uses NSS, whose first lookup in a process is slow: it loads
+/// the NSS modules and may ask a directory service).
 /// The default is no groups.
 #[derive(Clone, Default)]
 pub struct Groups {
@@ -180,33 +181,34 @@ fn evaluate(profile: &Profile, job: &JobIdentity) -> Result<String, String> {
             profile.name, job.user
         ));
     };
-    if !profile.partitions.is_empty() {
-        match &job.partition {
-            Some(p) if profile.partitions.contains(p) => {}
-            other => {
-                return Err(format!(
-                    "profile {:?} applies only in partition(s) {} (job: {})",
-                    profile.name,
-                    profile.partitions.join(", "),
-                    other.as_deref().unwrap_or("none")
-                ))
-            }
-        }
-    }
-    if !profile.qos.is_empty() {
-        match &job.qos {
-            Some(q) if profile.qos.contains(q) => {}
-            other => {
-                return Err(format!(
-                    "profile {:?} applies only to QOS {} (job: {})",
-                    profile.name,
-                    profile.qos.join(", "),
-                    other.as_deref().unwrap_or("none")
-                ))
-            }
-        }
-    }
+    in_scope(
+        profile,
+        "in partition(s)",
+        &profile.partitions,
+        job.partition.as_deref(),
+    )?;
+    in_scope(profile, "to QOS", &profile.qos, job.qos.as_deref())?;
     Ok(format!("profile {:?} allows {who}", profile.name))
+}
+
+/// Why `profile` does not apply to a job in partition or QOS `job_value`, when the profile
+/// names some (`listed`; empty: all). `applies` says where it does apply, in words.
+fn in_scope(
+    profile: &Profile,
+    applies: &str,
+    listed: &[String],
+    job_value: Option<&str>,
+) -> Result<(), String> {
+    match job_value {
+        _ if listed.is_empty() => Ok(()),
+        Some(v) if listed.iter().any(|l| l == v) => Ok(()),
+        other => Err(format!(
+            "profile {:?} applies only {applies} {} (job: {})",
+            profile.name,
+            listed.join(", "),
+            other.unwrap_or("none")
+        )),
+    }
 }
 
 /// Decides whether `job` gets external access, and through which profile.

@@ -5,8 +5,8 @@
 //! - [`Policy::from_toml`] checks it into a [`Policy`] whose invariants hold (non-overlapping
 //!   networks, port pools that each hold at least one block and share no port, profiles that
 //!   can match, ...);
-//! - [`decide`] turns a policy and a job's identity into a [`Decision`], a pure function that is
-//!   unit-tested without root; [`possible`] is the weaker check made at submit time;
+//! - [`decide()`] turns a policy and a job's identity into a [`Decision`], a pure function that
+//!   is unit-tested without root; [`possible`] is the weaker check made at submit time;
 //! - [`report`] puts a policy and a decision into words for admins.
 //!
 //! The reference for every key is `docs/policy.md`.
@@ -23,7 +23,6 @@ pub use decide::{
 pub use validate::{PolicyError, ValidationError};
 
 use ipnet::Ipv4Net;
-use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -92,6 +91,13 @@ pub struct NodeConfig {
     pub netns_subnet: Ipv4Net,
     /// Where named network namespaces live (as `ip netns` does).
     pub netns_dir: PathBuf,
+}
+
+impl NodeConfig {
+    /// How many /30 job links `netns_subnet` holds (one per slot in netns mode).
+    pub(crate) fn netns_links(&self) -> u64 {
+        1u64 << (30u8.saturating_sub(self.netns_subnet.prefix_len()))
+    }
 }
 
 /// The geometry of one pool of NAT source ports, cut into equal blocks (one block per active
@@ -295,18 +301,20 @@ impl Destination {
         if self.ports.is_empty() {
             return "all ports".into();
         }
-        let mut s = String::new();
-        for (i, (lo, hi)) in self.ports.iter().enumerate() {
-            if i > 0 {
-                s.push(',');
-            }
-            if lo == hi {
-                let _ = write!(s, "{lo}");
-            } else {
-                let _ = write!(s, "{lo}-{hi}");
-            }
-        }
-        s
+        self.ports
+            .iter()
+            .map(|&r| port_range_text(r))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// An inclusive port range as the policy writes it: `443` or `8000-8100`.
+pub(crate) fn port_range_text((lo, hi): (u16, u16)) -> String {
+    if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}-{hi}")
     }
 }
 

@@ -160,7 +160,7 @@ pub fn summary(policy: &Policy) -> String {
     );
     s.push_str(&pools(policy));
     if policy.uses_netns() {
-        let links = 1u64 << (30 - u32::from(n.netns_subnet.prefix_len()));
+        let links = n.netns_links();
         let _ = writeln!(
             s,
             "netns mode: job links from {} ({links} /30 links, enough for all slots)",

@@ -1,47 +1,15 @@
 //! Every decision rule (`decide`), the submit-time check (`possible`), and the words
 //! `extnet policy check` and `extnet policy explain` print.
 
+mod support;
+
 use extnet_policy::report::{explain, summary};
 use extnet_policy::{decide, possible, Decision, Groups, JobIdentity, Policy, Request, Submitter};
+use support::{denied, granted, job, parse_ok, ports, with};
 
-const NODE: &str = r#"version = 1
-[node]
-interface = "eth0"
-gateway = "10.99.0.254"
-internal = ["10.99.0.0/24"]
-[ports]
-range = "20000-20999"
-block_size = 100
-"#;
-
+/// The node of [`support::NODE`] with a pool of 10 blocks, then `profiles`.
 fn policy(profiles: &str) -> Policy {
-    Policy::from_toml(&format!("{NODE}{profiles}"), "t").unwrap()
-}
-
-fn job(user: &str, groups: &[&str]) -> JobIdentity {
-    JobIdentity {
-        user: user.into(),
-        groups: Groups::known(groups.iter().map(|g| g.to_string()).collect()),
-        ..Default::default()
-    }
-}
-
-fn granted(d: Decision) -> (String, bool, String) {
-    match d {
-        Decision::Granted {
-            profile,
-            auto,
-            rule,
-        } => (profile, auto, rule),
-        d => panic!("expected a grant: {d:?}"),
-    }
-}
-
-fn denied(d: Decision) -> String {
-    match d {
-        Decision::Denied { reason } => reason,
-        d => panic!("expected a denial: {d:?}"),
-    }
+    parse_ok(&with(&format!("{}{profiles}", ports("20000-20999", 100))))
 }
 
 const EXP: &str = r#"

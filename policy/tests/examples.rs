@@ -1,8 +1,11 @@
 //! The example policies shipped in `docs/examples/` and the test cluster's policy parse and
 //! validate: a reference that does not load would teach admins the wrong thing.
 
-use extnet_policy::{decide, Decision, Groups, JobIdentity, Policy, Request};
+mod support;
+
+use extnet_policy::{decide, Decision, Policy, Request};
 use std::path::{Path, PathBuf};
+use support::job;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -33,11 +36,6 @@ fn every_example_parses_and_validates() {
 #[test]
 fn gsi_example_grants_alice_transparently_and_nobody_else() {
     let p = load(&repo().join("docs/examples/gsi-alice.toml"));
-    let job = |user: &str, groups: &[&str]| JobIdentity {
-        user: user.into(),
-        groups: Groups::known(groups.iter().map(|g| g.to_string()).collect()),
-        ..Default::default()
-    };
     for j in [job("aliprod", &["aliprod"]), job("someone", &["alice"])] {
         match decide(&p, &j, &Request::None) {
             Decision::Granted { auto: true, .. } => {}

@@ -1,32 +1,19 @@
 //! Unit tests for parsing, validation and decisions (no root needed).
 
-use extnet_policy::{decide, Decision, Groups, JobIdentity, Mode, Policy, PolicyError, Request};
+mod support;
 
-const BASE: &str = r#"
-version = 1
-[node]
-interface = "eth0"
-gateway = "10.99.0.254"
-internal = ["10.99.0.0/24"]
-"#;
+use extnet_policy::{decide, Decision, Mode, Policy, Request};
+use support::{
+    denied, granted, invalid_errors, job, parse_err, parse_ok, with, with_internal, NODE,
+};
 
 fn policy(extra: &str) -> Policy {
-    Policy::from_toml(&format!("{BASE}{extra}"), "test.toml").unwrap()
+    parse_ok(&with(extra))
 }
 
+/// The message of a policy that must be refused.
 fn invalid(text: &str) -> String {
-    match Policy::from_toml(text, "test.toml") {
-        Ok(_) => panic!("expected an error for:\n{text}"),
-        Err(e) => e.to_string(),
-    }
-}
-
-fn job(user: &str, groups: &[&str]) -> JobIdentity {
-    JobIdentity {
-        user: user.into(),
-        groups: Groups::known(groups.iter().map(|g| g.to_string()).collect()),
-        ..Default::default()
-    }
+    parse_err(text).to_string()
 }
 
 #[test]
@@ -45,62 +32,56 @@ fn defaults_are_filled_in() {
 
 #[test]
 fn unknown_key_is_rejected_with_its_name() {
-    let e = invalid(&format!("{BASE}gatway = \"x\"\n"));
+    let e = invalid(&with("gatway = \"x\"\n"));
     assert!(e.contains("gatway"), "{e}");
-    let e = invalid(&format!(
-        "{BASE}[[profile]]\nname = \"a\"\nuser = [\"x\"]\n"
-    ));
+    let e = invalid(&with("[[profile]]\nname = \"a\"\nuser = [\"x\"]\n"));
     assert!(e.contains("unknown field `user`"), "{e}");
 }
 
 #[test]
 fn bad_values_name_key_line_and_hint() {
-    let text = format!("{BASE}[ports]\nrange = \"30000-20000\"\n");
+    // a blank first line counts: the range is on line 8
+    let text = format!("\n{}", with("[ports]\nrange = \"30000-20000\"\n"));
     let e = invalid(&text);
     assert!(
         e.contains("ports.range") && e.contains("line 8") && e.contains("hint"),
         "{e}"
     );
-    let e = invalid(&BASE.replace("10.99.0.254", "10.99.0.999"));
+    let e = invalid(&NODE.replace("10.99.0.254", "10.99.0.999"));
     assert!(
         e.contains("node.gateway") && e.contains("not an IPv4 address"),
         "{e}"
     );
-    let e = invalid(&BASE.replace("[\"10.99.0.0/24\"]", "[\"10.99.0.0/24\", \"10.99.0.0/16\"]"));
+    let e = invalid(&with_internal("[\"10.99.0.0/24\", \"10.99.0.0/16\"]"));
     assert!(e.contains("overlap"), "{e}");
-    let e = invalid(&BASE.replace("[\"10.99.0.0/24\"]", "[\"10.98.0.0/24\"]"));
+    let e = invalid(&with_internal("[\"10.98.0.0/24\"]"));
     assert!(e.contains("gateway 10.99.0.254 is not inside"), "{e}");
-    let e = invalid(&format!("{BASE}fwmark = 0x10001\n"));
+    let e = invalid(&with("fwmark = 0x10001\n"));
     assert!(e.contains("node.fwmark"), "{e}");
-    let e = invalid(&format!("{BASE}[ports]\nrange = \"20000-20010\"\n"));
+    let e = invalid(&with("[ports]\nrange = \"20000-20010\"\n"));
     assert!(e.contains("smaller than one block"), "{e}");
 }
 
 #[test]
 fn profiles_that_cannot_match_or_repeat_are_rejected() {
-    let e = invalid(&format!("{BASE}[[profile]]\nname = \"empty\"\n"));
+    let e = invalid(&with("[[profile]]\nname = \"empty\"\n"));
     assert!(e.contains("can never match"), "{e}");
-    let e = invalid(&format!(
-        "{BASE}[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[[profile]]\nname = \"a\"\nusers = [\"y\"]\n"
+    let e = invalid(&with(
+        "[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[[profile]]\nname = \"a\"\nusers = [\"y\"]\n",
     ));
     assert!(e.contains("used twice"), "{e}");
-    let e = invalid(&format!(
-        "{BASE}[[profile]]\nname = \"a b\"\nusers = [\"x\"]\n"
-    ));
+    let e = invalid(&with("[[profile]]\nname = \"a b\"\nusers = [\"x\"]\n"));
     assert!(e.contains("not a valid profile name"), "{e}");
-    let e = invalid(&format!(
-        "{BASE}[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[profile.auto]\nusers = [\"y\"]\n"
+    let e = invalid(&with(
+        "[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[profile.auto]\nusers = [\"y\"]\n",
     ));
     assert!(e.contains("not in its users"), "{e}");
 }
 
 #[test]
 fn all_errors_are_reported_at_once() {
-    let text = format!("{BASE}[ports]\nblock_size = 7\n[[profile]]\nname = \"\"\n");
-    match Policy::from_toml(&text, "t").unwrap_err() {
-        PolicyError::Invalid { errors, .. } => assert!(errors.len() >= 3, "{errors:?}"),
-        e => panic!("{e}"),
-    }
+    let errors = invalid_errors(&with("[ports]\nblock_size = 7\n[[profile]]\nname = \"\"\n"));
+    assert!(errors.len() >= 3, "{errors:?}");
 }
 
 #[test]
@@ -111,17 +92,10 @@ fn not_asking_gets_nothing_unless_auto() {
         Decision::NotRequested
     );
     let p = policy("[[profile]]\nname = \"alice\"\ngroups = [\"alice\"]\n[profile.auto]\ngroups = [\"alice\"]\n");
-    match decide(&p, &job("aliprod", &["alice"]), &Request::None) {
-        Decision::Granted {
-            profile,
-            auto: true,
-            rule,
-        } => {
-            assert_eq!(profile, "alice");
-            assert!(rule.contains("group alice"), "{rule}");
-        }
-        d => panic!("{d:?}"),
-    }
+    let (profile, auto, rule) = granted(decide(&p, &job("aliprod", &["alice"]), &Request::None));
+    assert!(auto);
+    assert_eq!(profile, "alice");
+    assert!(rule.contains("group alice"), "{rule}");
     assert_eq!(
         decide(&p, &job("bob", &["users"]), &Request::None),
         Decision::NotRequested
@@ -133,40 +107,28 @@ fn asking_picks_first_profile_that_grants() {
     let p = policy(
         "[[profile]]\nname = \"a\"\nusers = [\"bob\"]\n[[profile]]\nname = \"b\"\nusers = [\"alice\"]\nmode = \"netns\"\n",
     );
-    match decide(&p, &job("alice", &[]), &Request::Any) {
-        Decision::Granted {
-            profile,
-            auto: false,
-            ..
-        } => assert_eq!(profile, "b"),
-        d => panic!("{d:?}"),
-    }
+    let (profile, auto, _) = granted(decide(&p, &job("alice", &[]), &Request::Any));
+    assert!(!auto);
+    assert_eq!(profile, "b");
     assert_eq!(p.profile("b").unwrap().mode, Mode::Netns);
-    match decide(&p, &job("carol", &[]), &Request::Any) {
-        Decision::Denied { reason } => {
-            assert!(reason.contains("no profile grants user carol"), "{reason}")
-        }
-        d => panic!("{d:?}"),
-    }
+    let reason = denied(decide(&p, &job("carol", &[]), &Request::Any));
+    assert!(reason.contains("no profile grants user carol"), "{reason}");
 }
 
 #[test]
 fn named_profile_must_exist_and_match() {
     let p = policy("[[profile]]\nname = \"a\"\nusers = [\"alice\"]\n");
-    match decide(&p, &job("alice", &[]), &Request::Profile("nope".into())) {
-        Decision::Denied { reason } => assert!(
-            reason.contains("no external-net profile named \"nope\"")
-                && reason.contains("profiles: a"),
-            "{reason}"
-        ),
-        d => panic!("{d:?}"),
-    }
-    match decide(&p, &job("bob", &[]), &Request::Profile("a".into())) {
-        Decision::Denied { reason } => {
-            assert!(reason.contains("does not list user bob"), "{reason}")
-        }
-        d => panic!("{d:?}"),
-    }
+    let reason = denied(decide(
+        &p,
+        &job("alice", &[]),
+        &Request::Profile("nope".into()),
+    ));
+    assert!(
+        reason.contains("no external-net profile named \"nope\"") && reason.contains("profiles: a"),
+        "{reason}"
+    );
+    let reason = denied(decide(&p, &job("bob", &[]), &Request::Profile("a".into())));
+    assert!(reason.contains("does not list user bob"), "{reason}");
 }
 
 #[test]
@@ -178,10 +140,8 @@ fn deny_wins_over_allow_and_auto() {
         decide(&p, &job("mallory", &["exp"]), &Request::None),
         Decision::NotRequested
     );
-    match decide(&p, &job("mallory", &["exp"]), &Request::Any) {
-        Decision::Denied { reason } => assert!(reason.contains("denies user mallory"), "{reason}"),
-        d => panic!("{d:?}"),
-    }
+    let reason = denied(decide(&p, &job("mallory", &["exp"]), &Request::Any));
+    assert!(reason.contains("denies user mallory"), "{reason}");
 }
 
 #[test]
@@ -196,12 +156,8 @@ fn account_partition_and_qos_restrict() {
         Decision::Granted { .. }
     ));
     j.partition = Some("batch".into());
-    match decide(&p, &j, &Request::Any) {
-        Decision::Denied { reason } => {
-            assert!(reason.contains("partition(s) ext (job: batch)"), "{reason}")
-        }
-        d => panic!("{d:?}"),
-    }
+    let reason = denied(decide(&p, &j, &Request::Any));
+    assert!(reason.contains("partition(s) ext (job: batch)"), "{reason}");
     j.partition = Some("ext".into());
     j.qos = None;
     assert!(matches!(
@@ -229,6 +185,6 @@ fn accounting_log_and_interim_interval_have_defaults_and_can_be_set() {
     let p = policy("[log]\naccounting = \"/srv/acct-%n.log\"\ninterim_secs = 0\n");
     assert_eq!(p.log.accounting, "/srv/acct-%n.log");
     assert_eq!(p.log.interim_secs, 0, "0 turns interim records off");
-    let e = invalid(&format!("{BASE}[log]\ninterim_secs = -5\n"));
+    let e = invalid(&with("[log]\ninterim_secs = -5\n"));
     assert!(e.contains("interim_secs"), "{e}");
 }

@@ -1,14 +1,10 @@
 //! Every validation error of the policy file: each names the key, its line and column, and a
 //! hint. Positions are checked against where the offending text really is in the file.
 
-use extnet_policy::{Policy, PolicyError, ValidationError};
+mod support;
 
-const NODE: &str = r#"version = 1
-[node]
-interface = "eth0"
-gateway = "10.99.0.254"
-internal = ["10.99.0.0/24"]
-"#;
+use extnet_policy::ValidationError;
+use support::{errors, invalid_errors, parse_ok, ports, profile_x, with, with_internal, NODE};
 
 /// 1-based line and column of the `nth` (0-based) occurrence of `needle` in `text`.
 fn at_nth(text: &str, needle: &str, nth: usize) -> (usize, usize) {
@@ -24,17 +20,6 @@ fn at_nth(text: &str, needle: &str, nth: usize) -> (usize, usize) {
 
 fn at(text: &str, needle: &str) -> (usize, usize) {
     at_nth(text, needle, 0)
-}
-
-fn errors(text: &str) -> Vec<ValidationError> {
-    match Policy::from_toml(text, "test.toml") {
-        Ok(_) => panic!("expected an error for:\n{text}"),
-        Err(e) => {
-            let v = e.errors().to_vec();
-            assert!(!v.is_empty(), "no validation errors in {e}");
-            v
-        }
-    }
 }
 
 /// The one error of `text`, which must be about `key`, at the start of `needle`, with a hint
@@ -68,12 +53,9 @@ fn check_nth(text: &str, key: &str, needle: &str, nth: usize, problem: &str) -> 
     e
 }
 
-fn with(extra: &str) -> String {
-    format!("{NODE}{extra}")
-}
-
+/// The policy with one profile `p` of `body`.
 fn profile(body: &str) -> String {
-    with(&format!("[[profile]]\nname = \"p\"\n{body}"))
+    with(&support::profile("p", body))
 }
 
 // --- not TOML, unknown keys, wrong types (reported by the parser) ---------------------------
@@ -202,18 +184,18 @@ fn version() {
 
 #[test]
 fn node_interface_and_gateway() {
-    check(
-        &NODE.replace("\"eth0\"", "\"a/b\""),
-        "node.interface",
-        "\"a/b\"",
-        "not a network interface name",
-    );
-    check(
-        &NODE.replace("\"eth0\"", "\"averyveryverylongname\""),
-        "node.interface",
-        "\"avery",
-        "not a network interface name",
-    );
+    // (interface, where the error points)
+    for (interface, needle) in [
+        ("\"a/b\"", "\"a/b\""),
+        ("\"averyveryverylongname\"", "\"avery"),
+    ] {
+        check(
+            &NODE.replace("\"eth0\"", interface),
+            "node.interface",
+            needle,
+            "not a network interface name",
+        );
+    }
     check(
         &NODE.replace("10.99.0.254", "10.99.0.999"),
         "node.gateway",
@@ -221,7 +203,7 @@ fn node_interface_and_gateway() {
         "not an IPv4 address",
     );
     check(
-        &NODE.replace("[\"10.99.0.0/24\"]", "[\"10.98.0.0/24\"]"),
+        &with_internal("[\"10.98.0.0/24\"]"),
         "node.internal",
         "\"10.99.0.254\"",
         "gateway 10.99.0.254 is not inside any internal network",
@@ -230,14 +212,14 @@ fn node_interface_and_gateway() {
 
 #[test]
 fn node_internal_networks() {
-    let t = NODE.replace("[\"10.99.0.0/24\"]", "[\"10.99.0.0/24\", \"10.99.0.0/16\"]");
+    let t = with_internal("[\"10.99.0.0/24\", \"10.99.0.0/16\"]");
     check(&t, "node.internal", "\"10.99.0.0/16\"", "overlap");
-    let t = NODE.replace("[\"10.99.0.0/24\"]", "[\"10.99.0.0/24\", \"10.98.0.1/16\"]");
+    let t = with_internal("[\"10.99.0.0/24\", \"10.98.0.1/16\"]");
     let e = check(&t, "node.internal", "\"10.98.0.1/16\"", "host bits set");
     assert!(e.hint.contains("10.98.0.0/16"), "{e}");
-    let t = NODE.replace("[\"10.99.0.0/24\"]", "[\"10.99.0.0/24\", \"ten/8\"]");
+    let t = with_internal("[\"10.99.0.0/24\", \"ten/8\"]");
     check(&t, "node.internal", "\"ten/8\"", "not an IPv4 network");
-    let t = NODE.replace("[\"10.99.0.0/24\"]", "[\"10.99.0.0/24\", \"fd00::/8\"]");
+    let t = with_internal("[\"10.99.0.0/24\", \"fd00::/8\"]");
     check(&t, "node.internal", "\"fd00::/8\"", "IPv6");
 }
 
@@ -276,11 +258,19 @@ fn node_routing_table_fwmark_and_netns_subnet() {
     );
 }
 
+/// Job links from a /28 (4 /30s), the default pool 20000-21023 in blocks of `block_size`, and
+/// one netns profile `n`.
+fn netns_28(block_size: u32) -> String {
+    with(&format!(
+        "netns_subnet = \"100.64.0.0/28\"\n{}{}",
+        ports("20000-21023", block_size),
+        profile_x("n", "mode = \"netns\"\n")
+    ))
+}
+
 #[test]
 fn netns_subnet_must_hold_the_pool_when_a_profile_uses_netns() {
-    let t = with(
-        "netns_subnet = \"100.64.0.0/28\"\n[ports]\nrange = \"20000-21023\"\nblock_size = 64\n[[profile]]\nname = \"n\"\nusers = [\"x\"]\nmode = \"netns\"\n",
-    );
+    let t = netns_28(64);
     check(
         &t,
         "node.netns_subnet",
@@ -288,7 +278,7 @@ fn netns_subnet_must_hold_the_pool_when_a_profile_uses_netns() {
         "holds 4 /30 links but the port pools have 16 slots",
     );
     // without a netns profile the subnet is unused and may be small
-    Policy::from_toml(&t.replace("mode = \"netns\"\n", ""), "t").unwrap();
+    parse_ok(&t.replace("mode = \"netns\"\n", ""));
 }
 
 // --- ports ----------------------------------------------------------------------------------
@@ -331,18 +321,16 @@ fn port_pool() {
 
 #[test]
 fn profile_names() {
-    check(
-        &profile("users = [\"x\"]\n").replace("\"p\"", "\"a b\""),
-        "profile[1].name",
-        "\"a b\"",
-        "not a valid profile name",
-    );
-    check(
-        &profile("users = [\"x\"]\n").replace("\"p\"", &format!("\"{}\"", "x".repeat(33))),
-        "profile[1].name",
-        "\"xxx",
-        "not a valid profile name",
-    );
+    let long = format!("\"{}\"", "x".repeat(33));
+    // (name, where the error points)
+    for (name, needle) in [("\"a b\"", "\"a b\""), (long.as_str(), "\"xxx")] {
+        check(
+            &profile("users = [\"x\"]\n").replace("\"p\"", name),
+            "profile[1].name",
+            needle,
+            "not a valid profile name",
+        );
+    }
     let t = with(
         "[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[[profile]]\nname = \"a\"\nusers = [\"y\"]\n",
     );
@@ -415,12 +403,7 @@ fn principal_names() {
 #[test]
 fn profiles_that_can_never_match() {
     check(&profile(""), "profile[1]", "[[profile]]", "can never match");
-    check(
-        &profile("users = [\"x\"]\ngroups = [\"g\"]\n[profile.deny]\nusers = [\"x\"]\ngroups = [\"g\"]\n"),
-        "profile[1].deny",
-        "[profile.deny]",
-        "denies every user, group and account it allows",
-    );
+    check(&profile("users = [\"x\"]\ngroups = [\"g\"]\n[profile.deny]\nusers = [\"x\"]\ngroups = [\"g\"]\n"), "profile[1].deny", "[profile.deny]", "denies every user, group and account it allows");
     check(
         &profile("accounts = [\"a\"]\n[profile.deny]\nusers = [\"*\"]\n"),
         "profile[1].deny",
@@ -428,53 +411,58 @@ fn profiles_that_can_never_match() {
         "can never match",
     );
     // denying some of those allowed is fine
-    Policy::from_toml(
-        &profile("groups = [\"g\"]\n[profile.deny]\nusers = [\"x\"]\n"),
-        "t",
-    )
-    .unwrap();
+    parse_ok(&profile(
+        "groups = [\"g\"]\n[profile.deny]\nusers = [\"x\"]\n",
+    ));
 }
 
 #[test]
 fn auto_principals_must_be_allowed_and_not_denied() {
-    check(
-        &profile("users = [\"x\"]\n[profile.auto]\nusers = [\"y\"]\n"),
-        "profile[1].auto.users",
-        "\"y\"",
-        "not in its users",
-    );
-    check(
-        &profile("users = [\"x\"]\n[profile.auto]\ngroups = [\"g\"]\n"),
-        "profile[1].auto.groups",
-        "\"g\"",
-        "group \"g\" gets the profile without asking but is not in its groups",
-    );
-    check(
-        &profile("users = [\"x\"]\n[profile.auto]\naccounts = [\"a\"]\n"),
-        "profile[1].auto.accounts",
-        "\"a\"]",
-        "account \"a\" gets the profile without asking but is not in its accounts",
-    );
-    check_nth(
-        &profile("users = [\"*\"]\n[profile.auto]\nusers = [\"*\"]\n"),
-        "profile[1].auto.users",
-        "\"*\"]\n",
-        1,
-        "every job of the cluster",
-    );
-    check_nth(
-        &profile("users = [\"x\", \"y\"]\n[profile.deny]\nusers = [\"y\"]\n[profile.auto]\nusers = [\"y\"]\n"),
-        "profile[1].auto.users",
-        "\"y\"]\n",
-        2,
-        "also denied",
-    );
+    // (profile body, key, needle, which occurrence of it, problem)
+    let cases = [
+        (
+            "users = [\"x\"]\n[profile.auto]\nusers = [\"y\"]\n",
+            "profile[1].auto.users",
+            "\"y\"",
+            0,
+            "not in its users",
+        ),
+        (
+            "users = [\"x\"]\n[profile.auto]\ngroups = [\"g\"]\n",
+            "profile[1].auto.groups",
+            "\"g\"",
+            0,
+            "group \"g\" gets the profile without asking but is not in its groups",
+        ),
+        (
+            "users = [\"x\"]\n[profile.auto]\naccounts = [\"a\"]\n",
+            "profile[1].auto.accounts",
+            "\"a\"]",
+            0,
+            "account \"a\" gets the profile without asking but is not in its accounts",
+        ),
+        (
+            "users = [\"*\"]\n[profile.auto]\nusers = [\"*\"]\n",
+            "profile[1].auto.users",
+            "\"*\"]\n",
+            1,
+            "every job of the cluster",
+        ),
+        (
+            "users = [\"x\", \"y\"]\n[profile.deny]\nusers = [\"y\"]\n[profile.auto]\nusers = [\"y\"]\n",
+            "profile[1].auto.users",
+            "\"y\"]\n",
+            2,
+            "also denied",
+        ),
+    ];
+    for (body, key, needle, nth, problem) in cases {
+        check_nth(&profile(body), key, needle, nth, problem);
+    }
     // `users = ["*"]` covers auto principals of any kind
-    Policy::from_toml(
-        &profile("users = [\"*\"]\n[profile.auto]\ngroups = [\"g\"]\n"),
-        "t",
-    )
-    .unwrap();
+    parse_ok(&profile(
+        "users = [\"*\"]\n[profile.auto]\ngroups = [\"g\"]\n",
+    ));
 }
 
 // --- destinations ---------------------------------------------------------------------------
@@ -491,18 +479,22 @@ fn destination_networks() {
         "[]",
         "reach nothing",
     );
-    check(
-        &dests("  { net = \"1.2.3.0/33\" },\n"),
-        "profile[1].destinations[1].net",
-        "\"1.2.3.0/33\"",
-        "not an IPv4 network",
-    );
-    check(
-        &dests("  { net = \"1.2.3.4/24\" },\n"),
-        "profile[1].destinations[1].net",
-        "\"1.2.3.4/24\"",
-        "host bits set",
-    );
+    // (the entry's network, problem)
+    for (net, problem) in [
+        ("\"1.2.3.0/33\"", "not an IPv4 network"),
+        ("\"1.2.3.4/24\"", "host bits set"),
+        (
+            "\"10.99.0.0/25\"",
+            "inside the internal network 10.99.0.0/24",
+        ),
+    ] {
+        check(
+            &dests(&format!("  {{ net = {net} }},\n")),
+            "profile[1].destinations[1].net",
+            net,
+            problem,
+        );
+    }
     let e = check(
         &dests("  { net = \"1.2.3.4\" },\n  { net = \"2001:db8::/32\" },\n"),
         "profile[1].destinations[2].net",
@@ -510,58 +502,38 @@ fn destination_networks() {
         "IPv6",
     );
     assert!(e.problem.contains("IPv4 only"), "{e}");
-    check(
-        &dests("  { net = \"10.99.0.0/25\" },\n"),
-        "profile[1].destinations[1].net",
-        "\"10.99.0.0/25\"",
-        "inside the internal network 10.99.0.0/24",
-    );
     // a destination that contains the internal network is fine: internal traffic never leaves
-    Policy::from_toml(
-        &dests("  { net = \"0.0.0.0/0\", proto = \"tcp\", ports = 443 },\n"),
-        "t",
-    )
-    .unwrap();
+    parse_ok(&dests(
+        "  { net = \"0.0.0.0/0\", proto = \"tcp\", ports = 443 },\n",
+    ));
 }
 
 #[test]
 fn destination_ports() {
-    check(
-        &dests("  { net = \"1.2.3.4\", proto = \"icmp\", ports = 7 },\n"),
-        "profile[1].destinations[1].ports",
-        "7 }",
-        "ICMP has no ports",
-    );
-    check(
-        &dests("  { net = \"1.2.3.4\", ports = 0 },\n"),
-        "profile[1].destinations[1].ports",
-        "0 }",
-        "\"0\" is not a port",
-    );
-    check(
-        &dests("  { net = \"1.2.3.4\", ports = \"80,x\" },\n"),
-        "profile[1].destinations[1].ports",
-        "\"80,x\"",
-        "\"x\" is not a port",
-    );
-    check(
-        &dests("  { net = \"1.2.3.4\", ports = \"90-80\" },\n"),
-        "profile[1].destinations[1].ports",
-        "\"90-80\"",
-        "not a port",
-    );
-    check(
-        &dests("  { net = \"1.2.3.4\", ports = \"80,70-90\" },\n"),
-        "profile[1].destinations[1].ports",
-        "\"80,70-90\"",
-        "ports 70-90 and 80 overlap",
-    );
+    // (the entry's port keys, needle, problem)
+    let cases = [
+        ("proto = \"icmp\", ports = 7", "7 }", "ICMP has no ports"),
+        ("ports = 0", "0 }", "\"0\" is not a port"),
+        ("ports = \"80,x\"", "\"80,x\"", "\"x\" is not a port"),
+        ("ports = \"90-80\"", "\"90-80\"", "not a port"),
+        (
+            "ports = \"80,70-90\"",
+            "\"80,70-90\"",
+            "ports 70-90 and 80 overlap",
+        ),
+    ];
+    for (keys, needle, problem) in cases {
+        check(
+            &dests(&format!("  {{ net = \"1.2.3.4\", {keys} }},\n")),
+            "profile[1].destinations[1].ports",
+            needle,
+            problem,
+        );
+    }
     // adjacent ranges merge; an entry inside the merged range is redundant
-    let p = Policy::from_toml(
-        &dests("  { net = \"1.2.3.4\", proto = \"tcp\", ports = \"80-85,86-90,443\" },\n"),
-        "t",
-    )
-    .unwrap();
+    let p = parse_ok(&dests(
+        "  { net = \"1.2.3.4\", proto = \"tcp\", ports = \"80-85,86-90,443\" },\n",
+    ));
     assert_eq!(
         p.profiles[0].destinations.as_ref().unwrap()[0].ports,
         [(80, 90), (443, 443)]
@@ -590,11 +562,7 @@ fn redundant_destinations() {
     );
     assert_eq!(errors(&t).len(), 1, "two equal entries: one error");
     // any protocol with ports is TCP and UDP: it does not cover ICMP
-    Policy::from_toml(
-        &dests("  { net = \"1.2.3.4\", ports = 53 },\n  { net = \"1.2.3.4\", proto = \"icmp\" },\n  { net = \"1.2.3.4\", proto = \"tcp\", ports = 80 },\n"),
-        "t",
-    )
-    .unwrap();
+    parse_ok(&dests("  { net = \"1.2.3.4\", ports = 53 },\n  { net = \"1.2.3.4\", proto = \"icmp\" },\n  { net = \"1.2.3.4\", proto = \"tcp\", ports = 80 },\n"));
     let t = dests("  { net = \"1.2.3.4\", ports = 53 },\n  { net = \"1.2.3.4\", proto = \"tcp\", ports = 53 },\n");
     check(
         &t,
@@ -608,10 +576,8 @@ fn redundant_destinations() {
 
 #[test]
 fn limits_must_fit_the_pool_and_each_other() {
-    let small = "[ports]\nrange = \"20000-21023\"\nblock_size = 256\n"; // 4 blocks
-    let t = with(&format!(
-        "{small}[[profile]]\nname = \"p\"\nusers = [\"x\"]\nmax_jobs_per_node = 5\n"
-    ));
+    // the default pool holds 4 blocks
+    let t = pooled(&profile_x("p", "max_jobs_per_node = 5\n"));
     let e = check(
         &t,
         "profile[1].max_jobs_per_node",
@@ -619,9 +585,7 @@ fn limits_must_fit_the_pool_and_each_other() {
         "holds 4 blocks per node",
     );
     assert!(e.hint.contains("4 or less"), "{e}");
-    let t = with(&format!(
-        "{small}[[profile]]\nname = \"p\"\nusers = [\"x\"]\nmax_jobs_per_user = 9\n"
-    ));
+    let t = pooled(&profile_x("p", "max_jobs_per_user = 9\n"));
     check(
         &t,
         "profile[1].max_jobs_per_user",
@@ -646,11 +610,9 @@ fn limits_must_fit_the_pool_and_each_other() {
         "3\n",
         "can never be reached: max_jobs_per_node is 2",
     );
-    let p = Policy::from_toml(
-        &profile("users = [\"x\"]\nmax_jobs_per_node = 4\nmax_jobs_per_user = 2\n"),
-        "t",
-    )
-    .unwrap();
+    let p = parse_ok(&profile(
+        "users = [\"x\"]\nmax_jobs_per_node = 4\nmax_jobs_per_user = 2\n",
+    ));
     assert_eq!(p.profiles[0].max_jobs_per_node, Some(4));
     assert_eq!(p.profiles[0].max_jobs_per_user, Some(2));
     assert_eq!(p.profiles[0].capacity(&p.ports), 4);
@@ -659,34 +621,36 @@ fn limits_must_fit_the_pool_and_each_other() {
 #[test]
 fn errors_come_in_file_order_and_all_at_once() {
     let t = with("[ports]\nblock_size = 7\n[[profile]]\nname = \"\"\n[[profile]]\nname = \"q\"\nusers = [\"a b\"]\n");
-    match Policy::from_toml(&t, "t").unwrap_err() {
-        PolicyError::Invalid { errors, .. } => {
-            assert!(errors.len() >= 4, "{errors:#?}");
-            let lines: Vec<usize> = errors.iter().map(|e| e.line.unwrap()).collect();
-            assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{lines:?}");
-        }
-        e => panic!("{e}"),
-    }
+    let errors = invalid_errors(&t);
+    assert!(errors.len() >= 4, "{errors:#?}");
+    let lines: Vec<usize> = errors.iter().map(|e| e.line.unwrap()).collect();
+    assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{lines:?}");
 }
 
 // --- pools: [profile.ports] and gateway -----------------------------------------------------
 
 /// `[ports]` 20000-21023 in blocks of 256 (4 slots), then `profiles`.
 fn pooled(profiles: &str) -> String {
-    with(&format!(
-        "[ports]\nrange = \"20000-21023\"\nblock_size = 256\n{profiles}"
-    ))
+    with(&format!("{}{profiles}", ports("20000-21023", 256)))
 }
 
 #[test]
 fn a_profile_pool_takes_slots_after_the_default_pool_and_inherits_what_it_does_not_give() {
-    let p = Policy::from_toml(
-        &pooled(
-            "quarantine_secs = 30\n[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[[profile]]\nname = \"bulk\"\nusers = [\"x\"]\ngateway = \"10.99.0.253\"\n[profile.ports]\nrange = \"30000-31023\"\nblock_size = 1024\n[[profile]]\nname = \"mid\"\nusers = [\"x\"]\nports = { range = \"40000-40511\", quarantine_secs = 5 }\n",
-        ),
-        "t",
-    )
-    .unwrap();
+    let p = parse_ok(&pooled(
+        &[
+            "quarantine_secs = 30\n".to_owned(),
+            profile_x("a", ""),
+            profile_x(
+                "bulk",
+                "gateway = \"10.99.0.253\"\n[profile.ports]\nrange = \"30000-31023\"\nblock_size = 1024\n",
+            ),
+            profile_x(
+                "mid",
+                "ports = { range = \"40000-40511\", quarantine_secs = 5 }\n",
+            ),
+        ]
+        .concat(),
+    ));
     assert_eq!(p.pools.len(), 3);
     assert_eq!(p.slots(), 4 + 1 + 2);
     let bulk = p.pool_of_profile("bulk").unwrap();
@@ -715,9 +679,10 @@ fn a_profile_pool_takes_slots_after_the_default_pool_and_inherits_what_it_does_n
 #[test]
 fn pools_must_not_share_a_port() {
     // with the default pool, written
-    let t = pooled(
-        "[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[profile.ports]\nrange = \"21000-22023\"\n",
-    );
+    let t = pooled(&profile_x(
+        "a",
+        "[profile.ports]\nrange = \"21000-22023\"\n",
+    ));
     let e = check(
         &t,
         "profile[1].ports.range",
@@ -726,9 +691,10 @@ fn pools_must_not_share_a_port() {
     );
     assert!(e.hint.contains("narrow [ports] range"), "{e}");
     // with the default pool's range when [ports] gives none (20000-59999)
-    let t = with(
-        "[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[profile.ports]\nrange = \"30000-31023\"\n",
-    );
+    let t = with(&profile_x(
+        "a",
+        "[profile.ports]\nrange = \"30000-31023\"\n",
+    ));
     let e = check(
         &t,
         "profile[1].ports.range",
@@ -737,7 +703,16 @@ fn pools_must_not_share_a_port() {
     );
     assert!(e.hint.contains("write a [ports] range"), "{e}");
     // two profiles' pools
-    let t = pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[profile.ports]\nrange = \"30000-31023\"\n[[profile]]\nname = \"b\"\nusers = [\"x\"]\nports = { range = \"31000-32000\", block_size = 100 }\n");
+    let t = pooled(
+        &[
+            profile_x("a", "[profile.ports]\nrange = \"30000-31023\"\n"),
+            profile_x(
+                "b",
+                "ports = { range = \"31000-32000\", block_size = 100 }\n",
+            ),
+        ]
+        .concat(),
+    );
     check(
         &t,
         "profile[2].ports.range",
@@ -745,44 +720,50 @@ fn pools_must_not_share_a_port() {
         "overlap the ports 30000-31023 of profile \"a\"'s own pool (line 13)",
     );
     // touching is fine
-    Policy::from_toml(
-        &pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[profile.ports]\nrange = \"21024-22047\"\n"),
-        "t",
-    )
-    .unwrap();
+    parse_ok(&pooled(&profile_x(
+        "a",
+        "[profile.ports]\nrange = \"21024-22047\"\n",
+    )));
 }
 
 #[test]
 fn a_block_size_of_its_own_needs_a_range_of_its_own() {
-    let t =
-        pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[profile.ports]\nblock_size = 1024\n");
+    let t = pooled(&profile_x("a", "[profile.ports]\nblock_size = 1024\n"));
     let e = check(&t, "profile[1].ports.block_size", "1024\n", "has no range");
     assert!(e.hint.contains("give the profile its own range"), "{e}");
-    let t = pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\nports = { quarantine_secs = 5 }\n");
-    check(&t, "profile[1].ports", "{ quarantine_secs", "has no range");
-    // the pool's own keys are checked like [ports]
-    check(
-        &pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[profile.ports]\nrange = \"30000-30100\"\n"),
-        "profile[1].ports.block_size",
-        "\"30000-30100\"",
-        "smaller than one block of 256 ports (the block size of [ports]",
-    );
-    check(
-        &pooled(
-            "[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[profile.ports]\nrange = \"300-400\"\n",
+    // (the profile's keys after `users`, key, needle, problem)
+    let cases = [
+        (
+            "ports = { quarantine_secs = 5 }\n",
+            "profile[1].ports",
+            "{ quarantine_secs",
+            "has no range",
         ),
-        "profile[1].ports.range",
-        "\"300-400\"",
-        "not a port range",
-    );
-    check(
-        &pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\n[profile.ports]\nrange = \"30000-31023\"\nblok_size = 1\n"),
-        "profile[1].ports.blok_size",
-        "blok_size",
-        "unknown field",
-    );
+        // the pool's own keys are checked like [ports]
+        (
+            "[profile.ports]\nrange = \"30000-30100\"\n",
+            "profile[1].ports.block_size",
+            "\"30000-30100\"",
+            "smaller than one block of 256 ports (the block size of [ports]",
+        ),
+        (
+            "[profile.ports]\nrange = \"300-400\"\n",
+            "profile[1].ports.range",
+            "\"300-400\"",
+            "not a port range",
+        ),
+        (
+            "[profile.ports]\nrange = \"30000-31023\"\nblok_size = 1\n",
+            "profile[1].ports.blok_size",
+            "blok_size",
+            "unknown field",
+        ),
+    ];
+    for (rest, key, needle, problem) in cases {
+        check(&pooled(&profile_x("a", rest)), key, needle, problem);
+    }
     let e = check(
-        &pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\nports = \"30000-31023\"\n"),
+        &pooled(&profile_x("a", "ports = \"30000-31023\"\n")),
         "profile[1].ports",
         "\"30000-31023\"",
         "invalid type",
@@ -792,7 +773,7 @@ fn a_block_size_of_its_own_needs_a_range_of_its_own() {
 
 #[test]
 fn a_gateway_of_its_own_needs_a_pool_of_its_own() {
-    let t = pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\ngateway = \"10.99.0.253\"\n");
+    let t = pooled(&profile_x("a", "gateway = \"10.99.0.253\"\n"));
     let e = check(
         &t,
         "profile[1].gateway",
@@ -801,45 +782,46 @@ fn a_gateway_of_its_own_needs_a_pool_of_its_own() {
     );
     assert!(e.hint.contains("[profile.ports]"), "{e}");
     // the node's own gateway, written out, is no change
-    let p = Policy::from_toml(
-        &pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\ngateway = \"10.99.0.254\"\n"),
-        "t",
-    )
-    .unwrap();
+    let p = parse_ok(&pooled(&profile_x("a", "gateway = \"10.99.0.254\"\n")));
     assert_eq!(p.pools.len(), 1);
-    check(
-        &pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\ngateway = \"gw2\"\n[profile.ports]\nrange = \"30000-31023\"\n"),
-        "profile[1].gateway",
-        "\"gw2\"",
-        "not an IPv4 address",
-    );
-    check(
-        &pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\ngateway = \"192.0.2.1\"\n[profile.ports]\nrange = \"30000-31023\"\n"),
-        "profile[1].gateway",
-        "\"192.0.2.1\"",
-        "not inside any internal network",
-    );
+    // (gateway, problem)
+    for (gateway, problem) in [
+        ("\"gw2\"", "not an IPv4 address"),
+        ("\"192.0.2.1\"", "not inside any internal network"),
+    ] {
+        check(
+            &pooled(&profile_x(
+                "a",
+                &format!("gateway = {gateway}\n[profile.ports]\nrange = \"30000-31023\"\n"),
+            )),
+            "profile[1].gateway",
+            gateway,
+            problem,
+        );
+    }
 }
 
 #[test]
 fn a_pool_table_must_be_free_and_its_rules_need_a_priority_before_the_main_one() {
-    let t = format!(
-        "{}route_table = 252\n[ports]\nrange = \"20000-21023\"\n[[profile]]\nname = \"a\"\nusers = [\"x\"]\ngateway = \"10.99.0.253\"\n[profile.ports]\nrange = \"30000-31023\"\n",
-        NODE
-    );
+    // `node_keys`, then a default pool and a profile with a gateway and a pool of its own
+    let routed = |node_keys: &str| {
+        with(&format!(
+            "{node_keys}[ports]\nrange = \"20000-21023\"\n{}",
+            profile_x(
+                "a",
+                "gateway = \"10.99.0.253\"\n[profile.ports]\nrange = \"30000-31023\"\n"
+            )
+        ))
+    };
     let e = check(
-        &t,
+        &routed("route_table = 252\n"),
         "profile[1].gateway",
         "\"10.99.0.253\"",
         "node.route_table + 1 = 253, which is reserved",
     );
     assert!(e.hint.contains("route_table"), "{e}");
-    let t = format!(
-        "{}rule_priority = 0\n[ports]\nrange = \"20000-21023\"\n[[profile]]\nname = \"a\"\nusers = [\"x\"]\ngateway = \"10.99.0.253\"\n[profile.ports]\nrange = \"30000-31023\"\n",
-        NODE
-    );
     check(
-        &t,
+        &routed("rule_priority = 0\n"),
         "profile[1].gateway",
         "\"10.99.0.253\"",
         "rule_priority is 0",
@@ -849,9 +831,15 @@ fn a_pool_table_must_be_free_and_its_rules_need_a_priority_before_the_main_one()
 #[test]
 fn netns_subnet_must_hold_the_slots_of_all_pools() {
     // a /28 holds 4 /30s: the default pool's 4 slots fit, one more pool's slot does not
-    let t = with("netns_subnet = \"100.64.0.0/28\"\n[ports]\nrange = \"20000-21023\"\nblock_size = 256\n[[profile]]\nname = \"n\"\nusers = [\"x\"]\nmode = \"netns\"\n");
-    Policy::from_toml(&t, "t").unwrap();
-    let t2 = format!("{t}[[profile]]\nname = \"b\"\nusers = [\"x\"]\n[profile.ports]\nrange = \"30000-31023\"\nblock_size = 1024\n");
+    let t = netns_28(256);
+    parse_ok(&t);
+    let t2 = format!(
+        "{t}{}",
+        profile_x(
+            "b",
+            "[profile.ports]\nrange = \"30000-31023\"\nblock_size = 1024\n"
+        )
+    );
     check(
         &t2,
         "node.netns_subnet",
@@ -864,11 +852,14 @@ fn netns_subnet_must_hold_the_slots_of_all_pools() {
 fn all_slots_always_fit_the_packet_mark() {
     // the most slots pools can have: every port from 1024 up, in blocks of the least size,
     // split over pools; pools share no port, so the 16 slot bits always suffice
-    let p = Policy::from_toml(
-        &with("[ports]\nrange = \"1024-40000\"\nblock_size = 16\n[[profile]]\nname = \"a\"\nusers = [\"x\"]\nports = { range = \"40001-65535\", block_size = 16 }\n"),
-        "t",
-    )
-    .unwrap();
+    let p = parse_ok(&with(&format!(
+        "{}{}",
+        ports("1024-40000", 16),
+        profile_x(
+            "a",
+            "ports = { range = \"40001-65535\", block_size = 16 }\n"
+        )
+    )));
     assert_eq!(
         p.slots(),
         (40000 - 1024 + 1) / 16 + (65535 - 40001 + 1) / 16
@@ -878,7 +869,10 @@ fn all_slots_always_fit_the_packet_mark() {
 
 #[test]
 fn limits_must_fit_the_profiles_own_pool() {
-    let t = pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\nmax_jobs_per_node = 2\n[profile.ports]\nrange = \"30000-31023\"\nblock_size = 1024\n");
+    let t = pooled(&profile_x(
+        "a",
+        "max_jobs_per_node = 2\n[profile.ports]\nrange = \"30000-31023\"\nblock_size = 1024\n",
+    ));
     let e = check(
         &t,
         "profile[1].max_jobs_per_node",
@@ -887,9 +881,8 @@ fn limits_must_fit_the_profiles_own_pool() {
     );
     assert!(e.hint.contains("profile[1].ports.range"), "{e}");
     // the default pool's 4 blocks no longer limit a profile with its own larger pool
-    Policy::from_toml(
-        &pooled("[[profile]]\nname = \"a\"\nusers = [\"x\"]\nmax_jobs_per_node = 8\n[profile.ports]\nrange = \"30000-32047\"\n"),
-        "t",
-    )
-    .unwrap();
+    parse_ok(&pooled(&profile_x(
+        "a",
+        "max_jobs_per_node = 8\n[profile.ports]\nrange = \"30000-32047\"\n",
+    )));
 }

@@ -1,0 +1,152 @@
+//! `[node]`: how job traffic leaves the node. The interface must be a name the kernel
+//! accepts; the internal networks must not overlap and must hold the gateway, which the node
+//! reaches directly; the routing table must be one the kernel does not keep for itself; the
+//! packet mark must leave its low 16 bits to the job's slot; and the netns link range must
+//! hold at least one /30 and be clear of every internal network, or job links would shadow
+//! real hosts.
+
+use super::{span, Span, Validator};
+use crate::raw::RawNode;
+use crate::{Mode, NodeConfig};
+use ipnet::Ipv4Net;
+use std::path::PathBuf;
+
+/// `node.route_table` when the file gives none.
+const DEFAULT_TABLE: u32 = 7700;
+/// `node.fwmark` when the file gives none.
+const DEFAULT_FWMARK: u32 = 0x0001_0000;
+/// The bits of the packet mark that carry the job's slot.
+pub(super) const SLOT_MASK: u32 = 0xffff;
+/// The routing tables the kernel keeps for itself, as messages name them.
+pub(super) const RESERVED_TABLES: &str = "0, 253 default, 254 main, 255 local";
+
+/// True for a routing table the kernel keeps for itself ([`RESERVED_TABLES`]).
+pub(super) fn reserved_table(table: u32) -> bool {
+    table == 0 || (253..=255).contains(&table)
+}
+
+impl Validator<'_> {
+    /// The node settings, and where `netns_subnet` is written (or the `[node]` header when the
+    /// default is used), for the cross-checks with the pool.
+    pub(super) fn node(&mut self, raw: RawNode) -> (Option<NodeConfig>, Span) {
+        let start = self.errors.len();
+        let iface = raw.interface.get_ref();
+        if iface.is_empty() || iface.len() > 15 || iface.contains('/') {
+            self.err_at(
+                "node.interface",
+                span(&raw.interface),
+                format!("{iface:?} is not a network interface name"),
+                "name the node's cluster interface, as `ip link` shows it (e.g. \"ib0\")",
+            );
+        }
+        let gateway = self.gateway(
+            "node.gateway",
+            &raw.gateway,
+            raw.gateway.get_ref(),
+            "10.20.3.227",
+        );
+        let mut internal: Vec<(Ipv4Net, Span)> = Vec::new();
+        for s in &raw.internal {
+            if let Some(n) =
+                self.ipv4_net("node.internal", s, "an internal network", "10.20.0.0/16")
+            {
+                internal.push((n, span(s)));
+            }
+        }
+        for (i, (a, at)) in internal.iter().enumerate() {
+            for (b, _) in &internal[..i] {
+                if a.contains(b) || b.contains(a) {
+                    self.err_at(
+                        "node.internal",
+                        at.clone(),
+                        format!("{a} and {b} overlap"),
+                        "list each internal network once; keep the larger one",
+                    );
+                }
+            }
+        }
+        let internal: Vec<Ipv4Net> = internal.into_iter().map(|(n, _)| n).collect();
+        if let Some(gw) = gateway {
+            self.gateway_is_internal(
+                "node.internal",
+                &raw.gateway,
+                gw,
+                &internal,
+                "list the cluster network that holds the gateway's address in `internal`",
+            );
+        }
+        let route_table = raw
+            .route_table
+            .as_ref()
+            .map_or(DEFAULT_TABLE, |t| *t.get_ref());
+        if reserved_table(route_table) {
+            self.err_at(
+                "node.route_table",
+                raw.route_table.as_ref().and_then(span),
+                format!("table {route_table} is reserved ({RESERVED_TABLES})"),
+                "pick a free table number, e.g. 7700",
+            );
+        }
+        let fwmark = raw.fwmark.as_ref().map_or(DEFAULT_FWMARK, |m| *m.get_ref());
+        if fwmark == 0 || fwmark & SLOT_MASK != 0 {
+            self.err_at(
+                "node.fwmark",
+                raw.fwmark.as_ref().and_then(span),
+                format!("0x{fwmark:x} overlaps the low 16 bits, which carry the job's slot"),
+                "use a flag above bit 15, e.g. 0x10000",
+            );
+        }
+        let subnet_text = raw
+            .netns_subnet
+            .as_ref()
+            .map_or("100.64.0.0/16", |s| s.get_ref().as_str());
+        let subnet_span = raw
+            .netns_subnet
+            .as_ref()
+            .and_then(span)
+            .or_else(|| self.offset_of("[node]").map(|o| o..o));
+        let netns_subnet = match subnet_text.parse::<Ipv4Net>() {
+            Ok(n) if n.prefix_len() <= 30 => Some(n.trunc()),
+            _ => {
+                self.err_at(
+                    "node.netns_subnet",
+                    subnet_span.clone(),
+                    format!("{subnet_text:?} is not an IPv4 network of /30 or larger"),
+                    "use a node-private range that no real network uses, e.g. \"100.64.0.0/16\"",
+                );
+                None
+            }
+        };
+        if let Some(ns) = netns_subnet {
+            for n in &internal {
+                if n.contains(&ns.network()) || ns.contains(&n.network()) {
+                    self.err_at(
+                        "node.netns_subnet",
+                        subnet_span.clone(),
+                        format!("{ns} overlaps the internal network {n}"),
+                        "pick a range that no real network uses",
+                    );
+                }
+            }
+        }
+        if self.errors.len() > start {
+            return (None, subnet_span);
+        }
+        let node = (|| {
+            Some(NodeConfig {
+                mode: raw.mode.unwrap_or(Mode::Cgroup),
+                interface: raw.interface.into_inner(),
+                gateway: gateway?,
+                internal,
+                route_table,
+                rule_priority: raw.rule_priority.unwrap_or(route_table),
+                fwmark,
+                state_dir: raw.state_dir.unwrap_or_else(|| "/run/extnet".into()),
+                cgroup_root: raw.cgroup_root,
+                netns_subnet: netns_subnet?,
+                netns_dir: PathBuf::from(raw.netns_dir.unwrap_or_else(|| "/run/netns".into())),
+            })
+        })();
+        (node, subnet_span)
+    }
+}
