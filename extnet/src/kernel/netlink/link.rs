@@ -1,13 +1,13 @@
 //! Network links (`ip link`): look up, create a veth pair across namespaces, bring up, delete.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{InfoData, InfoVeth, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::{LinkUnspec, LinkVeth};
 
-use super::{Netlink, NetlinkError};
+use super::{Netlink, NetlinkError, Protocol, SocketError};
 
 /// `IFNAMSIZ` minus the terminating NUL.
 const MAX_NAME_LEN: usize = 15;
@@ -41,8 +41,7 @@ impl Netlink {
     ///
     /// One `SIOCGIFINDEX` ioctl on this socket (the kernel resolves the name in the socket's
     /// namespace), not a netlink get: the kernel answers a get with the whole link,
-    /// statistics and all, and parsing that cost a new process time (interleaved real
-    /// prologs: step `node-addr` 111 -> 89 us, `netns-setup`, four lookups, 1582 -> 1460 us).
+    /// statistics and all, which a new process would have to parse for one number.
     pub fn index(&mut self, name: &str) -> Result<Option<u32>, NetlinkError> {
         check_name(name)?;
         // SAFETY: `ifreq` is plain data (a name array and a union of integers and
@@ -54,7 +53,13 @@ impl Netlink {
         // SAFETY: the name is at most 15 bytes (checked above) in 16 zeroed ones, so it is
         // NUL-terminated; SIOCGIFINDEX reads it and writes `ifr_ifindex` of `req`, which
         // outlives the call; the fd is this socket's, open for `self`'s whole life.
-        let r = unsafe { libc::ioctl(self.socket.as_raw_fd(), libc::SIOCGIFINDEX, &mut req) };
+        let r = unsafe {
+            libc::ioctl(
+                self.socket.as_fd().as_raw_fd(),
+                libc::SIOCGIFINDEX,
+                &mut req,
+            )
+        };
         if r == 0 {
             // SAFETY: a successful SIOCGIFINDEX filled in the index member of the union.
             let idx = unsafe { req.ifr_ifru.ifru_ifindex };
@@ -63,10 +68,13 @@ impl Netlink {
         let source = std::io::Error::last_os_error();
         match source.raw_os_error() {
             Some(libc::ENODEV) => Ok(None),
-            _ => Err(NetlinkError::Io {
+            _ => Err(NetlinkError::Request {
                 op: format!("show link {name}"),
-                step: "SIOCGIFINDEX ioctl",
-                source,
+                source: SocketError::Io {
+                    protocol: Protocol::Route,
+                    step: "SIOCGIFINDEX ioctl",
+                    source,
+                },
             }),
         }
     }
@@ -116,8 +124,8 @@ impl Netlink {
     }
 
     /// Deletes link `name`: `Ok(true)` when deleted, `Ok(false)` when there was no such link.
-    /// Deleting one end of a veth pair deletes both. Slow (the kernel waits for an RCU grace
-    /// period, tens of milliseconds): dropping the job's namespace reaps its pair for free.
+    /// Deleting one end of a veth pair deletes both. Slow, since the kernel waits for an RCU
+    /// grace period before it answers: dropping the job's namespace reaps its pair for free.
     /// Equals `ip link del NAME`.
     pub fn delete(&mut self, name: &str) -> Result<bool, NetlinkError> {
         let msg: LinkMessage = LinkUnspec::new_with_name(name).build();

@@ -1,8 +1,12 @@
 //! nf_tables over raw netlink (`NETLINK_NETFILTER`), for the few requests extnet makes where
 //! libnftables would cost too much: on the per-job path (one allowlist element) and where its
-//! cache would fetch the whole table (counters; existence checks), which at thousands of cgroup
-//! elements takes minutes. No binary of extnet links libnftables; the base table is loaded with
+//! cache would fetch the whole table (counters; existence checks), whose cgroup maps grow with
+//! the number of jobs. No binary of extnet links libnftables; the base table is loaded with
 //! `nft -f -` ([`crate::kernel::nftables::apply`]).
+//!
+//! This module builds and reads nf_tables messages only; the socket, sequence numbers, ACKs,
+//! errors and the timeout are the transport shared with rtnetlink
+//! ([`crate::kernel::netlink::socket`]).
 //!
 //! What each request equals:
 //!
@@ -23,16 +27,19 @@
 //! commits or aborts as a whole; every message of it asks for an ACK, and the batch counts as
 //! done only when each message has been answered. Why adds and not deletes on a hot path: the
 //! kernel frees deleted objects after an RCU grace period, and closing a socket whose batch
-//! deleted something waits for it (~14-22 ms); an add returns at once.
+//! deleted something waits for that grace period; an add returns at once.
 //!
 //! Only family `ip` (NFPROTO_IPV4) is used: extnet's table is `ip extnet`.
 
-use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::time::Duration;
+
+use netlink_packet_core::{NetlinkSerializable, NLM_F_ACK, NLM_F_CREATE};
+use nix::errno::Errno;
+
+use crate::kernel::netlink::socket::{Socket, SocketError};
+use crate::kernel::netlink::Protocol;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10; // NLMSG_MIN_TYPE
@@ -84,20 +91,9 @@ const NFT_RETURN: i32 = -5;
 
 const NFPROTO_UNSPEC: u8 = 0;
 const NFPROTO_IPV4: u8 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const NLA_F_NESTED: u16 = 0x8000;
 /// Attribute type without the nested / byte-order flags.
 const NLA_TYPE_MASK: u16 = 0x3fff;
-const NLMSG_HDRLEN: usize = 16;
-
-/// How long to wait for the kernel's answer before giving up (it answers in microseconds; a
-/// prolog must never hang on it).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The verdict of a verdict-map element, as nft writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,33 +183,14 @@ pub enum NfnlError {
         chain: String,
         verdict: Verdict,
     },
-    #[error("cannot {op} in nftables table ip {table}: {source}{}", hint(.source))]
+    /// The errno's hint (what the admin can do) is in `source`.
+    #[error("cannot {op} in nftables table ip {table}: {source}")]
     Kernel {
         /// What was asked, in nft's words (`add element slot_profile { 0x10003 : accept }`).
         op: String,
         table: String,
-        source: io::Error,
+        source: SocketError,
     },
-}
-
-/// What the admin can do about an errno nf_tables returned.
-fn hint(e: &io::Error) -> &'static str {
-    match e.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => {
-            "; extnet needs root (CAP_NET_ADMIN) in the node's network namespace"
-        }
-        Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::EAFNOSUPPORT) => {
-            "; the kernel refused the request: extnet needs Linux 4.20 or later with nf_tables"
-        }
-        Some(libc::EEXIST) | Some(libc::EBUSY) => {
-            "; another element holds the key (an extnet command running at the same time?); try again"
-        }
-        Some(libc::ENOMEM) | Some(libc::ENOBUFS) | Some(libc::ENFILE) => {
-            "; the kernel is short of memory or the map is full"
-        }
-        Some(libc::EAGAIN) => "; the kernel did not answer within 10 s",
-        _ => "",
-    }
 }
 
 /// Appends attribute `kind` with `payload`, padded to 4 bytes.
@@ -272,32 +249,52 @@ fn be_i32(p: &[u8]) -> Option<i32> {
     Some(i32::from_be_bytes(p.get(..4)?.try_into().ok()?))
 }
 
-/// One message: nlmsghdr, nfgenmsg (family, version 0, resource id), attributes.
-fn message(msg_type: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]) -> Vec<u8> {
-    let len = NLMSG_HDRLEN + 4 + attrs.len();
-    let mut msg = Vec::with_capacity(len);
-    msg.extend_from_slice(&(len as u32).to_ne_bytes());
-    msg.extend_from_slice(&msg_type.to_ne_bytes());
-    msg.extend_from_slice(&flags.to_ne_bytes());
-    msg.extend_from_slice(&seq.to_ne_bytes());
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
-    msg.push(family);
-    msg.push(0); // NFNETLINK_V0
-    msg.extend_from_slice(&res_id.to_be_bytes());
-    msg.extend_from_slice(attrs);
-    msg
+/// The body of one nfnetlink message: nfgenmsg (family, version 0, resource id) and
+/// attributes; the socket writes the nlmsghdr in front of it.
+struct NfMessage<'a> {
+    msg_type: u16,
+    family: u8,
+    res_id: u16,
+    attrs: &'a [u8],
 }
 
-/// An nf_tables request of family `ip`.
-fn nft_message(msg_type: u16, flags: u16, seq: u32, attrs: &[u8]) -> Vec<u8> {
-    message(
-        (NFNL_SUBSYS_NFTABLES << 8) | msg_type,
-        NLM_F_REQUEST | flags,
-        seq,
-        NFPROTO_IPV4,
-        0,
-        attrs,
-    )
+impl<'a> NfMessage<'a> {
+    /// An nf_tables request of family `ip`.
+    fn nft(msg_type: u16, attrs: &'a [u8]) -> NfMessage<'a> {
+        NfMessage {
+            msg_type: (NFNL_SUBSYS_NFTABLES << 8) | msg_type,
+            family: NFPROTO_IPV4,
+            res_id: 0,
+            attrs,
+        }
+    }
+
+    /// The begin or end of a batch for the nf_tables subsystem.
+    fn batch_frame(msg_type: u16) -> NfMessage<'static> {
+        NfMessage {
+            msg_type,
+            family: NFPROTO_UNSPEC,
+            res_id: NFNL_SUBSYS_NFTABLES,
+            attrs: &[],
+        }
+    }
+}
+
+impl NetlinkSerializable for NfMessage<'_> {
+    fn message_type(&self) -> u16 {
+        self.msg_type
+    }
+
+    fn buffer_len(&self) -> usize {
+        4 + self.attrs.len()
+    }
+
+    fn serialize(&self, buffer: &mut [u8]) {
+        buffer[0] = self.family;
+        buffer[1] = 0; // NFNETLINK_V0
+        buffer[2..4].copy_from_slice(&self.res_id.to_be_bytes());
+        buffer[4..].copy_from_slice(self.attrs);
+    }
 }
 
 /// The attributes naming one element of set `set` of table `table`, with `data` as its
@@ -372,52 +369,18 @@ fn parse_counter(payload: &[u8]) -> Option<(String, (u64, u64))> {
     ))
 }
 
-/// One message received: its type, sequence number and payload (after the nlmsghdr).
-struct Received<'a> {
-    msg_type: u16,
-    seq: u32,
-    payload: &'a [u8],
+/// An object of table `ip TABLE` whose existence is asked for (table, set or map, chain).
+enum Object<'a> {
+    Table(&'a str),
+    Set(&'a str, &'a str),
+    Chain(&'a str, &'a str),
 }
 
-impl Received<'_> {
-    /// The error code of an NLMSG_ERROR message, positive (0: an ACK).
-    fn errno(&self) -> i32 {
-        -i32::from_ne_bytes(
-            self.payload
-                .get(..4)
-                .and_then(|b| b.try_into().ok())
-                .unwrap_or_default(),
-        )
-    }
-}
-
-/// Splits a datagram into messages.
-fn split(buf: &[u8]) -> io::Result<Vec<Received<'_>>> {
-    let mut v = Vec::new();
-    let mut off = 0;
-    while off + NLMSG_HDRLEN <= buf.len() {
-        let h = &buf[off..];
-        let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        if len < NLMSG_HDRLEN || off + len > buf.len() {
-            return Err(io::Error::other(
-                "truncated netlink message from the kernel",
-            ));
-        }
-        v.push(Received {
-            msg_type: u16::from_ne_bytes([h[4], h[5]]),
-            seq: u32::from_ne_bytes([h[8], h[9], h[10], h[11]]),
-            payload: &h[NLMSG_HDRLEN..len],
-        });
-        off += (len + 3) & !3;
-    }
-    Ok(v)
-}
-
-/// A netfilter netlink socket. One per thread; cheap to open (one `socket` + `bind`).
+/// A netfilter netlink socket. One per thread; opening one is a `socket` and a few
+/// `setsockopt`s, no request.
+#[derive(Debug)]
 pub struct NfSocket {
-    sock: Socket,
-    seq: u32,
-    buf: Vec<u8>,
+    socket: Socket,
     batches: u32,
 }
 
@@ -425,31 +388,8 @@ impl NfSocket {
     /// Opens a socket in the calling thread's network namespace (errors: wrap them in
     /// [`NfnlError::Open`], or as the caller's layer says).
     pub fn open() -> io::Result<NfSocket> {
-        let mut sock = Socket::new(NETLINK_NETFILTER)?;
-        sock.bind_auto()?;
-        sock.connect(&SocketAddr::new(0, 0))?;
-        let tv = libc::timeval {
-            tv_sec: ANSWER_TIMEOUT.as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
-        // SAFETY: the fd is the socket's, valid while `sock` lives; `tv` is a valid timeval
-        // whose size is passed along.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(NfSocket {
-            sock,
-            seq: 0,
-            buf: vec![0u8; 65536],
+            socket: Socket::open(Protocol::Netfilter, None)?,
             batches: 0,
         })
     }
@@ -460,180 +400,103 @@ impl NfSocket {
         self.batches
     }
 
-    fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
-        self.seq
-    }
-
-    /// Receives datagrams and hands each message to `f` until `f` returns `Some(result)`.
-    fn receive<T>(
-        &mut self,
-        mut f: impl FnMut(&Received<'_>) -> Option<io::Result<T>>,
-    ) -> io::Result<T> {
-        loop {
-            let n = match self.sock.recv(&mut &mut self.buf[..], 0) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Err(io::Error::from_raw_os_error(libc::EAGAIN))
-                }
-                Err(e) => return Err(e),
-            };
-            for m in split(&self.buf[..n])? {
-                if let Some(r) = f(&m) {
-                    return r;
-                }
-            }
-        }
-    }
-
-    /// Sends one request and hands each answering message but the final ACK/error/DONE to
-    /// `on_msg`. `Ok(false)`: the kernel said ENOENT.
+    /// Sends one request and hands each answering message but the final ACK or error to
+    /// `on_msg` (type, payload). `Ok(false)`: the kernel said ENOENT.
     fn request(
         &mut self,
         msg_type: u16,
-        flags: u16,
         attrs: &[u8],
         mut on_msg: impl FnMut(u16, &[u8]),
-    ) -> io::Result<bool> {
-        let seq = self.next_seq();
-        self.sock
-            .send(&nft_message(msg_type, NLM_F_ACK | flags, seq, attrs), 0)?;
-        self.receive(|m| {
-            if m.seq != seq {
-                return None; // an answer to an earlier request that gave up
-            }
-            match m.msg_type {
-                NLMSG_ERROR => Some(match m.errno() {
-                    0 => Ok(true),
-                    libc::ENOENT => Ok(false),
-                    e => Err(io::Error::from_raw_os_error(e)),
-                }),
-                NLMSG_DONE => Some(Ok(true)),
-                t => {
-                    on_msg(t, m.payload);
-                    None
-                }
-            }
-        })
+    ) -> Result<bool, SocketError> {
+        let msg = NfMessage::nft(msg_type, attrs);
+        match self.socket.request(&msg, 0, &mut |m| {
+            on_msg(m.msg_type, m.payload);
+            Ok(())
+        }) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(Errno::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends `msgs` (type, flags, attributes) as one batch, which the kernel commits or aborts
-    /// as a whole. `Err((index, error))`: message `index` failed (the first that did; none of
-    /// the batch was applied), or `index == msgs.len()` when the batch itself was refused.
-    fn batch(&mut self, msgs: &[(u16, u16, Vec<u8>)]) -> Result<(), (usize, io::Error)> {
-        let begin = self.next_seq();
-        let mut out = message(
-            NFNL_MSG_BATCH_BEGIN,
-            NLM_F_REQUEST,
-            begin,
-            NFPROTO_UNSPEC,
-            NFNL_SUBSYS_NFTABLES,
-            &[],
-        );
-        let mut seqs = Vec::with_capacity(msgs.len());
-        for (t, flags, a) in msgs {
-            let seq = self.next_seq();
-            seqs.push(seq);
-            out.extend(nft_message(*t, NLM_F_ACK | flags, seq, a));
+    /// as a whole; each message asks for an ACK. The kernel processes every message of the
+    /// batch, then answers each (ACKs for those that passed too, even when another failed and
+    /// the batch was aborted). The error is that of the first message that failed (none of
+    /// the batch was applied), or of the batch itself.
+    fn batch(&mut self, msgs: &[(u16, u16, Vec<u8>)]) -> Result<(), SocketError> {
+        let begin = NfMessage::batch_frame(NFNL_MSG_BATCH_BEGIN);
+        let end = NfMessage::batch_frame(NFNL_MSG_BATCH_END);
+        let bodies: Vec<NfMessage<'_>> =
+            msgs.iter().map(|(t, _, a)| NfMessage::nft(*t, a)).collect();
+        let mut parts: Vec<(&dyn NetlinkSerializable, u16)> = Vec::with_capacity(msgs.len() + 2);
+        parts.push((&begin, 0));
+        for (body, (_, flags, _)) in bodies.iter().zip(msgs) {
+            parts.push((body, NLM_F_ACK | flags));
         }
-        let end = self.next_seq();
-        out.extend(message(
-            NFNL_MSG_BATCH_END,
-            NLM_F_REQUEST,
-            end,
-            NFPROTO_UNSPEC,
-            NFNL_SUBSYS_NFTABLES,
-            &[],
-        ));
+        parts.push((&end, 0));
         self.batches += 1;
-        let whole = msgs.len();
-        self.sock.send(&out, 0).map_err(|e| (whole, e))?;
-        // the kernel processes every message of the batch, then answers each (ACKs for those
-        // that passed too, even when another failed and the batch was aborted)
-        let mut answered = vec![false; msgs.len()];
-        let mut first_error: Option<(usize, io::Error)> = None;
-        self.receive(|m| {
-            if m.msg_type != NLMSG_ERROR {
-                return None;
-            }
-            if m.seq == begin || m.seq == end {
-                // the batch as a whole (no permission, no nftables subsystem, ...)
-                let e = m.errno();
-                return (e != 0).then(|| Err(io::Error::from_raw_os_error(e)));
-            }
-            let i = seqs.iter().position(|&s| s == m.seq)?;
-            answered[i] = true;
-            let e = m.errno();
-            if e != 0 && first_error.as_ref().is_none_or(|(j, _)| i < *j) {
-                first_error = Some((i, io::Error::from_raw_os_error(e)));
-            }
-            answered.iter().all(|&a| a).then_some(Ok(()))
-        })
-        .map_err(|e| (whole, e))?;
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.socket.batch(&parts)
     }
 
     /// Whether table `ip TABLE` exists (one netlink round trip; no element is read).
     pub fn table_exists(&mut self, table: &str) -> io::Result<bool> {
-        let mut a = Vec::new();
-        attr(&mut a, NFTA_TABLE_NAME, &cstr(table));
-        self.request(NFT_MSG_GETTABLE, 0, &a, |_, _| {})
+        Ok(self.exists(Object::Table(table))?)
     }
 
     /// Whether set or map `set` of table `ip TABLE` exists (its header only, not its elements).
     pub fn set_exists(&mut self, table: &str, set: &str) -> io::Result<bool> {
-        let mut a = Vec::new();
-        attr(&mut a, NFTA_SET_TABLE, &cstr(table));
-        attr(&mut a, NFTA_SET_NAME, &cstr(set));
-        self.request(NFT_MSG_GETSET, 0, &a, |_, _| {})
+        Ok(self.exists(Object::Set(table, set))?)
     }
 
     /// Whether chain `chain` of table `ip TABLE` exists (its header only, not its rules).
     pub fn chain_exists(&mut self, table: &str, chain: &str) -> io::Result<bool> {
+        Ok(self.exists(Object::Chain(table, chain))?)
+    }
+
+    /// Whether `object` exists: a get of its header, one round trip.
+    fn exists(&mut self, object: Object<'_>) -> Result<bool, SocketError> {
         let mut a = Vec::new();
-        attr(&mut a, NFTA_CHAIN_TABLE, &cstr(table));
-        attr(&mut a, NFTA_CHAIN_NAME, &cstr(chain));
-        self.request(NFT_MSG_GETCHAIN, 0, &a, |_, _| {})
+        let msg_type = match object {
+            Object::Table(table) => {
+                attr(&mut a, NFTA_TABLE_NAME, &cstr(table));
+                NFT_MSG_GETTABLE
+            }
+            Object::Set(table, set) => {
+                attr(&mut a, NFTA_SET_TABLE, &cstr(table));
+                attr(&mut a, NFTA_SET_NAME, &cstr(set));
+                NFT_MSG_GETSET
+            }
+            Object::Chain(table, chain) => {
+                attr(&mut a, NFTA_CHAIN_TABLE, &cstr(table));
+                attr(&mut a, NFTA_CHAIN_NAME, &cstr(chain));
+                NFT_MSG_GETCHAIN
+            }
+        };
+        self.request(msg_type, &a, |_, _| {})
     }
 
     /// The ruleset generation: every committed transaction increments it.
     pub fn generation(&mut self) -> io::Result<u32> {
-        let seq = self.next_seq();
-        let msg = message(
-            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN,
-            NLM_F_REQUEST | NLM_F_ACK,
-            seq,
-            NFPROTO_UNSPEC,
-            0,
-            &[],
-        );
-        self.sock.send(&msg, 0)?;
+        let msg = NfMessage {
+            msg_type: (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN,
+            family: NFPROTO_UNSPEC,
+            res_id: 0,
+            attrs: &[],
+        };
         let mut gen = None;
-        self.receive(|m| {
-            if m.seq != seq {
-                return None;
+        self.socket.request(&msg, 0, &mut |m| {
+            if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
+                gen = m
+                    .payload
+                    .get(4..)
+                    .map(attrs)
+                    .and_then(|a| find(&a, NFTA_GEN_ID).and_then(|p| p.get(..4)))
+                    .map(|p| u32::from_be_bytes([p[0], p[1], p[2], p[3]]));
             }
-            match m.msg_type {
-                NLMSG_ERROR => Some(match (m.errno(), gen) {
-                    (0, Some(g)) => Ok(g),
-                    (0, None) => Err(io::Error::other("the kernel sent no generation")),
-                    (e, _) => Err(io::Error::from_raw_os_error(e)),
-                }),
-                t if t == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN => {
-                    gen = m
-                        .payload
-                        .get(4..)
-                        .map(attrs)
-                        .and_then(|a| find(&a, NFTA_GEN_ID).and_then(|p| p.get(..4)))
-                        .map(|p| u32::from_be_bytes([p[0], p[1], p[2], p[3]]));
-                    None
-                }
-                _ => None,
-            }
-        })
+            Ok(())
+        })?;
+        gen.ok_or_else(|| io::Error::other("the kernel sent no generation"))
     }
 
     /// The verdict of element `key` of verdict map `set` (`nft get element`); `None` when the
@@ -658,7 +521,7 @@ impl NfSocket {
         let a = element_attrs(table, set, key, None);
         let mut got = None;
         let found = self
-            .request(NFT_MSG_GETSETELEM, 0, &a, |t, p| {
+            .request(NFT_MSG_GETSETELEM, &a, |t, p| {
                 if t == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM {
                     got = parse_verdict_elements(p)
                         .into_iter()
@@ -677,7 +540,9 @@ impl NfSocket {
         got.map(Some).ok_or_else(|| NfnlError::Kernel {
             op: format!("get element {set} {{ {} }}", hex(key)),
             table: table.into(),
-            source: io::Error::other("the kernel acknowledged without the element's verdict"),
+            source: SocketError::Malformed {
+                detail: "the kernel acknowledged without the element's verdict".into(),
+            },
         })
     }
 
@@ -716,7 +581,7 @@ impl NfSocket {
         };
         match self.batch(&msgs) {
             Ok(()) => Ok(change),
-            Err((_, source)) if source.raw_os_error() == Some(libc::ENOENT) => {
+            Err(source) if source.errno() == Some(Errno::ENOENT) => {
                 // the table, map or jump target went away (or never was)
                 self.diagnose(table, set, Some(verdict))?;
                 Err(NfnlError::Kernel {
@@ -725,7 +590,7 @@ impl NfSocket {
                     source,
                 })
             }
-            Err((_, source)) => Err(NfnlError::Kernel {
+            Err(source) => Err(NfnlError::Kernel {
                 op,
                 table: table.into(),
                 source,
@@ -735,7 +600,7 @@ impl NfSocket {
 
     /// Removes element `key` of set `set` (`nft delete element`); returns whether there was
     /// one. A missing element, map or table counts as done. Closing a socket after this waits
-    /// for the kernel to free the element (~14-22 ms): keep it off hot paths.
+    /// for the kernel to free the element (an RCU grace period): keep it off hot paths.
     pub fn delete_element(
         &mut self,
         table: &str,
@@ -745,8 +610,8 @@ impl NfSocket {
         let del = (NFT_MSG_DELSETELEM, 0, element_attrs(table, set, key, None));
         match self.batch(&[del]) {
             Ok(()) => Ok(true),
-            Err((_, e)) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-            Err((_, source)) => Err(NfnlError::Kernel {
+            Err(e) if e.errno() == Some(Errno::ENOENT) => Ok(false),
+            Err(source) => Err(NfnlError::Kernel {
                 op: format!("delete element {set} {{ {} }}", hex(key)),
                 table: table.into(),
                 source,
@@ -761,8 +626,8 @@ impl NfSocket {
         attr(&mut a, NFTA_TABLE_NAME, &cstr(table));
         match self.batch(&[(NFT_MSG_DELTABLE, 0, a)]) {
             Ok(()) => Ok(true),
-            Err((_, e)) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-            Err((_, source)) => Err(NfnlError::Kernel {
+            Err(e) if e.errno() == Some(Errno::ENOENT) => Ok(false),
+            Err(source) => Err(NfnlError::Kernel {
                 op: "delete the table".into(),
                 table: table.into(),
                 source,
@@ -784,7 +649,7 @@ impl NfSocket {
             source,
         };
         if !self
-            .table_exists(table)
+            .exists(Object::Table(table))
             .map_err(|e| kernel("look the table up", e))?
         {
             return Err(NfnlError::TableMissing {
@@ -792,7 +657,7 @@ impl NfSocket {
             });
         }
         if !self
-            .set_exists(table, set)
+            .exists(Object::Set(table, set))
             .map_err(|e| kernel(&format!("look map {set} up"), e))?
         {
             return Err(NfnlError::SetMissing {
@@ -804,7 +669,7 @@ impl NfSocket {
             return Ok(());
         };
         if !self
-            .chain_exists(table, chain)
+            .exists(Object::Chain(table, chain))
             .map_err(|e| kernel(&format!("look chain {chain} up"), e))?
         {
             return Err(NfnlError::ChainMissing {
@@ -835,7 +700,7 @@ impl NfSocket {
             NFT_MSG_GETOBJ
         };
         let mut got = None;
-        let found = self.request(t, 0, &a, |t, p| {
+        let found = self.request(t, &a, |t, p| {
             if t == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ {
                 if let Some((n, v)) = parse_counter(p) {
                     if n == name {
@@ -856,15 +721,23 @@ impl NfSocket {
         let mut a = Vec::new();
         attr(&mut a, NFTA_OBJ_TABLE, &cstr(table));
         attr(&mut a, NFTA_OBJ_TYPE, &NFT_OBJECT_COUNTER.to_be_bytes());
-        let mut out = HashMap::new();
-        self.request(NFT_MSG_GETOBJ, NLM_F_DUMP, &a, |t, p| {
-            if t == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ {
-                if let Some((n, v)) = parse_counter(p) {
-                    out.insert(n, v);
+        let dumped = self.socket.dump(
+            &NfMessage::nft(NFT_MSG_GETOBJ, &a),
+            |out: &mut HashMap<String, (u64, u64)>, m| {
+                if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ {
+                    if let Some((n, v)) = parse_counter(m.payload) {
+                        out.insert(n, v);
+                    }
                 }
-            }
-        })?;
-        Ok(out)
+                Ok(())
+            },
+        );
+        match dumped {
+            Ok(out) => Ok(out),
+            // no such table: no counters
+            Err(e) if e.errno() == Some(Errno::ENOENT) => Ok(HashMap::new()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -879,6 +752,8 @@ fn hex(key: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::netlink::socket::encode;
+    use netlink_packet_core::NLM_F_REQUEST;
 
     /// The kernel's answer to a GETSETELEM: a NEWSETELEM message's payload (after nlmsghdr).
     fn newsetelem_payload(key: u32, v: &Verdict) -> Vec<u8> {
@@ -957,11 +832,12 @@ mod tests {
 
     #[test]
     fn messages_and_batches_carry_the_nfnetlink_headers() {
-        let m = nft_message(
-            NFT_MSG_NEWSETELEM,
+        let mut m = Vec::new();
+        encode(
+            &mut m,
+            &NfMessage::nft(NFT_MSG_NEWSETELEM, &[1, 2, 3, 4]),
             NLM_F_ACK | NLM_F_CREATE,
             7,
-            &[1, 2, 3, 4],
         );
         assert_eq!(m.len(), 24);
         assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()), 24);
@@ -974,42 +850,14 @@ mod tests {
             NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE
         );
         assert_eq!(u32::from_ne_bytes(m[8..12].try_into().unwrap()), 7);
-        assert_eq!(&m[16..20], &[NFPROTO_IPV4, 0, 0, 0]);
+        assert_eq!(&m[16..24], &[NFPROTO_IPV4, 0, 0, 0, 1, 2, 3, 4]);
         // batch begin: family unspec, resource id = the nftables subsystem, big-endian
-        let b = message(
-            NFNL_MSG_BATCH_BEGIN,
-            NLM_F_REQUEST,
-            1,
-            NFPROTO_UNSPEC,
-            NFNL_SUBSYS_NFTABLES,
-            &[],
-        );
+        let mut b = Vec::new();
+        encode(&mut b, &NfMessage::batch_frame(NFNL_MSG_BATCH_BEGIN), 0, 1);
         assert_eq!(b.len(), 20);
         assert_eq!(u16::from_ne_bytes([b[4], b[5]]), 0x10);
+        assert_eq!(u16::from_ne_bytes([b[6], b[7]]), NLM_F_REQUEST);
         assert_eq!(&b[16..20], &[0, 0, 0, 10]);
-    }
-
-    #[test]
-    fn answers_are_split_and_errors_read() {
-        // an ACK (error 0) and an ENOENT error in one datagram, each echoing a header
-        let mut buf = Vec::new();
-        for (seq, err) in [(3u32, 0i32), (4, -libc::ENOENT)] {
-            buf.extend_from_slice(&36u32.to_ne_bytes());
-            buf.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
-            buf.extend_from_slice(&0u16.to_ne_bytes());
-            buf.extend_from_slice(&seq.to_ne_bytes());
-            buf.extend_from_slice(&0u32.to_ne_bytes());
-            buf.extend_from_slice(&err.to_ne_bytes());
-            buf.extend_from_slice(&[0u8; 16]);
-        }
-        let m = split(&buf).unwrap();
-        assert_eq!(m.len(), 2);
-        assert_eq!((m[0].seq, m[0].msg_type, m[0].errno()), (3, NLMSG_ERROR, 0));
-        assert_eq!((m[1].seq, m[1].errno()), (4, libc::ENOENT));
-        assert!(
-            split(&buf[..60]).is_err(),
-            "a truncated message is an error"
-        );
     }
 
     #[test]
@@ -1035,12 +883,16 @@ mod tests {
         let e = NfnlError::Kernel {
             op: "add element slot_profile { 0x10003 : accept }".into(),
             table: "extnet".into(),
-            source: io::Error::from_raw_os_error(libc::EPERM),
+            source: SocketError::Kernel {
+                protocol: Protocol::Netfilter,
+                errno: Errno::EPERM,
+                message: None,
+            },
         };
         let s = e.to_string();
         assert!(
-            s.starts_with("cannot add element slot_profile { 0x10003 : accept } in nftables table ip extnet: ")
-                && s.ends_with("extnet needs root (CAP_NET_ADMIN) in the node's network namespace"),
+            s.starts_with("cannot add element slot_profile { 0x10003 : accept } in nftables table ip extnet: EPERM")
+                && s.ends_with("; hint: needs root (CAP_NET_ADMIN in the user namespace that owns the network namespace)"),
             "{s}"
         );
         assert_eq!(hex(&0x10003u32.to_ne_bytes()), "0x10003");
