@@ -204,7 +204,8 @@ fn resolve(spank: &Spank, config: &Config) -> (JobRef, Placement) {
         .job_id()
         .map_err(|e| e.to_string())
         .and_then(|job_id| {
-            let node = nodename::name().map_err(|e| format!("cannot tell this node's name: {e}"))?;
+            let node =
+                nodename::name().map_err(|e| format!("cannot tell this node's name: {e}"))?;
             Ok(JobRef { job_id, node })
         });
     let job = match job {

@@ -56,7 +56,10 @@ fn armed() -> Option<&'static str> {
 
 /// Kills the process with SIGKILL when `EXTNET_FAILPOINT` names this point.
 pub fn hit(point: &'static str) {
-    debug_assert!(PROLOG.contains(&point) || EPILOG.contains(&point), "{point}");
+    debug_assert!(
+        PROLOG.contains(&point) || EPILOG.contains(&point),
+        "{point}"
+    );
     if armed() == Some(point) {
         kill(point);
     }

@@ -52,7 +52,9 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<SetupOutcom
                     reason: limits.join("; "),
                 }
             }
-            Decision::Denied { reason } if limits.is_empty() => break SetupOutcome::Denied { reason },
+            Decision::Denied { reason } if limits.is_empty() => {
+                break SetupOutcome::Denied { reason }
+            }
             Decision::Denied { .. } => {
                 break SetupOutcome::Denied {
                     reason: limits.join("; "),
