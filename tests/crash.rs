@@ -21,21 +21,20 @@ use extnet::kernel::netns;
 use extnet::store::lease::LeaseTable;
 use extnet::store::state::{JobState, Outcome, StateError};
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
+use std::os::fd::AsFd;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+use support::netns::{command_in, mounts_under, node_link, remove_all};
+use support::policy::TestPolicy;
+use support::{jsonl, wait};
 
 const NODE: &str = "cn1";
 
-/// True when running as root; otherwise says why the test is skipped.
+/// True when running as root; otherwise says why `test` is skipped.
 fn root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    println!("skipped: needs root ({test} creates namespaces, cgroups and nftables tables)");
-    false
+    support::root::is_root(test, "namespaces, cgroups and nftables tables")
 }
 
 /// Set in the environment of this executable re-run as `extnet-prolog` or `extnet-epilog`.
@@ -64,6 +63,27 @@ impl std::fmt::Display for Ran {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}; stderr:\n{}", self.status, self.stderr)
     }
+}
+
+/// The node's policy: `eth0` in 10.77.0.0/24, cgroup mode, all of the node's files (state,
+/// namespaces, logs) under `dir` and its cgroups under `cgroup_base`; ports 30000-30767 in
+/// blocks of 256, without quarantine; profiles `default` (cgroup mode) and `isolated` (netns
+/// mode), for everyone.
+fn node_policy(dir: &Path, cgroup_base: &Path) -> TestPolicy {
+    let d = dir.display();
+    TestPolicy::new("eth0", "10.77.0", "30000-30767")
+        .node(r#"mode = "cgroup""#)
+        .node(&format!(r#"state_dir = "{d}/state/%n""#))
+        .node(&format!(r#"cgroup_root = "{}/%n""#, cgroup_base.display()))
+        .node(&format!(r#"netns_dir = "{d}/netns""#))
+        .node(r#"netns_subnet = "100.100.0.0/24""#)
+        .ports("block_size = 256")
+        .ports("quarantine_secs = 0")
+        .table(&format!(
+            "[log]\nlease_log = \"{d}/log/lease-%n.log\"\nfile = \"{d}/log/extnet-%n.log\""
+        ))
+        .profile("default", &["*"], &[])
+        .profile("isolated", &["*"], &[r#"mode = "netns""#])
 }
 
 /// A node of its own: namespace, policy, state, cgroups.
@@ -97,43 +117,7 @@ impl Lab {
             .join(format!("extnet-crash-{}-{tag}", std::process::id()));
         let node_ns = netns::create(&dir.join("nodens"), "node").expect("create node namespace");
         let policy = dir.join("extnet.toml");
-        std::fs::write(
-            &policy,
-            format!(
-                r#"version = 1
-[node]
-mode = "cgroup"
-interface = "eth0"
-gateway = "10.77.0.254"
-internal = ["10.77.0.0/24"]
-state_dir = "{d}/state/%n"
-cgroup_root = "{cg}/%n"
-netns_dir = "{d}/netns"
-netns_subnet = "100.100.0.0/24"
-
-[ports]
-range = "30000-30767"
-block_size = 256
-quarantine_secs = 0
-
-[log]
-lease_log = "{d}/log/lease-%n.log"
-file = "{d}/log/extnet-%n.log"
-
-[[profile]]
-name = "default"
-users = ["*"]
-
-[[profile]]
-name = "isolated"
-users = ["*"]
-mode = "netns"
-"#,
-                d = dir.display(),
-                cg = cgroup_base.display()
-            ),
-        )
-        .unwrap();
+        node_policy(&dir, &cgroup_base).write(&policy);
         let lab = Lab {
             tmp: Some(tmp),
             dir,
@@ -143,48 +127,11 @@ mode = "netns"
             prolog,
             epilog,
         };
-        for args in [
-            &["link", "set", "lo", "up"][..],
-            // a veth pair whose two ends stay here: a link with carrier, like a real NIC
-            // (the dummy driver is not built into every kernel)
-            &[
-                "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
-            ],
-            &["link", "set", "eth0p", "up"],
-            &["addr", "add", "10.77.0.11/24", "dev", "eth0"],
-            &["link", "set", "eth0", "up"],
-        ] {
-            lab.ip(args);
-        }
+        netns::run_in(lab.node_ns.as_fd(), || {
+            node_link("eth0", "10.77.0.11/24", None);
+        })
+        .expect("enter the node's namespace");
         lab
-    }
-
-    /// `ip ARGS` inside the node's namespace.
-    fn ip(&self, args: &[&str]) {
-        let out = self
-            .in_node(Command::new("ip").args(args))
-            .output()
-            .expect("run ip");
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Makes `cmd` start inside the node's network namespace.
-    fn in_node<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
-        let fd = self.node_ns.as_raw_fd();
-        // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
-        // which is async-signal-safe; `fd` stays open in the parent until the child has exec'd.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
-        }
     }
 
     /// Runs the prolog or epilog for `job` with slurmd's variables, `request` as the job's
@@ -207,7 +154,9 @@ mode = "netns"
         if let Some(f) = fail {
             cmd.env(failpoint::VAR, f);
         }
-        let out = self.in_node(&mut cmd).output().expect("run prolog/epilog");
+        let out = command_in(&mut cmd, &self.node_ns)
+            .output()
+            .expect("run prolog/epilog");
         Ran {
             status: out.status,
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -269,11 +218,8 @@ mode = "netns"
 
     /// The lease log's events for `job`, in order.
     fn events(&self, job: u32) -> Vec<String> {
-        let log = self.dir.join(format!("log/lease-{NODE}.log"));
-        std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("lease log line is JSON"))
+        jsonl::read(&self.dir.join(format!("log/lease-{NODE}.log")))
+            .into_iter()
             .filter(|r| r["job_id"] == job)
             .map(|r| r["event"].as_str().unwrap_or("?").to_owned())
             .collect()
@@ -345,19 +291,13 @@ mode = "netns"
     /// Asserts that nothing of `job` is left. Waits up to 5 s: the kernel reaps a dropped
     /// namespace's veth pair asynchronously.
     fn assert_clean(&self, job: u32, what: &str) {
-        let start = Instant::now();
-        loop {
+        wait::until(Duration::from_secs(5), Duration::from_millis(20), || {
             let left = self.residue(job);
             if left.is_empty() {
-                return;
+                return Ok(());
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "{what}: job {job} left:\n  {}",
-                left.join("\n  ")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            Err(format!("{what}: job {job} left:\n  {}", left.join("\n  ")))
+        });
     }
 
     /// `disable_ipv6` of the host side of `job`'s veth pair, in the node's namespace.
@@ -376,17 +316,7 @@ mode = "netns"
         cmd.arg("600").stdin(Stdio::null());
         let child = if let Some(ns) = &g.netns {
             let f = File::open(ns).expect("open the job's namespace");
-            let fd = f.as_raw_fd();
-            // SAFETY: only setns(2) between fork and exec; `f` outlives the spawn.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-            cmd.spawn().expect("spawn sleep")
+            command_in(&mut cmd, &f).spawn().expect("spawn sleep")
         } else {
             let child = cmd.spawn().expect("spawn sleep");
             let cg = g.cgroup.as_ref().expect("cgroup grant has a cgroup");
@@ -404,11 +334,11 @@ mode = "netns"
         self.teardown();
         assert!(!dir.exists(), "{} is left", dir.display());
         assert!(!cg.exists(), "cgroup {} is left", cg.display());
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let d = dir.display().to_string();
-        assert!(
-            !mounts.lines().any(|l| l.contains(&d)),
-            "mounts left under {d}"
+        assert_eq!(
+            mounts_under(&dir),
+            Vec::<String>::new(),
+            "mounts left under {}",
+            dir.display()
         );
     }
 
@@ -437,11 +367,7 @@ mode = "netns"
             let _ = extnet::kernel::cgroup::kill_all(&e.path(), Duration::from_secs(2));
         }
         for sub in ["netns", "nodens"] {
-            let d = self.dir.join(sub);
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let _ = netns::delete(&d, &e.file_name().to_string_lossy());
-            }
-            while nix::mount::umount2(&d, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
+            remove_all(&self.dir.join(sub));
         }
         // slot cgroups, the node's cgroup, the base (bpf programs go with them)
         for e in std::fs::read_dir(self.cgroup_root())
@@ -467,23 +393,19 @@ impl Drop for Lab {
 
 /// Waits until `child` has exited (it must have been killed); fails after 10 s.
 fn assert_dies(child: &mut Child, what: &str) {
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            assert_eq!(
-                st.signal(),
-                Some(libc::SIGKILL),
-                "{what}: task ended with {st}"
-            );
-            return;
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: the job's task survived the epilog");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let ended = wait::poll(Duration::from_secs(10), Duration::from_millis(20), || {
+        child.try_wait().unwrap().ok_or_else(String::new)
+    });
+    let Ok(st) = ended else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{what}: the job's task survived the epilog");
+    };
+    assert_eq!(
+        st.signal(),
+        Some(libc::SIGKILL),
+        "{what}: task ended with {st}"
+    );
 }
 
 /// The lease log of a job is sound: every allocate is followed by a release, and a job that

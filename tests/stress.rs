@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::cluster::*;
+use support::wait;
 
 /// Jobs per array: one array in cgroup mode, one in netns mode.
 const PER_ARRAY: u32 = 100;
@@ -25,21 +26,16 @@ struct Rec {
     unix: u64,
 }
 
+/// The records of `node`'s lease log, in order.
 fn records(c: &Cluster, node: &str) -> Vec<Rec> {
-    let path = c.xn_dir.join(format!("log/lease-{node}.log"));
-    std::fs::read_to_string(&path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            let r: serde_json::Value = serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("{}: bad line {l:?}: {e}", path.display()));
-            Rec {
-                event: r["event"].as_str().unwrap_or_default().to_owned(),
-                job: r["job_id"].as_u64().unwrap() as u32,
-                first: r["port_first"].as_u64().unwrap() as u16,
-                last: r["port_last"].as_u64().unwrap() as u16,
-                unix: r["unix"].as_u64().unwrap(),
-            }
+    c.log("lease", node)
+        .into_iter()
+        .map(|r| Rec {
+            event: r["event"].as_str().unwrap_or_default().to_owned(),
+            job: r["job_id"].as_u64().unwrap() as u32,
+            first: r["port_first"].as_u64().unwrap() as u16,
+            last: r["port_last"].as_u64().unwrap() as u16,
+            unix: r["unix"].as_u64().unwrap(),
         })
         .collect()
 }
@@ -224,48 +220,54 @@ fn wait_all_done(
     secs: u64,
     ct: &mut std::collections::BTreeSet<Translated>,
 ) {
-    let start = Instant::now();
-    loop {
+    wait::until(Duration::from_secs(secs), Duration::from_secs(1), || {
         gateway_conntrack(c, ct);
         let q = c.login("root", 30, &["squeue", "-h", "-r", "-u", user, "-o", "%i"]);
         assert!(q.ok(), "squeue: {q}");
-        let left = q.stdout.lines().count();
-        if left == 0 {
-            return;
+        match q.stdout.lines().count() {
+            0 => Ok(()),
+            left => Err(format!(
+                "{left} jobs of {user} still queued or running after {secs} s"
+            )),
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "{left} jobs of {user} still queued or running after {secs} s"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    });
 }
 
 /// Asserts that nothing of any of `jobs` is left on any node (the epilog ends shortly after
 /// slurmctld forgets a job, and the kernel reaps veths asynchronously: up to 60 s).
 fn assert_no_residue(c: &Cluster, jobs: &[u32]) {
-    let start = Instant::now();
     let mut pending: Vec<u32> = jobs.to_vec();
-    loop {
+    let clean = wait::poll(Duration::from_secs(60), Duration::from_millis(500), || {
         pending.retain(|&j| !c.residue(j).is_empty());
         if pending.is_empty() {
-            return;
+            Ok(())
+        } else {
+            Err(String::new())
         }
-        if start.elapsed() > Duration::from_secs(60) {
-            let shown: Vec<String> = pending
-                .iter()
-                .take(5)
-                .map(|&j| format!("job {j}:\n  {}", c.residue(j).join("\n  ")))
-                .collect();
-            panic!(
-                "{} of {} jobs left something behind, e.g.\n{}",
-                pending.len(),
-                jobs.len(),
-                shown.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
+    });
+    if clean.is_err() {
+        let shown: Vec<String> = pending
+            .iter()
+            .take(5)
+            .map(|&j| format!("job {j}:\n  {}", c.residue(j).join("\n  ")))
+            .collect();
+        panic!(
+            "{} of {} jobs left something behind, e.g.\n{}",
+            pending.len(),
+            jobs.len(),
+            shown.join("\n")
+        );
     }
+}
+
+/// Asserts that `prog` (`prolog`, `epilog`) of `job` exited 0; shows its stderr otherwise.
+fn assert_success(prog: &str, job: u32, out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{prog} of job {job}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// 200 external jobs (100 in cgroup mode, 100 in netns mode) across both nodes, several at
@@ -308,18 +310,14 @@ fn two_hundred_external_jobs_leave_no_residue_and_no_block_is_issued_twice() {
     let mut remapped = 0;
 
     // every job: its output, its one SEEN line from the gateway, a port inside its block
-    let work = c.xn_dir.join(format!("work/{ALLOWED}"));
+    let work = c.work(ALLOWED);
     let mut jobs: Vec<(u32, &str)> = Vec::new();
     for &(profile, array) in &arrays {
         for task in 1..=PER_ARRAY {
             let path: PathBuf = work.join(format!("stress-{array}-{task}.out"));
             let out = std::fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("{profile} task {task}: {}: {e}", path.display()));
-            let run = Run {
-                code: Some(0),
-                stdout: out,
-                stderr: String::new(),
-            };
+            let run = Run::from_job_output(out);
             let job = run.job_id();
             let seen = run.seen("tcp");
             assert_eq!(
@@ -430,11 +428,7 @@ fn many_concurrent_prologs_on_one_node_share_the_pool_exactly() {
         .unwrap_or(0)
         .max(900_000);
     let ids: Vec<u32> = (0..n as u32).map(|i| base + i).collect();
-    let uid = nix::unistd::User::from_name(ALLOWED)
-        .unwrap()
-        .expect("the test user exists")
-        .uid
-        .as_raw();
+    let uid = uid_of(ALLOWED);
     let barrier = tempfile::NamedTempFile::new().unwrap();
     let run_all = |prog: &str, request: Option<&str>| -> Vec<(u32, std::process::Output)> {
         // every process waits for the barrier (a shared flock), then all start at once
@@ -477,12 +471,7 @@ fn many_concurrent_prologs_on_one_node_share_the_pool_exactly() {
     let mut granted = BTreeMap::new();
     let mut denied = 0;
     for (job, out) in &prologs {
-        assert!(
-            out.status.success(),
-            "prolog of job {job}: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success("prolog", *job, out);
         let s = extnet::store::state::JobState::load(&layout.job_state(*job), *job)
             .unwrap()
             .unwrap_or_else(|| panic!("job {job} has no state file"));
@@ -510,12 +499,7 @@ fn many_concurrent_prologs_on_one_node_share_the_pool_exactly() {
     let epilogs = run_all("epilog", None);
     let epilog_time = t.elapsed();
     for (job, out) in &epilogs {
-        assert!(
-            out.status.success(),
-            "epilog of job {job}: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success("epilog", *job, out);
     }
     assert_no_residue(&c, &ids);
     let w = walk(&c, node, quarantine(&c), &ids);

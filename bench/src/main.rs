@@ -26,12 +26,13 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::netns::command_in;
 
 const GATEWAY: &str = "10.99.0.254";
 const OUTSIDE: &str = "203.0.113.10";
@@ -516,7 +517,7 @@ mode = "netns"
             .args(args)
             .arg("--node")
             .arg(&n.name);
-        in_netns(&mut cmd, &n.ns);
+        command_in(&mut cmd, &n.ns);
         let out = cmd.output().context("run extnet")?;
         if !out.status.success() {
             bail!(
@@ -1040,7 +1041,7 @@ fn measure(cmd: &mut Command, stderr: &Path, n: &Node) -> Result<Sample> {
     if let Some(d) = cmd.get_current_dir() {
         l.current_dir(d);
     }
-    in_netns(&mut l, &n.ns);
+    command_in(&mut l, &n.ns);
     let out = l
         .output()
         .with_context(|| format!("run {}", spawner.display()))?;
@@ -1067,21 +1068,6 @@ fn measure(cmd: &mut Command, stderr: &Path, n: &Node) -> Result<Sample> {
         wall: Duration::from_nanos(f[0]),
         rss_kib: f[1],
     })
-}
-
-/// Makes `cmd` start in the network namespace `ns`.
-fn in_netns(cmd: &mut Command, ns: &File) {
-    let fd = ns.as_raw_fd();
-    // SAFETY: only setns(2) between fork and exec (async-signal-safe); `ns` is borrowed from a
-    // `Node` that outlives the spawn.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 /// A /32 route to the outside host through the gateway in the node's main table: the unmarked
@@ -1164,18 +1150,9 @@ fn iperf(secs: u32, via: &Via) -> Result<f64> {
             }
             Via::Netns(path) => {
                 let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
-                let fd = f.as_raw_fd();
+                command_in(&mut cmd, &f);
+                // open until the command has run
                 _keep = f;
-                // SAFETY: only setns(2) between fork and exec; the fd stays open until spawn
-                // has returned.
-                unsafe {
-                    cmd.pre_exec(move || {
-                        if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        Ok(())
-                    });
-                }
             }
         }
         let out = cmd.output().context("run iperf3")?;

@@ -7,8 +7,9 @@
 //! Ignored by a plain `cargo test`; `slurm-test-env/test` runs them with `--include-ignored`.
 
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::cluster::*;
+use support::wait;
 
 /// What the jobs download from and upload to the outside host (distinct sizes, so that
 /// counting one direction as the other shows).
@@ -17,44 +18,21 @@ const UP: u64 = 1_000_000;
 /// Headers, ACKs and the probe's datagrams: what may come on top of the payload.
 const SLACK: u64 = 512 * 1024;
 
-/// `extnet ARGS` on `node`, as root in its network namespace, with the cluster's policy.
-/// The accounting records of `job` on all nodes.
-fn records(c: &Cluster, job: u32) -> Vec<Value> {
-    let mut v = Vec::new();
-    for node in NODES {
-        let path = c.xn_dir.join(format!("log/accounting-{node}.log"));
-        for line in std::fs::read_to_string(&path).unwrap_or_default().lines() {
-            let r: Value = serde_json::from_str(line).unwrap_or_else(|e| {
-                panic!(
-                    "accounting log {} has a bad line {line:?}: {e}",
-                    path.display()
-                )
-            });
-            if r["job_id"] == job {
-                v.push(r);
-            }
-        }
-    }
-    v
-}
-
 /// Waits until `job` has `n` accounting records (the epilogs write them as the job ends).
 fn wait_records(c: &Cluster, job: u32, n: usize) -> Vec<Value> {
     c.wait_gone(job);
-    let start = Instant::now();
-    loop {
-        let r = records(c, job);
+    let r = wait::until(Duration::from_secs(30), Duration::from_millis(200), || {
+        let r = c.job_log("accounting", job);
         if r.len() >= n {
-            assert_eq!(r.len(), n, "job {job}: one record per node:\n{r:#?}");
-            return r;
+            return Ok(r);
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
+        Err(format!(
             "job {job}: {} accounting records after 30 s, {n} expected",
             r.len()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        ))
+    });
+    assert_eq!(r.len(), n, "job {job}: one record per node:\n{r:#?}");
+    r
 }
 
 fn u(r: &Value, key: &str) -> u64 {
@@ -63,23 +41,9 @@ fn u(r: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no number {key} in {r:#}"))
 }
 
-fn uid_of(user: &str) -> u64 {
-    nix::unistd::User::from_name(user)
-        .unwrap()
-        .unwrap_or_else(|| panic!("no user {user}"))
-        .uid
-        .as_raw()
-        .into()
-}
-
 /// The unix time of the job's lease-log record `event` on `node`.
 fn logged_at(c: &Cluster, job: u32, node: &str, event: &str) -> u64 {
-    let r = c
-        .lease_records(job)
-        .into_iter()
-        .find(|r| r["event"] == event && r["node"] == node)
-        .unwrap_or_else(|| panic!("no {event} record of job {job} on {node} in the lease log"));
-    u(&r, "unix")
+    u(&c.lease_record(job, node, event), "unix")
 }
 
 /// A job downloads DOWN bytes and uploads UP bytes over HTTP, sends one UDP probe, and sends
@@ -110,7 +74,7 @@ fn transfer_is_accounted(profile: &str, mode: &str) {
     let rec = &recs[0];
     assert_eq!(rec["node"], "n1");
     assert_eq!(rec["user"], ALLOWED);
-    assert_eq!(u(rec, "uid"), uid_of(ALLOWED));
+    assert_eq!(u(rec, "uid"), u64::from(uid_of(ALLOWED)));
     assert_eq!(rec["profile"], profile);
     assert_eq!(rec["mode"], mode);
     let block = c.block(job, "n1");
@@ -191,20 +155,9 @@ fn status_entry(c: &Cluster, node: &str, job: u32) -> (Value, Value) {
 #[ignore = "needs root and the test cluster: run slurm-test-env/test"]
 fn status_shows_a_running_jobs_counters_and_interim_records_come_once_per_interval() {
     let c = Cluster::get();
-    let out_file = |job: u32| c.xn_dir.join(format!("work/{ALLOWED}/slurm-{job}.out"));
     let job = c.sbatch(ALLOWED, 30, &["-N1", "-w", "n1", "--external-net"], &format!("/usr/bin/curl -sS -o /dev/null http://{OUTSIDE}:8080/bytes/{DOWN} && echo DOWNLOADED; sleep 120"));
-    let start = Instant::now();
-    while !std::fs::read_to_string(out_file(job))
-        .unwrap_or_default()
-        .contains("DOWNLOADED")
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "job {job} did not download within 60 s: {:?}",
-            std::fs::read_to_string(out_file(job))
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // the job downloaded within 60 s
+    c.wait_job_output(ALLOWED, job, "DOWNLOADED");
 
     // counters so far, while the job runs
     let (v, entry) = status_entry(&c, "n1", job);
@@ -251,9 +204,9 @@ fn status_shows_a_running_jobs_counters_and_interim_records_come_once_per_interv
         )
     };
     let count = || {
-        c.lease_records(job)
+        c.lease_events(job)
             .iter()
-            .filter(|r| r["event"] == "interim")
+            .filter(|e| *e == "interim")
             .count()
     };
     let r = interim();
@@ -263,11 +216,7 @@ fn status_shows_a_running_jobs_counters_and_interim_records_come_once_per_interv
         1,
         "one interim record for a lease older than 5 s: {r}"
     );
-    let rec = c
-        .lease_records(job)
-        .into_iter()
-        .find(|r| r["event"] == "interim")
-        .unwrap();
+    let rec = c.lease_record(job, "n1", "interim");
     assert_eq!(
         (u(&rec, "port_first") as u16, u(&rec, "port_last") as u16),
         c.block(job, "n1")
@@ -286,13 +235,8 @@ fn status_shows_a_running_jobs_counters_and_interim_records_come_once_per_interv
         u(rec, "bytes_in") >= u(cnt, "bytes_in"),
         "counters only grow: {rec:#}"
     );
-    let events: Vec<String> = c
-        .lease_records(job)
-        .iter()
-        .map(|r| r["event"].as_str().unwrap().to_string())
-        .collect();
     assert_eq!(
-        events,
+        c.lease_events(job),
         ["allocate", "interim", "release"],
         "lease log of job {job}"
     );
@@ -306,23 +250,7 @@ fn accounting_sums_a_two_node_job_in_the_table() {
     let script = format!(
         "#!/bin/sh\n#SBATCH -N2\n#SBATCH --external-net\necho JOB=$SLURM_JOB_ID\nsrun -N2 /usr/bin/curl -sS -o /dev/null http://{OUTSIDE}:8080/bytes/{UP}\n"
     );
-    let path = c.xn_dir.join(format!("work/{ALLOWED}/acct-two-nodes.sh"));
-    std::fs::write(&path, script).unwrap();
-    let r = c.login(
-        ALLOWED,
-        60,
-        &["sbatch", "--parsable", "--wait", path.to_str().unwrap()],
-    );
-    assert!(r.ok(), "{r}");
-    let job: u32 = r
-        .stdout
-        .trim()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let job = c.sbatch_script(ALLOWED, 60, "acct-two-nodes.sh", &script);
     let recs = wait_records(&c, job, 2);
     let mut total = 0;
     for rec in &recs {

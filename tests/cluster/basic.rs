@@ -8,8 +8,6 @@
 
 use support::cluster::*;
 
-const NEEDS: &str = "needs root and the test cluster: run slurm-test-env/test";
-
 fn in_block(port: u16, block: (u16, u16)) -> bool {
     block.0 <= port && port <= block.1
 }
@@ -28,7 +26,7 @@ fn reaches_outside(profile: &str) {
     let job = r.job_id();
     let block = c.block(job, "n1");
     for proto in ["tcp", "udp", "http"] {
-        let seen = c.seen_or_fail(&r, proto);
+        let seen = r.seen_one(proto);
         assert_eq!(
             seen.0, GATEWAY_PUBLIC,
             "{proto}: the outside must see the gateway's address:\n{r}"
@@ -40,24 +38,11 @@ fn reaches_outside(profile: &str) {
         );
     }
     c.assert_clean(job);
-    let events: Vec<_> = c
-        .lease_records(job)
-        .iter()
-        .map(|r| r["event"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(events, ["allocate", "release"], "lease log of job {job}");
-}
-
-trait SeenExt {
-    fn seen_or_fail(&self, r: &Run, proto: &str) -> (String, u16);
-}
-
-impl SeenExt for Cluster {
-    fn seen_or_fail(&self, r: &Run, proto: &str) -> (String, u16) {
-        let s = r.seen(proto);
-        assert_eq!(s.len(), 1, "expected one SEEN {proto} line:\n{r}");
-        s[0].clone()
-    }
+    assert_eq!(
+        c.lease_events(job),
+        ["allocate", "release"],
+        "lease log of job {job}"
+    );
 }
 
 #[test]
@@ -75,7 +60,6 @@ fn netns_job_with_flag_reaches_outside_over_tcp_udp_http() {
 #[test]
 #[ignore = "needs root and the test cluster: run slurm-test-env/test"]
 fn job_without_flag_cannot_reach_outside_even_beside_an_external_job_of_the_same_user() {
-    let _ = NEEDS;
     let c = Cluster::get();
     let p = c.probe();
     // an external job of the same user holds a lease on n1 meanwhile
@@ -186,16 +170,10 @@ fn two_external_jobs_on_one_node_get_different_blocks() {
     }
     let mut blocks = Vec::new();
     for &j in &jobs {
-        let out = std::fs::read_to_string(c.xn_dir.join(format!("work/{ALLOWED}/slurm-{j}.out")))
-            .unwrap_or_else(|e| panic!("job {j} output: {e}"));
-        let r = Run {
-            code: Some(0),
-            stdout: out,
-            stderr: String::new(),
-        };
+        let r = Run::from_job_output(c.job_output(ALLOWED, j));
         let block = c.block(j, "n1");
         for proto in ["tcp", "udp"] {
-            let (ip, port) = c.seen_or_fail(&r, proto);
+            let (ip, port) = r.seen_one(proto);
             assert_eq!(ip, GATEWAY_PUBLIC);
             assert!(
                 in_block(port, block),
@@ -209,14 +187,7 @@ fn two_external_jobs_on_one_node_get_different_blocks() {
         "two jobs at once must not share a block"
     );
     // they overlapped in time: both allocations precede both releases in the log
-    let t = |j: u32, ev: &str| {
-        c.lease_records(j)
-            .iter()
-            .find(|r| r["event"] == ev)
-            .unwrap()["unix"]
-            .as_u64()
-            .unwrap()
-    };
+    let t = |j: u32, ev: &str| c.lease_record(j, "n1", ev)["unix"].as_u64().unwrap();
     assert!(
         t(jobs[0], "allocate") <= t(jobs[1], "release")
             && t(jobs[1], "allocate") <= t(jobs[0], "release")
@@ -237,25 +208,8 @@ fn sbatch_external_net_with_srun_step_across_two_nodes() {
     let script = format!(
         "#!/bin/sh\n#SBATCH -N2\n#SBATCH --external-net\necho JOB=$SLURM_JOB_ID\n{p} tcp\nsrun -N2 -l sh -c 'if [ \"$SLURMD_NODENAME\" = n2 ]; then {p} http; else {p} tcp; fi'\n"
     );
-    let path = c.xn_dir.join(format!("work/{ALLOWED}/two-nodes.sh"));
-    std::fs::write(&path, script).unwrap();
-    let r = c.login(
-        ALLOWED,
-        30,
-        &["sbatch", "--parsable", "--wait", path.to_str().unwrap()],
-    );
-    assert!(r.ok(), "{r}");
-    let job: u32 = r
-        .stdout
-        .trim()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let out =
-        std::fs::read_to_string(c.xn_dir.join(format!("work/{ALLOWED}/slurm-{job}.out"))).unwrap();
+    let job = c.sbatch_script(ALLOWED, 30, "two-nodes.sh", &script);
+    let out = c.job_output(ALLOWED, job);
     let seen: Vec<&str> = out
         .lines()
         .filter(|l| l.contains("SEEN tcp") || l.contains("SEEN http"))
@@ -285,14 +239,9 @@ fn sbatch_netns_job_reaches_outside() {
         &["--wait", "-N1", "-w", "n2", "--external-net=isolated"],
         &format!("echo JOB=$SLURM_JOB_ID; {p} tcp; ip -o -4 addr show dev eth0"),
     );
-    let out =
-        std::fs::read_to_string(c.xn_dir.join(format!("work/{ALLOWED}/slurm-{job}.out"))).unwrap();
-    let run = Run {
-        code: Some(0),
-        stdout: out.clone(),
-        stderr: String::new(),
-    };
-    let (ip, port) = c.seen_or_fail(&run, "tcp");
+    let out = c.job_output(ALLOWED, job);
+    let run = Run::from_job_output(out.clone());
+    let (ip, port) = run.seen_one("tcp");
     assert_eq!(ip, GATEWAY_PUBLIC);
     assert!(in_block(port, c.block(job, "n2")));
     assert!(

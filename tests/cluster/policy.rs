@@ -8,7 +8,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 use support::cluster::*;
 
 const GROUP_MEMBER: &str = "xncarol";
@@ -18,10 +17,7 @@ const ACCOUNT: &str = "xnacct";
 
 /// The profile of the job's lease on `node`, from the lease log.
 fn leased_profile(c: &Cluster, job: u32, node: &str) -> String {
-    c.lease_records(job)
-        .into_iter()
-        .find(|r| r["event"] == "allocate" && r["node"] == node)
-        .unwrap_or_else(|| panic!("no allocate record for job {job} on {node}"))["profile"]
+    c.lease_record(job, node, "allocate")["profile"]
         .as_str()
         .unwrap()
         .to_string()
@@ -30,9 +26,7 @@ fn leased_profile(c: &Cluster, job: u32, node: &str) -> String {
 /// One SEEN tcp line from the gateway's address, and the job's lease of `profile` on n1.
 fn assert_out_with(c: &Cluster, r: &Run, profile: &str) -> u32 {
     assert!(r.ok(), "the job failed:\n{r}");
-    let seen = r.seen("tcp");
-    assert_eq!(seen.len(), 1, "expected one SEEN tcp line:\n{r}");
-    assert_eq!(seen[0].0, GATEWAY_PUBLIC, "{r}");
+    assert_eq!(r.seen_one("tcp").0, GATEWAY_PUBLIC, "{r}");
     let job = r.job_id();
     assert_eq!(leased_profile(c, job, "n1"), profile, "job {job}");
     job
@@ -91,11 +85,7 @@ fn auto_principal_gets_out_without_asking_and_others_do_not() {
     let p = c.probe();
     let r = c.srun(AUTO, &["-N1", "-w", "n1"], &format!("{p} tcp"));
     let job = assert_out_with(&c, &r, "transparent");
-    let alloc = c
-        .lease_records(job)
-        .into_iter()
-        .find(|r| r["event"] == "allocate")
-        .unwrap();
+    let alloc = c.lease_record(job, "n1", "allocate");
     assert_eq!(alloc["user"], AUTO);
     // granted by name: the decision needed no group lookup (NSS is costly in a new process)
     let steps = c.prolog_steps(job, "n1");
@@ -113,8 +103,7 @@ fn auto_principal_gets_out_without_asking_and_others_do_not() {
         &["--wait", "-N1", "-w", "n2"],
         &format!("{p} tcp"),
     );
-    let out =
-        std::fs::read_to_string(c.xn_dir.join(format!("work/{AUTO}/slurm-{job}.out"))).unwrap();
+    let out = c.job_output(AUTO, job);
     assert!(
         out.contains(&format!("SEEN tcp {GATEWAY_PUBLIC} ")),
         "batch job {job} of the auto user did not get out:\n{out}"
@@ -390,23 +379,6 @@ impl Drop for PolicyGuard {
     }
 }
 
-/// Waits until `path` exists and contains `needle`; returns its content.
-fn wait_for_text(path: &std::path::Path, needle: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let t = std::fs::read_to_string(path).unwrap_or_default();
-        if t.contains(needle) {
-            return t;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{} has no {needle:?} after 60 s:\n{t}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 #[ignore = "needs root and the test cluster: run slurm-test-env/test"]
 fn changed_policy_applies_to_new_jobs_and_running_jobs_keep_their_grant() {
@@ -418,16 +390,14 @@ fn changed_policy_applies_to_new_jobs_and_running_jobs_keep_their_grant() {
         path: path.clone(),
         text: original.clone(),
     };
-    let work = c.xn_dir.join(format!("work/{ALLOWED}"));
-    let go = work.join("reload-go");
+    let go = c.work(ALLOWED).join("reload-go");
     let _ = std::fs::remove_file(&go);
     // a running job of profile "web" (an allowlist binding) that probes before and after
     let bg_job = c.sbatch(ALLOWED, 30, &["-N1", "-w", "n1", "--external-net=web"], &format!(
                 "{p} tcp; echo first=$?; i=0; while [ ! -e {go} ] && [ $i -lt 300 ]; do sleep 0.2; i=$((i+1)); done; {p} tcp; echo second=$?; {p} http --timeout 2; echo http=$?",
                 go = go.display()
             ));
-    let out = work.join(format!("slurm-{bg_job}.out"));
-    wait_for_text(&out, "first=");
+    c.wait_job_output(ALLOWED, bg_job, "first=");
     // change the policy: a new profile with an allowlist changes the node's ruleset
     let base = c.state_dir("n1").join("base.json");
     let before = std::fs::read_to_string(&base).unwrap();
@@ -458,7 +428,7 @@ fn changed_policy_applies_to_new_jobs_and_running_jobs_keep_their_grant() {
     // the running job kept its grant and its allowlist across the reload
     std::fs::write(&go, "").unwrap();
     c.wait_gone(bg_job);
-    let text = wait_for_text(&out, "http=");
+    let text = c.wait_job_output(ALLOWED, bg_job, "http=");
     let _ = std::fs::remove_file(&go);
     assert!(
         text.contains("first=0") && text.contains("second=0") && text.contains("http=1"),
@@ -471,17 +441,6 @@ fn changed_policy_applies_to_new_jobs_and_running_jobs_keep_their_grant() {
     );
     c.assert_clean(bg_job);
     c.assert_clean(new_job);
-}
-
-/// The `SEEN tcp <addr> <port>` lines of a text (a batch job's output).
-fn seen_tcp(text: &str) -> Vec<(String, u16)> {
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() == 4 && f[0] == "SEEN" && f[1] == "tcp")
-                .then(|| (f[2].to_string(), f[3].parse().unwrap()))
-        })
-        .collect()
 }
 
 /// The test policy's pool of `profile`, which leaves through gw2 (10.99.0.253).
@@ -501,22 +460,16 @@ fn a_profile_pool_with_its_own_gateway_leaves_through_it_in_its_own_blocks() {
     let policy = c.policy();
     let bulk = gw2_pool(&policy, "bulk");
     let (first, last) = (bulk.ports.first, bulk.ports.last);
-    let work = c.xn_dir.join(format!("work/{ALLOWED}"));
-    let go = work.join("bulk-go");
+    let go = c.work(ALLOWED).join("bulk-go");
     let _ = std::fs::remove_file(&go);
     // a job of profile "bulk" on n1 that gets out, then holds its lease until told
     let bg_job = c.sbatch(ALLOWED, 30, &["-N1", "-w", "n1", "--external-net=bulk"], &format!(
                 "{p} tcp; echo first=$?; i=0; while [ ! -e {go} ] && [ $i -lt 300 ]; do sleep 0.2; i=$((i+1)); done; {p} tcp; echo second=$?",
                 go = go.display()
             ));
-    let out = work.join(format!("slurm-{bg_job}.out"));
-    wait_for_text(&out, "first=");
+    c.wait_job_output(ALLOWED, bg_job, "first=");
     // its lease: the pool's slot and block, from the lease log
-    let alloc = c
-        .lease_records(bg_job)
-        .into_iter()
-        .find(|r| r["event"] == "allocate" && r["node"] == "n1")
-        .unwrap_or_else(|| panic!("no allocate record of job {bg_job}"));
+    let alloc = c.lease_record(bg_job, "n1", "allocate");
     assert_eq!(alloc["profile"], "bulk");
     let mark = alloc["mark"].as_u64().unwrap() as u32;
     let slot = mark & extnet::plan::SLOT_MASK;
@@ -577,13 +530,13 @@ fn a_profile_pool_with_its_own_gateway_leaves_through_it_in_its_own_blocks() {
     // the bulk job, still running, gets out again through gw2; then it ends
     std::fs::write(&go, "").unwrap();
     c.wait_gone(bg_job);
-    let text = wait_for_text(&out, "second=");
+    let text = c.wait_job_output(ALLOWED, bg_job, "second=");
     let _ = std::fs::remove_file(&go);
     assert!(
         text.contains("first=0") && text.contains("second=0"),
         "{text}"
     );
-    let seen = seen_tcp(&text);
+    let seen = Run::from_job_output(text.clone()).seen("tcp");
     assert_eq!(seen.len(), 2, "{text}");
     for (addr, port) in &seen {
         assert_eq!(
@@ -614,25 +567,19 @@ fn a_netns_job_of_a_pool_with_its_own_gateway_leaves_through_it_in_its_own_block
     );
     assert!(r.ok(), "the job failed:\n{r}");
     let job = r.job_id();
-    let alloc = c
-        .lease_records(job)
-        .into_iter()
-        .find(|r| r["event"] == "allocate" && r["node"] == "n2")
-        .unwrap_or_else(|| panic!("no allocate record of job {job} on n2"));
+    let alloc = c.lease_record(job, "n2", "allocate");
     assert_eq!(alloc["profile"], "bulkns", "{alloc}");
     assert_eq!(alloc["mode"], "netns", "{alloc}");
     assert_eq!(c.block(job, "n2"), (first, last), "{alloc}");
     // out of its own namespace, through gw2, from a port of the pool's block
-    let seen = r.seen("tcp");
-    assert_eq!(seen.len(), 1, "expected one SEEN tcp line:\n{r}");
+    let (addr, port) = r.seen_one("tcp");
     assert_eq!(
-        seen[0].0, GATEWAY2_PUBLIC,
+        addr, GATEWAY2_PUBLIC,
         "job {job} must leave through gw2:\n{r}"
     );
     assert!(
-        (first..=last).contains(&seen[0].1),
-        "job {job}: port {} outside its block {first}-{last}:\n{r}",
-        seen[0].1
+        (first..=last).contains(&port),
+        "job {job}: port {port} outside its block {first}-{last}:\n{r}"
     );
     c.assert_clean(job);
 }

@@ -12,76 +12,29 @@ use extnet::kernel::nftables as nft;
 use extnet::kernel::nftables::netlink::{Change, NfSocket, NfnlError, Verdict};
 use extnet::node::allowlist;
 use extnet::plan::ruleset::allowlist as allowlist_plan;
-use extnet_policy::Policy;
 use std::net::{SocketAddrV4, UdpSocket};
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
-
-const POLICY: &str = r#"version = 1
-[node]
-interface = "xa0"
-gateway = "10.98.0.254"
-internal = ["10.98.0.0/24"]
-[ports]
-range = "20000-20767"
-[[profile]]
-name = "open"
-users = ["a"]
-[[profile]]
-name = "web"
-users = ["a"]
-destinations = [
-  { net = "203.0.113.10", proto = "tcp", ports = "80,443" },
-  { net = "203.0.113.10", proto = "udp", ports = 7001 },
-  { net = "198.51.100.0/24" },
-]
-"#;
+use support::netns::{in_private_netns, node_link};
+use support::policy::allowlist as policy;
+use support::root::is_root;
+use support::tables::allowlist_table as table;
 
 const OPEN: u32 = 0x10000;
 const WEB: u32 = 0x10001;
 const UNBOUND: u32 = 0x10002;
 
-fn policy() -> Policy {
-    Policy::from_toml(POLICY, "t").unwrap()
-}
-
-/// The allowlist part of the node table (as the base ruleset declares it).
-fn table(policy: &Policy) -> String {
-    format!(
-        "table ip extnet {{\n  set internal {{ type ipv4_addr; flags interval; elements = {{ 10.98.0.0/24 }}; }}\n{}}}\n",
-        allowlist_plan::nft_objects(policy)
-    )
-}
-
-/// Runs `f` on a thread of its own in a new network namespace with a "cluster interface" (one
-/// end of a veth pair) and routes to the internal net and the outside. As root only.
-fn in_private_netns(what: &str, f: impl FnOnce() + Send + 'static) {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: needs root ({what} creates a network namespace and an nft table)");
+/// Runs `f` on a thread of its own in a new network namespace with the node interface `xa0`
+/// of the allowlist policy (one end of a veth pair), 10.98.0.11/24, and a default route via
+/// the gateway 10.98.0.254: routes to the internal net and the outside. As root only: `test`
+/// is skipped otherwise.
+fn in_node(test: &str, f: impl FnOnce() + Send) {
+    if !is_root(test, "a network namespace and an nft table") {
         return;
     }
-    std::thread::spawn(|| {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-        for cmd in [
-            "link add xa0 type veth peer name xa1",
-            "link set lo up",
-            "link set xa1 up",
-            "link set xa0 up",
-            "addr add 10.98.0.11/24 dev xa0",
-            "route add default via 10.98.0.254 dev xa0",
-        ] {
-            let args: Vec<&str> = cmd.split(' ').collect();
-            // a child started from this thread is born in the thread's namespace
-            let st = std::process::Command::new("ip")
-                .args(&args)
-                .status()
-                .unwrap();
-            assert!(st.success(), "ip {cmd}");
-        }
+    in_private_netns(|| {
+        node_link("xa0", "10.98.0.11/24", Some("10.98.0.254"));
         f()
-    })
-    .join()
-    .unwrap_or_else(|p| std::panic::resume_unwind(p));
+    });
 }
 
 /// Sends one UDP datagram to `to` from a socket with mark `mark` (0: none): `Ok` or the errno.
@@ -109,69 +62,72 @@ const EPERM: Result<(), nix::errno::Errno> = Err(nix::errno::Errno::EPERM);
 
 #[test]
 fn marked_traffic_reaches_only_its_profiles_destinations() {
-    in_private_netns("the allowlist test", || {
-        let policy = policy();
-        nft::apply(&table(&policy)).expect("the allowlist objects load");
-        assert_eq!(
-            allowlist::bind(OPEN, policy.profile("open").unwrap()).unwrap(),
-            Change::Added
-        );
-        assert_eq!(
-            allowlist::bind(WEB, policy.profile("web").unwrap()).unwrap(),
-            Change::Added
-        );
-        // binding again (a prolog run twice) changes nothing
-        assert_eq!(
-            allowlist::bind(WEB, policy.profile("web").unwrap()).unwrap(),
-            Change::Unchanged
-        );
-        allowlist::bind(UNBOUND, policy.profile("open").unwrap()).unwrap();
-        assert!(allowlist::unbind(UNBOUND).unwrap());
-        assert!(!allowlist::unbind(UNBOUND).unwrap(), "absent is fine");
+    in_node(
+        "marked_traffic_reaches_only_its_profiles_destinations",
+        || {
+            let policy = policy();
+            nft::apply(&table(&policy)).expect("the allowlist objects load");
+            assert_eq!(
+                allowlist::bind(OPEN, policy.profile("open").unwrap()).unwrap(),
+                Change::Added
+            );
+            assert_eq!(
+                allowlist::bind(WEB, policy.profile("web").unwrap()).unwrap(),
+                Change::Added
+            );
+            // binding again (a prolog run twice) changes nothing
+            assert_eq!(
+                allowlist::bind(WEB, policy.profile("web").unwrap()).unwrap(),
+                Change::Unchanged
+            );
+            allowlist::bind(UNBOUND, policy.profile("open").unwrap()).unwrap();
+            assert!(allowlist::unbind(UNBOUND).unwrap());
+            assert!(!allowlist::unbind(UNBOUND).unwrap(), "absent is fine");
 
-        // unmarked traffic (the node, other jobs) is not touched
-        assert_eq!(send(0, "192.0.2.1:53"), Ok(()));
-        // a profile without an allowlist reaches everything
-        assert_eq!(send(OPEN, "192.0.2.1:53"), Ok(()));
-        // web: only its destinations, internal always
-        assert_eq!(send(WEB, "203.0.113.10:7001"), Ok(()));
-        assert_eq!(send(WEB, "198.51.100.77:9"), Ok(()));
-        assert_eq!(
-            send(WEB, "10.98.0.5:9"),
-            Ok(()),
-            "internal destinations always pass"
-        );
-        assert_eq!(
-            send(WEB, "127.0.0.1:9"),
-            Ok(()),
-            "the node itself always passes"
-        );
-        let before = drops();
-        assert_eq!(send(WEB, "203.0.113.10:7002"), EPERM, "other port");
-        assert_eq!(send(WEB, "203.0.113.11:7001"), EPERM, "other host");
-        // fail closed: a marked socket without a binding gets nothing out
-        assert_eq!(send(UNBOUND, "192.0.2.1:53"), EPERM);
-        let after = drops();
-        assert_eq!(
-            after["dest_web_drop"],
-            before["dest_web_drop"] + 2,
-            "{after:?}"
-        );
-        assert_eq!(
-            after["unbound_drop"],
-            before["unbound_drop"] + 1,
-            "{after:?}"
-        );
-        assert!(!after.contains_key("dest_open_drop"), "{after:?}");
-        // unbinding (node teardown, a prolog's rollback) ends the slot's access
-        assert!(allowlist::unbind(WEB).unwrap());
-        assert_eq!(send(WEB, "203.0.113.10:7001"), EPERM);
-    });
+            // unmarked traffic (the node, other jobs) is not touched
+            assert_eq!(send(0, "192.0.2.1:53"), Ok(()));
+            // a profile without an allowlist reaches everything
+            assert_eq!(send(OPEN, "192.0.2.1:53"), Ok(()));
+            // web: only its destinations, internal always
+            assert_eq!(send(WEB, "203.0.113.10:7001"), Ok(()));
+            assert_eq!(send(WEB, "198.51.100.77:9"), Ok(()));
+            assert_eq!(
+                send(WEB, "10.98.0.5:9"),
+                Ok(()),
+                "internal destinations always pass"
+            );
+            assert_eq!(
+                send(WEB, "127.0.0.1:9"),
+                Ok(()),
+                "the node itself always passes"
+            );
+            let before = drops();
+            assert_eq!(send(WEB, "203.0.113.10:7002"), EPERM, "other port");
+            assert_eq!(send(WEB, "203.0.113.11:7001"), EPERM, "other host");
+            // fail closed: a marked socket without a binding gets nothing out
+            assert_eq!(send(UNBOUND, "192.0.2.1:53"), EPERM);
+            let after = drops();
+            assert_eq!(
+                after["dest_web_drop"],
+                before["dest_web_drop"] + 2,
+                "{after:?}"
+            );
+            assert_eq!(
+                after["unbound_drop"],
+                before["unbound_drop"] + 1,
+                "{after:?}"
+            );
+            assert!(!after.contains_key("dest_open_drop"), "{after:?}");
+            // unbinding (node teardown, a prolog's rollback) ends the slot's access
+            assert!(allowlist::unbind(WEB).unwrap());
+            assert_eq!(send(WEB, "203.0.113.10:7001"), EPERM);
+        },
+    );
 }
 
 #[test]
 fn bind_writes_only_when_the_slots_verdict_changes() {
-    in_private_netns("the rebind test", || {
+    in_node("bind_writes_only_when_the_slots_verdict_changes", || {
         let policy = policy();
         let (open, web) = (
             policy.profile("open").unwrap(),
@@ -266,7 +222,7 @@ fn bind_writes_only_when_the_slots_verdict_changes() {
 
 #[test]
 fn errors_name_what_is_missing_and_how_to_fix_it() {
-    in_private_netns("the error test", || {
+    in_node("errors_name_what_is_missing_and_how_to_fix_it", || {
         let policy = policy();
         let web = policy.profile("web").unwrap();
         // no table: the base is not loaded
@@ -331,69 +287,4 @@ fn errors_name_what_is_missing_and_how_to_fix_it() {
         nft::delete_table("extnet").unwrap();
         assert!(!nft::table_exists("extnet").unwrap());
     });
-}
-
-/// What binding one job costs (`cargo test --release --test kernel_allowlist --
-/// --ignored --nocapture`): as the prolog does it, one netlink socket opened and closed per
-/// call, closing included; with 0, 150 and 2000 other slots bound (to a chain: the kernel
-/// validates jump targets).
-#[test]
-#[ignore = "benchmark: prints figures"]
-fn bench_bind_unbind() {
-    for others in [0u32, 150, 2000] {
-        in_private_netns("the benchmark", move || {
-            let policy = policy();
-            let (open, web) = (
-                policy.profile("open").unwrap(),
-                policy.profile("web").unwrap(),
-            );
-            nft::apply(&table(&policy)).unwrap();
-            if others > 0 {
-                let elems: Vec<String> = (0..others)
-                    .map(|m| format!("0x{:x} : jump dest_web", 0x20000 | m))
-                    .collect();
-                nft::apply(&format!(
-                    "add element ip extnet slot_profile {{ {} }}\n",
-                    elems.join(", ")
-                ))
-                .unwrap();
-            }
-            let n = 200u32;
-            let per = |f: &dyn Fn(u32)| -> Duration {
-                let t = Instant::now();
-                for m in 0..n {
-                    f(0x10000 | m);
-                }
-                t.elapsed() / n
-            };
-            let add = per(&|m| assert_eq!(allowlist::bind(m, web).unwrap(), Change::Added));
-            let same = per(&|m| assert_eq!(allowlist::bind(m, web).unwrap(), Change::Unchanged));
-            let other = per(&|m| {
-                assert!(matches!(
-                    allowlist::bind(m, open).unwrap(),
-                    Change::Replaced(_)
-                ))
-            });
-            // where a delete's time goes: the request, or closing the socket after it
-            let (mut request, mut close) = (Duration::ZERO, Duration::ZERO);
-            for m in 0..n {
-                let mut s = NfSocket::open().unwrap();
-                let t = Instant::now();
-                assert!(matches!(
-                    allowlist::bind_on(&mut s, 0x10000 | m, web).unwrap(),
-                    Change::Replaced(_)
-                ));
-                let t2 = Instant::now();
-                drop(s);
-                request += t2 - t;
-                close += t2.elapsed();
-            }
-            let unbind = per(&|m| assert!(allowlist::unbind(m).unwrap()));
-            println!(
-                "allowlist binding with {others} other slots bound ({n} runs each, new socket per call): bind same verdict {same:?}, bind into an empty slot {add:?}, bind another verdict (delete+add) {other:?} (of which the request {:?}, closing the socket {:?}), unbind {unbind:?}",
-                request / n,
-                close / n
-            );
-        });
-    }
 }

@@ -6,159 +6,43 @@
 //! touched. Each test runs its namespace work on a thread of its own, and ends by checking that
 //! no namespace file and no mount is left. Without root each test prints why it was skipped.
 //!
-//! The ignored `bench_per_job_setup` prints timings of a per-job setup through this API and
-//! through `ip` commands: `cargo test --release --test kernel_netlink -- --ignored --nocapture`.
+//! The timings of a per-job setup through this API and through `ip` commands are a benchmark:
+//! `extnet-microbench per-job-setup` (`bench/README.md`).
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use extnet::kernel::netlink::{FwmarkRule, Netlink, Route, RouteKind};
 use extnet::kernel::netns::{self, NetnsError};
-use ipnet::Ipv4Net;
+use support::netns::{have, ip_in, mounts_under, with_netns_dir};
+use support::root::skip;
+use support::sorted;
+use support::wait;
 
 const TABLE: u32 = 7700;
 
-/// True when running as root; otherwise says why the test is skipped.
-fn root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    println!("skipped: needs root ({test} creates network namespaces and mounts)");
-    false
-}
-
-/// Runs `f` on a thread of its own, so that no namespace change can leak into the test
-/// harness's threads; a panic in `f` fails the test with its own message.
-fn in_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(f)
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
-}
-
-/// A temporary `NETNS_RUN_DIR` with the namespaces made in it. Dropping it deletes them and
-/// unmounts the directory; [`Lab::finish`] does the same and checks that nothing is left.
-struct Lab {
-    dir: Option<tempfile::TempDir>,
-    path: PathBuf,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        let dir = tempfile::Builder::new()
-            .prefix("extnet-netns-")
-            .tempdir()
-            .unwrap();
-        let path = dir.path().to_owned();
-        Lab {
-            dir: Some(dir),
-            path,
-        }
-    }
-
-    fn dir(&self) -> &Path {
-        &self.path
-    }
-
-    fn netns(&self, name: &str) -> File {
-        netns::create(self.dir(), name).unwrap_or_else(|e| panic!("create netns {name}: {e}"))
-    }
-
-    fn teardown(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(&self.path) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let _ = netns::delete(&self.path, &name);
-            }
-        }
-        // The shared bind mount `create` made of the directory itself.
-        while nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
-        if let Some(dir) = self.dir.take() {
-            let _ = dir.close();
-        }
-    }
-
-    /// Deletes everything and asserts that no mount under the directory and no file is left.
-    fn finish(mut self) {
-        let entries: Vec<_> = std::fs::read_dir(&self.path)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert!(
-            entries.is_empty(),
-            "namespace files left in {}: {entries:?}",
-            self.path.display()
-        );
-        let path = self.path.clone();
-        self.teardown();
-        assert_eq!(
-            mounts_under(&path),
-            Vec::<String>::new(),
-            "mounts left under the lab dir"
-        );
-        assert!(!path.exists(), "{} is left", path.display());
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.teardown();
-    }
-}
-
-/// Mount points at or below `dir` in the calling thread's mount namespace.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let dir = dir.to_str().unwrap();
-    std::fs::read_to_string("/proc/thread-self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|mp| mp == dir || mp.starts_with(&format!("{dir}/")))
-        .collect()
-}
+/// A rule as the node's main one: marked packets to table 7700.
+const RULE: FwmarkRule = FwmarkRule {
+    fwmark: 0x10000,
+    mask: 0x10000,
+    table: TABLE,
+    priority: 100,
+};
 
 fn ip4(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new(cmd).arg("-V").output().is_ok()
-}
-
-/// Runs a command with the calling thread's network namespace set to `ns`; returns stdout.
-fn run_in_ns(ns: &File, cmd: &str, args: &[&str]) -> String {
-    let out = netns::run_in(ns.as_fd(), || Command::new(cmd).args(args).output())
-        .unwrap()
-        .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
-    v.sort();
-    v
-}
-
 #[test]
 fn netns_create_open_enter_delete() {
-    if !root("netns_create_open_enter_delete") {
-        return;
-    }
-    in_thread(|| {
-        let lab = Lab::new();
-        let dir = lab.dir().to_owned();
+    with_netns_dir("netns_create_open_enter_delete", |lab| {
+        let dir = lab.path().to_owned();
         let original = netns::inode(&netns::current().unwrap());
 
-        let ns = lab.netns("job1");
+        let ns = lab.create("job1");
         let ino = netns::inode(&ns);
         assert_ne!(ino, original, "a new namespace");
         assert_eq!(
@@ -240,20 +124,15 @@ fn netns_create_open_enter_delete() {
         // Open fds keep the namespace alive after its name is gone.
         assert_eq!(netns::inode(&ns), ino);
         drop((ns, reopened));
-        lab.finish();
     });
 }
 
 #[test]
 fn veth_addresses_routes_and_rules() {
-    if !root("veth_addresses_routes_and_rules") {
-        return;
-    }
-    in_thread(|| {
-        let lab = Lab::new();
+    with_netns_dir("veth_addresses_routes_and_rules", |lab| {
         // `node` stands for the node's namespace, `job` for the job's.
-        let node_ns = lab.netns("node");
-        let job_ns = lab.netns("job");
+        let node_ns = lab.create("node");
+        let job_ns = lab.create("job");
         let mut node = Netlink::open_in(node_ns.as_fd()).unwrap();
         let mut job = Netlink::open_in(job_ns.as_fd()).unwrap();
 
@@ -371,12 +250,7 @@ fn veth_addresses_routes_and_rules() {
         drop((rx, tx));
 
         // The fwmark rule, twice: added once.
-        let rule = FwmarkRule {
-            fwmark: 0x10000,
-            mask: 0x10000,
-            table: TABLE,
-            priority: 100,
-        };
+        let rule = RULE;
         assert!(node.rule_ensure(&rule).unwrap());
         assert!(
             !node.rule_ensure(&rule).unwrap(),
@@ -423,92 +297,85 @@ fn veth_addresses_routes_and_rules() {
         assert!(node.index("ve-j2").unwrap().is_some());
         drop(job);
         drop(job_ns);
-        assert!(netns::delete(lab.dir(), "job").unwrap());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while node.index("ve-j2").unwrap().is_some() {
-            assert!(
-                Instant::now() < deadline,
-                "ve-j2 outlived its peer's namespace"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        assert!(netns::delete(lab.path(), "job").unwrap());
+        wait::until(
+            Duration::from_secs(10),
+            Duration::from_millis(5),
+            || match node.index("ve-j2").unwrap() {
+                Some(_) => Err("ve-j2 outlived its peer's namespace".to_owned()),
+                None => Ok(()),
+            },
+        );
 
         drop(node);
         drop(node_ns);
-        assert!(netns::delete(lab.dir(), "node").unwrap());
-        lab.finish();
+        assert!(netns::delete(lab.path(), "node").unwrap());
     });
 }
 
 #[test]
 fn errors_name_the_operation_and_absent_objects_are_not_errors() {
-    if !root("errors_name_the_operation_and_absent_objects_are_not_errors") {
-        return;
-    }
-    in_thread(|| {
-        let lab = Lab::new();
-        let ns = lab.netns("errs");
-        let mut nl = Netlink::open_in(ns.as_fd()).unwrap();
+    with_netns_dir(
+        "errors_name_the_operation_and_absent_objects_are_not_errors",
+        |lab| {
+            let ns = lab.create("errs");
+            let mut nl = Netlink::open_in(ns.as_fd()).unwrap();
 
-        // A gateway on no connected subnet: the error names the route and the errno.
-        let route = Route {
-            table: TABLE,
-            dst: "0.0.0.0/0".parse().unwrap(),
-            kind: RouteKind::Unicast {
-                gateway: Some(ip4("10.99.0.254")),
-                oif: None,
-            },
-        };
-        let err = nl.route_replace(&route).unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.starts_with("replace route default via 10.99.0.254 table 7700: ENETUNREACH"),
-            "{text}"
-        );
-        assert_eq!(err.errno(), Some(nix::errno::Errno::ENETUNREACH));
+            // A gateway on no connected subnet: the error names the route and the errno.
+            let route = Route {
+                table: TABLE,
+                dst: "0.0.0.0/0".parse().unwrap(),
+                kind: RouteKind::Unicast {
+                    gateway: Some(ip4("10.99.0.254")),
+                    oif: None,
+                },
+            };
+            let err = nl.route_replace(&route).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.starts_with("replace route default via 10.99.0.254 table 7700: ENETUNREACH"),
+                "{text}"
+            );
+            assert_eq!(err.errno(), Some(nix::errno::Errno::ENETUNREACH));
 
-        // Link index that does not exist.
-        let err = nl.set_up(999_999).unwrap_err();
-        assert!(err.is_not_found(), "{err}");
-        assert!(err.to_string().contains("index 999999"), "{err}");
-        let err = nl.addr_add(999_999, ip4("10.1.1.1"), 24).unwrap_err();
-        assert!(err.is_not_found(), "{err}");
+            // Link index that does not exist.
+            let err = nl.set_up(999_999).unwrap_err();
+            assert!(err.is_not_found(), "{err}");
+            assert!(err.to_string().contains("index 999999"), "{err}");
+            let err = nl.addr_add(999_999, ip4("10.1.1.1"), 24).unwrap_err();
+            assert!(err.is_not_found(), "{err}");
 
-        // Absent objects: None / false / empty, never an error.
-        assert_eq!(nl.index("nope0").unwrap(), None);
-        assert!(!nl.delete("nope0").unwrap());
-        assert!(!nl.route_del(&route).unwrap());
-        assert!(
-            nl.routes(4242).unwrap().is_empty(),
-            "a table that does not exist is empty"
-        );
-        let rule = FwmarkRule {
-            fwmark: 1,
-            mask: 1,
-            table: 4242,
-            priority: 4242,
-        };
-        assert!(!nl.rule_del(&rule).unwrap());
-        let lo = nl.index("lo").unwrap().unwrap();
-        assert!(!nl.addr_del(lo, ip4("10.1.1.1"), 24).unwrap());
+            // Absent objects: None / false / empty, never an error.
+            assert_eq!(nl.index("nope0").unwrap(), None);
+            assert!(!nl.delete("nope0").unwrap());
+            assert!(!nl.route_del(&route).unwrap());
+            assert!(
+                nl.routes(4242).unwrap().is_empty(),
+                "a table that does not exist is empty"
+            );
+            let rule = FwmarkRule {
+                fwmark: 1,
+                mask: 1,
+                table: 4242,
+                priority: 4242,
+            };
+            assert!(!nl.rule_del(&rule).unwrap());
+            let lo = nl.index("lo").unwrap().unwrap();
+            assert!(!nl.addr_del(lo, ip4("10.1.1.1"), 24).unwrap());
 
-        // The socket stays usable after all those errors.
-        assert_eq!(nl.index("lo").unwrap(), Some(lo));
-        drop(nl);
-        drop(ns);
-        assert!(netns::delete(lab.dir(), "errs").unwrap());
-        lab.finish();
-    });
+            // The socket stays usable after all those errors.
+            assert_eq!(nl.index("lo").unwrap(), Some(lo));
+            drop(nl);
+            drop(ns);
+            assert!(netns::delete(lab.path(), "errs").unwrap());
+        },
+    );
 }
 
 #[test]
 fn dumps_span_many_datagrams_and_filter_by_table() {
-    if !root("dumps_span_many_datagrams_and_filter_by_table") {
-        return;
-    }
-    in_thread(|| {
-        let lab = Lab::new();
-        let ns = lab.netns("big");
+    with_netns_dir("dumps_span_many_datagrams_and_filter_by_table", |lab| {
+        let ns = lab.create("big");
         let mut nl = Netlink::open_in(ns.as_fd()).unwrap();
         // 3000 routes are about 200 KB of dump: several 32 KiB datagrams.
         let mut want = Vec::new();
@@ -532,24 +399,22 @@ fn dumps_span_many_datagrams_and_filter_by_table() {
         assert_eq!(nl.routes(TABLE + 1).unwrap(), vec![other]);
         drop(nl);
         drop(ns);
-        assert!(netns::delete(lab.dir(), "big").unwrap());
-        lab.finish();
+        assert!(netns::delete(lab.path(), "big").unwrap());
     });
 }
 
 #[test]
 fn objects_are_what_ip_shows() {
-    if !root("objects_are_what_ip_shows") {
-        return;
-    }
     if !have("ip") {
-        println!("skipped: needs the `ip` command (iproute2) to compare with");
+        skip(
+            "objects_are_what_ip_shows",
+            "needs the `ip` command (iproute2) to compare with",
+        );
         return;
     }
-    in_thread(|| {
-        let lab = Lab::new();
-        let ns = lab.netns("cmp");
-        let peer_ns = lab.netns("cmp-peer");
+    with_netns_dir("objects_are_what_ip_shows", |lab| {
+        let ns = lab.create("cmp");
+        let peer_ns = lab.create("cmp-peer");
         let mut nl = Netlink::open_in(ns.as_fd()).unwrap();
         nl.veth_add("ve-cmp", "eth0", peer_ns.as_fd()).unwrap();
         let ifx = nl.index("ve-cmp").unwrap().unwrap();
@@ -580,7 +445,7 @@ fn objects_are_what_ip_shows() {
         ] {
             nl.route_replace(&r).unwrap();
         }
-        let shown = run_in_ns(&ns, "ip", &["route", "show", "table", "7700"]);
+        let shown = ip_in(&ns, &["route", "show", "table", "7700"]);
         let lines: Vec<&str> = shown.lines().map(str::trim).collect();
         assert!(
             lines
@@ -599,19 +464,14 @@ fn objects_are_what_ip_shows() {
             "{shown}"
         );
         assert_eq!(lines.len(), 3, "{shown}");
-        let addrs = run_in_ns(&ns, "ip", &["-4", "-o", "addr", "show", "dev", "ve-cmp"]);
+        let addrs = ip_in(&ns, &["-4", "-o", "addr", "show", "dev", "ve-cmp"]);
         assert!(addrs.contains("inet 10.99.0.1/30"), "{addrs}");
-        assert!(run_in_ns(&peer_ns, "ip", &["-d", "-o", "link", "show", "eth0"]).contains("veth"));
+        assert!(ip_in(&peer_ns, &["-d", "-o", "link", "show", "eth0"]).contains("veth"));
 
         // Our rule as `ip rule` shows it, and a rule `ip rule add` made counts as ours.
-        let rule = FwmarkRule {
-            fwmark: 0x10000,
-            mask: 0x10000,
-            table: TABLE,
-            priority: 100,
-        };
+        let rule = RULE;
         assert!(nl.rule_ensure(&rule).unwrap());
-        let rules = run_in_ns(&ns, "ip", &["-4", "rule", "show"]);
+        let rules = ip_in(&ns, &["-4", "rule", "show"]);
         assert!(
             rules.contains("100:\tfrom all fwmark 0x10000/0x10000 lookup 7700"),
             "{rules}"
@@ -622,9 +482,8 @@ fn objects_are_what_ip_shows() {
             table: 7701,
             priority: 200,
         };
-        run_in_ns(
+        ip_in(
             &ns,
-            "ip",
             &[
                 "rule",
                 "add",
@@ -642,9 +501,8 @@ fn objects_are_what_ip_shows() {
             "the rule made by ip is found identical"
         );
         // A rule with one more selector is not the plain fwmark rule.
-        run_in_ns(
+        ip_in(
             &ns,
-            "ip",
             &[
                 "rule", "add", "not", "fwmark", "0x1/0x1", "lookup", "7702", "priority", "300",
             ],
@@ -653,210 +511,7 @@ fn objects_are_what_ip_shows() {
 
         drop(nl);
         drop((ns, peer_ns));
-        assert!(netns::delete(lab.dir(), "cmp").unwrap());
-        assert!(netns::delete(lab.dir(), "cmp-peer").unwrap());
-        lab.finish();
-    });
-}
-
-// ---- timings --------------------------------------------------------------------------------
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
-    v.sort();
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-fn show(label: &str, v: &[Duration]) {
-    println!(
-        "{label:<46} median {:>8.3} ms   p10 {:>8.3} ms   p90 {:>8.3} ms   (n={})",
-        median(v.to_vec()).as_secs_f64() * 1e3,
-        percentile(v.to_vec(), 0.1).as_secs_f64() * 1e3,
-        percentile(v.to_vec(), 0.9).as_secs_f64() * 1e3,
-        v.len()
-    );
-}
-
-/// One job's setup through this crate: namespace, veth with the peer made inside it, two
-/// addresses, both ends up, the job's default route and the node's route to the job. Pushes
-/// the time of each step onto `steps`.
-fn setup_api(
-    dir: &Path,
-    node_ns: &File,
-    i: u32,
-    steps: &mut Vec<(&'static str, Duration)>,
-) -> File {
-    let mut t = Instant::now();
-    let mut step = |name: &'static str| {
-        steps.push((name, t.elapsed()));
-        t = Instant::now();
-    };
-    let name = format!("bench{i}");
-    let veth = format!("ve-b{i}");
-    let (host_ip, job_ip) = (
-        Ipv4Addr::new(10, 98, i as u8, 1),
-        Ipv4Addr::new(10, 98, i as u8, 2),
-    );
-    let job_ns = netns::create(dir, &name).unwrap();
-    step("netns::create");
-    let mut node = Netlink::open_in(node_ns.as_fd()).unwrap();
-    let mut job = Netlink::open_in(job_ns.as_fd()).unwrap();
-    step("2 x Netlink::open_in");
-    node.veth_add(&veth, "eth0", job_ns.as_fd()).unwrap();
-    step("veth_add");
-    let host_if = node.index(&veth).unwrap().unwrap();
-    let job_if = job.index("eth0").unwrap().unwrap();
-    step("2 x index");
-    node.addr_add(host_if, host_ip, 30).unwrap();
-    job.addr_add(job_if, job_ip, 30).unwrap();
-    step("2 x addr_add");
-    node.set_up(host_if).unwrap();
-    job.set_up(job_if).unwrap();
-    step("2 x set_up");
-    job.route_replace(&Route {
-        table: 254,
-        dst: "0.0.0.0/0".parse().unwrap(),
-        kind: RouteKind::Unicast {
-            gateway: Some(host_ip),
-            oif: None,
-        },
-    })
-    .unwrap();
-    node.route_replace(&Route {
-        table: TABLE,
-        dst: Ipv4Net::new(job_ip, 32).unwrap(),
-        kind: RouteKind::Unicast {
-            gateway: None,
-            oif: Some(host_if),
-        },
-    })
-    .unwrap();
-    step("2 x route_replace");
-    job_ns
-}
-
-/// The same setup with `ip` commands, one fork+exec each, run from the node's namespace.
-fn setup_ip(i: u32) {
-    let name = format!("bench{i}");
-    let veth = format!("ve-b{i}");
-    let (host, job) = (format!("10.98.{i}.1"), format!("10.98.{i}.2"));
-    let (host_net, job_net) = (format!("{host}/30"), format!("{job}/30"));
-    let cmds: [&[&str]; 8] = [
-        &["netns", "add", &name],
-        &[
-            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &name,
-        ],
-        &["addr", "add", &host_net, "dev", &veth],
-        &["-n", &name, "addr", "add", &job_net, "dev", "eth0"],
-        &["link", "set", "dev", &veth, "up"],
-        &["-n", &name, "link", "set", "dev", "eth0", "up"],
-        &["-n", &name, "route", "replace", "default", "via", &host],
-        &["route", "replace", &job, "dev", &veth, "table", "7700"],
-    ];
-    for args in cmds {
-        let st = Command::new("ip").args(args).status().unwrap();
-        assert!(st.success(), "ip {args:?}");
-    }
-}
-
-#[test]
-#[ignore = "timing run, prints figures: --ignored --nocapture"]
-fn bench_per_job_setup() {
-    if !root("bench_per_job_setup") {
-        return;
-    }
-    const RUNS: u32 = 100;
-    const WARMUP: u32 = 5;
-    in_thread(|| {
-        let lab = Lab::new();
-        let jobs = Lab::new();
-        let node_ns = lab.netns("node");
-
-        // This crate.
-        let (mut setup, mut teardown, mut steps) = (Vec::new(), Vec::new(), Vec::new());
-        for i in 0..WARMUP + RUNS {
-            let mut these = Vec::new();
-            let t = Instant::now();
-            let job_ns = setup_api(jobs.dir(), &node_ns, i, &mut these);
-            let t_setup = t.elapsed();
-            if i >= WARMUP {
-                steps.extend(these);
-            }
-            drop(job_ns);
-            let t = Instant::now();
-            assert!(netns::delete(jobs.dir(), &format!("bench{i}")).unwrap());
-            let t_teardown = t.elapsed();
-            if i >= WARMUP {
-                setup.push(t_setup);
-                teardown.push(t_teardown);
-            }
-        }
-        jobs.finish();
-        // Let the kernel reap the pairs before the next round reuses names and addresses.
-        let mut node = Netlink::open_in(node_ns.as_fd()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while (0..WARMUP + RUNS).any(|i| node.index(&format!("ve-b{i}")).unwrap().is_some()) {
-            assert!(Instant::now() < deadline, "pairs not reaped");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        drop(node);
-
-        // `ip`, on a thread with a private mount namespace and its own /run, so that
-        // `ip netns add` writes /run/netns there and nothing of the machine's; the commands
-        // inherit that thread's mount and network namespaces. The mount namespace ends with
-        // the thread.
-        let mut with_ip = Vec::new();
-        if have("ip") {
-            in_thread(|| {
-                use nix::mount::{mount, MsFlags};
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-                let private = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
-                mount(None::<&str>, "/", None::<&str>, private, None::<&str>).unwrap();
-                mount(
-                    Some("tmpfs"),
-                    "/run",
-                    Some("tmpfs"),
-                    MsFlags::empty(),
-                    None::<&str>,
-                )
-                .unwrap();
-                netns::enter(node_ns.as_fd()).unwrap();
-                for i in 0..WARMUP + RUNS {
-                    let t = Instant::now();
-                    setup_ip(i);
-                    if i >= WARMUP {
-                        with_ip.push(t.elapsed());
-                    }
-                    let del = Command::new("ip")
-                        .args(["netns", "del", &format!("bench{i}")])
-                        .status();
-                    assert!(del.unwrap().success());
-                }
-            });
-        }
-        drop(node_ns);
-        assert!(netns::delete(lab.dir(), "node").unwrap());
-        lab.finish();
-
-        println!();
-        show("per-job setup, extnet::kernel::netlink + netns", &setup);
-        let mut names: Vec<&str> = steps.iter().map(|(n, _)| *n).collect();
-        names.dedup();
-        for name in names.iter().take(7) {
-            let times: Vec<Duration> = steps
-                .iter()
-                .filter(|(n, _)| n == name)
-                .map(|(_, d)| *d)
-                .collect();
-            show(&format!("  step {name}"), &times);
-        }
-        show("per-job teardown, netns::delete (umount+unlink)", &teardown);
-        if !with_ip.is_empty() {
-            show("per-job setup, 8 `ip` commands (fork+exec)", &with_ip);
-        }
+        assert!(netns::delete(lab.path(), "cmp").unwrap());
+        assert!(netns::delete(lab.path(), "cmp-peer").unwrap());
     });
 }

@@ -6,54 +6,15 @@
 //! The namespace belongs to one thread of the test (`unshare(CLONE_NEWNET)`), so nothing is
 //! ever changed in the machine's own namespace, and it disappears with the thread.
 
-use extnet::kernel::netlink::{FwmarkRule, Netlink, Route, RouteKind};
+use extnet::kernel::netlink::{FwmarkRule, Netlink};
 use extnet::node::{ensure_pool_routing, teardown_pool_routing};
 use extnet::plan;
 use extnet_policy::Policy;
-use ipnet::Ipv4Net;
-use std::process::Command;
-
-const NODE: &str = r#"version = 1
-[node]
-interface = "eth0"
-gateway = "10.99.0.254"
-internal = ["10.99.0.0/24"]
-[ports]
-range = "20000-29999"
-block_size = 256
-[[profile]]
-name = "default"
-users = ["*"]
-"#;
-
-/// 39 default slots (0-38); "bulk": slot 39 via gw2 (table 7701); "wide": slots 40-55 via
-/// gw3 (table 7702; two prefixes of 8 slots).
-fn policy_a() -> Policy {
-    let text = format!(
-        "{NODE}[[profile]]\nname = \"bulk\"\nusers = [\"*\"]\ngateway = \"10.99.0.253\"\nports = {{ range = \"30000-31023\", block_size = 1024 }}\n[[profile]]\nname = \"wide\"\nusers = [\"*\"]\ngateway = \"10.99.0.252\"\nports = {{ range = \"40000-44095\" }}\n"
-    );
-    Policy::from_toml(&text, "a").unwrap()
-}
-
-/// The pools changed: "wide" is gone, "bulk" has two slots (39-40).
-fn policy_b() -> Policy {
-    let text = format!(
-        "{NODE}[[profile]]\nname = \"bulk\"\nusers = [\"*\"]\ngateway = \"10.99.0.253\"\nports = {{ range = \"30000-32047\", block_size = 1024 }}\n"
-    );
-    Policy::from_toml(&text, "b").unwrap()
-}
-
-/// Runs `ip ARGS` in the calling thread's namespace; panics with its output on failure.
-fn ip(args: &[&str]) -> String {
-    let o = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        o.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use support::netns::{in_private_netns, ip, node_link};
+use support::policy::{pools_a, pools_b};
+use support::root::is_root;
+use support::sorted;
+use support::tables::main_routing;
 
 /// The next hop the kernel picks for `dst` from a packet with mark `mark` ("direct" when none).
 fn next_hop(dst: &str, mark: u32) -> String {
@@ -64,78 +25,39 @@ fn next_hop(dst: &str, mark: u32) -> String {
         .map_or("direct".to_owned(), |i| f[i + 1].to_owned())
 }
 
-/// The main rule and table, as `node::ensure` makes them.
-fn main_routing(p: &Policy, nl: &mut Netlink, idx: u32) {
-    let n = &p.node;
-    nl.rule_ensure(&FwmarkRule {
-        fwmark: n.fwmark,
-        mask: n.fwmark,
-        table: n.route_table,
-        priority: n.rule_priority,
-    })
-    .unwrap();
-    nl.route_replace(&Route {
-        table: n.route_table,
-        dst: Ipv4Net::default(),
-        kind: RouteKind::Unicast {
-            gateway: Some(n.gateway),
-            oif: Some(idx),
-        },
-    })
-    .unwrap();
-    for net in &n.internal {
-        nl.route_replace(&Route {
-            table: n.route_table,
-            dst: *net,
-            kind: RouteKind::Throw,
-        })
-        .unwrap();
-    }
-}
-
 /// The pool rules (of any policy) in the namespace: at the priority before the main rule,
 /// with the flag bit.
 fn pool_rules_now(p: &Policy, nl: &mut Netlink) -> Vec<FwmarkRule> {
-    let mut v: Vec<FwmarkRule> = nl
-        .rules_v4()
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.priority == p.node.rule_priority - 1)
-        .filter(|r| r.fwmark & p.node.fwmark != 0)
-        .collect();
-    v.sort();
-    v
+    sorted(
+        nl.rules_v4()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.priority == p.node.rule_priority - 1)
+            .filter(|r| r.fwmark & p.node.fwmark != 0)
+            .collect(),
+    )
 }
 
-/// In the calling thread's (new) network namespace: the node interface eth0 10.99.0.11/24, one
-/// end of a veth pair (both ends up, so it has a carrier); a netlink socket and eth0's index.
+/// In the calling thread's (new) network namespace: the node interface eth0 10.99.0.11/24
+/// (the net of the pools policies); a netlink socket and eth0's index.
 fn node_interface() -> (Netlink, u32) {
-    ip(&[
-        "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
-    ]);
-    ip(&["addr", "add", "10.99.0.11/24", "dev", "eth0"]);
-    ip(&["link", "set", "peer0", "up"]);
-    ip(&["link", "set", "eth0", "up"]);
+    node_link("eth0", "10.99.0.11/24", None);
     let mut nl = Netlink::open().unwrap();
     let idx = nl.index("eth0").unwrap().expect("eth0");
     (nl, idx)
 }
 
-fn sorted(mut v: Vec<FwmarkRule>) -> Vec<FwmarkRule> {
-    v.sort();
-    v
-}
-
 #[test]
 fn pool_rules_and_tables_route_exactly_their_slots_and_are_repaired_reconciled_and_removed() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: needs root (creates a network namespace, rules and routes)");
+    if !is_root(
+        "pool_rules_and_tables_route_exactly_their_slots_and_are_repaired_reconciled_and_removed",
+        "a network namespace, rules and routes",
+    ) {
         return;
     }
-    std::thread::spawn(|| {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    in_private_netns(|| {
         let (mut nl, idx) = node_interface();
-        let a = policy_a();
+        let a = pools_a();
         main_routing(&a, &mut nl, idx);
         // a rule of someone else at the same priority: never ours to touch
         ip(&[
@@ -202,7 +124,7 @@ fn pool_rules_and_tables_route_exactly_their_slots_and_are_repaired_reconciled_a
 
         // the pools changed: the old rules and the table of the removed pool go, the new
         // layout's rules come, and slot 40 now belongs to bulk
-        let b = policy_b();
+        let b = pools_b();
         ensure_pool_routing(&b, &mut nl, idx).unwrap();
         assert_eq!(pool_rules_now(&b, &mut nl), sorted(plan::pool_rules(&b)));
         assert!(
@@ -230,44 +152,5 @@ fn pool_rules_and_tables_route_exactly_their_slots_and_are_repaired_reconciled_a
         );
         // a teardown with nothing there is fine
         assert!(teardown_pool_routing(&b, &mut nl).is_empty());
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
-}
-
-/// What the pool routing adds to every external job's `node::ensure` when nothing changed:
-/// with no pool of its own gateway (one rule dump) and with policy A's two (a rule dump, two
-/// route dumps, six route replaces).
-/// `cargo test --release --test kernel_pools -- --ignored --nocapture`
-#[test]
-#[ignore = "benchmark: prints timings"]
-fn bench_ensure_pool_routing() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: needs root");
-        return;
-    }
-    std::thread::spawn(|| {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-        let (mut nl, idx) = node_interface();
-        let none = Policy::from_toml(NODE, "none").unwrap();
-        for (name, p) in [("no routed pool", none), ("two routed pools", policy_a())] {
-            main_routing(&p, &mut nl, idx);
-            ensure_pool_routing(&p, &mut nl, idx).unwrap();
-            let mut v: Vec<std::time::Duration> = (0..500)
-                .map(|_| {
-                    let t = std::time::Instant::now();
-                    ensure_pool_routing(&p, &mut nl, idx).unwrap();
-                    t.elapsed()
-                })
-                .collect();
-            v.sort();
-            println!(
-                "ensure_pool_routing, {name}: median {:?}, p99 {:?}",
-                v[v.len() / 2],
-                v[v.len() * 99 / 100]
-            );
-        }
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    });
 }

@@ -3,9 +3,11 @@
 //! nothing behind.
 #![allow(dead_code)]
 
+use crate::{jsonl, wait};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const OUTSIDE: &str = "203.0.113.10";
 pub const GATEWAY_PUBLIC: &str = "203.0.113.1";
@@ -36,6 +38,16 @@ impl Run {
         }
     }
 
+    /// A batch job's output file, read as the output of a run that succeeded: for its
+    /// `JOB=` and `SEEN` lines.
+    pub fn from_job_output(text: String) -> Run {
+        Run {
+            code: Some(0),
+            stdout: text,
+            stderr: String::new(),
+        }
+    }
+
     pub fn ok(&self) -> bool {
         self.code == Some(0)
     }
@@ -53,6 +65,14 @@ impl Run {
                 })
             })
             .unwrap_or_else(|| panic!("no JOB= line in the job's output:\n{self}"))
+    }
+
+    /// The one `SEEN <proto> <ip> <port>` line of the outside host: the address and port it
+    /// saw; panics when there is not exactly one.
+    pub fn seen_one(&self, proto: &str) -> (String, u16) {
+        let s = self.seen(proto);
+        assert_eq!(s.len(), 1, "expected one SEEN {proto} line:\n{self}");
+        s[0].clone()
     }
 
     /// The `SEEN <proto> <ip> <port>` lines of the outside host.
@@ -131,13 +151,60 @@ impl Cluster {
         let mut all = vec!["sbatch", "--parsable"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["--wrap", wrap]);
-        let r = self.login(user, secs, &all);
+        self.sbatch_run(user, secs, &all)
+    }
+
+    /// Writes `script` to `name` in `user`'s work directory and runs it with `sbatch
+    /// --parsable --wait` as `user` (up to `secs` seconds); asserts that sbatch succeeded and
+    /// returns the job id it printed.
+    pub fn sbatch_script(&self, user: &str, secs: u32, name: &str, script: &str) -> u32 {
+        let path = self.work(user).join(name);
+        std::fs::write(&path, script).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        let path = path.display().to_string();
+        self.sbatch_run(user, secs, &["sbatch", "--parsable", "--wait", &path])
+    }
+
+    fn sbatch_run(&self, user: &str, secs: u32, args: &[&str]) -> u32 {
+        let r = self.login(user, secs, args);
         assert!(r.ok(), "sbatch failed:\n{r}");
         r.stdout
             .lines()
             .filter_map(|l| l.trim().split(';').next()?.parse().ok())
             .next_back()
             .unwrap_or_else(|| panic!("sbatch --parsable printed no job id:\n{r}"))
+    }
+
+    /// `user`'s work directory on the login host, where batch jobs start and write their
+    /// output.
+    pub fn work(&self, user: &str) -> PathBuf {
+        self.xn_dir.join("work").join(user)
+    }
+
+    /// Where batch job `job` of `user` writes its output (`slurm-<job>.out`).
+    pub fn job_output_path(&self, user: &str, job: u32) -> PathBuf {
+        self.work(user).join(format!("slurm-{job}.out"))
+    }
+
+    /// The output of batch job `job` of `user`.
+    pub fn job_output(&self, user: &str, job: u32) -> String {
+        let path = self.job_output_path(user, job);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Waits (60 s at most) until the output of the running batch job `job` of `user`
+    /// contains `needle`; returns the output.
+    pub fn wait_job_output(&self, user: &str, job: u32, needle: &str) -> String {
+        let path = self.job_output_path(user, job);
+        wait::until(Duration::from_secs(60), Duration::from_millis(200), || {
+            let t = std::fs::read_to_string(&path).unwrap_or_default();
+            if t.contains(needle) {
+                return Ok(t);
+            }
+            Err(format!(
+                "{} has no {needle:?} after 60 s:\n{t}",
+                path.display()
+            ))
+        })
     }
 
     /// `srun ARGS -- sh -c 'echo JOB=$SLURM_JOB_ID; SCRIPT'` as `user`.
@@ -182,8 +249,7 @@ impl Cluster {
 
     /// Waits (60 s at most) until `job` runs and its prolog on `node` has written its state.
     pub fn wait_running(&self, job: u32, node: &str) {
-        let start = std::time::Instant::now();
-        loop {
+        wait::until(Duration::from_secs(60), Duration::from_millis(200), || {
             let r = self.login(
                 "root",
                 20,
@@ -195,31 +261,48 @@ impl Cluster {
                     .join(format!("jobs/{job}.json"))
                     .exists()
             {
-                return;
+                return Ok(());
             }
-            assert!(
-                start.elapsed().as_secs() < 60,
-                "job {job} not running on {node} after 60 s: {r}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
+            Err(format!("job {job} not running on {node} after 60 s: {r}"))
+        });
+    }
+
+    /// The records of `node`'s JSON-lines log `log` (`lease`, `accounting`:
+    /// `log/<log>-<node>.log`), in order.
+    pub fn log(&self, log: &str, node: &str) -> Vec<Value> {
+        jsonl::read(&self.xn_dir.join(format!("log/{log}-{node}.log")))
+    }
+
+    /// The records of `job` in the log `log` of every node.
+    pub fn job_log(&self, log: &str, job: u32) -> Vec<Value> {
+        NODES
+            .iter()
+            .flat_map(|node| self.log(log, node))
+            .filter(|r| r["job_id"] == job)
+            .collect()
     }
 
     /// The lease log records of `job` (all nodes).
-    pub fn lease_records(&self, job: u32) -> Vec<serde_json::Value> {
-        let mut v = Vec::new();
-        for node in NODES {
-            let path = self.xn_dir.join(format!("log/lease-{node}.log"));
-            for line in std::fs::read_to_string(&path).unwrap_or_default().lines() {
-                let r: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
-                    panic!("lease log {} has a bad line {line:?}: {e}", path.display())
-                });
-                if r["job_id"] == job {
-                    v.push(r);
-                }
-            }
-        }
-        v
+    pub fn lease_records(&self, job: u32) -> Vec<Value> {
+        self.job_log("lease", job)
+    }
+
+    /// The events (`allocate`, `interim`, `release`) of the lease log records of `job` (all
+    /// nodes), in order.
+    pub fn lease_events(&self, job: u32) -> Vec<String> {
+        self.lease_records(job)
+            .iter()
+            .map(|r| r["event"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    }
+
+    /// The lease log record `event` (`allocate`, `release`, `interim`) of `job` on `node`;
+    /// panics when there is none.
+    pub fn lease_record(&self, job: u32, node: &str, event: &str) -> Value {
+        self.lease_records(job)
+            .into_iter()
+            .find(|r| r["event"] == event && r["node"] == node)
+            .unwrap_or_else(|| panic!("no {event} record of job {job} on {node} in the lease log"))
     }
 
     /// The step names of the prolog's result line for `job` on `node` (`steps=a:12 b:3`, the
@@ -243,13 +326,7 @@ impl Cluster {
 
     /// The port block the job was given on `node`, from the lease log.
     pub fn block(&self, job: u32, node: &str) -> (u16, u16) {
-        let r = self
-            .lease_records(job)
-            .into_iter()
-            .find(|r| r["event"] == "allocate" && r["node"] == node)
-            .unwrap_or_else(|| {
-                panic!("no allocate record for job {job} on {node} in the lease log")
-            });
+        let r = self.lease_record(job, node, "allocate");
         (
             r["port_first"].as_u64().unwrap() as u16,
             r["port_last"].as_u64().unwrap() as u16,
@@ -258,22 +335,17 @@ impl Cluster {
 
     /// Waits until slurmctld no longer lists the job (its epilog has run on every node).
     pub fn wait_gone(&self, job: u32) {
-        let start = Instant::now();
-        loop {
+        wait::until(Duration::from_secs(60), Duration::from_millis(200), || {
             let r = self.login(
                 "root",
                 20,
                 &["squeue", "-h", "-j", &job.to_string(), "-o", "%T"],
             );
             if r.stdout.trim().is_empty() || r.stderr.contains("Invalid job id") {
-                return;
+                return Ok(());
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "job {job} still listed after 60 s: {r}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            Err(format!("job {job} still listed after 60 s: {r}"))
+        });
     }
 
     /// The leases in `node`'s lease table (none when it has no table yet).
@@ -368,8 +440,7 @@ impl Cluster {
             for map in ["slot_snat", "slot_netns"] {
                 let m = self.on_node(node, &["nft", "-j", "list", "map", "ip", "extnet", map]);
                 if m.ok() {
-                    let v: serde_json::Value =
-                        serde_json::from_str(&m.stdout).expect("nft -j output");
+                    let v: Value = serde_json::from_str(&m.stdout).expect("nft -j output");
                     let elems = v["nftables"][1]["map"]["elem"]
                         .as_array()
                         .map(|a| a.len())
@@ -397,7 +468,7 @@ impl Cluster {
         if !m.ok() {
             return Vec::new(); // no table yet on this node
         }
-        let v: serde_json::Value = serde_json::from_str(&m.stdout).expect("nft -j output");
+        let v: Value = serde_json::from_str(&m.stdout).expect("nft -j output");
         // (mark, verdict in nft syntax): `{"accept": null}`, `{"jump": {"target": "dest_web"}}`
         let elems: Vec<(u64, String)> = v["nftables"][1]["map"]["elem"]
             .as_array()
@@ -445,18 +516,21 @@ impl Cluster {
     pub fn assert_clean(&self, job: u32) {
         self.wait_gone(job);
         // the epilog finishes shortly after slurmctld forgets the job
-        let start = Instant::now();
-        loop {
+        wait::until(Duration::from_secs(30), Duration::from_millis(250), || {
             let left = self.residue(job);
             if left.is_empty() {
-                return;
+                return Ok(());
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "job {job} left behind:\n  {}",
-                left.join("\n  ")
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
+            Err(format!("job {job} left behind:\n  {}", left.join("\n  ")))
+        });
     }
+}
+
+/// The uid of the test user `user` on this machine (the test cluster's users are its own).
+pub fn uid_of(user: &str) -> u32 {
+    nix::unistd::User::from_name(user)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no user {user}"))
+        .uid
+        .as_raw()
 }

@@ -1,4 +1,24 @@
-//! What the integration tests share: [`cluster`] (the running test cluster: jobs as users,
-//! the outside host's log, residue checks).
+//! What the integration tests share, written once (the micro-benchmarks of `bench/` use it
+//! too):
+//!
+//! - [`root`]: the root check of the kernel and crash tests, which says why a test is skipped;
+//! - [`netns`]: private network namespaces, the node's interface in one, `ip` inside;
+//! - [`policy`]: the test policies, one base and its variations;
+//! - [`tables`]: the parts of a node's base the kernel tests load by hand (rules, nft objects);
+//! - [`wait`]: a check polled until it holds, with a deadline;
+//! - [`jsonl`]: extnet's JSON-lines logs, read back;
+//! - [`cluster`]: the running test cluster: jobs as users, the nodes' state, residue checks.
 
 pub mod cluster;
+pub mod jsonl;
+pub mod netns;
+pub mod policy;
+pub mod root;
+pub mod tables;
+pub mod wait;
+
+/// `v`, sorted: for comparing lists whose order the kernel chooses.
+pub fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}

@@ -373,35 +373,6 @@ pub fn pids_in(ns_inode: u64) -> Vec<i32> {
 mod tests {
     use super::*;
 
-    /// Not a test: the cost of [`pids_in`] on this machine (`cargo test --release --lib
-    /// netns::tests::bench -- --ignored --nocapture`).
-    #[test]
-    #[ignore]
-    fn bench_pids_in() {
-        let me = File::open("/proc/self/ns/net").unwrap();
-        let ino = inode(&me);
-        let mut times = Vec::new();
-        let mut found = Vec::new();
-        for _ in 0..31 {
-            let t = std::time::Instant::now();
-            found = pids_in(ino);
-            times.push(t.elapsed().as_micros());
-        }
-        times.sort_unstable();
-        let procs = std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-            .count();
-        assert!(found.contains(&(std::process::id() as i32)));
-        println!(
-            "pids_in: {procs} processes, {} in this namespace, median {} us ({:.2} us per process)",
-            found.len(),
-            times[15],
-            times[15] as f64 / procs as f64
-        );
-    }
-
     #[test]
     fn names_are_one_path_component() {
         for bad in ["", ".", "..", "a/b", "/abs", "x\0y"] {

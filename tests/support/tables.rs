@@ -1,0 +1,60 @@
+//! The parts of a node's base that the kernel tests and micro-benchmarks load by hand into a
+//! private namespace, without the rest of `node::ensure`: the main routing rule and table,
+//! the allowlist's nft objects, the accounting's.
+
+use extnet::kernel::netlink::{FwmarkRule, Netlink, Route, RouteKind};
+use extnet::plan::ruleset::{allowlist, counters};
+use extnet_policy::Policy;
+use ipnet::Ipv4Net;
+
+/// The main rule and table, as `node::ensure` makes them: marked traffic to table
+/// `route_table`, whose default route goes through the node's gateway on the interface of
+/// index `ifindex`, the internal nets thrown back to the main table.
+pub fn main_routing(p: &Policy, nl: &mut Netlink, ifindex: u32) {
+    let n = &p.node;
+    nl.rule_ensure(&FwmarkRule {
+        fwmark: n.fwmark,
+        mask: n.fwmark,
+        table: n.route_table,
+        priority: n.rule_priority,
+    })
+    .unwrap();
+    nl.route_replace(&Route {
+        table: n.route_table,
+        dst: Ipv4Net::default(),
+        kind: RouteKind::Unicast {
+            gateway: Some(n.gateway),
+            oif: Some(ifindex),
+        },
+    })
+    .unwrap();
+    for net in &n.internal {
+        nl.route_replace(&Route {
+            table: n.route_table,
+            dst: *net,
+            kind: RouteKind::Throw,
+        })
+        .unwrap();
+    }
+}
+
+/// The allowlist part of the node table `ip extnet` (as the base ruleset declares it), with
+/// the set `internal` holding 10.98.0.0/24 (the net of [`crate::policy::allowlist`]).
+pub fn allowlist_table(p: &Policy) -> String {
+    format!(
+        "table ip extnet {{\n  set internal {{ type ipv4_addr; flags interval; elements = {{ 10.98.0.0/24 }}; }}\n{}}}\n",
+        allowlist::nft_objects(p)
+    )
+}
+
+/// A table `ip extnet` (replacing any) with the accounting objects and chains, `internal` =
+/// 127.0.0.2, and a test chain that gives UDP to port 9999 the mark of slot 1 (as the cgroup
+/// or netns marking of a job would).
+pub fn accounting_table(p: &Policy) -> String {
+    format!(
+        "table ip extnet\ndelete table ip extnet\ntable ip extnet {{\n  set internal {{ type ipv4_addr; flags interval; elements = {{ 127.0.0.2 }}; }}\n{}  chain mark_test {{\n    type route hook output priority mangle; policy accept;\n    udp dport 9999 meta mark set 0x{:x}\n  }}\n{}}}\n",
+        counters::nft_objects(p),
+        extnet::plan::mark(p, 1),
+        counters::nft_chains(p)
+    )
+}
