@@ -102,9 +102,9 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
             })
         }),
     );
-    // per-slot traffic counters and their `mark : counter` maps (see crate::accounting)
+    // per-slot traffic counters and their `mark : counter` maps (see counters)
     s.push_str(&counters::nft_objects(policy));
-    // per-profile destination allowlists and their filter chains (see crate::allowlist)
+    // per-profile destination allowlists and their filter chains (see allowlist)
     s.push_str(&allowlist::nft_objects(policy));
     let level = facts.cgroup_level;
     let _ = writeln!(
