@@ -2,8 +2,9 @@
 //! it equals. Nothing here knows about jobs, slots or policies: names and numbers come in as
 //! parameters.
 //!
-//! - [`netlink`]: rtnetlink over one blocking socket: [`netlink::link`], [`netlink::addr`],
-//!   [`netlink::route`], [`netlink::rule`].
+//! - [`netlink`]: the one netlink transport ([`netlink::socket`]: blocking socket, sequence
+//!   numbers, acks, errors and their hints, for rtnetlink and nf_tables alike) and rtnetlink
+//!   on it: [`netlink::link`], [`netlink::addr`], [`netlink::route`], [`netlink::rule`].
 //! - [`nftables`]: loading a ruleset with `nft -f`, and nf_tables requests over raw netlink
 //!   ([`nftables::netlink`]: elements, counters, existence checks).
 //! - [`netns`]: named network namespaces. [`cgroup`]: cgroup v2 directories.
