@@ -3,7 +3,7 @@
 //! its lease ([`extnet::job::teardown`]). A job with nothing on the node costs a policy read
 //! and a few `stat`s.
 
-use extnet::hook::{self, Args};
+use extnet::hook;
 use extnet::job::teardown;
 use extnet::plan::layout::Layout;
 use extnet::store::markers;
@@ -12,12 +12,8 @@ const NAME: &str = "extnet-epilog";
 
 /// The program, with the process's arguments and environment; returns the exit status.
 pub fn main() -> u8 {
-    let args = match Args::parse(NAME, std::env::args().skip(1)) {
+    let (args, job) = match hook::begin(NAME) {
         Ok(a) => a,
-        Err(code) => return code,
-    };
-    let job = match hook::job_from_env(NAME) {
-        Ok(j) => j,
         Err(code) => return code,
     };
     let Some(policy) = hook::load_policy(NAME, &args, &job, true) else {

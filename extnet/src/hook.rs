@@ -62,13 +62,16 @@ impl Args {
     }
 }
 
-/// The job as slurmd describes it in the program's environment; an incomplete environment is
-/// a node fault (exit 1).
-pub fn job_from_env(name: &str) -> Result<JobEnv, u8> {
-    JobEnv::from_env(|k| std::env::var(k).ok()).map_err(|e| {
+/// The program's arguments and the job as slurmd describes it in the environment, each read
+/// once. `Err` is the exit status: `--help` and `--version` (0), a bad command line (2), an
+/// incomplete environment (1, a node fault).
+pub fn begin(name: &str) -> Result<(Args, JobEnv), u8> {
+    let args = Args::parse(name, std::env::args().skip(1))?;
+    let job = JobEnv::from_env(|k| std::env::var(k).ok()).map_err(|e| {
         eprintln!("{name}: {e}");
         1
-    })
+    })?;
+    Ok((args, job))
 }
 
 /// The policy, or `None` when it cannot be loaded: then nothing is granted. The job's tasks

@@ -3,7 +3,7 @@
 //! ([`extnet::job::setup`]). A job that did not ask, on a policy without `auto` profiles,
 //! costs a policy read and nothing else.
 
-use extnet::hook::{self, Args};
+use extnet::hook;
 use extnet::job::setup;
 use extnet::plan::layout::Layout;
 use extnet_policy::Request;
@@ -12,12 +12,8 @@ const NAME: &str = "extnet-prolog";
 
 /// The program, with the process's arguments and environment; returns the exit status.
 pub fn main() -> u8 {
-    let args = match Args::parse(NAME, std::env::args().skip(1)) {
+    let (args, job) = match hook::begin(NAME) {
         Ok(a) => a,
-        Err(code) => return code,
-    };
-    let job = match hook::job_from_env(NAME) {
-        Ok(j) => j,
         Err(code) => return code,
     };
     let asked = job.request != Request::None;

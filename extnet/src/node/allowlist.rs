@@ -91,44 +91,11 @@ pub fn drops() -> Result<Vec<(String, u64, u64)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn policy(profiles: &str) -> Policy {
-        Policy::from_toml(
-            &format!(
-                r#"version = 1
-[node]
-interface = "eth0"
-gateway = "10.99.0.254"
-internal = ["10.99.0.0/24"]
-[ports]
-range = "20000-20767"
-{profiles}"#
-            ),
-            "t",
-        )
-        .unwrap()
-    }
-
-    const PROFILES: &str = r#"
-[[profile]]
-name = "open"
-users = ["a"]
-[[profile]]
-name = "web-only"
-users = ["a"]
-destinations = [
-  { net = "203.0.113.10", proto = "tcp", ports = "80,443,8000-8100" },
-  { net = "198.51.100.0/24", proto = "udp", ports = 53 },
-  { net = "192.0.2.0/24", proto = "icmp" },
-  { net = "192.0.2.0/24", proto = "tcp" },
-  { net = "203.0.113.64/26", ports = "7000-7001" },
-  { net = "100.100.0.0/16" },
-]
-"#;
+    use crate::plan::testing::{node_policy, ALLOWLIST_PROFILES};
 
     #[test]
     fn rebind_skips_and_reports_leases_of_removed_profiles() {
-        let p = policy(PROFILES);
+        let p = node_policy("eth0", ALLOWLIST_PROFILES);
         let lease = |job: u32, slot: u32, profile: &str| Lease {
             job_id: job,
             user: "a".into(),

@@ -160,6 +160,42 @@ block_size = 256
     pub fn policy() -> Policy {
         Policy::from_toml(&policy_text(), "t").unwrap()
     }
+
+    /// A node on `interface` with one internal network, 3 slots of 256 ports
+    /// (20000-20767), and `profiles` (TOML) after it.
+    pub fn node_policy(interface: &str, profiles: &str) -> Policy {
+        let text = format!(
+            r#"version = 1
+[node]
+interface = "{interface}"
+gateway = "10.99.0.254"
+internal = ["10.99.0.0/24"]
+[ports]
+range = "20000-20767"
+block_size = 256
+{profiles}"#
+        );
+        Policy::from_toml(&text, "t").unwrap()
+    }
+
+    /// Two profiles: `open` (no allowlist) and `web-only`, whose allowlist has a
+    /// destination of every kind.
+    pub const ALLOWLIST_PROFILES: &str = r#"
+[[profile]]
+name = "open"
+users = ["a"]
+[[profile]]
+name = "web-only"
+users = ["a"]
+destinations = [
+  { net = "203.0.113.10", proto = "tcp", ports = "80,443,8000-8100" },
+  { net = "198.51.100.0/24", proto = "udp", ports = 53 },
+  { net = "192.0.2.0/24", proto = "icmp" },
+  { net = "192.0.2.0/24", proto = "tcp" },
+  { net = "203.0.113.64/26", ports = "7000-7001" },
+  { net = "100.100.0.0/16" },
+]
+"#;
 }
 
 #[cfg(test)]

@@ -144,44 +144,11 @@ pub fn profile_of_counter(counter: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn policy(profiles: &str) -> Policy {
-        Policy::from_toml(
-            &format!(
-                r#"version = 1
-[node]
-interface = "eth0"
-gateway = "10.99.0.254"
-internal = ["10.99.0.0/24"]
-[ports]
-range = "20000-20767"
-{profiles}"#
-            ),
-            "t",
-        )
-        .unwrap()
-    }
-
-    const PROFILES: &str = r#"
-[[profile]]
-name = "open"
-users = ["a"]
-[[profile]]
-name = "web-only"
-users = ["a"]
-destinations = [
-  { net = "203.0.113.10", proto = "tcp", ports = "80,443,8000-8100" },
-  { net = "198.51.100.0/24", proto = "udp", ports = 53 },
-  { net = "192.0.2.0/24", proto = "icmp" },
-  { net = "192.0.2.0/24", proto = "tcp" },
-  { net = "203.0.113.64/26", ports = "7000-7001" },
-  { net = "100.100.0.0/16" },
-]
-"#;
+    use crate::plan::testing::{node_policy, ALLOWLIST_PROFILES};
 
     #[test]
     fn each_destination_becomes_one_accept_rule() {
-        let p = policy(PROFILES);
+        let p = node_policy("eth0", ALLOWLIST_PROFILES);
         let d = p.profile("web-only").unwrap().destinations.clone().unwrap();
         let rules: Vec<String> = d.iter().map(rule).collect();
         assert_eq!(
@@ -199,7 +166,7 @@ destinations = [
 
     #[test]
     fn profiles_get_accept_or_their_chain_which_ends_in_a_counted_drop() {
-        let p = policy(PROFILES);
+        let p = node_policy("eth0", ALLOWLIST_PROFILES);
         assert_eq!(verdict(p.profile("open").unwrap()), "accept");
         assert_eq!(
             verdict(p.profile("web-only").unwrap()),

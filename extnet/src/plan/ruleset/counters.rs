@@ -110,28 +110,11 @@ pub fn with_values(ruleset: &str, values: &HashMap<String, (u64, u64)>) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn policy(range: &str) -> Policy {
-        Policy::from_toml(
-            &format!(
-                r#"version = 1
-[node]
-interface = "ib0"
-gateway = "10.99.0.254"
-internal = ["10.99.0.0/24"]
-[ports]
-range = "{range}"
-block_size = 256
-"#
-            ),
-            "t",
-        )
-        .unwrap()
-    }
+    use crate::plan::testing::node_policy;
 
     #[test]
     fn objects_are_three_counters_and_one_element_per_map_per_slot() {
-        let p = policy("20000-20767");
+        let p = node_policy("ib0", "");
         let o = nft_objects(&p);
         assert_eq!(o.matches("counter slot").count(), 9, "{o}");
         for kind in KINDS {
@@ -147,7 +130,7 @@ block_size = 256
 
     #[test]
     fn chains_count_only_marked_external_traffic_through_maps() {
-        let c = nft_chains(&policy("20000-20767"));
+        let c = nft_chains(&node_policy("ib0", ""));
         assert!(c.contains("meta mark & 0x10000 != 0x10000 return"), "{c}");
         assert!(c.contains("oifname != \"ib0\" return"), "{c}");
         assert!(c.contains("ip daddr @internal return"), "{c}");
@@ -167,7 +150,7 @@ block_size = 256
 
     #[test]
     fn with_values_sets_only_the_named_counters() {
-        let p = policy("20000-20767");
+        let p = node_policy("ib0", "");
         let r = nft_objects(&p);
         let mut v = HashMap::new();
         v.insert("slot1_in".to_string(), (3, 4096));
