@@ -828,12 +828,15 @@ fn main() -> ExitCode {
         }
         Err(_) => {}
     }
-    // libtest's flags (--include-ignored, --test-threads=N, ...) are accepted and ignored;
-    // other arguments filter by name
+    // libtest's flags (--include-ignored, --test-threads=N, ...) are accepted and ignored, but
+    // `--ignored` (run only ignored tests) runs none: no crash test is ignored. Other
+    // arguments filter by name.
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let only_ignored = args.iter().any(|a| a == "--ignored");
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
     let selected: Vec<&(&str, TestFn)> = TESTS
         .iter()
+        .filter(|_| !only_ignored)
         .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
         .collect();
     if args.iter().any(|a| a == "--list") {

@@ -212,3 +212,46 @@ fn only_the_spank_plugin_needs_slurm_headers() {
         "packages that would need libslurm-dev to build"
     );
 }
+
+/// `#[ignore]` marks the tests that need the running test cluster (`slurm-test-env/test` runs
+/// them with `--ignored`), nothing else: a benchmark belongs in `bench/`, not in an ignored
+/// test.
+#[test]
+fn only_cluster_tests_are_ignored() {
+    let root = repo();
+    let mut wrong = Vec::new();
+    for dir in [
+        "extnet",
+        "policy",
+        "spank-plugin",
+        "prolog",
+        "epilog",
+        "cli",
+        "tests",
+        "bench",
+    ] {
+        for f in sources(&root.join(dir)) {
+            let rel = f
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if rel.starts_with("tests/cluster/")
+                || rel == "tests/stress.rs"
+                || rel == "tests/layers.rs"
+            {
+                continue;
+            }
+            let text = std::fs::read_to_string(&f).unwrap();
+            for (i, line) in text.lines().enumerate() {
+                if line.trim_start().starts_with("#[ignore") {
+                    wrong.push(format!("{rel}:{}", i + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "ignored tests outside tests/cluster and tests/stress.rs: {wrong:?}"
+    );
+}
