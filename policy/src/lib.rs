@@ -79,9 +79,18 @@ pub struct NodeConfig {
     pub route_table: u32,
     /// Priority of the one `ip rule` that sends marked packets to `route_table`.
     pub rule_priority: u32,
-    /// The flag bit(s) of the packet mark that select `route_table`; the job's slot is in the
-    /// low 16 bits.
+    /// The flag bit(s) of the packet mark that a job's sockets get when they are created; the
+    /// job's slot is in the low 16 bits. Alone, they select `hold_table`.
     pub fwmark: u32,
+    /// The bit(s) that extnet's own nftables chain adds to a job's packet once it has matched
+    /// it to a running job's slot: only `fwmark | checked_fwmark` selects `route_table`, so a
+    /// packet that extnet's table did not see (a flushed ruleset) never reaches the gateway.
+    pub checked_fwmark: u32,
+    /// Routing table of packets with `fwmark` but not `checked_fwmark`: its default route is
+    /// a dummy link that drops everything (`extnet0`), so a job's first route lookup
+    /// (`connect`) succeeds and its packets wait for extnet's chain to check them, or go
+    /// nowhere.
+    pub hold_table: u32,
     /// Directory for the lease table, job state files and the base marker (`%n` = node name).
     pub state_dir: String,
     /// cgroup v2 directory under which extnet keeps its slot cgroups (`%n` = node name);

@@ -36,6 +36,10 @@ pub struct RawNode {
     #[serde(default)]
     pub fwmark: Option<S<u32>>,
     #[serde(default)]
+    pub checked_fwmark: Option<S<u32>>,
+    #[serde(default)]
+    pub hold_table: Option<S<u32>>,
+    #[serde(default)]
     pub state_dir: Option<String>,
     #[serde(default)]
     pub cgroup_root: Option<String>,

@@ -136,8 +136,8 @@ pub fn summary(policy: &Policy) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "node: interface {}, gateway {} (routing table {}, rule priority {}, fwmark 0x{:x}), default mode {}",
-        n.interface, n.gateway, n.route_table, n.rule_priority, n.fwmark, n.mode
+        "node: interface {}, gateway {} (routing table {}, rule priority {}, fwmark 0x{:x}, checked 0x{:x}, hold table {}), default mode {}",
+        n.interface, n.gateway, n.route_table, n.rule_priority, n.fwmark, n.checked_fwmark, n.hold_table, n.mode
     );
     let _ = writeln!(
         s,

@@ -244,6 +244,39 @@ fn node_routing_table_fwmark_and_netns_subnet() {
         "low 16 bits",
     );
     check(&with("fwmark = 0\n"), "node.fwmark", "0\n", "low 16 bits");
+    // the checked bit must be a bit of its own: not the slot's, not the socket's flag
+    check(
+        &with("checked_fwmark = 0x10000\n"),
+        "node.checked_fwmark",
+        "0x10000",
+        "overlaps",
+    );
+    check(
+        &with("checked_fwmark = 0x28000\n"),
+        "node.checked_fwmark",
+        "0x28000",
+        "low 16 bits",
+    );
+    check(
+        &with("checked_fwmark = 0\n"),
+        "node.checked_fwmark",
+        "0\n",
+        "is 0",
+    );
+    // the hold table is a table of its own
+    check_nth(
+        &with("route_table = 300\nhold_table = 300\n"),
+        "node.hold_table",
+        "300\n",
+        1,
+        "is node.route_table",
+    );
+    check(
+        &with("hold_table = 254\n"),
+        "node.hold_table",
+        "254\n",
+        "reserved",
+    );
     check(
         &with("netns_subnet = \"100.64.0.0/31\"\n"),
         "node.netns_subnet",
@@ -885,4 +918,24 @@ fn limits_must_fit_the_profiles_own_pool() {
         "a",
         "max_jobs_per_node = 8\n[profile.ports]\nrange = \"30000-32047\"\n",
     )));
+}
+
+/// The hold table and the checked bit: defaults that fit the route table and fwmark, and a
+/// pool whose table would be the hold table is refused.
+#[test]
+fn hold_table_and_checked_fwmark_have_safe_defaults_and_no_pool_takes_the_hold_table() {
+    let p = parse_ok(&with("route_table = 500\n"));
+    assert_eq!((p.node.hold_table, p.node.checked_fwmark), (499, 0x20000));
+    let text = with("route_table = 500\nhold_table = 501\n")
+        + &ports("20000-29999", 256)
+        + &profile_x(
+            "bulk",
+            "gateway = \"10.99.0.253\"\nports = { range = \"30000-31023\", block_size = 1024 }\n",
+        );
+    let errs = errors(&text);
+    assert!(
+        errs.iter()
+            .any(|e| e.key == "profile[1].gateway" && e.problem.contains("node.hold_table")),
+        "{errs:#?}"
+    );
 }

@@ -66,7 +66,7 @@ fn pool_rules_and_tables_route_exactly_their_slots_and_are_repaired_reconciled_a
             "pref",
             "7699",
             "fwmark",
-            "0x20000/0x20000",
+            "0x40000/0x40000",
             "lookup",
             "100",
         ]);
@@ -109,7 +109,7 @@ fn pool_rules_and_tables_route_exactly_their_slots_and_are_repaired_reconciled_a
             "pref",
             "7699",
             "fwmark",
-            "0x10027/0x1ffff",
+            "0x30027/0x3ffff",
             "lookup",
             "7701",
         ]);
@@ -134,7 +134,7 @@ fn pool_rules_and_tables_route_exactly_their_slots_and_are_repaired_reconciled_a
         assert_eq!(next_hop(out, mark(40)), "10.99.0.253");
         assert_eq!(next_hop(out, mark(41)), "10.99.0.254");
         assert!(
-            ip(&["rule", "show"]).contains("fwmark 0x20000/0x20000 lookup 100"),
+            ip(&["rule", "show"]).contains("fwmark 0x40000/0x40000 lookup 100"),
             "another's rule at the same priority is kept"
         );
 
@@ -146,8 +146,8 @@ fn pool_rules_and_tables_route_exactly_their_slots_and_are_repaired_reconciled_a
         assert_eq!(next_hop(out, mark(39)), "10.99.0.254");
         let rules = ip(&["rule", "show"]);
         assert!(
-            rules.contains("fwmark 0x20000/0x20000 lookup 100")
-                && rules.contains("fwmark 0x10000/0x10000 lookup 7700"),
+            rules.contains("fwmark 0x40000/0x40000 lookup 100")
+                && rules.contains("fwmark 0x30000/0x30000 lookup 7700"),
             "{rules}"
         );
         // a teardown with nothing there is fine

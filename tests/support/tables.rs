@@ -2,39 +2,17 @@
 //! private namespace, without the rest of `node::ensure`: the main routing rule and table,
 //! the allowlist's nft objects, the accounting's.
 
-use extnet::kernel::netlink::{FwmarkRule, Netlink, Route, RouteKind};
+use extnet::kernel::netlink::Netlink;
 use extnet::plan::ruleset::{allowlist, counters};
 use extnet_policy::Policy;
-use ipnet::Ipv4Net;
 
-/// The main rule and table, as `node::ensure` makes them: marked traffic to table
+/// The main rule and table, as `node::ensure` makes them: checked job traffic to table
 /// `route_table`, whose default route goes through the node's gateway on the interface of
 /// index `ifindex`, the internal nets thrown back to the main table.
 pub fn main_routing(p: &Policy, nl: &mut Netlink, ifindex: u32) {
-    let n = &p.node;
-    nl.rule_ensure(&FwmarkRule {
-        fwmark: n.fwmark,
-        mask: n.fwmark,
-        table: n.route_table,
-        priority: n.rule_priority,
-    })
-    .unwrap();
-    nl.route_replace(&Route {
-        table: n.route_table,
-        dst: Ipv4Net::default(),
-        kind: RouteKind::Unicast {
-            gateway: Some(n.gateway),
-            oif: Some(ifindex),
-        },
-    })
-    .unwrap();
-    for net in &n.internal {
-        nl.route_replace(&Route {
-            table: n.route_table,
-            dst: *net,
-            kind: RouteKind::Throw,
-        })
-        .unwrap();
+    nl.rule_ensure(&extnet::plan::main_rule(p)).unwrap();
+    for r in extnet::plan::main_routes(p, ifindex) {
+        nl.route_replace(&r).unwrap();
     }
 }
 

@@ -156,7 +156,8 @@ fn grant(
         uid: job.uid,
         mode,
         profile,
-        fwmark: policy.node.fwmark,
+        // the lease records the mark of the job's checked packets (plan::mark)
+        fwmark: policy.node.fwmark | policy.node.checked_fwmark,
         node_addr,
     };
     // a block of the profile's pool: its own ([profile.ports]) or the default one

@@ -10,7 +10,6 @@
 pub mod allowlist;
 pub mod counters;
 
-use crate::kernel::netlink::route::{Route, RouteKind};
 use crate::kernel::netlink::rule::FwmarkRule;
 use crate::kernel::netlink::Netlink;
 use crate::kernel::{bpf, cgroup, nftables as nft, sysctl};
@@ -19,7 +18,6 @@ use crate::plan::layout::Layout;
 use crate::plan::ruleset::{self, BaseFacts};
 use crate::store::fs::write_replace;
 use extnet_policy::Policy;
-use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
@@ -118,31 +116,7 @@ pub fn ensure(
     slot: Option<u32>,
 ) -> Result<bool, NodeError> {
     let n = &policy.node;
-    // routing: one rule for all jobs, one table whose default is the gateway
-    nl.rule_ensure(&FwmarkRule {
-        fwmark: n.fwmark,
-        mask: n.fwmark,
-        table: n.route_table,
-        priority: n.rule_priority,
-    })?;
-    nl.route_replace(&Route {
-        table: n.route_table,
-        dst: Ipv4Net::default(),
-        kind: RouteKind::Unicast {
-            gateway: Some(n.gateway),
-            oif: Some(iface_index),
-        },
-    })?;
-    for net in &n.internal {
-        nl.route_replace(&Route {
-            table: n.route_table,
-            dst: *net,
-            kind: RouteKind::Throw,
-        })?;
-    }
-    // pools with a gateway of their own: their rules and tables (and none left from an
-    // earlier policy)
-    ensure_pool_routing(policy, nl, iface_index)?;
+    ensure_routing(policy, nl, iface_index)?;
     if policy.uses_netns() {
         sysctl::enable_forwarding(&n.interface)?;
     }
@@ -191,7 +165,7 @@ pub fn ensure(
     for s in 0..policy.slots() {
         let dir = layout.slot_cgroup(s);
         cgroup::create(&dir)?;
-        bpf::attach_sock_mark(&dir, plan::mark(policy, s))?;
+        bpf::attach_sock_mark(&dir, plan::socket_mark(policy, s))?;
         slot_ids.push(cgroup::id(&dir)?);
     }
     // running jobs keep what their slots' traffic counters hold across the reload
@@ -233,31 +207,41 @@ fn rebind_leases(policy: &Policy, layout: &Layout) -> (String, Vec<String>) {
     }
 }
 
-/// Removes the node's base (the `extnet node teardown` command and the tests): nft table, rule,
-/// table routes, slot cgroups, marker. Carries on past errors and returns them together.
+/// Removes the node's base (the `extnet node teardown` command and the tests): nft tables,
+/// rules, table routes, the hold link, slot cgroups, marker. Carries on past errors and
+/// returns them together.
 pub fn teardown(policy: &Policy, layout: &Layout, nl: &mut Netlink) -> Vec<String> {
     let n = &policy.node;
     let mut errors = Vec::new();
     if let Err(e) = nft::delete_table(plan::TABLE) {
         errors.push(e.to_string());
     }
-    if let Err(e) = nl.rule_del(&FwmarkRule {
-        fwmark: n.fwmark,
-        mask: n.fwmark,
-        table: n.route_table,
-        priority: n.rule_priority,
-    }) {
+    // the IPv6 table: created if missing and deleted in one transaction (absent is fine)
+    if let Err(e) = nft::apply(&format!(
+        "table ip6 {t}\ndelete table ip6 {t}\n",
+        t = plan::TABLE
+    )) {
         errors.push(e.to_string());
     }
-    match nl.routes(n.route_table) {
-        Ok(routes) => {
-            for r in routes {
-                if let Err(e) = nl.route_del(&r) {
-                    errors.push(e.to_string());
+    for rule in [plan::main_rule(policy), plan::hold_rule(policy)] {
+        if let Err(e) = nl.rule_del(&rule) {
+            errors.push(e.to_string());
+        }
+    }
+    for table in [n.route_table, n.hold_table] {
+        match nl.routes(table) {
+            Ok(routes) => {
+                for r in routes {
+                    if let Err(e) = nl.route_del(&r) {
+                        errors.push(e.to_string());
+                    }
                 }
             }
+            Err(e) => errors.push(e.to_string()),
         }
-        Err(e) => errors.push(e.to_string()),
+    }
+    if let Err(e) = nl.delete(plan::HOLD_LINK) {
+        errors.push(e.to_string());
     }
     errors.extend(teardown_pool_routing(policy, nl));
     for s in 0..policy.slots() {
@@ -270,6 +254,78 @@ pub fn teardown(policy: &Policy, layout: &Layout, nl: &mut Netlink) -> Vec<Strin
     }
     let _ = std::fs::remove_file(layout.base_marker());
     errors
+}
+
+/// The node's policy routing for jobs, re-asserted over netlink on every call (a link flap
+/// that flushed routes is repaired by the next job): checked job packets
+/// (`fwmark | checked_fwmark`) to the gateway's table, unchecked ones (a socket's own mark,
+/// which extnet's nft chain did not confirm: its table is gone, or the socket belongs to no
+/// running job) to the hold table, whose default route is the dummy link `extnet0`, so they
+/// go nowhere; and the pools' own tables. Equals `ip rule add fwmark F|C/F|C lookup T
+/// priority P`, `ip rule add fwmark F/F lookup H priority P+1`, `ip link add extnet0 type
+/// veth peer name extnet0p` (see [`plan::HOLD_LINK`]), `ip route replace default via GW dev
+/// IFACE table T`, `ip route replace default dev extnet0 table H`, a `throw` per internal
+/// network in both, and [`ensure_pool_routing`].
+pub fn ensure_routing(
+    policy: &Policy,
+    nl: &mut Netlink,
+    iface_index: u32,
+) -> Result<(), NodeError> {
+    // routing: checked job packets to the gateway's table, unchecked ones to the hold table,
+    // whose default route is a dummy link (dropped); one rule each for all jobs
+    ensure_main_and_hold_rules(policy, nl)?;
+    for r in plan::main_routes(policy, iface_index) {
+        nl.route_replace(&r)?;
+    }
+    let hold_link = hold_link(nl)?;
+    for r in plan::hold_routes(policy, hold_link) {
+        nl.route_replace(&r)?;
+    }
+    // pools with a gateway of their own: their rules and tables (and none left from an
+    // earlier policy)
+    ensure_pool_routing(policy, nl, iface_index)?;
+    // pools with a gateway of their own: their rules and tables (and none left from an
+    // earlier policy)
+    ensure_pool_routing(policy, nl, iface_index)
+}
+
+/// The hold table's link ([`plan::HOLD_LINK`]): made if missing, up, its peer down and not
+/// forwarding (so a packet that reached the peer would be dropped too), no IPv6 on either.
+/// Returns its index.
+fn hold_link(nl: &mut Netlink) -> Result<u32, NodeError> {
+    let index = nl.veth_pair_ensure(plan::HOLD_LINK, plan::HOLD_PEER)?;
+    for name in [plan::HOLD_LINK, plan::HOLD_PEER] {
+        sysctl::disable_ipv6(name)?;
+    }
+    sysctl::set(
+        &format!("/proc/sys/net/ipv4/conf/{}/forwarding", plan::HOLD_PEER),
+        "0",
+    )?;
+    nl.set_up(index)?;
+    Ok(index)
+}
+
+/// Puts the main and the hold rule in place ([`plan::main_rule`], [`plan::hold_rule`]) and
+/// deletes any other rule of extnet's at their priorities: one from an earlier version or
+/// policy that would send a packet extnet did not check to a gateway. Equals `ip rule add` of
+/// each, after `ip rule del` of the stale ones.
+fn ensure_main_and_hold_rules(policy: &Policy, nl: &mut Netlink) -> Result<(), NodeError> {
+    let n = &policy.node;
+    let planned = [plan::main_rule(policy), plan::hold_rule(policy)];
+    let have = nl.rules_v4()?;
+    for stale in have.iter().filter(|r| {
+        (r.priority == n.rule_priority || r.priority == n.rule_priority.saturating_add(1))
+            && r.fwmark & n.fwmark == n.fwmark
+            && r.mask & n.fwmark == n.fwmark
+            && !planned.contains(r)
+    }) {
+        nl.rule_del(stale)?;
+        tracing::info!(rule = %stale, "removed a rule of an earlier extnet or policy");
+    }
+    for rule in planned.iter().filter(|r| !have.contains(r)) {
+        nl.rule_ensure(rule)?;
+    }
+    Ok(())
 }
 
 /// Whether `rule` is a pool rule of extnet (made by [`ensure_pool_routing`] for this policy or

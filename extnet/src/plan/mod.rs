@@ -21,9 +21,93 @@ pub const TABLE: &str = "extnet";
 /// Interface-name prefix of job veths (host side), matched as `xj*` by the ruleset.
 pub const VETH_PREFIX: &str = "xj";
 
-/// The packet mark of slot `slot`.
+/// The link that the hold table routes to: one end of a veth pair whose other end
+/// ([`HOLD_PEER`]) stays down and does not forward, so whatever is sent there is dropped (a
+/// dummy link would do, but not every kernel has the dummy driver; every node with netns
+/// jobs has veth).
+pub const HOLD_LINK: &str = "extnet0";
+/// The other end of [`HOLD_LINK`]: never up, forwarding off.
+pub const HOLD_PEER: &str = "extnet0p";
+
+/// The mark of a packet of slot `slot` that extnet's nft chain has checked
+/// (`fwmark | checked_fwmark | slot`): the only mark that routes to a gateway, and the key of
+/// the slot in the node table's maps.
 pub fn mark(policy: &Policy, slot: u32) -> u32 {
+    policy.node.fwmark | policy.node.checked_fwmark | slot
+}
+
+/// The mark a socket of slot `slot` gets when it is created (`fwmark | slot`, by the slot
+/// cgroup's bpf program). It routes only to the hold table: a job's first route lookup
+/// succeeds, and its packets leave only once extnet's nft chain has checked them and added
+/// `checked_fwmark` ([`mark`]).
+pub fn socket_mark(policy: &Policy, slot: u32) -> u32 {
     policy.node.fwmark | slot
+}
+
+/// The one rule for checked packets of every job: `ip rule add fwmark F|C/F|C lookup
+/// route_table priority P`.
+pub fn main_rule(policy: &Policy) -> FwmarkRule {
+    let n = &policy.node;
+    let both = n.fwmark | n.checked_fwmark;
+    FwmarkRule {
+        fwmark: both,
+        mask: both,
+        table: n.route_table,
+        priority: n.rule_priority,
+    }
+}
+
+/// The rule for job packets that extnet's chain has not checked (its table is gone, or it
+/// let them pass unmarked): `ip rule add fwmark F/F lookup hold_table priority P+1`, after
+/// the main one.
+pub fn hold_rule(policy: &Policy) -> FwmarkRule {
+    let n = &policy.node;
+    FwmarkRule {
+        fwmark: n.fwmark,
+        mask: n.fwmark,
+        table: n.hold_table,
+        priority: n.rule_priority.saturating_add(1),
+    }
+}
+
+/// The routes of the main external table: `default via GATEWAY dev IFACE` and a `throw` per
+/// internal network (those stay on the node's normal path).
+pub fn main_routes(policy: &Policy, iface_index: u32) -> Vec<Route> {
+    let n = &policy.node;
+    std::iter::once(Route {
+        table: n.route_table,
+        dst: Ipv4Net::default(),
+        kind: RouteKind::Unicast {
+            gateway: Some(n.gateway),
+            oif: Some(iface_index),
+        },
+    })
+    .chain(throw_internal(policy, n.route_table))
+    .collect()
+}
+
+/// The routes of the hold table: `default dev extnet0` (a link whose packets are dropped) and
+/// a `throw` per internal network.
+pub fn hold_routes(policy: &Policy, hold_link_index: u32) -> Vec<Route> {
+    let n = &policy.node;
+    std::iter::once(Route {
+        table: n.hold_table,
+        dst: Ipv4Net::default(),
+        kind: RouteKind::Unicast {
+            gateway: None,
+            oif: Some(hold_link_index),
+        },
+    })
+    .chain(throw_internal(policy, n.hold_table))
+    .collect()
+}
+
+fn throw_internal(policy: &Policy, table: u32) -> impl Iterator<Item = Route> + '_ {
+    policy.node.internal.iter().map(move |net| Route {
+        table,
+        dst: *net,
+        kind: RouteKind::Throw,
+    })
 }
 
 /// The `/30` of slot `slot` in `netns_subnet`: (host side, job side).
@@ -71,8 +155,8 @@ pub fn pool_rules(policy: &Policy) -> Vec<FwmarkRule> {
             slot_prefixes(slots.start, slots.end.saturating_sub(1))
                 .into_iter()
                 .map(move |(value, mask)| FwmarkRule {
-                    fwmark: n.fwmark | value,
-                    mask: n.fwmark | mask,
+                    fwmark: n.fwmark | n.checked_fwmark | value,
+                    mask: n.fwmark | n.checked_fwmark | mask,
                     table: pool.route_table,
                     priority: n.rule_priority.saturating_sub(1),
                 })
@@ -95,11 +179,7 @@ pub fn pool_routes(policy: &Policy, iface_index: u32) -> Vec<Route> {
                     oif: Some(iface_index),
                 },
             })
-            .chain(policy.node.internal.iter().map(|net| Route {
-                table: pool.route_table,
-                dst: *net,
-                kind: RouteKind::Throw,
-            }))
+            .chain(throw_internal(policy, pool.route_table))
         })
         .collect()
 }
@@ -209,7 +289,7 @@ mod tests {
     fn slots_map_to_marks_blocks_and_addresses() {
         let p = policy();
         assert_eq!(p.slots(), 3);
-        assert_eq!(mark(&p, 2), 0x10002);
+        assert_eq!(mark(&p, 2), 0x30002);
         assert_eq!(p.slot_block(2), Some((20512, 20767)));
         assert_eq!(p.slot_block(3), None);
         assert_eq!(
@@ -314,20 +394,20 @@ ports = { range = "40000-41535", block_size = 512 }
             .find(|l| l.contains("map slot_snat"))
             .expect("slot_snat map");
         for elem in [
-            "0x10000 : 10.99.0.11 . 20000-20255",
-            "0x10002 : 10.99.0.11 . 20512-20767",
-            "0x10003 : 10.99.0.11 . 30000-31023",
-            "0x10004 : 10.99.0.11 . 31024-32047",
-            "0x10005 : 10.99.0.11 . 40000-40511",
-            "0x10007 : 10.99.0.11 . 41024-41535",
+            "0x30000 : 10.99.0.11 . 20000-20255",
+            "0x30002 : 10.99.0.11 . 20512-20767",
+            "0x30003 : 10.99.0.11 . 30000-31023",
+            "0x30004 : 10.99.0.11 . 31024-32047",
+            "0x30005 : 10.99.0.11 . 40000-40511",
+            "0x30007 : 10.99.0.11 . 41024-41535",
         ] {
             assert!(snat.contains(elem), "{elem} missing in {snat}");
         }
         assert_eq!(snat.matches(" : 10.99.0.11 . ").count(), 8, "{snat}");
         // one cgroup and one netns element per slot of every pool
-        assert!(r.contains("\"unified/extnet/n1/slot_7\" : 0x10007"), "{r}");
+        assert!(r.contains("\"unified/extnet/n1/slot_7\" : 0x30007"), "{r}");
         assert!(
-            r.contains(&format!("{} : 0x10007", netns_addrs(&p, 7).1)),
+            r.contains(&format!("{} : 0x30007", netns_addrs(&p, 7).1)),
             "{r}"
         );
     }
@@ -350,7 +430,7 @@ ports = { range = "40000-41535", block_size = 512 }
             table: 7701,
             priority: 7699,
         };
-        assert_eq!(rules, vec![want(0x10003, 0x1ffff), want(0x10004, 0x1ffff)]);
+        assert_eq!(rules, vec![want(0x30003, 0x3ffff), want(0x30004, 0x3ffff)]);
         for slot in 0..p.slots() {
             let m = mark(&p, slot);
             let hit = rules.iter().any(|r| m & r.mask == r.fwmark);
@@ -367,6 +447,48 @@ ports = { range = "40000-41535", block_size = 512 }
         );
         // the one-pool policy has none
         assert!(pool_rules(&policy()).is_empty() && pool_routes(&policy(), 2).is_empty());
+    }
+
+    #[test]
+    fn only_the_checked_mark_selects_the_gateway_table_and_a_socket_mark_selects_the_hold_table() {
+        let p = policy();
+        assert_eq!(
+            socket_mark(&p, 2),
+            0x10002,
+            "a socket gets the flag and its slot"
+        );
+        assert_eq!(
+            mark(&p, 2),
+            0x30002,
+            "a checked packet has the checked bit too"
+        );
+        let main = main_rule(&p);
+        let hold = hold_rule(&p);
+        let selects = |r: &FwmarkRule, m: u32| m & r.mask == r.fwmark;
+        assert!(selects(&main, mark(&p, 2)) && !selects(&main, socket_mark(&p, 2)));
+        assert!(selects(&hold, socket_mark(&p, 2)));
+        assert!(
+            hold.priority > main.priority,
+            "the hold rule comes after the main one"
+        );
+        assert_eq!((main.table, hold.table), (7700, 7699));
+        let routes = hold_routes(&p, 9);
+        assert_eq!(routes[0].table, 7699);
+        assert!(
+            matches!(
+                routes[0].kind,
+                RouteKind::Unicast {
+                    gateway: None,
+                    oif: Some(9)
+                }
+            ),
+            "{routes:?}"
+        );
+        assert_eq!(
+            routes.len(),
+            1 + p.node.internal.len(),
+            "a throw per internal network"
+        );
     }
 
     #[test]

@@ -15,6 +15,8 @@ use std::path::PathBuf;
 const DEFAULT_TABLE: u32 = 7700;
 /// `node.fwmark` when the file gives none.
 const DEFAULT_FWMARK: u32 = 0x0001_0000;
+/// `node.checked_fwmark` when the file gives none.
+const DEFAULT_CHECKED_FWMARK: u32 = 0x0002_0000;
 /// The bits of the packet mark that carry the job's slot.
 pub(super) const SLOT_MASK: u32 = 0xffff;
 /// The routing tables the kernel keeps for itself, as messages name them.
@@ -96,6 +98,51 @@ impl Validator<'_> {
                 "use a flag above bit 15, e.g. 0x10000",
             );
         }
+        let checked_fwmark = raw
+            .checked_fwmark
+            .as_ref()
+            .map_or(DEFAULT_CHECKED_FWMARK, |m| *m.get_ref());
+        if checked_fwmark == 0 || checked_fwmark & (SLOT_MASK | fwmark) != 0 {
+            self.err_at(
+                "node.checked_fwmark",
+                raw.checked_fwmark.as_ref().and_then(span),
+                format!(
+                    "0x{checked_fwmark:x} is 0 or overlaps the low 16 bits (the job's slot) or node.fwmark (0x{fwmark:x})"
+                ),
+                "use a bit above bit 15 that node.fwmark does not use, e.g. 0x20000",
+            );
+        }
+        // the hold table's rule goes just after the main one
+        let rule_priority = raw.rule_priority.unwrap_or(route_table);
+        if rule_priority == u32::MAX {
+            self.err_at(
+                "node.rule_priority",
+                self.offset_of("rule_priority").map(|o| o..o),
+                format!("{rule_priority} leaves no room for the hold table's rule just after it"),
+                "pick a lower priority (default: node.route_table)",
+            );
+        }
+        let hold_table = raw
+            .hold_table
+            .as_ref()
+            .map_or(route_table.wrapping_sub(1), |t| *t.get_ref());
+        let hold_problem = if reserved_table(hold_table) {
+            Some(format!(
+                "table {hold_table} is reserved ({RESERVED_TABLES})"
+            ))
+        } else if hold_table == route_table {
+            Some(format!("table {hold_table} is node.route_table"))
+        } else {
+            None
+        };
+        if let Some(problem) = hold_problem {
+            self.err_at(
+                "node.hold_table",
+                raw.hold_table.as_ref().and_then(span),
+                problem,
+                "pick a free table number other than node.route_table and its pools' (default: node.route_table - 1)",
+            );
+        }
         let subnet_text = raw
             .netns_subnet
             .as_ref()
@@ -139,8 +186,10 @@ impl Validator<'_> {
                 gateway: gateway?,
                 internal,
                 route_table,
-                rule_priority: raw.rule_priority.unwrap_or(route_table),
+                rule_priority,
                 fwmark,
+                checked_fwmark,
+                hold_table,
                 state_dir: raw.state_dir.unwrap_or_else(|| "/run/extnet".into()),
                 cgroup_root: raw.cgroup_root,
                 netns_subnet: netns_subnet?,

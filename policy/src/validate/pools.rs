@@ -278,6 +278,15 @@ impl Validator<'_> {
             None => "node.gateway".into(),
         };
         match node.route_table.checked_add(index as u32) {
+            Some(t) if t == node.hold_table => {
+                self.err_at(
+                    &key,
+                    d.gateway_span.clone(),
+                    format!("this pool's routing table would be node.route_table + {index} = {t}, which is node.hold_table"),
+                    "set node.hold_table to a table no pool uses (default: node.route_table - 1)",
+                );
+                0
+            }
             Some(t) if !reserved_table(t) => {
                 if node.rule_priority == 0 {
                     self.err_at(

@@ -113,6 +113,31 @@ impl Netlink {
         Ok(())
     }
 
+    /// Creates the veth pair `name` / `peer` inside this socket's namespace unless `name`
+    /// exists, and returns `name`'s index. Neither end is set up. Equals `ip link add NAME type
+    /// veth peer name PEER`.
+    pub fn veth_pair_ensure(&mut self, name: &str, peer: &str) -> Result<u32, NetlinkError> {
+        if let Some(i) = self.index(name)? {
+            return Ok(i);
+        }
+        check_name(name)?;
+        check_name(peer)?;
+        let msg = LinkVeth::new(name, peer).build();
+        match self.change(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+            &|| format!("add link {name} type veth peer name {peer}"),
+        ) {
+            Ok(()) => tracing::debug!(link = name, peer, "veth pair added"),
+            // made by another program between the lookup and here
+            Err(e) if e.is_exists() => {}
+            Err(e) => return Err(e),
+        }
+        self.index(name)?.ok_or_else(|| NetlinkError::Vanished {
+            what: format!("link {name}"),
+        })
+    }
+
     /// Sets link `index` administratively up. Equals `ip link set dev X up`.
     pub fn set_up(&mut self, index: u32) -> Result<(), NetlinkError> {
         let msg = LinkUnspec::new_with_index(index).up().build();

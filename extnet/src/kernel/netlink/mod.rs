@@ -46,6 +46,9 @@ pub enum NetlinkError {
     Request { op: String, source: SocketError },
     #[error("invalid link name {name:?}: {why} (the kernel takes 1 to 15 bytes, no '/', ':' or whitespace)")]
     InvalidLinkName { name: String, why: &'static str },
+    /// Something just made is gone again (another program deleted it).
+    #[error("{what} vanished right after it was made; another program deletes it")]
+    Vanished { what: String },
 }
 
 impl NetlinkError {
@@ -53,7 +56,7 @@ impl NetlinkError {
     pub fn errno(&self) -> Option<Errno> {
         match self {
             NetlinkError::Open(e) | NetlinkError::Request { source: e, .. } => e.errno(),
-            NetlinkError::InvalidLinkName { .. } => None,
+            NetlinkError::InvalidLinkName { .. } | NetlinkError::Vanished { .. } => None,
         }
     }
 

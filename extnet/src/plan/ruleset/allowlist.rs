@@ -40,6 +40,9 @@ use std::fmt::Write;
 pub const MAP: &str = "slot_profile";
 /// Counter of marked packets that had no element in [`MAP`] (a job without a binding).
 pub const UNBOUND_COUNTER: &str = "unbound_drop";
+/// Counter of a job's packets of a protocol other than TCP, UDP and ICMP: dropped, since only
+/// those three are translated into the job's port block or to the node's address.
+pub const PROTO_COUNTER: &str = "proto_drop";
 
 /// Chain of a profile's allowlist.
 pub fn chain(profile: &str) -> String {
@@ -101,6 +104,7 @@ pub fn nft_objects(policy: &Policy) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "  map {MAP} {{ type mark : verdict; }}");
     let _ = writeln!(s, "  counter {UNBOUND_COUNTER} {{ }}");
+    let _ = writeln!(s, "  counter {PROTO_COUNTER} {{ }}");
     for p in &policy.profiles {
         let Some(dests) = &p.destinations else {
             continue;
@@ -121,6 +125,7 @@ pub fn nft_objects(policy: &Policy) -> String {
     meta mark & 0x{flag:x} != 0x{flag:x} return
     oifname "lo" return
     ip daddr @internal return
+    meta l4proto != {{ tcp, udp, icmp }} counter name {PROTO_COUNTER} drop
     meta mark vmap @{MAP}
     counter name {UNBOUND_COUNTER} drop
   }}
@@ -128,6 +133,7 @@ pub fn nft_objects(policy: &Policy) -> String {
     type filter hook forward priority filter - 5; policy accept;
     iifname != "{VETH_PREFIX}*" return
     ip daddr @internal return
+    meta mark & 0x{flag:x} == 0x{flag:x} meta l4proto != {{ tcp, udp, icmp }} counter name {PROTO_COUNTER} drop
     meta mark & 0x{flag:x} == 0x{flag:x} meta mark vmap @{MAP}
     counter name {UNBOUND_COUNTER} drop
   }}

@@ -120,7 +120,7 @@ mod tests {
         for kind in KINDS {
             assert!(
                 o.contains(&format!(
-                    "map slot_{kind} {{ type mark : counter; elements = {{ 0x10000 : \"slot0_{kind}\", 0x10001 : \"slot1_{kind}\", 0x10002 : \"slot2_{kind}\" }}; }}"
+                    "map slot_{kind} {{ type mark : counter; elements = {{ 0x30000 : \"slot0_{kind}\", 0x30001 : \"slot1_{kind}\", 0x30002 : \"slot2_{kind}\" }}; }}"
                 )),
                 "{o}"
             );
@@ -145,7 +145,7 @@ mod tests {
             "{c}"
         );
         // O(1): no rule names a slot, a mark value or a counter
-        assert!(!c.contains("slot0") && !c.contains("0x10001"), "{c}");
+        assert!(!c.contains("slot0") && !c.contains("0x30001"), "{c}");
     }
 
     #[test]

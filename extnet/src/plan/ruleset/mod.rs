@@ -107,10 +107,12 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
     // per-profile destination allowlists and their filter chains (see allowlist)
     s.push_str(&allowlist::nft_objects(policy));
     let level = facts.cgroup_level;
+    let both = flag | n.checked_fwmark;
     let _ = writeln!(
         s,
         r#"  chain output_mark {{
     type route hook output priority mangle; policy accept;
+    meta mark & 0x{both:x} != 0 meta mark set meta mark & 0x{keep:x}
     ip daddr @internal return
     meta mark set socket cgroupv2 level {level} map @slot_cgroup
   }}
@@ -135,9 +137,37 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
   }}
 {accounting}}}"#,
         addr = facts.node_addr,
+        keep = !both,
         accounting = counters::nft_chains(policy)
     );
+    s.push_str(&ipv6_table(policy));
     s
+}
+
+/// The IPv6 table `ip6 extnet`, in the same transaction: the data path is IPv4 only, so a
+/// job's IPv6 packets (its sockets carry the mark whatever their family; netns jobs' come
+/// from `xj*`) are dropped and counted, and no allowlist can be bypassed over IPv6 on a
+/// dual-stack node. Loopback stays.
+fn ipv6_table(policy: &Policy) -> String {
+    let flag = policy.node.fwmark;
+    format!(
+        r#"table ip6 {TABLE}
+delete table ip6 {TABLE}
+table ip6 {TABLE} {{
+  counter ipv6_drop {{ }}
+  chain output {{
+    type filter hook output priority filter - 5; policy accept;
+    meta mark & 0x{flag:x} != 0x{flag:x} return
+    oifname "lo" return
+    counter name ipv6_drop drop
+  }}
+  chain forward {{
+    type filter hook forward priority filter - 5; policy accept;
+    iifname "{VETH_PREFIX}*" counter name ipv6_drop drop
+  }}
+}}
+"#
+    )
 }
 
 fn list(s: &mut String, elems: impl Iterator<Item = String>) {
@@ -164,9 +194,9 @@ mod tests {
         let mut facts = BaseFacts::new(&p, &layout, "10.99.0.11".parse().unwrap()).unwrap();
         facts.cgroup_level = 3;
         let r = base_ruleset(&p, &facts);
-        assert!(r.contains("\"unified/extnet/n1/slot_2\" : 0x10002"), "{r}");
-        assert!(r.contains("0x10001 : 10.99.0.11 . 20256-20511"), "{r}");
-        assert!(r.contains("100.64.0.10 : 0x10002"), "{r}");
+        assert!(r.contains("\"unified/extnet/n1/slot_2\" : 0x30002"), "{r}");
+        assert!(r.contains("0x30001 : 10.99.0.11 . 20256-20511"), "{r}");
+        assert!(r.contains("100.64.0.10 : 0x30002"), "{r}");
         assert!(
             r.contains("socket cgroupv2 level 3 map @slot_cgroup"),
             "{r}"
@@ -176,10 +206,26 @@ mod tests {
             "{r}"
         );
         // slot_netns, slot_snat, and the three accounting maps
-        assert_eq!(r.matches("0x10002").count(), 6, "{r}");
+        assert_eq!(r.matches("0x30002").count(), 6, "{r}");
         assert!(
             !r.contains("job"),
             "no per-job state in the base ruleset: {r}"
         );
+        // only this chain says a packet was checked: flag and checked bits set by anyone
+        // else (a socket of no running job, SO_MARK) are cleared first
+        assert!(
+            r.contains("meta mark & 0x30000 != 0 meta mark set meta mark & 0xfffcffff\n    ip daddr @internal return\n    meta mark set socket cgroupv2"),
+            "{r}"
+        );
+        // protocols other than TCP, UDP and ICMP are dropped in both filter chains
+        assert_eq!(
+            r.matches("meta l4proto != { tcp, udp, icmp } counter name proto_drop drop")
+                .count(),
+            2,
+            "{r}"
+        );
+        // IPv6 of jobs: dropped in a table of its own, loaded in the same transaction
+        assert!(r.contains("table ip6 extnet {"), "{r}");
+        assert!(r.contains("counter name ipv6_drop drop"), "{r}");
     }
 }

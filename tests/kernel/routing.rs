@@ -1,0 +1,171 @@
+//! Kernel test of the node's policy routing for jobs (`extnet::node::ensure_routing`): a job
+//! packet reaches a gateway only with the mark that extnet's nft chain gives a packet it has
+//! checked; the mark a socket gets when it is created (and any other) goes to the hold table,
+//! whose link drops it. So with the nft table gone (`nft flush ruleset`), nothing of a job
+//! leaves: fail closed by construction, not by a rule that a flush removes. Checked with the
+//! kernel's own route lookup and real sockets, in a private network namespace. As root;
+//! without root it prints why it was skipped.
+
+use extnet::kernel::netlink::Netlink;
+use extnet::node::ensure_routing;
+use extnet::plan::{self, HOLD_LINK};
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use support::netns::{in_private_netns, ip, node_link};
+use support::policy::pools_a;
+use support::root::is_root;
+
+/// `ip route get DST mark M`: the device and next hop the kernel picks, or its error.
+fn route_get(dst: &str, mark: u32) -> Result<String, String> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "route", "get", dst, "mark", &format!("{mark:#x}")])
+        .output()
+        .unwrap();
+    if out.status.success() {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let f: Vec<&str> = text.split_whitespace().collect();
+        let dev = f.iter().position(|w| *w == "dev").map(|i| f[i + 1]);
+        let via = f.iter().position(|w| *w == "via").map(|i| f[i + 1]);
+        Ok(format!("{} via {}", dev.unwrap_or("-"), via.unwrap_or("-")))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// Packets the hold link has dropped (a veth whose peer is down counts them as tx drops),
+/// from `ip -s -j link` (this thread's namespace; /sys shows the process's).
+fn held() -> u64 {
+    let out = ip(&["-s", "-j", "link", "show", "dev", HOLD_LINK]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0]["stats64"]["tx"]["dropped"].as_u64().unwrap()
+}
+
+/// A UDP datagram to `dst` from a socket with mark `mark` (`SO_MARK`, as root), as a job's
+/// socket sends it.
+fn send_marked(dst: &str, mark: u32) -> std::io::Result<usize> {
+    let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+    let m = mark as libc::c_int;
+    // SAFETY: setsockopt on a socket this function owns, with a pointer to a c_int that
+    // lives across the call and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&m as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_MARK: {}", std::io::Error::last_os_error());
+    s.send_to(b"extnet", dst)
+}
+
+#[test]
+fn only_checked_job_packets_reach_a_gateway_and_the_rest_is_held() {
+    if !is_root(
+        "only_checked_job_packets_reach_a_gateway_and_the_rest_is_held",
+        "a network namespace, links, rules and routes",
+    ) {
+        return;
+    }
+    in_private_netns(|| {
+        node_link("eth0", "10.99.0.11/24", None);
+        let p = pools_a();
+        let mut nl = Netlink::open().unwrap();
+        let idx = nl.index("eth0").unwrap().expect("eth0");
+        // a rule of an earlier extnet at the main rule's priority: the unchecked flag alone
+        // to the gateway's table. It must go, or a flushed nft table would open the node.
+        ip(&[
+            "rule",
+            "add",
+            "pref",
+            "7700",
+            "fwmark",
+            "0x10000/0x10000",
+            "lookup",
+            "7700",
+        ]);
+        // someone else's rule at the same priority stays
+        ip(&[
+            "rule",
+            "add",
+            "pref",
+            "7700",
+            "fwmark",
+            "0x40000/0x40000",
+            "lookup",
+            "100",
+        ]);
+        ensure_routing(&p, &mut nl, idx).unwrap();
+        let rules = ip(&["rule", "show"]);
+        assert!(
+            !rules.contains("fwmark 0x10000/0x10000 lookup 7700"),
+            "{rules}"
+        );
+        assert!(
+            rules.contains("fwmark 0x40000/0x40000 lookup 100"),
+            "{rules}"
+        );
+
+        let out = "203.0.113.10";
+        // checked: through the gateway of the slot's pool
+        assert_eq!(
+            route_get(out, plan::mark(&p, 0)).unwrap(),
+            "eth0 via 10.99.0.254"
+        );
+        assert_eq!(
+            route_get(out, plan::mark(&p, 39)).unwrap(),
+            "eth0 via 10.99.0.253"
+        );
+        // a socket's own mark, unchecked: the hold link, whatever the pool
+        for slot in [0, 39, 40] {
+            assert_eq!(
+                route_get(out, plan::socket_mark(&p, slot)).unwrap(),
+                format!("{HOLD_LINK} via -"),
+                "slot {slot}"
+            );
+        }
+        // internal destinations stay on the node's path with any mark
+        assert_eq!(
+            route_get("10.99.0.5", plan::socket_mark(&p, 0)).unwrap(),
+            "eth0 via -"
+        );
+        assert_eq!(
+            route_get("10.99.0.5", plan::mark(&p, 0)).unwrap(),
+            "eth0 via -"
+        );
+        // unmarked: the node's own path, which has no way out
+        assert!(route_get(out, 0).is_err());
+
+        // a job's socket: its first route lookup works (the job does not fail at once) and
+        // the datagram goes to the hold link, where it is dropped
+        let before = held();
+        send_marked(&format!("{out}:7001"), plan::socket_mark(&p, 1)).unwrap();
+        assert_eq!(
+            held(),
+            before + 1,
+            "the datagram was dropped on {HOLD_LINK}"
+        );
+
+        // idempotent; and repaired after drift: the hold link deleted, the rules flushed
+        ensure_routing(&p, &mut nl, idx).unwrap();
+        ip(&["link", "del", HOLD_LINK]);
+        ip(&["rule", "del", "pref", "7701"]);
+        assert!(
+            route_get(out, plan::socket_mark(&p, 1)).is_err(),
+            "without the hold routing an unchecked packet has no route at all (still closed)"
+        );
+        ensure_routing(&p, &mut nl, idx).unwrap();
+        assert_eq!(
+            route_get(out, plan::socket_mark(&p, 1)).unwrap(),
+            format!("{HOLD_LINK} via -")
+        );
+        // the hold link's peer never forwards, so nothing escapes through it either
+        let peer_forwarding = std::fs::read_to_string(format!(
+            "/proc/sys/net/ipv4/conf/{}/forwarding",
+            plan::HOLD_PEER
+        ))
+        .unwrap();
+        assert_eq!(peer_forwarding.trim(), "0");
+    });
+}
