@@ -229,16 +229,7 @@ pub fn teardown(policy: &Policy, layout: &Layout, nl: &mut Netlink) -> Vec<Strin
         }
     }
     for table in [n.route_table, n.hold_table] {
-        match nl.routes(table) {
-            Ok(routes) => {
-                for r in routes {
-                    if let Err(e) = nl.route_del(&r) {
-                        errors.push(e.to_string());
-                    }
-                }
-            }
-            Err(e) => errors.push(e.to_string()),
-        }
+        errors.extend(flush_table(nl, table));
     }
     if let Err(e) = nl.delete(plan::HOLD_LINK) {
         errors.push(e.to_string());
@@ -328,6 +319,23 @@ fn ensure_main_and_hold_rules(policy: &Policy, nl: &mut Netlink) -> Result<(), N
     Ok(())
 }
 
+/// Deletes every route of `table` (`ip route flush table T`); carries on past errors and
+/// returns them.
+fn flush_table(nl: &mut Netlink, table: u32) -> Vec<String> {
+    let mut errors = Vec::new();
+    match nl.routes(table) {
+        Ok(routes) => {
+            for r in routes {
+                if let Err(e) = nl.route_del(&r) {
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        Err(e) => errors.push(e.to_string()),
+    }
+    errors
+}
+
 /// Whether `rule` is a pool rule of extnet (made by [`ensure_pool_routing`] for this policy or
 /// an earlier one): at the priority just before the main rule, with the flag bits of
 /// `node.fwmark` in its mark and mask, and not the main rule itself.
@@ -409,16 +417,7 @@ pub fn teardown_pool_routing(policy: &Policy, nl: &mut Netlink) -> Vec<String> {
     tables.sort_unstable();
     tables.dedup();
     for table in tables.into_iter().filter(|&t| t != policy.node.route_table) {
-        match nl.routes(table) {
-            Ok(routes) => {
-                for r in routes {
-                    if let Err(e) = nl.route_del(&r) {
-                        errors.push(e.to_string());
-                    }
-                }
-            }
-            Err(e) => errors.push(e.to_string()),
-        }
+        errors.extend(flush_table(nl, table));
     }
     errors
 }
