@@ -7,6 +7,9 @@ cluster through the NAT gateway (and with which port):
 
   TCP  7000  on connect: writes "SEEN tcp <src_ip> <src_port>\n" and closes
   UDP  7001  answers every datagram with "SEEN udp <src_ip> <src_port>\n"
+  UDP-Lite 7002  (IP protocol 136) answers likewise "SEEN udplite <src_ip> <src_port>\n":
+             a protocol that is neither TCP, UDP nor ICMP, for the fail-closed tests;
+             left out with a warning when the kernel has no UDP-Lite
   HTTP 8080  GET any path: 200, body "SEEN http <src_ip> <src_port>\n"
              GET /bytes/N: 200, a body of exactly N bytes (N <= 1 GiB; accounting tests)
              POST any path: reads the body, 200, body "RECEIVED <n>\n"
@@ -22,6 +25,9 @@ import socket
 import socketserver
 import sys
 import threading
+
+# socket.IPPROTO_UDPLITE exists only in newer Pythons; the number is the kernel's
+IPPROTO_UDPLITE = getattr(socket, "IPPROTO_UDPLITE", 136)
 
 LOG_LOCK = threading.Lock()
 LOG_PATH = None
@@ -46,12 +52,18 @@ class TcpHandler(socketserver.BaseRequestHandler):
 
 
 class UdpHandler(socketserver.BaseRequestHandler):
+    PROTO = "udp"
+
     def handle(self):
         _data, sock = self.request
         try:
-            sock.sendto(seen("udp", self.client_address).encode(), self.client_address)
+            sock.sendto(seen(self.PROTO, self.client_address).encode(), self.client_address)
         except OSError:
             pass
+
+
+class UdpliteHandler(UdpHandler):
+    PROTO = "udplite"
 
 
 class HttpHandler(http.server.BaseHTTPRequestHandler):
@@ -121,6 +133,21 @@ class UdpServer(socketserver.ThreadingUDPServer):
     daemon_threads = True
 
 
+class UdpliteServer(UdpServer):
+    """A datagram server on a UDP-Lite socket: socketserver makes plain UDP ones."""
+
+    def __init__(self, addr, handler):
+        super().__init__(addr, handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = socket.socket(self.address_family, self.socket_type, IPPROTO_UDPLITE)
+        try:
+            self.server_bind()
+            self.server_activate()
+        except BaseException:
+            self.server_close()
+            raise
+
+
 class HttpServer(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     daemon_threads = True
@@ -133,6 +160,7 @@ def main():
     ap.add_argument("--tcp-port", type=int, default=7000)
     ap.add_argument("--udp-port", type=int, default=7001)
     ap.add_argument("--http-port", type=int, default=8080)
+    ap.add_argument("--udplite-port", type=int, default=7002)
     ap.add_argument("--log", help="append every SEEN line with a timestamp here")
     args = ap.parse_args()
     LOG_PATH = args.log
@@ -142,11 +170,16 @@ def main():
         UdpServer((args.bind, args.udp_port), UdpHandler),
         HttpServer((args.bind, args.http_port), HttpHandler),
     ]
+    listening = "tcp/%d udp/%d http/%d" % (args.tcp_port, args.udp_port, args.http_port)
+    try:
+        servers.append(UdpliteServer((args.bind, args.udplite_port), UdpliteHandler))
+        listening += " udplite/%d" % args.udplite_port
+    except OSError as exc:
+        print("outside-server: no UDP-Lite listener (%s)" % exc, file=sys.stderr, flush=True)
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
     for t in threads:
         t.start()
-    print("outside-server: listening on %s tcp/%d udp/%d http/%d"
-          % (args.bind, args.tcp_port, args.udp_port, args.http_port), flush=True)
+    print("outside-server: listening on %s %s" % (args.bind, listening), flush=True)
     try:
         for t in threads:
             t.join()

@@ -223,14 +223,58 @@ impl Cluster {
 
     /// Runs a command in a node's network namespace, as root.
     pub fn on_node(&self, node: &str, args: &[&str]) -> Run {
+        self.on_host(node, args)
+    }
+
+    /// Runs a command as root on any host of the cluster (`n1`, `gw1`, `out`, ...): in its
+    /// network namespace `xn-<host>`.
+    pub fn on_host(&self, host: &str, args: &[&str]) -> Run {
         let o = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/xn-{node}"))
+            .arg(format!("--net=/run/netns/xn-{host}"))
             .arg("--")
             .args(args)
             .stdin(Stdio::null())
             .output()
             .expect("nsenter");
         Run::from(o)
+    }
+
+    /// `extnet node setup --node NODE` on `node`: loads the node's base again when it is not
+    /// in place (what a repair agent would do).
+    pub fn node_setup(&self, node: &str) -> Run {
+        self.extnet(node, &["node", "setup", "--node", node])
+    }
+
+    /// A guard that runs [`Cluster::node_setup`] on `node` when dropped, also when the test
+    /// panics: for tests that break the node's base on purpose.
+    pub fn restore_base_on_drop(&self, node: &'static str) -> BaseGuard<'_> {
+        BaseGuard {
+            cluster: self,
+            node,
+        }
+    }
+
+    /// Where the outside host's log (`out/seen.log`) ends now: pass it to
+    /// [`Cluster::seen_since`].
+    pub fn seen_log_mark(&self) -> u64 {
+        std::fs::metadata(self.seen_log_path())
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// What reached the outside host since `mark` ([`Cluster::seen_log_mark`]), in order.
+    pub fn seen_since(&self, mark: u64) -> Vec<Seen> {
+        let path = self.seen_log_path();
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let from = (mark as usize).min(bytes.len());
+        String::from_utf8_lossy(&bytes[from..])
+            .lines()
+            .filter_map(Seen::parse)
+            .collect()
+    }
+
+    fn seen_log_path(&self) -> PathBuf {
+        self.xn_dir.join("out/seen.log")
     }
 
     /// The cluster's policy, as the prologs read it (without the file permission check: a
@@ -533,4 +577,158 @@ pub fn uid_of(user: &str) -> u32 {
         .unwrap_or_else(|| panic!("no user {user}"))
         .uid
         .as_raw()
+}
+
+/// Runs `extnet node setup` on its node when dropped ([`Cluster::restore_base_on_drop`]).
+pub struct BaseGuard<'a> {
+    cluster: &'a Cluster,
+    node: &'static str,
+}
+
+impl Drop for BaseGuard<'_> {
+    fn drop(&mut self) {
+        let r = self.cluster.node_setup(self.node);
+        if !r.ok() {
+            eprintln!("cannot restore the base of {}:\n{r}", self.node);
+        }
+    }
+}
+
+/// Now, in seconds since the epoch: the clock of `seen.log` and of `probe --for`.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs_f64()
+}
+
+/// One line of the outside host's log (`out/seen.log`): what reached it, when, and from
+/// which address and port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    /// Seconds since the epoch.
+    pub at: f64,
+    pub proto: String,
+    pub ip: String,
+    pub port: u16,
+}
+
+impl Seen {
+    /// `2026-01-02T03:04:05.678+00:00 SEEN tcp 203.0.113.1 20001`
+    fn parse(line: &str) -> Option<Seen> {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() != 5 || f[1] != "SEEN" {
+            return None;
+        }
+        Some(Seen {
+            at: iso_to_unix(f[0])?,
+            proto: f[2].to_owned(),
+            ip: f[3].to_owned(),
+            port: f[4].parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3} {} {}:{}", self.at, self.proto, self.ip, self.port)
+    }
+}
+
+/// One attempt of `probe PROTO --for SECS`: when it started and what came of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    /// Seconds since the epoch.
+    pub at: f64,
+    pub proto: String,
+    /// The address and port the outside host answered that it saw, or why there was no answer.
+    pub outcome: Result<(String, u16), String>,
+}
+
+impl Attempt {
+    /// The attempts in a job's output (`AT <time> <proto> SEEN <proto> <ip> <port>` or
+    /// `AT <time> <proto> FAIL <error>`), in order; other lines are skipped.
+    pub fn all(output: &str) -> Vec<Attempt> {
+        output.lines().filter_map(Attempt::parse).collect()
+    }
+
+    fn parse(line: &str) -> Option<Attempt> {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 || f[0] != "AT" {
+            return None;
+        }
+        let outcome = match f[3] {
+            "SEEN" if f.len() == 7 => Ok((f[5].to_owned(), f[6].parse().ok()?)),
+            "FAIL" => Err(f[4..].join(" ")),
+            _ => return None,
+        };
+        Some(Attempt {
+            at: f[1].parse().ok()?,
+            proto: f[2].to_owned(),
+            outcome,
+        })
+    }
+}
+
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.outcome {
+            Ok((ip, port)) => write!(f, "{:.3} {} seen as {ip}:{port}", self.at, self.proto),
+            Err(e) => write!(f, "{:.3} {} failed: {e}", self.at, self.proto),
+        }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff]+HH:MM` (Python's `isoformat`) in seconds since the epoch.
+fn iso_to_unix(s: &str) -> Option<f64> {
+    let (date, rest) = s.split_once('T')?;
+    let split = rest.rfind(['+', '-'])?;
+    let (time, offset) = rest.split_at(split);
+    let mut d = date.splitn(3, '-').map(|v| v.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.splitn(3, ':');
+    let (h, min) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let sec: f64 = t.next()?.parse().ok()?;
+    let (oh, om) = offset[1..].split_once(':')?;
+    let off = (oh.parse::<i64>().ok()? * 60 + om.parse::<i64>().ok()?) * 60;
+    let off = if offset.starts_with('-') { -off } else { off };
+    // days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + min * 60 - off) as f64 + sec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_log_lines_and_probe_attempts_parse() {
+        let s =
+            Seen::parse("2026-12-07T00:29:24.125+00:00 SEEN udplite 203.0.113.1 20001").unwrap();
+        assert_eq!(
+            (s.proto.as_str(), s.ip.as_str(), s.port),
+            ("udplite", "203.0.113.1", 20001)
+        );
+        assert!((s.at - 1_796_603_364.125).abs() < 1e-6, "{}", s.at);
+        assert_eq!(iso_to_unix("1970-01-01T01:00:00+01:00"), Some(0.0));
+        assert_eq!(
+            iso_to_unix("2000-03-01T00:00:00+00:00"),
+            Some(951_868_800.0)
+        );
+        let a = Attempt::all(
+            "JOB=7\nAT 1796603364.761 tcp SEEN tcp 203.0.113.1 20001\nAT 1796603366.237 http FAIL Connection refused\n",
+        );
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].outcome, Ok(("203.0.113.1".to_owned(), 20001)));
+        assert_eq!(a[1].outcome, Err("Connection refused".to_owned()));
+        assert!((a[1].at - 1_796_603_366.237).abs() < 1e-6);
+    }
 }
