@@ -225,8 +225,8 @@ impl Lab {
             .collect()
     }
 
-    /// What of `job` is left on the node: namespace, veth, lease, state file, processes in a
-    /// slot cgroup, temporary files. Empty when nothing.
+    /// What of `job` is left on the node: namespace, veth, lease, state file, its cgroup,
+    /// processes in a cgroup of no other job, temporary files. Empty when nothing.
     fn residue(&self, job: u32) -> Vec<String> {
         let mut left = Vec::new();
         let ns = self.netns_dir().join(format!("extnet-{NODE}-{job}"));
@@ -245,7 +245,11 @@ impl Lab {
         {
             left.push(format!("link xj{job}"));
         }
-        // slot cgroups of other jobs' leases may hold their tasks
+        let cg = self.cgroup_root().join(format!("job_{job}"));
+        if cg.exists() {
+            left.push(format!("cgroup {}", cg.display()));
+        }
+        // the cgroups of other jobs' leases may hold their tasks
         let mut others = Vec::new();
         match LeaseTable::load(&self.table_path(), NODE) {
             Ok(t) => {
@@ -256,7 +260,7 @@ impl Lab {
                     t.leases
                         .iter()
                         .filter(|l| l.job_id != job)
-                        .map(|l| format!("slot_{}", l.slot)),
+                        .map(|l| format!("job_{}", l.job_id)),
                 );
             }
             Err(e) => left.push(format!("lease table does not load: {e}")),
@@ -310,7 +314,7 @@ impl Lab {
             .to_owned()
     }
 
-    /// A stand-in for a job's task: `sleep` in the job's slot cgroup or namespace.
+    /// A stand-in for a job's task: `sleep` in the job's cgroup or namespace.
     fn task(&self, g: &extnet::store::state::Grant) -> Child {
         let mut cmd = Command::new("sleep");
         cmd.arg("600").stdin(Stdio::null());
@@ -321,7 +325,7 @@ impl Lab {
             let child = cmd.spawn().expect("spawn sleep");
             let cg = g.cgroup.as_ref().expect("cgroup grant has a cgroup");
             std::fs::write(cg.join("cgroup.procs"), child.id().to_string())
-                .expect("move the task into its slot cgroup");
+                .expect("move the task into its job's cgroup");
             child
         };
         child
@@ -792,6 +796,115 @@ fn job_state_load_reports_damage_clearly() {
     }
 }
 
+/// The identity of a job's traffic dies with the job. A cgroup-mode job makes a UDP socket
+/// and passes it over a Unix socket to a process outside the job (here the test), which keeps
+/// it after the job ended, as a user's daemon would. While the job runs, the socket's traffic
+/// is the job's (counted on its slot). After its epilog, and once the job's slot belongs to
+/// the next job, the same socket gets nothing counted on that slot and nothing routed out:
+/// it carries the id of a cgroup that is gone, which no running job has.
+fn a_socket_passed_out_of_a_job_dies_with_the_job() {
+    if !root("a_socket_passed_out_of_a_job_dies_with_the_job") {
+        return;
+    }
+    use std::io::Write as _;
+    use std::os::unix::net::UnixListener;
+    let lab = Lab::new("passed");
+    let first = lab.granted(1, "default");
+    let cg = first.cgroup.clone().expect("a cgroup-mode grant");
+    // the job's task: joins the job's cgroup, then makes the socket and passes it out
+    let path = lab.dir.join("pass.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let script = format!(
+        "import socket, sys\nsys.stdin.readline()\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns = socket.socket(socket.AF_UNIX)\ns.connect({:?})\nsocket.send_fds(s, [b'x'], [u.fileno()])\n",
+        path.display().to_string()
+    );
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", &script]).stdin(Stdio::piped());
+    let mut task = command_in(&mut cmd, &lab.node_ns).spawn().expect("python3");
+    std::fs::write(cg.join("cgroup.procs"), task.id().to_string()).unwrap();
+    task.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    let passed = receive_fd(&conn);
+    assert!(task.wait().unwrap().success(), "the job's task");
+    let passed = std::net::UdpSocket::from(passed);
+    let outside = "203.0.113.10:7001";
+    let out_packets = |slot: u32| {
+        netns::run_in(lab.node_ns.as_fd(), || {
+            extnet::node::counters::read(&[slot]).expect("slot counters")[&slot].packets_out
+        })
+        .unwrap()
+    };
+    // while the job runs, the socket's traffic is the job's
+    passed.send_to(b"while the job runs", outside).unwrap();
+    assert_eq!(
+        out_packets(first.slot),
+        1,
+        "the job's own socket counts on its slot"
+    );
+
+    lab.epilog_ok(1);
+    lab.assert_clean(1, "job 1");
+    // the slot's next job (no quarantine in this lab)
+    let next = lab.granted(2, "default");
+    assert_eq!(next.slot, first.slot, "the next job got the same slot");
+    assert_eq!(out_packets(next.slot), 0);
+    for _ in 0..3 {
+        // an error (no route) or a silent drop; either way nothing may count or leave
+        let _ = passed.send_to(b"after the job ended", outside);
+    }
+    assert_eq!(
+        out_packets(next.slot),
+        0,
+        "the ended job's socket must not count on (or leave as) the slot's next job"
+    );
+    // and the next job's own traffic still counts: the check above can fail
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-c",
+        "import socket, sys\nsys.stdin.readline()\nsocket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('203.0.113.10', 7001))\n",
+    ])
+    .stdin(Stdio::piped());
+    let mut task = command_in(&mut cmd, &lab.node_ns).spawn().expect("python3");
+    let cg2 = next.cgroup.clone().expect("a cgroup-mode grant");
+    assert_ne!(cg2, cg, "every job has a cgroup of its own");
+    std::fs::write(cg2.join("cgroup.procs"), task.id().to_string()).unwrap();
+    task.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(task.wait().unwrap().success());
+    assert_eq!(
+        out_packets(next.slot),
+        1,
+        "the next job's own socket counts"
+    );
+    drop(passed);
+    lab.epilog_ok(2);
+    lab.assert_clean(2, "job 2");
+    lab.finish();
+}
+
+/// The one file descriptor sent over `conn` with `SCM_RIGHTS`.
+fn receive_fd(conn: &std::os::unix::net::UnixStream) -> std::os::fd::OwnedFd {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut buf = [0u8; 8];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .expect("recvmsg");
+    for c in msg.cmsgs().expect("control messages") {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the kernel just installed this descriptor in our table for us; nothing
+            // else owns it.
+            return unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) };
+        }
+    }
+    panic!("no file descriptor received");
+}
+
 type TestFn = fn();
 
 const TESTS: &[(&str, TestFn)] = &[
@@ -814,6 +927,10 @@ const TESTS: &[(&str, TestFn)] = &[
     (
         "job_state_load_reports_damage_clearly",
         job_state_load_reports_damage_clearly,
+    ),
+    (
+        "a_socket_passed_out_of_a_job_dies_with_the_job",
+        a_socket_passed_out_of_a_job_dies_with_the_job,
     ),
 ];
 

@@ -585,7 +585,7 @@ mode = "netns"
             );
             if n.name == self.own().name {
                 report.notes.push(format!(
-                    "The first external job on a fresh node loads the base ({slots} slot cgroups with their bpf programs, the nft table): prolog {:.1} ms (once per node and policy change).",
+                    "The first external job on a fresh node loads the base (the nft table with {slots} slots): prolog {:.1} ms (once per node and policy change).",
                     ms(first.wall)
                 ));
             }
@@ -798,7 +798,7 @@ mode = "netns"
         let (policy, _) = self.layout(Pol::Dataplane, own)?;
         let mark_flag = policy.node.fwmark;
         let fill = o.elements.saturating_sub(1);
-        // filler cgroups for slot_cgroup (nft names a cgroup by an existing directory)
+        // filler cgroups for job_cgroup (nft names a cgroup by an existing directory)
         let fill_cg = self.cgroup("fill", &own.name);
         let t = Instant::now();
         for i in 0..fill {
@@ -823,7 +823,7 @@ mode = "netns"
             let maps: Vec<(&str, Elem<'_>)> = match mode {
                 "cgroup" => vec![
                     (
-                        "slot_cgroup",
+                        "job_cgroup",
                         Box::new(|i| format!("\"{rel}/f{i}\" : 0x{:x}", mark_flag | 0xffff)),
                     ),
                     (

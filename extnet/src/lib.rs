@@ -12,7 +12,7 @@
 //!    except finding the cgroup2 mount; unit-tested without root.
 //! 4. [`store`]: what the node keeps on disk, crash-safe: the lease table and lease log, job
 //!    state files, lease markers, the accounting log.
-//! 5. [`node`]: the node's base (nft table, `ip rule`, routing tables, slot cgroups) and the
+//! 5. [`node`]: the node's base (nft tables, `ip rule`s, routing tables, job cgroup root) and the
 //!    per-slot elements in it (allowlist bindings, traffic counters).
 //! 6. [`job`]: one job on one node: its identity from Slurm's environment, setup (prolog),
 //!    teardown (epilog), its network namespace, limits, and putting a task on its path out

@@ -14,7 +14,7 @@ pub fn setup(policy_path: &Path, node: Option<String>) -> anyhow::Result<ExitCod
     let (policy, layout) = load(policy_path, node)?;
     let mut nl = Netlink::open()?;
     let (idx, addr) = extnet::node::node_addr(&policy, &layout, &mut nl)?;
-    let loaded = extnet::node::ensure(&policy, &layout, &mut nl, idx, addr, None)?;
+    let loaded = extnet::node::ensure(&policy, &layout, &mut nl, idx, addr)?;
     println!(
         "node {}: base {} (address {addr}, {} slots in {} port pool(s))",
         layout.node,

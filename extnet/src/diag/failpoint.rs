@@ -37,7 +37,7 @@ pub const PROLOG_NETNS_ONLY: &[&str] = &[
 /// Points of the epilog's teardown that the crash tests kill it at, in order.
 pub const EPILOG: &[&str] = &[
     "epilog-after-lock",
-    "epilog-after-cgroup-kill",
+    "epilog-after-cgroup-teardown",
     "epilog-after-netns-teardown",
     "epilog-after-release-log",
     "epilog-after-lease-store",

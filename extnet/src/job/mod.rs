@@ -3,10 +3,12 @@
 //! - [`env`]: the job's identity, read once from Slurm's prolog/epilog environment.
 //! - [`setup`]: the prolog: decide, lease, set the job's path out up, record.
 //! - [`limits`]: per-profile job limits, counted from the lease table.
+//! - [`cgroup`]: a cgroup-mode job's own cgroup, set up and torn down.
 //! - [`netns`]: a netns-mode job's namespace and veth pair, set up and torn down.
 //! - [`task`]: putting a task on its job's path out (the plugin, inside slurmstepd).
 //! - [`teardown`]: the epilog: tear down, account, release.
 
+pub mod cgroup;
 pub mod env;
 pub mod limits;
 pub mod netns;
@@ -16,7 +18,7 @@ pub mod teardown;
 
 use crate::kernel::netlink::NetlinkError;
 use crate::kernel::nftables::netlink::NfnlError;
-use crate::kernel::{cgroup::CgroupError, netns::NetnsError, sysctl::SysctlError};
+use crate::kernel::{bpf::BpfError, cgroup::CgroupError, netns::NetnsError, sysctl::SysctlError};
 use crate::node::{counters::CounterError, NodeError};
 use crate::store::{fs::FsError, lease::LeaseError, state::StateError};
 
@@ -42,6 +44,8 @@ pub enum JobError {
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Sysctl(#[from] SysctlError),
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
     #[error("traffic counters: {0}")]
     Counters(#[from] CounterError),
     #[error("destination allowlist: {0}")]

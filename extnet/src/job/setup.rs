@@ -7,10 +7,10 @@
 
 use crate::diag::failpoint;
 use crate::diag::timings::done as step;
+use crate::job::cgroup as job_cgroup;
 use crate::job::env::JobEnv;
 use crate::job::netns;
 use crate::job::JobError;
-use crate::kernel::cgroup;
 use crate::kernel::netlink::Netlink;
 use crate::node;
 use crate::plan::layout::Layout;
@@ -18,7 +18,6 @@ use crate::store::fs::Lock;
 use crate::store::lease::{self, LeaseRequest, LeaseTable, LogRecord};
 use crate::store::state::{Grant, JobState, Outcome, STATE_VERSION};
 use extnet_policy::{decide_skipping, Decision, Mode, Policy};
-use std::time::Duration;
 
 /// What the prolog did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,7 +174,7 @@ fn grant(
     }
     step("lease-store");
     let result = (|| -> Result<Grant, JobError> {
-        node::ensure(policy, layout, &mut nl, iface, node_addr, Some(l.slot))?;
+        node::ensure(policy, layout, &mut nl, iface, node_addr)?;
         step("node-ensure");
         let mut g = Grant {
             profile: profile.to_owned(),
@@ -191,10 +190,7 @@ fn grant(
         };
         match mode {
             Mode::Cgroup => {
-                let dir = layout.slot_cgroup(l.slot);
-                // a process left from an earlier holder of this slot must not share its mark
-                cgroup::kill_all(&dir, Duration::from_secs(5))?;
-                g.cgroup = Some(dir);
+                g.cgroup = Some(job_cgroup::setup(policy, layout, job.job_id, l.slot)?);
             }
             Mode::Netns => {
                 netns::setup(policy, layout, &mut nl, job.job_id, l.slot)?;
@@ -224,6 +220,7 @@ fn grant(
     if result.is_err() && new {
         // roll back: nothing ran with this lease, so no quarantine and no release record
         let _ = netns::teardown(layout, &mut nl, job.job_id);
+        let _ = job_cgroup::teardown(layout, job.job_id);
         let _ = node::allowlist::unbind(l.mark);
         if let Ok(mut t) = LeaseTable::load(&table_path, &layout.node) {
             if t.forget(job.job_id).is_some() && t.store(&table_path).is_ok() {

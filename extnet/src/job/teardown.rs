@@ -4,6 +4,7 @@
 
 use crate::diag::failpoint;
 use crate::diag::timings::done as step;
+use crate::job::cgroup as job_cgroup;
 use crate::job::env::JobEnv;
 use crate::job::netns;
 use crate::job::JobError;
@@ -54,12 +55,20 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<TeardownOut
     step("lease-load");
     let lease = table.lease_of(job.job_id).cloned();
     let mut errors: Vec<String> = Vec::new();
+    // the job's own cgroup (cgroup mode): killed, out of the node table's map, removed
+    if let Err(e) = job_cgroup::teardown(layout, job.job_id) {
+        errors.push(crate::diag::error_chain(&e));
+    }
+    // a lease of an extnet before job cgroups: its tasks are in the slot's cgroup
     if let Some(l) = &lease {
-        if let Err(e) = cgroup::kill_all(&layout.slot_cgroup(l.slot), Duration::from_secs(10)) {
-            errors.push(e.to_string());
+        let legacy = layout.legacy_slot_cgroup(l.slot);
+        if legacy.is_dir() {
+            if let Err(e) = cgroup::kill_all(&legacy, Duration::from_secs(10)) {
+                errors.push(e.to_string());
+            }
         }
     }
-    step("cgroup-kill");
+    step("cgroup-teardown");
     match Netlink::open() {
         Ok(mut nl) => {
             if let Err(e) = netns::teardown(layout, &mut nl, job.job_id) {

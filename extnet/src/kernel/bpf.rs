@@ -1,4 +1,4 @@
-//! A cgroup-bpf program that gives every IPv4/IPv6 socket created in a slot cgroup the slot's
+//! A cgroup-bpf program that gives every IPv4/IPv6 socket created in a job's cgroup its slot's
 //! packet mark (`BPF_CGROUP_INET_SOCK_CREATE` writing `bpf_sock.mark`, like `SO_MARK`).
 //!
 //! Why: a process's first route lookup happens at `connect()`/`sendto()`, before any packet

@@ -1,4 +1,4 @@
-//! cgroup v2 directories: the slot cgroups that mark a job's sockets. The root is always a
+//! cgroup v2 directories: the job cgroups whose sockets carry a job's mark. The root is always a
 //! parameter so tests can use a directory of their own.
 
 use std::io::Write;

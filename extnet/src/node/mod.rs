@@ -1,5 +1,5 @@
 //! The node's base setup, shared by all jobs: the nft table (static, one element per slot), the
-//! one `ip rule`, the external routing table, the slot cgroups, forwarding for netns jobs.
+//! the job routing (main and hold tables), the job cgroup root, forwarding for netns jobs.
 //!
 //! Idempotent and cheap when nothing changed: the prolog calls [`ensure`] for every external
 //! job. The nft table is reloaded (one `nft -f`) only when the planned ruleset differs from what
@@ -9,6 +9,7 @@
 
 pub mod allowlist;
 pub mod counters;
+pub mod job_cgroups;
 
 use crate::kernel::netlink::rule::FwmarkRule;
 use crate::kernel::netlink::Netlink;
@@ -51,7 +52,8 @@ pub struct BaseRecord {
     pub fingerprint: String,
     /// Inode of the network namespace the table was loaded into.
     pub netns: u64,
-    /// cgroup id (inode) of each slot cgroup when the table was loaded, by slot.
+    /// Ids of the per-slot cgroups of versions before job cgroups; no longer written.
+    #[serde(default, skip_serializing)]
     pub slot_ids: Vec<u64>,
     pub node_addr: Ipv4Addr,
     /// Fingerprint of what the ruleset was rendered from ([`inputs_key`]): equal inputs mean
@@ -73,7 +75,7 @@ pub fn inputs_key(policy: &Policy, layout: &Layout, node_addr: Ipv4Addr) -> Stri
     node_addr.hash(&mut h);
     layout.node.hash(&mut h);
     layout.cgroup_root.hash(&mut h);
-    layout.slot_level().hash(&mut h);
+    layout.job_cgroup_level().hash(&mut h);
     format!("{:016x}", h.finish())
 }
 
@@ -105,15 +107,14 @@ fn current_netns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Brings the node's base to what the policy says. `slot`: the slot about to be used, whose
-/// cgroup id is checked against the loaded table. Returns whether the nft table was (re)loaded.
+/// Brings the node's base to what the policy says. Returns whether the nft table was
+/// (re)loaded.
 pub fn ensure(
     policy: &Policy,
     layout: &Layout,
     nl: &mut Netlink,
     iface_index: u32,
     node_addr: Ipv4Addr,
-    slot: Option<u32>,
 ) -> Result<bool, NodeError> {
     let n = &policy.node;
     ensure_routing(policy, nl, iface_index)?;
@@ -125,13 +126,8 @@ pub fn ensure(
     let marker: Option<BaseRecord> = std::fs::read(layout.base_marker())
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    // the loaded table is still there, in this namespace, with the leased slot's cgroup
-    let in_place = |m: &BaseRecord| {
-        m.netns == netns
-            && slot.is_none_or(|s| {
-                m.slot_ids.get(s as usize).copied() == cgroup::id(&layout.slot_cgroup(s)).ok()
-            })
-    };
+    // the loaded table is in this namespace
+    let in_place = |m: &BaseRecord| m.netns == netns;
     let inputs = inputs_key(policy, layout, node_addr);
     // fast path (every job while nothing changed): same inputs, so the same ruleset
     if let Some(m) = &marker {
@@ -142,7 +138,7 @@ pub fn ensure(
             return Ok(false);
         }
     }
-    let facts = BaseFacts::new(policy, layout, node_addr).map_err(NodeError::Layout)?;
+    let facts = BaseFacts::new(layout, node_addr).map_err(NodeError::Layout)?;
     let ruleset = ruleset::base_ruleset(policy, &facts);
     let fingerprint = plan::fingerprint(&ruleset);
     if let Some(m) = &marker {
@@ -161,15 +157,11 @@ pub fn ensure(
             return Ok(false);
         }
     }
-    let mut slot_ids = Vec::new();
-    for s in 0..policy.slots() {
-        let dir = layout.slot_cgroup(s);
-        cgroup::create(&dir)?;
-        bpf::attach_sock_mark(&dir, plan::socket_mark(policy, s))?;
-        slot_ids.push(cgroup::id(&dir)?);
-    }
+    // where the prolog makes job cgroups
+    cgroup::create(&layout.cgroup_root)?;
     // running jobs keep what their slots' traffic counters hold across the reload
-    // the reload empties the allowlist map: bind the running jobs again in the same transaction
+    // the reload empties the allowlist and job cgroup maps: bind the running jobs again in
+    // the same transaction
     let (rebind, unbound) = rebind_leases(policy, layout);
     nft::apply(&(counters::carry_over(&ruleset) + &rebind))?;
     for why in unbound {
@@ -179,7 +171,7 @@ pub fn ensure(
         version: 1,
         fingerprint,
         netns,
-        slot_ids,
+        slot_ids: Vec::new(),
         node_addr,
         inputs: Some(inputs),
     };
@@ -197,7 +189,13 @@ pub fn ensure(
 /// table binds none: their traffic is dropped (fail closed) and the reason logged.
 fn rebind_leases(policy: &Policy, layout: &Layout) -> (String, Vec<String>) {
     match crate::store::lease::LeaseTable::load(&layout.lease_table(), &layout.node) {
-        Ok(t) => allowlist::rebind(policy, &t.leases),
+        Ok(t) => {
+            let (mut cmds, mut unbound) = allowlist::rebind(policy, &t.leases);
+            let (more, why) = rebind_job_cgroups(policy, layout, &t.leases);
+            cmds.push_str(&more);
+            unbound.extend(why);
+            (cmds, unbound)
+        }
         Err(e) => (
             String::new(),
             vec![format!(
@@ -208,7 +206,7 @@ fn rebind_leases(policy: &Policy, layout: &Layout) -> (String, Vec<String>) {
 }
 
 /// Removes the node's base (the `extnet node teardown` command and the tests): nft tables,
-/// rules, table routes, the hold link, slot cgroups, marker. Carries on past errors and
+/// rules, table routes, the hold link, job cgroups left, marker. Carries on past errors and
 /// returns them together.
 pub fn teardown(policy: &Policy, layout: &Layout, nl: &mut Netlink) -> Vec<String> {
     let n = &policy.node;
@@ -235,9 +233,20 @@ pub fn teardown(policy: &Policy, layout: &Layout, nl: &mut Netlink) -> Vec<Strin
         errors.push(e.to_string());
     }
     errors.extend(teardown_pool_routing(policy, nl));
+    // the per-slot cgroups of earlier versions, and job cgroups their epilog left (the
+    // caller made sure no job holds a lease)
     for s in 0..policy.slots() {
-        if let Err(e) = cgroup::remove(&layout.slot_cgroup(s)) {
+        if let Err(e) = cgroup::remove(&layout.legacy_slot_cgroup(s)) {
             errors.push(e.to_string());
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(&layout.cgroup_root) {
+        for e in dir.flatten() {
+            if e.file_name().to_string_lossy().starts_with("job_") {
+                if let Err(e) = cgroup::remove(&e.path()) {
+                    errors.push(e.to_string());
+                }
+            }
         }
     }
     if let Err(e) = cgroup::remove(&layout.cgroup_root) {
@@ -317,6 +326,41 @@ fn ensure_main_and_hold_rules(policy: &Policy, nl: &mut Netlink) -> Result<(), N
         nl.rule_ensure(rule)?;
     }
     Ok(())
+}
+
+/// `add element` commands that put the running cgroup-mode jobs' cgroups back into the job
+/// cgroup map (a reload empties it), and why some could not be: a job whose cgroup is gone
+/// has nothing left to send with.
+fn rebind_job_cgroups(
+    policy: &Policy,
+    layout: &Layout,
+    leases: &[crate::store::lease::Lease],
+) -> (String, Vec<String>) {
+    let mut elems = Vec::new();
+    let mut why = Vec::new();
+    for l in leases
+        .iter()
+        .filter(|l| l.mode == extnet_policy::Mode::Cgroup)
+    {
+        if !layout.job_cgroup(l.job_id).is_dir() {
+            continue;
+        }
+        match ruleset::job_cgroup_element(layout, l.job_id, plan::mark(policy, l.slot)) {
+            Ok(e) => elems.push(e),
+            Err(e) => why.push(format!("job {}: {e}", l.job_id)),
+        }
+    }
+    let cmds = if elems.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "add element ip {} {} {{ {} }}\n",
+            plan::TABLE,
+            ruleset::JOB_CGROUP_MAP,
+            elems.join(", ")
+        )
+    };
+    (cmds, why)
 }
 
 /// Deletes every route of `table` (`ip route flush table T`); carries on past errors and

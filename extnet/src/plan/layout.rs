@@ -14,7 +14,7 @@ pub struct Layout {
     pub state_dir: PathBuf,
     /// One versioned JSON file per job on this node.
     pub jobs_dir: PathBuf,
-    /// The cgroup v2 directory that holds the slot cgroups.
+    /// The cgroup v2 directory that holds the job cgroups.
     pub cgroup_root: PathBuf,
     /// Where job network namespaces are mounted.
     pub netns_dir: PathBuf,
@@ -61,8 +61,17 @@ impl Layout {
         self.state_dir.join("base.json")
     }
 
-    /// The cgroup of slot `slot`: a job leased that slot puts its tasks here.
-    pub fn slot_cgroup(&self, slot: u32) -> PathBuf {
+    /// The cgroup of job `job_id` (cgroup mode): made by its prolog, removed by its epilog, so
+    /// every job has a cgroup of its own, with an id no earlier job had. The job's sockets
+    /// carry that id for their whole life: once the cgroup is gone, nothing the job left (a
+    /// socket passed to another process) matches a running job again.
+    pub fn job_cgroup(&self, job_id: u32) -> PathBuf {
+        self.cgroup_root.join(format!("job_{job_id}"))
+    }
+
+    /// The per-slot cgroup of extnet before job cgroups (`slot_<s>`): only removed, by the
+    /// node's teardown.
+    pub fn legacy_slot_cgroup(&self, slot: u32) -> PathBuf {
         self.cgroup_root.join(format!("slot_{slot}"))
     }
 
@@ -72,9 +81,9 @@ impl Layout {
         cgroup2_mount_of(&self.cgroup_root)
     }
 
-    /// Depth of the slot cgroups below the cgroup2 root (`socket cgroupv2 level N`).
-    pub fn slot_level(&self) -> usize {
-        self.slot_cgroup(0)
+    /// Depth of the job cgroups below the cgroup2 root (`socket cgroupv2 level N`).
+    pub fn job_cgroup_level(&self) -> usize {
+        self.job_cgroup(0)
             .strip_prefix(self.cgroup_mount())
             .map(|p| p.components().count())
             .unwrap_or(0)

@@ -48,7 +48,7 @@ pub struct Grant {
     pub port_last: u16,
     /// The node address the job's traffic is translated to before the gateway.
     pub node_addr: Ipv4Addr,
-    /// cgroup mode: the slot cgroup the tasks join.
+    /// cgroup mode: the job's cgroup, which its tasks join.
     pub cgroup: Option<PathBuf>,
     /// netns mode: the namespace file the tasks enter.
     pub netns: Option<PathBuf>,

@@ -297,24 +297,35 @@ impl NetlinkSerializable for NfMessage<'_> {
     }
 }
 
-/// The attributes naming one element of set `set` of table `table`, with `data` as its
-/// verdict when given: table, set, and a list of one element (key, data).
-fn element_attrs(table: &str, set: &str, key: &[u8], data: Option<&Verdict>) -> Vec<u8> {
+/// What an element of a map maps its key to.
+#[derive(Debug, Clone, Copy)]
+enum ElemData<'a> {
+    Verdict(&'a Verdict),
+    Value(&'a [u8]),
+}
+
+/// The attributes naming one element of set `set` of table `table`, with `data` when given:
+/// table, set, and a list of one element (key, data).
+fn element_attrs(table: &str, set: &str, key: &[u8], data: Option<ElemData<'_>>) -> Vec<u8> {
     let mut a = Vec::new();
     attr(&mut a, NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
     attr(&mut a, NFTA_SET_ELEM_LIST_SET, &cstr(set));
     nest(&mut a, NFTA_SET_ELEM_LIST_ELEMENTS, |l| {
         nest(l, NFTA_LIST_ELEM, |e| {
             nest(e, NFTA_SET_ELEM_KEY, |k| attr(k, NFTA_DATA_VALUE, key));
-            if let Some(v) = data {
-                nest(e, NFTA_SET_ELEM_DATA, |d| {
+            match data {
+                Some(ElemData::Verdict(v)) => nest(e, NFTA_SET_ELEM_DATA, |d| {
                     nest(d, NFTA_DATA_VERDICT, |vd| {
                         attr(vd, NFTA_VERDICT_CODE, &v.code().to_be_bytes());
                         if let Some(c) = v.chain() {
                             attr(vd, NFTA_VERDICT_CHAIN, &cstr(c));
                         }
                     })
-                })
+                }),
+                Some(ElemData::Value(v)) => {
+                    nest(e, NFTA_SET_ELEM_DATA, |d| attr(d, NFTA_DATA_VALUE, v))
+                }
+                None => {}
             }
         })
     });
@@ -564,7 +575,7 @@ impl NfSocket {
         let add = (
             NFT_MSG_NEWSETELEM,
             NLM_F_CREATE,
-            element_attrs(table, set, key, Some(verdict)),
+            element_attrs(table, set, key, Some(ElemData::Verdict(verdict))),
         );
         let del = (NFT_MSG_DELSETELEM, 0, element_attrs(table, set, key, None));
         let (msgs, change) = match current {
@@ -596,6 +607,29 @@ impl NfSocket {
                 source,
             }),
         }
+    }
+
+    /// Adds element `key : value` to map `set` (`nft add element ip TABLE SET { KEY : VALUE }`,
+    /// with the key and value as the kernel stores them, e.g. a cgroup id, which `nft` itself
+    /// only takes as a path). The same element again is fine; the same key with another value
+    /// is refused by the kernel.
+    pub fn add_value_element(
+        &mut self,
+        table: &str,
+        set: &str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), NfnlError> {
+        let add = (
+            NFT_MSG_NEWSETELEM,
+            NLM_F_CREATE,
+            element_attrs(table, set, key, Some(ElemData::Value(value))),
+        );
+        self.batch(&[add]).map_err(|source| NfnlError::Kernel {
+            op: format!("add element {set} {{ {} : {} }}", hex(key), hex(value)),
+            table: table.into(),
+            source,
+        })
     }
 
     /// Removes element `key` of set `set` (`nft delete element`); returns whether there was
@@ -762,7 +796,7 @@ mod tests {
             "extnet",
             "slot_profile",
             &key.to_ne_bytes(),
-            Some(v),
+            Some(ElemData::Verdict(v)),
         ));
         p
     }
@@ -795,7 +829,7 @@ mod tests {
             "extnet",
             "slot_profile",
             &0x10003u32.to_ne_bytes(),
-            Some(&Verdict::Jump("dest_web".into())),
+            Some(ElemData::Verdict(&Verdict::Jump("dest_web".into()))),
         );
         let top = attrs(&a);
         assert_eq!(find(&top, NFTA_SET_ELEM_LIST_TABLE), Some(&b"extnet\0"[..]));
@@ -822,7 +856,12 @@ mod tests {
         );
         assert_eq!(find(&v, NFTA_VERDICT_CHAIN), Some(&b"dest_web\0"[..]));
         // accept carries no chain; a key-only element (get, delete) carries no data
-        let acc = element_attrs("t", "s", &[1, 0, 0, 0], Some(&Verdict::Accept));
+        let acc = element_attrs(
+            "t",
+            "s",
+            &[1, 0, 0, 0],
+            Some(ElemData::Verdict(&Verdict::Accept)),
+        );
         assert!(!acc.windows(9).any(|w| w == b"dest_web\0"));
         let bare = element_attrs("t", "s", &[1, 0, 0, 0], None);
         let e = attrs(attrs(find(&attrs(&bare), NFTA_SET_ELEM_LIST_ELEMENTS).unwrap())[0].1);

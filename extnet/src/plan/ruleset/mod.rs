@@ -16,37 +16,51 @@ use std::net::Ipv4Addr;
 pub struct BaseFacts {
     /// The node's address on `node.interface`: what job traffic is translated to.
     pub node_addr: Ipv4Addr,
-    /// Slot cgroup paths relative to `/sys/fs/cgroup` (how nft names cgroups), by slot.
-    pub slot_cgroups: Vec<String>,
-    /// `socket cgroupv2 level N` of the slot cgroups.
+    /// `socket cgroupv2 level N` of the job cgroups.
     pub cgroup_level: usize,
 }
 
 impl BaseFacts {
     /// Facts for `layout`, given the node address. Fails when the cgroup root is not below
     /// `/sys/fs/cgroup` (nft resolves cgroup paths relative to it).
-    pub fn new(policy: &Policy, layout: &Layout, node_addr: Ipv4Addr) -> Result<BaseFacts, String> {
-        let mut slot_cgroups = Vec::new();
-        for s in 0..policy.slots() {
-            let p = layout.slot_cgroup(s);
-            let rel = p.strip_prefix("/sys/fs/cgroup").map_err(|_| {
-                format!(
-                    "cgroup root {} is not below /sys/fs/cgroup; set node.cgroup_root to a directory of the cgroup2 hierarchy",
-                    layout.cgroup_root.display()
-                )
-            })?;
-            slot_cgroups.push(rel.display().to_string());
-        }
+    pub fn new(layout: &Layout, node_addr: Ipv4Addr) -> Result<BaseFacts, String> {
+        cgroup_path(layout, &layout.cgroup_root)?;
         Ok(BaseFacts {
             node_addr,
-            slot_cgroups,
-            cgroup_level: layout.slot_level(),
+            cgroup_level: layout.job_cgroup_level(),
         })
     }
 }
 
+/// A cgroup directory as nft names it: relative to `/sys/fs/cgroup`.
+pub fn cgroup_path(layout: &Layout, dir: &std::path::Path) -> Result<String, String> {
+    dir.strip_prefix("/sys/fs/cgroup")
+        .map(|rel| rel.display().to_string())
+        .map_err(|_| {
+            format!(
+                "cgroup root {} is not below /sys/fs/cgroup; set node.cgroup_root to a directory of the cgroup2 hierarchy",
+                layout.cgroup_root.display()
+            )
+        })
+}
+
+/// The job cgroup map's element of a running cgroup-mode job, as `add element` text for a
+/// base reload (which empties the map): `"PATH" : MARK`.
+pub fn job_cgroup_element(layout: &Layout, job_id: u32, mark: u32) -> Result<String, String> {
+    Ok(format!(
+        "\"{}\" : 0x{mark:x}",
+        cgroup_path(layout, &layout.job_cgroup(job_id))?
+    ))
+}
+
+/// The job cgroup map: a running cgroup-mode job's cgroup (its id, as sockets carry it) →
+/// the job's checked mark. Elements are added by the prolog and deleted by the epilog
+/// ([`crate::node::job_cgroups`]); a cgroup that is gone matches nothing.
+pub const JOB_CGROUP_MAP: &str = "job_cgroup";
+
 /// The node's complete nftables table, as one atomic `nft -f` transaction that replaces any
-/// earlier version (running jobs keep working: their slots' elements are the same).
+/// earlier version (running jobs keep working: their slots' elements are the same, and their
+/// job cgroups' elements are added again in the same transaction).
 pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
     let n = &policy.node;
     let flag = n.fwmark;
@@ -67,18 +81,9 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
             internal.join(", ")
         );
     }
-    // slot → cgroup, slot → job address, slot → port block; static, one element per slot.
-    let _ = write!(s, "  map slot_cgroup {{ type cgroupsv2 : mark;");
-    list(
-        &mut s,
-        (0..blocks).map(|i| {
-            format!(
-                "\"{}\" : 0x{:x}",
-                facts.slot_cgroups[i as usize],
-                mark(policy, i)
-            )
-        }),
-    );
+    // job cgroup → mark (elements per running job); slot → job address, slot → port block
+    // (static, one element per slot)
+    let _ = writeln!(s, "  map {JOB_CGROUP_MAP} {{ type cgroupsv2 : mark; }}");
     let _ = write!(s, "  map slot_netns {{ type ipv4_addr : mark;");
     list(
         &mut s,
@@ -114,7 +119,7 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
     type route hook output priority mangle; policy accept;
     meta mark & 0x{both:x} != 0 meta mark set meta mark & 0x{keep:x}
     ip daddr @internal return
-    meta mark set socket cgroupv2 level {level} map @slot_cgroup
+    meta mark set socket cgroupv2 level {level} map @{JOB_CGROUP_MAP}
   }}
   chain prerouting_mark {{
     type filter hook prerouting priority mangle; policy accept;
@@ -178,6 +183,7 @@ fn list(s: &mut String, elems: impl Iterator<Item = String>) {
         let _ = writeln!(s, " elements = {{ {} }}; }}", v.join(", "));
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,28 +194,33 @@ mod tests {
         let p = policy();
         let layout = Layout::new(&p, "n1");
         assert_eq!(
-            layout.slot_cgroup(1).display().to_string(),
-            "/sys/fs/cgroup/unified/extnet/n1/slot_1"
+            layout.job_cgroup(17).display().to_string(),
+            "/sys/fs/cgroup/unified/extnet/n1/job_17"
         );
-        let mut facts = BaseFacts::new(&p, &layout, "10.99.0.11".parse().unwrap()).unwrap();
+        assert_eq!(
+            job_cgroup_element(&layout, 17, 0x30002).unwrap(),
+            "\"unified/extnet/n1/job_17\" : 0x30002"
+        );
+        let mut facts = BaseFacts::new(&layout, "10.99.0.11".parse().unwrap()).unwrap();
         facts.cgroup_level = 3;
         let r = base_ruleset(&p, &facts);
-        assert!(r.contains("\"unified/extnet/n1/slot_2\" : 0x30002"), "{r}");
-        assert!(r.contains("0x30001 : 10.99.0.11 . 20256-20511"), "{r}");
-        assert!(r.contains("100.64.0.10 : 0x30002"), "{r}");
+        // job cgroups come and go with the jobs: the map starts empty
         assert!(
-            r.contains("socket cgroupv2 level 3 map @slot_cgroup"),
+            r.contains("map job_cgroup { type cgroupsv2 : mark; }"),
             "{r}"
         );
+        assert!(r.contains("0x30001 : 10.99.0.11 . 20256-20511"), "{r}");
+        assert!(r.contains("100.64.0.10 : 0x30002"), "{r}");
+        assert!(r.contains("socket cgroupv2 level 3 map @job_cgroup"), "{r}");
         assert!(
             r.contains("elements = { 10.99.0.0/24, 172.16.0.0/12 }"),
             "{r}"
         );
         // slot_netns, slot_snat, and the three accounting maps
-        assert_eq!(r.matches("0x30002").count(), 6, "{r}");
+        assert_eq!(r.matches("0x30002").count(), 5, "{r}");
         assert!(
-            !r.contains("job"),
-            "no per-job state in the base ruleset: {r}"
+            !r.contains("\"unified/extnet/n1/job"),
+            "no per-job element in the base ruleset: {r}"
         );
         // only this chain says a packet was checked: flag and checked bits set by anyone
         // else (a socket of no running job, SO_MARK) are cleared first
