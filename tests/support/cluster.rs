@@ -400,14 +400,15 @@ impl Cluster {
             .leases
     }
 
-    /// What of `job` is still on the nodes: namespace, link, lease, state file, processes in
-    /// its slot cgroup, extra rules, routes or nft elements. Empty when nothing.
+    /// What of `job` is still on the nodes: namespace, link, lease, state file, its cgroup,
+    /// processes in a cgroup of no running job, extra rules, routes or nft elements. Empty
+    /// when nothing.
     pub fn residue(&self, job: u32) -> Vec<String> {
         let mut left = Vec::new();
-        // the node base (not per job): the main rule, the rules of pools with a gateway of
-        // their own, and their tables; never more
+        // the node base (not per job): the main and the hold rule, the rules of pools with a
+        // gateway of their own, and their tables; never more
         let policy = self.policy();
-        let base_rules = 1 + extnet::plan::pool_rules(&policy).len();
+        let base_rules = 2 + extnet::plan::pool_rules(&policy).len();
         let table_routes = 1 + policy.node.internal.len();
         let slots = policy.slots() as usize;
         for node in NODES {
@@ -427,19 +428,26 @@ impl Cluster {
             if marker.exists() {
                 left.push(format!("{node}: lease marker {}", marker.display()));
             }
-            // slots other jobs hold now: their cgroups may have processes (theirs)
-            let mut others_slots = Vec::new();
+            // jobs that hold leases now: their cgroups may have processes (theirs)
+            let mut others = Vec::new();
+            let mut others_cgroup_mode = 0;
             for l in self.leases(node) {
                 if l.job_id == job {
                     left.push(format!("{node}: lease {l:?}"));
                 } else {
-                    others_slots.push(format!("slot_{}", l.slot));
+                    others.push(format!("job_{}", l.job_id));
+                    if l.mode == extnet_policy::Mode::Cgroup {
+                        others_cgroup_mode += 1;
+                    }
                 }
             }
             let cg = PathBuf::from(format!("/sys/fs/cgroup/unified/extnet/{node}"));
+            if cg.join(format!("job_{job}")).exists() {
+                left.push(format!("{node}: cgroup {}/job_{job}", cg.display()));
+            }
             if let Ok(rd) = std::fs::read_dir(&cg) {
                 for e in rd.flatten() {
-                    if others_slots.iter().any(|s| e.file_name() == s.as_str()) {
+                    if others.iter().any(|s| e.file_name() == s.as_str()) {
                         continue;
                     }
                     let procs =
@@ -461,11 +469,11 @@ impl Cluster {
                 .count();
             if n > base_rules {
                 left.push(format!(
-                    "{node}: {n} fwmark rules ({base_rules} expected: the main rule and the pools'):\n{}",
+                    "{node}: {n} fwmark rules ({base_rules} expected: the main and hold rules and the pools'):\n{}",
                     rules.stdout
                 ));
             }
-            let mut tables = vec![policy.node.route_table];
+            let mut tables = vec![policy.node.route_table, policy.node.hold_table];
             tables.extend(policy.routed_pools().map(|p| p.route_table));
             for table in tables {
                 let t = table.to_string();
@@ -475,6 +483,23 @@ impl Cluster {
                     left.push(format!(
                         "{node}: {n} routes in table {t} ({table_routes} expected):\n{}",
                         routes.stdout
+                    ));
+                }
+            }
+            // job cgroup elements: one per running cgroup-mode job, none of an ended one
+            let m = self.on_node(
+                node,
+                &["nft", "-j", "list", "map", "ip", "extnet", "job_cgroup"],
+            );
+            if m.ok() {
+                let v: Value = serde_json::from_str(&m.stdout).expect("nft -j output");
+                let elems = v["nftables"][1]["map"]["elem"]
+                    .as_array()
+                    .map_or(0, |a| a.len());
+                if elems > others_cgroup_mode {
+                    left.push(format!(
+                        "{node}: map job_cgroup has {elems} elements, {others_cgroup_mode} cgroup-mode jobs hold leases:\n{}",
+                        m.stdout
                     ));
                 }
             }
