@@ -230,7 +230,7 @@ fn resolve(spank: &Spank, config: &Config) -> (JobRef, Placement) {
             job.job_id, job.node, g.profile, g.mode, g.slot, g.port_first, g.port_last
         )),
         Placement::Fail(m) => slurm::verbose(&format!("the tasks of this step will not run: {m}")),
-        Placement::Unchecked(m) => slurm::verbose(m),
+        Placement::Unchecked(m) | Placement::Notice(m) => slurm::verbose(m),
         Placement::Nothing => {}
     }
     (job, placement)
@@ -280,7 +280,7 @@ pub unsafe extern "C" fn slurm_spank_task_init_privileged(
                 }
             },
             Placement::Fail(m) => session::with(|s| s.failure = Some(m)),
-            Placement::Nothing | Placement::Unchecked(_) => {}
+            Placement::Nothing | Placement::Unchecked(_) | Placement::Notice(_) => {}
         }
         Ok(())
     });
@@ -303,7 +303,13 @@ pub unsafe extern "C" fn slurm_spank_task_init_privileged(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn slurm_spank_task_init(_sp: sys::spank_t, _ac: c_int, _av: Argv) -> c_int {
     let mut refusal: Option<String> = None;
+    let mut notice: Option<String> = None;
     let rc = guard::run("slurm_spank_task_init", slurm::error, || {
+        // a job that did not ask and runs without what it would have got unasked
+        notice = session::with(|s| match &s.resolved {
+            Some((_, Placement::Notice(m))) => Some(m.clone()),
+            _ => None,
+        });
         refusal = session::with(|s| {
             s.failure.take().or_else(|| match &s.resolved {
                 Some((_, Placement::Fail(m))) => Some(m.clone()),
@@ -323,7 +329,12 @@ pub unsafe extern "C" fn slurm_spank_task_init(_sp: sys::spank_t, _ac: c_int, _a
     }
     match refusal {
         Some(m) => refuse_task(&m),
-        None => OK,
+        None => {
+            if let Some(m) = notice {
+                write_stderr(format!("extnet: note: {m}\n").as_bytes());
+            }
+            OK
+        }
     }
 }
 

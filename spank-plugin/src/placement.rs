@@ -27,6 +27,10 @@ pub enum Placement {
     /// The job did not ask and its decision could not be read: the task runs without external
     /// access; the reason goes to the slurmd log at verbose level.
     Unchecked(String),
+    /// The job did not ask, and the access a profile would have given it without asking
+    /// could not be set up (a full pool, a limit): the task runs without external access, and
+    /// the message tells the user why.
+    Notice(String),
     /// Granted: the task joins the job's path out.
     Join(Grant),
     /// The task must not run; the message is for the user (and the slurmd log).
@@ -93,6 +97,10 @@ pub fn choose(
     match looked_up {
         Ok(Some(state)) => match state.outcome {
             Outcome::Granted(grant) => Placement::Join(grant),
+            // never fail a job that did not ask because what it would get unasked is not there
+            Outcome::Denied { reason } if !asked => Placement::Notice(format!(
+                "job {job_id} runs without external network access on node {node}: {reason}"
+            )),
             Outcome::Denied { reason } => Placement::Fail(format!(
                 "external network access denied for job {job_id}: {reason}"
             )),
@@ -218,6 +226,28 @@ mod tests {
             panic!()
         };
         assert!(m.contains("runs without"), "{m}");
+    }
+
+    #[test]
+    fn a_denial_fails_only_a_job_that_asked() {
+        let denied = || {
+            Ok(Some(state(Outcome::Denied {
+                reason: "no free port block on node n1".into(),
+            })))
+        };
+        let Placement::Fail(m) = choose(&job(), true, denied()) else {
+            panic!()
+        };
+        assert!(m.contains("denied for job 42"), "{m}");
+        // an auto profile that could not be set up: the job runs, and says why it has no access
+        let Placement::Notice(m) = choose(&job(), false, denied()) else {
+            panic!()
+        };
+        assert!(
+            m.contains("runs without external network access on node n1"),
+            "{m}"
+        );
+        assert!(m.contains("no free port block"), "{m}");
     }
 
     #[test]
