@@ -29,8 +29,8 @@ pub enum NodeError {
     NoInterface { iface: String, node: String },
     #[error("node interface {iface} has no IPv4 address on node {node}; extnet translates job traffic to it")]
     NoAddress { iface: String, node: String },
-    #[error("{0}")]
-    Layout(String),
+    #[error(transparent)]
+    Layout(#[from] ruleset::CgroupRootError),
     #[error("netlink: {0}")]
     Netlink(#[from] crate::kernel::netlink::NetlinkError),
     #[error("nftables: {0}")]
@@ -138,7 +138,7 @@ pub fn ensure(
             return Ok(false);
         }
     }
-    let facts = BaseFacts::new(layout, node_addr).map_err(NodeError::Layout)?;
+    let facts = BaseFacts::new(layout, node_addr)?;
     let ruleset = ruleset::base_ruleset(policy, &facts);
     let fingerprint = plan::fingerprint(&ruleset);
     if let Some(m) = &marker {

@@ -23,7 +23,7 @@ pub struct BaseFacts {
 impl BaseFacts {
     /// Facts for `layout`, given the node address. Fails when the cgroup root is not below
     /// `/sys/fs/cgroup` (nft resolves cgroup paths relative to it).
-    pub fn new(layout: &Layout, node_addr: Ipv4Addr) -> Result<BaseFacts, String> {
+    pub fn new(layout: &Layout, node_addr: Ipv4Addr) -> Result<BaseFacts, CgroupRootError> {
         cgroup_path(layout, &layout.cgroup_root)?;
         Ok(BaseFacts {
             node_addr,
@@ -32,21 +32,29 @@ impl BaseFacts {
     }
 }
 
+/// The node's cgroup root is where nft cannot name it.
+#[derive(Debug, thiserror::Error)]
+#[error("cgroup root {} is not below /sys/fs/cgroup; set node.cgroup_root to a directory of the cgroup2 hierarchy", root.display())]
+pub struct CgroupRootError {
+    pub root: std::path::PathBuf,
+}
+
 /// A cgroup directory as nft names it: relative to `/sys/fs/cgroup`.
-pub fn cgroup_path(layout: &Layout, dir: &std::path::Path) -> Result<String, String> {
+pub fn cgroup_path(layout: &Layout, dir: &std::path::Path) -> Result<String, CgroupRootError> {
     dir.strip_prefix("/sys/fs/cgroup")
         .map(|rel| rel.display().to_string())
-        .map_err(|_| {
-            format!(
-                "cgroup root {} is not below /sys/fs/cgroup; set node.cgroup_root to a directory of the cgroup2 hierarchy",
-                layout.cgroup_root.display()
-            )
+        .map_err(|_| CgroupRootError {
+            root: layout.cgroup_root.clone(),
         })
 }
 
 /// The job cgroup map's element of a running cgroup-mode job, as `add element` text for a
 /// base reload (which empties the map): `"PATH" : MARK`.
-pub fn job_cgroup_element(layout: &Layout, job_id: u32, mark: u32) -> Result<String, String> {
+pub fn job_cgroup_element(
+    layout: &Layout,
+    job_id: u32,
+    mark: u32,
+) -> Result<String, CgroupRootError> {
     Ok(format!(
         "\"{}\" : 0x{mark:x}",
         cgroup_path(layout, &layout.job_cgroup(job_id))?
