@@ -426,7 +426,7 @@ impl Watcher {
     /// The reason of [`Self::wait`] is gone.
     fn resolved(&mut self) {
         if let Some(why) = self.waiting.take() {
-            tracing::info!(node = %self.config.node, "no longer waiting: {why}");
+            tracing::info!(node = %self.config.node, "no longer waiting (was: {why})");
         }
     }
 
