@@ -360,10 +360,10 @@ impl Cluster {
     /// its slot cgroup, extra rules, routes or nft elements. Empty when nothing.
     pub fn residue(&self, job: u32) -> Vec<String> {
         let mut left = Vec::new();
-        // the node base (not per job): the main rule, the rules of pools with a gateway of
-        // their own, and their tables; never more
+        // the node base (not per job): the main and the hold rule, the rules of pools with a
+        // gateway of their own, and their tables; never more
         let policy = self.policy();
-        let base_rules = 1 + extnet::plan::pool_rules(&policy).len();
+        let base_rules = 2 + extnet::plan::pool_rules(&policy).len();
         let table_routes = 1 + policy.node.internal.len();
         let slots = policy.slots() as usize;
         for node in NODES {
@@ -417,7 +417,7 @@ impl Cluster {
                 .count();
             if n > base_rules {
                 left.push(format!(
-                    "{node}: {n} fwmark rules ({base_rules} expected: the main rule and the pools'):\n{}",
+                    "{node}: {n} fwmark rules ({base_rules} expected: the main and hold rules and the pools'):\n{}",
                     rules.stdout
                 ));
             }
