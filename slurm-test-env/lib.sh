@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2034 # the variables are used by the scripts that source this
-# Shared definitions of slurm-test-env/{up,down,demo,xn-login}. Sourced, not run.
+# Shared definitions of slurm-test-env/{up,down,bench,demo,xn-login}. Sourced, not run.
 
 XN_HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 XN_REPO=$(cd -- "$XN_HERE/.." && pwd)
@@ -108,6 +108,49 @@ recorded_alive() {
     now=$(proc_starttime "$pid") || return 1
     [[ $now == "$st" ]] || return 1
     printf '%s\n' "$pid"
+}
+
+# start_daemon NAME NETNS HOSTNAME CMD...: a daemon in namespace NETNS with its own hostname
+# (UTS namespace), detached (setsid), cwd /, output to $XN_DIR/log/NAME.out, PID recorded.
+start_daemon() {
+    local name=$1 ns=$2 host=$3
+    shift 3
+    # In a script, a background job is no process group leader, so setsid, nsenter
+    # (--net only), unshare (no --fork) and sh all exec: $! is the daemon itself.
+    # cd /: daemons (and the prolog/epilog they run) must not hold the caller's cwd.
+    # shellcheck disable=SC2016 # $0 and $@ belong to the inner sh
+    (cd / && exec setsid nsenter --net="/run/netns/$ns" -- unshare --uts -- \
+        sh -c 'hostname "$0" && exec "$@"' "$host" "$@") \
+        </dev/null >>"$XN_DIR/log/$name.out" 2>&1 &
+    record_pid "$name" "$!"
+}
+
+# start_node_agent NODE: extnet's node agent (`extnet node watch`) in the node's namespace, as
+# daemon watch-NODE; it loads the node's base at once and puts it back whenever it drifts.
+start_node_agent() {
+    start_daemon "watch-$1" "xn-$1" "$1" "$XN_DIR/bin/extnet" --policy "$XN_DIR/etc/extnet.toml" \
+        node watch --node "$1"
+}
+
+# base_loaded NODE: the node's nft table is there (the agent or a prolog loaded it).
+base_loaded() { in_ns "xn-$1" nft list table ip extnet >/dev/null 2>&1; }
+
+# stop_recorded NAME: SIGTERM to the recorded daemon NAME, up to 10 s, then SIGKILL; its PID
+# file is removed. Nothing when it does not run.
+stop_recorded() {
+    local f=$XN_DIR/pids/$1.pid pid i
+    if pid=$(recorded_alive "$f"); then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do
+            recorded_alive "$f" >/dev/null || break
+            sleep 0.2
+        done
+        if recorded_alive "$f" >/dev/null; then
+            warn "$1 (pid $pid) still runs 10 s after SIGTERM: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    rm -f "$f"
 }
 
 slurm_env() {

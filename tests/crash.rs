@@ -373,7 +373,7 @@ impl Lab {
         for sub in ["netns", "nodens"] {
             remove_all(&self.dir.join(sub));
         }
-        // slot cgroups, the node's cgroup, the base (bpf programs go with them)
+        // job cgroups, the node's cgroup, the base (bpf programs go with them)
         for e in std::fs::read_dir(self.cgroup_root())
             .into_iter()
             .flatten()

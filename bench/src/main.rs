@@ -1103,7 +1103,7 @@ impl Drop for TempRoute {
 enum Via {
     /// The node itself, unmarked.
     Node,
-    /// A process in the job's slot cgroup (cgroup mode).
+    /// A process in the job's cgroup (cgroup mode).
     Cgroup(PathBuf),
     /// A process in the job's namespace (netns mode).
     Netns(PathBuf),

@@ -4,14 +4,14 @@
 //! This file holds the arguments (clap), [`main`] and the dispatch; each subcommand is a
 //! module of `cmd/`:
 //!
-//! | subcommand                                       | file                  |
-//! |--------------------------------------------------|-----------------------|
-//! | `extnet status`                                  | `cmd/status.rs`       |
-//! | `extnet policy check`, `policy explain`          | `cmd/policy.rs`       |
-//! | `extnet node setup`, `node teardown`             | `cmd/node.rs`         |
-//! | `extnet accounting`                              | `cmd/accounting.rs`   |
-//! | `extnet lease-log interim`                       | `cmd/lease_log.rs`    |
-//! | `extnet lease-table dump`, `lease-table restore` | `cmd/lease_table.rs`  |
+//! | subcommand                                         | file                 |
+//! |----------------------------------------------------|----------------------|
+//! | `extnet status`                                    | `cmd/status.rs`      |
+//! | `extnet policy check`, `policy explain`            | `cmd/policy.rs`      |
+//! | `extnet node setup`, `node teardown`, `node watch` | `cmd/node.rs`        |
+//! | `extnet accounting`                                | `cmd/accounting.rs`  |
+//! | `extnet lease-log interim`                         | `cmd/lease_log.rs`   |
+//! | `extnet lease-table dump`, `lease-table restore`   | `cmd/lease_table.rs` |
 //!
 //! `cmd/mod.rs` resolves the `--node` default they share; `output.rs` has what they print with
 //! (text tables, [`human_bytes`], JSON).
@@ -56,7 +56,7 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
-    /// The node's base setup (nft table, ip rule, routing table, slot cgroups).
+    /// The node's base setup (nft tables, ip rules, routing tables, job cgroup root).
     Node {
         #[command(subcommand)]
         cmd: NodeCmd,
@@ -156,8 +156,15 @@ enum NodeCmd {
         #[arg(long)]
         node: Option<String>,
     },
-    /// Remove the base (only when no external job runs on the node).
+    /// Remove the base (only when no external job runs on the node and no agent watches it).
     Teardown {
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Run the node agent: put the base back within moments when it drifts (a flushed
+    /// ruleset, a deleted rule or link, routes lost in a link flap), until SIGTERM or SIGINT.
+    /// Logs to stderr and log.file.
+    Watch {
         #[arg(long)]
         node: Option<String>,
     },
@@ -214,6 +221,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Node {
             cmd: NodeCmd::Teardown { node },
         } => cmd::node::teardown(&cli.policy, node),
+        Cmd::Node {
+            cmd: NodeCmd::Watch { node },
+        } => cmd::node::watch(&cli.policy, node),
         Cmd::Accounting {
             job,
             user,

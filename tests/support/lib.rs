@@ -5,6 +5,7 @@
 //! - [`netns`]: private network namespaces, the node's interface in one, `ip` inside;
 //! - [`policy`]: the test policies, one base and its variations;
 //! - [`tables`]: the parts of a node's base the kernel tests load by hand (rules, nft objects);
+//! - [`node`]: a node of its own (policy, state, cgroups) for the node agent's tests;
 //! - [`wait`]: a check polled until it holds, with a deadline;
 //! - [`jsonl`]: extnet's JSON-lines logs, read back;
 //! - [`cluster`]: the running test cluster: jobs as users, the nodes' state, residue checks.
@@ -12,6 +13,7 @@
 pub mod cluster;
 pub mod jsonl;
 pub mod netns;
+pub mod node;
 pub mod policy;
 pub mod root;
 pub mod tables;

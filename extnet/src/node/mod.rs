@@ -5,11 +5,15 @@
 //! job. The nft table is reloaded (one `nft -f`) only when the planned ruleset differs from what
 //! the marker file says was applied, the table is gone, the node's namespace changed, or the
 //! leased slot's cgroup was recreated. Rule and routes are re-asserted over netlink every time,
-//! so a link flap that flushed them is repaired by the next external job.
+//! so a link flap that flushed them is repaired by the next external job, or at once by the
+//! node agent ([`watch`], `extnet node watch`), which compares the base with the plan
+//! ([`drift`]) whenever the kernel reports a change.
 
 pub mod allowlist;
 pub mod counters;
+pub mod drift;
 pub mod job_cgroups;
+pub mod watch;
 
 use crate::kernel::netlink::rule::FwmarkRule;
 use crate::kernel::netlink::Netlink;
@@ -63,6 +67,16 @@ pub struct BaseRecord {
     pub inputs: Option<String>,
 }
 
+impl BaseRecord {
+    /// The record of the last load, `None` when there is none or it does not read (then the
+    /// base counts as not loaded).
+    pub fn read(layout: &Layout) -> Option<BaseRecord> {
+        std::fs::read(layout.base_marker())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+}
+
 /// Fingerprint of everything [`ruleset::base_ruleset`] is rendered from: this program's version,
 /// the validated policy, the node's address and cgroup layout. The values are hashed as they
 /// are (every policy type derives `Hash`), not formatted first: this runs in every prolog,
@@ -101,7 +115,8 @@ pub fn node_addr(
     Ok((idx, addr))
 }
 
-fn current_netns() -> u64 {
+/// The inode of the calling thread's network namespace.
+pub(crate) fn current_netns() -> u64 {
     std::fs::metadata("/proc/thread-self/ns/net")
         .map(|m| m.ino())
         .unwrap_or(0)
@@ -123,9 +138,7 @@ pub fn ensure(
     }
 
     let netns = current_netns();
-    let marker: Option<BaseRecord> = std::fs::read(layout.base_marker())
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let marker = BaseRecord::read(layout);
     // the loaded table is in this namespace
     let in_place = |m: &BaseRecord| m.netns == netns;
     let inputs = inputs_key(policy, layout, node_addr);
@@ -157,13 +170,66 @@ pub fn ensure(
             return Ok(false);
         }
     }
+    load(
+        policy,
+        layout,
+        node_addr,
+        &ruleset,
+        fingerprint,
+        netns,
+        inputs,
+    )?;
+    Ok(true)
+}
+
+/// Loads the base's nft tables even when its record says they are current, after
+/// re-asserting the routing as [`ensure`] does: the repair of drift the record cannot show
+/// (the `ip6` table deleted alone). Equals [`ensure`] of a node without a record.
+pub fn reload(
+    policy: &Policy,
+    layout: &Layout,
+    nl: &mut Netlink,
+    iface_index: u32,
+    node_addr: Ipv4Addr,
+) -> Result<(), NodeError> {
+    ensure_routing(policy, nl, iface_index)?;
+    if policy.uses_netns() {
+        sysctl::enable_forwarding(&policy.node.interface)?;
+    }
+    let facts = BaseFacts::new(layout, node_addr)?;
+    let ruleset = ruleset::base_ruleset(policy, &facts);
+    let fingerprint = plan::fingerprint(&ruleset);
+    let inputs = inputs_key(policy, layout, node_addr);
+    load(
+        policy,
+        layout,
+        node_addr,
+        &ruleset,
+        fingerprint,
+        current_netns(),
+        inputs,
+    )
+}
+
+/// Makes the job cgroup root, loads `ruleset` (the running jobs' counters carried over and
+/// their allowlist and job cgroup elements added in the same transaction), and writes the
+/// base record.
+fn load(
+    policy: &Policy,
+    layout: &Layout,
+    node_addr: Ipv4Addr,
+    ruleset: &str,
+    fingerprint: String,
+    netns: u64,
+    inputs: String,
+) -> Result<(), NodeError> {
     // where the prolog makes job cgroups
     cgroup::create(&layout.cgroup_root)?;
     // running jobs keep what their slots' traffic counters hold across the reload
     // the reload empties the allowlist and job cgroup maps: bind the running jobs again in
     // the same transaction
     let (rebind, unbound) = rebind_leases(policy, layout);
-    nft::apply(&(counters::carry_over(&ruleset) + &rebind))?;
+    nft::apply(&(counters::carry_over(ruleset) + &rebind))?;
     for why in unbound {
         tracing::warn!(node = %layout.node, "{why}");
     }
@@ -181,7 +247,7 @@ pub fn ensure(
         0o644,
     )?;
     tracing::info!(node = %layout.node, slots = policy.slots(), "loaded the extnet nftables table");
-    Ok(true)
+    Ok(())
 }
 
 /// `add element` commands that bind the node's running jobs to their profiles' allowlists
@@ -283,9 +349,6 @@ pub fn ensure_routing(
     }
     // pools with a gateway of their own: their rules and tables (and none left from an
     // earlier policy)
-    ensure_pool_routing(policy, nl, iface_index)?;
-    // pools with a gateway of their own: their rules and tables (and none left from an
-    // earlier policy)
     ensure_pool_routing(policy, nl, iface_index)
 }
 
@@ -310,15 +373,12 @@ fn hold_link(nl: &mut Netlink) -> Result<u32, NodeError> {
 /// policy that would send a packet extnet did not check to a gateway. Equals `ip rule add` of
 /// each, after `ip rule del` of the stale ones.
 fn ensure_main_and_hold_rules(policy: &Policy, nl: &mut Netlink) -> Result<(), NodeError> {
-    let n = &policy.node;
     let planned = [plan::main_rule(policy), plan::hold_rule(policy)];
     let have = nl.rules_v4()?;
-    for stale in have.iter().filter(|r| {
-        (r.priority == n.rule_priority || r.priority == n.rule_priority.saturating_add(1))
-            && r.fwmark & n.fwmark == n.fwmark
-            && r.mask & n.fwmark == n.fwmark
-            && !planned.contains(r)
-    }) {
+    for stale in have
+        .iter()
+        .filter(|r| is_main_or_hold_rule(policy, r) && !planned.contains(r))
+    {
         nl.rule_del(stale)?;
         tracing::info!(rule = %stale, "removed a rule of an earlier extnet or policy");
     }
@@ -363,6 +423,15 @@ fn rebind_job_cgroups(
     (cmds, why)
 }
 
+/// Whether `rule` is at the main or the hold rule's priority with the flag bits of
+/// `node.fwmark` in its mark and mask: extnet's, of this policy or an earlier one or version.
+pub(crate) fn is_main_or_hold_rule(policy: &Policy, rule: &FwmarkRule) -> bool {
+    let n = &policy.node;
+    (rule.priority == n.rule_priority || rule.priority == n.rule_priority.saturating_add(1))
+        && rule.fwmark & n.fwmark == n.fwmark
+        && rule.mask & n.fwmark == n.fwmark
+}
+
 /// Deletes every route of `table` (`ip route flush table T`); carries on past errors and
 /// returns them.
 fn flush_table(nl: &mut Netlink, table: u32) -> Vec<String> {
@@ -383,7 +452,7 @@ fn flush_table(nl: &mut Netlink, table: u32) -> Vec<String> {
 /// Whether `rule` is a pool rule of extnet (made by [`ensure_pool_routing`] for this policy or
 /// an earlier one): at the priority just before the main rule, with the flag bits of
 /// `node.fwmark` in its mark and mask, and not the main rule itself.
-fn is_pool_rule(policy: &Policy, rule: &FwmarkRule) -> bool {
+pub(crate) fn is_pool_rule(policy: &Policy, rule: &FwmarkRule) -> bool {
     let n = &policy.node;
     rule.priority == n.rule_priority.saturating_sub(1)
         && rule.fwmark & n.fwmark == n.fwmark

@@ -56,6 +56,12 @@ impl Layout {
         self.state_dir.join("lock")
     }
 
+    /// The node agent's lock (`extnet node watch`), held for its whole life: a second agent,
+    /// and `extnet node teardown`, find it busy.
+    pub fn agent_lock(&self) -> PathBuf {
+        self.state_dir.join("watch.lock")
+    }
+
     /// What the node's base setup last applied (see [`crate::node`]).
     pub fn base_marker(&self) -> PathBuf {
         self.state_dir.join("base.json")

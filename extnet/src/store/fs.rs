@@ -146,4 +146,43 @@ impl Lock {
         })?;
         Ok(Lock { _lock: lock })
     }
+
+    /// [`Lock::acquire`] without waiting: `None` when another process holds the lock.
+    pub fn try_acquire(path: &Path) -> Result<Option<Lock>, FsError> {
+        if let Some(dir) = path.parent() {
+            ensure_dir(dir)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(io("open lock", path))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(Lock { _lock: lock })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(FsError::Io {
+                op: "lock",
+                path: path.to_owned(),
+                source: e.into(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_lock_is_busy_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/lock");
+        let held = Lock::try_acquire(&path).unwrap().expect("a free lock");
+        assert!(Lock::try_acquire(&path).unwrap().is_none(), "held twice");
+        drop(held);
+        assert!(Lock::try_acquire(&path).unwrap().is_some());
+    }
 }

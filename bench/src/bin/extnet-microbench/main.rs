@@ -15,6 +15,7 @@ mod per_job_setup;
 mod pids_in;
 mod pool_routing;
 mod stats;
+mod watch_repair;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -58,6 +59,12 @@ const BENCHES: &[Bench] = &[
         about: "accounting: counter reset and read at 1008 slots, base load and reload",
         root: Some("a network namespace and nft tables"),
         run: counters::run,
+    },
+    Bench {
+        name: "watch-repair",
+        about: "the node agent: nft flush ruleset until the table is back, its repair alone",
+        root: Some("a network namespace, nft tables, rules, links and cgroups"),
+        run: watch_repair::run,
     },
     Bench {
         name: "lease-table",

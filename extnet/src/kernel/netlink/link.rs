@@ -79,6 +79,45 @@ impl Netlink {
         }
     }
 
+    /// Whether link `name` is administratively up (`IFF_UP`), or `None` when there is no such
+    /// link. Equals the `UP` flag of `ip link show NAME`. One `SIOCGIFFLAGS` ioctl, like
+    /// [`Netlink::index`].
+    pub fn is_up(&mut self, name: &str) -> Result<Option<bool>, NetlinkError> {
+        check_name(name)?;
+        // SAFETY: `ifreq` is plain data, valid when zeroed.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: the name is NUL-terminated (at most 15 bytes, checked, in 16 zeroed ones);
+        // SIOCGIFFLAGS reads it and writes `ifr_flags` of `req`, which outlives the call; the
+        // fd is this socket's, open for `self`'s whole life.
+        let r = unsafe {
+            libc::ioctl(
+                self.socket.as_fd().as_raw_fd(),
+                libc::SIOCGIFFLAGS,
+                &mut req,
+            )
+        };
+        if r == 0 {
+            // SAFETY: a successful SIOCGIFFLAGS filled in the flags member of the union.
+            let flags = unsafe { req.ifr_ifru.ifru_flags };
+            return Ok(Some(flags & libc::IFF_UP as libc::c_short != 0));
+        }
+        let source = std::io::Error::last_os_error();
+        match source.raw_os_error() {
+            Some(libc::ENODEV) => Ok(None),
+            _ => Err(NetlinkError::Request {
+                op: format!("show link {name}"),
+                source: SocketError::Io {
+                    protocol: Protocol::Route,
+                    step: "SIOCGIFFLAGS ioctl",
+                    source,
+                },
+            }),
+        }
+    }
+
     /// Creates the veth pair `name` (in this socket's namespace) and `peer`, the peer made
     /// directly inside the namespace `peer_netns` (no move afterwards, so no moment where both
     /// ends share a namespace). Fails with `EEXIST` ([`NetlinkError::is_exists`]) when `name`
@@ -177,6 +216,8 @@ mod tests {
         let mut nl = Netlink::open().unwrap();
         assert_eq!(nl.index("lo").unwrap(), Some(1));
         assert_eq!(nl.index("xn-missing0").unwrap(), None);
+        assert!(nl.is_up("lo").unwrap().is_some());
+        assert_eq!(nl.is_up("xn-missing0").unwrap(), None);
         // names that no link can have are errors that say why, not a lookup
         for bad in ["lo\0x", "a-name-far-too-long-for-a-link", ""] {
             let e = nl.index(bad).unwrap_err();

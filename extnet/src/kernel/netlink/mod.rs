@@ -1,6 +1,6 @@
 //! Routing objects of the kernel over one blocking `NETLINK_ROUTE` socket: [`link`], [`addr`],
 //! [`route`] and [`rule`], one module per object, each function named after the `ip` command it
-//! equals.
+//! equals; and [`monitor`], the kernel's notifications of their changes (`ip monitor`).
 //!
 //! Messages are built with `rtnetlink`'s builders (or `netlink-packet-route` directly) and read
 //! back with `netlink-packet-route`; [`socket`] carries them to the kernel and back (sequence
@@ -12,13 +12,14 @@
 
 pub mod addr;
 pub mod link;
+pub mod monitor;
 pub mod route;
 pub mod rule;
 pub mod socket;
 
 pub use route::{Route, RouteKind};
 pub use rule::FwmarkRule;
-pub use socket::{Protocol, SocketError};
+pub use socket::{Drained, Listener, Notification, Protocol, SocketError};
 
 use std::os::fd::BorrowedFd;
 

@@ -16,6 +16,11 @@
 //! slurmstepd's forked processes) call this directly and wait for the kernel's answer.
 //!
 //! A socket belongs to the network namespace it was opened in, for its whole life.
+//!
+//! A [`Listener`] is the other direction: a socket subscribed to some of the kernel's multicast
+//! groups, which the kernel sends a message for every change of the objects of those groups
+//! (what `ip monitor` and `nft monitor` print). It never waits by itself: its owner polls its
+//! descriptor and [`Listener::drain`]s what is queued.
 
 use std::fmt;
 use std::io;
@@ -596,6 +601,150 @@ impl Socket {
                 }
             }
         }
+    }
+}
+
+/// How much the kernel may queue for a [`Listener`] before it drops notifications and reports
+/// `ENOBUFS`: a reload of the node's table notifies every one of its objects.
+const LISTEN_BUF: usize = 4 << 20;
+
+/// One message the kernel multicast to a [`Listener`]: its type and its payload (after the
+/// `nlmsghdr`).
+#[derive(Debug, Clone, Copy)]
+pub struct Notification<'a> {
+    pub msg_type: u16,
+    pub payload: &'a [u8],
+}
+
+/// What one [`Listener::drain`] read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Notifications handed to the caller.
+    pub messages: usize,
+    /// The kernel dropped notifications since the last read (its queue for this socket was
+    /// full: `ENOBUFS`): whatever they said is unknown, so the caller must look at the state
+    /// itself.
+    pub overrun: bool,
+    /// `limit` datagrams were read and more may be queued.
+    pub more: bool,
+}
+
+/// A netlink socket subscribed to multicast groups of the kernel: it receives a notification
+/// for every change of the objects of those groups, made by anyone in its network namespace.
+/// Non-blocking: its owner polls [`AsFd::as_fd`] for `POLLIN` and then calls
+/// [`Listener::drain`].
+pub struct Listener {
+    socket: netlink_sys::Socket,
+    protocol: Protocol,
+    rx: Vec<u8>,
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener")
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl Listener {
+    /// Opens a socket of `protocol` in the calling thread's network namespace, bound to a port
+    /// the kernel picks, and subscribes it to `groups` (the kernel's group numbers:
+    /// `RTNLGRP_*`, `NFNLGRP_*`). Its receive queue is [`LISTEN_BUF`] when the caller may
+    /// raise it (`CAP_NET_ADMIN`), else the system's maximum.
+    pub(crate) fn open(protocol: Protocol, groups: &[u32]) -> Result<Listener, SocketError> {
+        let open_err = |step| {
+            move |source| SocketError::Open {
+                protocol,
+                step,
+                source,
+            }
+        };
+        let mut socket = netlink_sys::Socket::new(protocol.number()).map_err(open_err("socket"))?;
+        socket
+            .bind(&SocketAddr::new(0, 0))
+            .map_err(open_err("bind"))?;
+        // a burst larger than the queue is not an error: the caller learns of it (`overrun`)
+        // and looks at the state itself
+        use nix::sys::socket::{setsockopt, sockopt};
+        if setsockopt(&socket, sockopt::RcvBufForce, &LISTEN_BUF).is_err() {
+            let _ = setsockopt(&socket, sockopt::RcvBuf, &LISTEN_BUF);
+        }
+        for &group in groups {
+            socket
+                .add_membership(group)
+                .map_err(open_err("join a multicast group"))?;
+        }
+        Ok(Listener {
+            socket,
+            protocol,
+            rx: Vec::with_capacity(RECV_BUF),
+        })
+    }
+
+    /// Reads what the kernel has queued, at most `limit` datagrams, without waiting, and hands
+    /// each notification to `on_msg` (control messages of the protocol are skipped).
+    /// Notifications the kernel dropped (`ENOBUFS`), or a datagram too large for the buffer,
+    /// set [`Drained::overrun`]; reading goes on after them.
+    pub fn drain(
+        &mut self,
+        limit: usize,
+        on_msg: &mut dyn FnMut(Notification<'_>),
+    ) -> Result<Drained, SocketError> {
+        let mut out = Drained::default();
+        for _ in 0..limit {
+            self.rx.clear();
+            let len = match self
+                .socket
+                .recv(&mut self.rx, libc::MSG_DONTWAIT | libc::MSG_TRUNC)
+            {
+                Ok(len) => len,
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => return Ok(out),
+                    Some(libc::EINTR) => continue,
+                    Some(libc::ENOBUFS) => {
+                        out.overrun = true;
+                        continue;
+                    }
+                    _ => {
+                        return Err(SocketError::Io {
+                            protocol: self.protocol,
+                            step: "receive a notification",
+                            source: e,
+                        })
+                    }
+                },
+            };
+            if len > self.rx.len() {
+                out.overrun = true; // cut short: what it said is lost
+                continue;
+            }
+            for m in Messages(&self.rx[..len]) {
+                let Ok(m) = m else {
+                    out.overrun = true;
+                    break;
+                };
+                if matches!(
+                    m.msg_type,
+                    NLMSG_NOOP | NLMSG_ERROR | NLMSG_DONE | NLMSG_OVERRUN
+                ) {
+                    continue;
+                }
+                out.messages += 1;
+                on_msg(Notification {
+                    msg_type: m.msg_type,
+                    payload: m.payload,
+                });
+            }
+        }
+        out.more = true;
+        Ok(out)
     }
 }
 

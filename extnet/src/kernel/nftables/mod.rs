@@ -114,6 +114,17 @@ pub fn delete_table(name: &str) -> Result<(), NftError> {
     Ok(())
 }
 
+/// Whether table `FAMILY NAME` exists in the current network namespace (`nft list table
+/// FAMILY NAME`, one netlink round trip).
+pub fn table_exists_in(family: netlink::Family, name: &str) -> Result<bool, NftError> {
+    netlink::NfSocket::open()
+        .and_then(|mut s| s.table_exists_in(family, name))
+        .map_err(|source| NftError::Netlink {
+            table: format!("{family} {name}"),
+            source,
+        })
+}
+
 /// Whether table `ip NAME` exists in the current network namespace (`nft list tables`, but
 /// one netlink round trip and no element is touched).
 pub fn table_exists(name: &str) -> Result<bool, NftError> {

@@ -21,7 +21,10 @@
 //! - [`NfSocket::counter`], [`NfSocket::all_counters`]: `nft list|reset counter ip T NAME`,
 //!   `nft list counters table ip T`;
 //! - [`NfSocket::generation`]: the ruleset generation (`nft list ruleset` prints none; it is
-//!   the number every committed transaction increments).
+//!   the number every committed transaction increments);
+//! - [`NfSocket::table_exists_in`]: `nft list table ip|ip6 T` reduced to its header;
+//! - [`listen`] and [`change`]: `nft monitor`, the kernel's notification of every change of
+//!   any table in the namespace, and what one is about.
 //!
 //! Changes go in one batch (`NFNL_MSG_BATCH_BEGIN` ... `NFNL_MSG_BATCH_END`), which the kernel
 //! commits or aborts as a whole; every message of it asks for an ACK, and the batch counts as
@@ -29,7 +32,8 @@
 //! kernel frees deleted objects after an RCU grace period, and closing a socket whose batch
 //! deleted something waits for that grace period; an add returns at once.
 //!
-//! Only family `ip` (NFPROTO_IPV4) is used: extnet's table is `ip extnet`.
+//! Family `ip` (NFPROTO_IPV4) is used for everything but the existence check of the `ip6`
+//! table: extnet's table is `ip extnet`, beside which `ip6 extnet` only drops a job's IPv6.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -38,17 +42,26 @@ use std::io;
 use netlink_packet_core::{NetlinkSerializable, NLM_F_ACK, NLM_F_CREATE};
 use nix::errno::Errno;
 
-use crate::kernel::netlink::socket::{Socket, SocketError};
+use crate::kernel::netlink::socket::{Listener, Notification, Socket, SocketError};
 use crate::kernel::netlink::Protocol;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
+/// The multicast group of nf_tables' notifications (`NFNLGRP_NFTABLES`).
+const NFNLGRP_NFTABLES: u32 = 7;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10; // NLMSG_MIN_TYPE
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 
+const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_DELCHAIN: u16 = 5;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_DELRULE: u16 = 8;
+const NFT_MSG_NEWSET: u16 = 9;
 const NFT_MSG_GETSET: u16 = 10;
+const NFT_MSG_DELSET: u16 = 11;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
@@ -56,7 +69,20 @@ const NFT_MSG_NEWGEN: u16 = 15;
 const NFT_MSG_GETGEN: u16 = 16;
 const NFT_MSG_NEWOBJ: u16 = 18;
 const NFT_MSG_GETOBJ: u16 = 19;
+const NFT_MSG_DELOBJ: u16 = 20;
 const NFT_MSG_GETOBJ_RESET: u16 = 21;
+const NFT_MSG_NEWFLOWTABLE: u16 = 22;
+const NFT_MSG_DELFLOWTABLE: u16 = 24;
+const NFT_MSG_DESTROYTABLE: u16 = 26;
+const NFT_MSG_DESTROYCHAIN: u16 = 27;
+const NFT_MSG_DESTROYRULE: u16 = 28;
+const NFT_MSG_DESTROYSET: u16 = 29;
+const NFT_MSG_DESTROYSETELEM: u16 = 30;
+const NFT_MSG_DESTROYOBJ: u16 = 31;
+const NFT_MSG_DESTROYFLOWTABLE: u16 = 32;
+/// The table's name: attribute 1 of every object's message (table, chain, rule, set, element
+/// list, object, flowtable).
+const NFTA_ANY_TABLE: u16 = 1;
 
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
@@ -91,6 +117,7 @@ const NFT_RETURN: i32 = -5;
 
 const NFPROTO_UNSPEC: u8 = 0;
 const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
 const NLA_F_NESTED: u16 = 0x8000;
 /// Attribute type without the nested / byte-order flags.
 const NLA_TYPE_MASK: u16 = 0x3fff;
@@ -153,6 +180,41 @@ impl Verdict {
             (NFT_GOTO, Some(c)) => Verdict::Goto(c),
             (c, _) => Verdict::Other(c),
         }
+    }
+}
+
+/// The address family of a table (the nft keyword before its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `ip`: IPv4.
+    Ip,
+    /// `ip6`: IPv6.
+    Ip6,
+}
+
+impl Family {
+    fn number(self) -> u8 {
+        match self {
+            Family::Ip => NFPROTO_IPV4,
+            Family::Ip6 => NFPROTO_IPV6,
+        }
+    }
+
+    fn of(number: u8) -> Option<Family> {
+        match number {
+            NFPROTO_IPV4 => Some(Family::Ip),
+            NFPROTO_IPV6 => Some(Family::Ip6),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::Ip => "ip",
+            Family::Ip6 => "ip6",
+        })
     }
 }
 
@@ -261,9 +323,14 @@ struct NfMessage<'a> {
 impl<'a> NfMessage<'a> {
     /// An nf_tables request of family `ip`.
     fn nft(msg_type: u16, attrs: &'a [u8]) -> NfMessage<'a> {
+        NfMessage::nft_in(Family::Ip, msg_type, attrs)
+    }
+
+    /// An nf_tables request of family `family`.
+    fn nft_in(family: Family, msg_type: u16, attrs: &'a [u8]) -> NfMessage<'a> {
         NfMessage {
             msg_type: (NFNL_SUBSYS_NFTABLES << 8) | msg_type,
-            family: NFPROTO_IPV4,
+            family: family.number(),
             res_id: 0,
             attrs,
         }
@@ -417,9 +484,20 @@ impl NfSocket {
         &mut self,
         msg_type: u16,
         attrs: &[u8],
+        on_msg: impl FnMut(u16, &[u8]),
+    ) -> Result<bool, SocketError> {
+        self.request_in(Family::Ip, msg_type, attrs, on_msg)
+    }
+
+    /// [`Self::request`] for a table of family `family`.
+    fn request_in(
+        &mut self,
+        family: Family,
+        msg_type: u16,
+        attrs: &[u8],
         mut on_msg: impl FnMut(u16, &[u8]),
     ) -> Result<bool, SocketError> {
-        let msg = NfMessage::nft(msg_type, attrs);
+        let msg = NfMessage::nft_in(family, msg_type, attrs);
         match self.socket.request(&msg, 0, &mut |m| {
             on_msg(m.msg_type, m.payload);
             Ok(())
@@ -453,6 +531,13 @@ impl NfSocket {
     /// Whether table `ip TABLE` exists (one netlink round trip; no element is read).
     pub fn table_exists(&mut self, table: &str) -> io::Result<bool> {
         Ok(self.exists(Object::Table(table))?)
+    }
+
+    /// Whether table `FAMILY TABLE` exists (one netlink round trip; no element is read).
+    pub fn table_exists_in(&mut self, family: Family, table: &str) -> io::Result<bool> {
+        let mut a = Vec::new();
+        attr(&mut a, NFTA_TABLE_NAME, &cstr(table));
+        Ok(self.request_in(family, NFT_MSG_GETTABLE, &a, |_, _| {})?)
     }
 
     /// Whether set or map `set` of table `ip TABLE` exists (its header only, not its elements).
@@ -783,6 +868,59 @@ fn hex(key: &[u8]) -> String {
     }
 }
 
+/// Subscribes a new socket, in the calling thread's network namespace, to nf_tables'
+/// notifications: one for every table, chain, rule, set, element, object and flowtable any
+/// program makes or deletes in the namespace, and one per committed transaction. Equals `nft
+/// monitor`. Needs `CAP_NET_ADMIN`.
+pub fn listen() -> io::Result<Listener> {
+    Ok(Listener::open(Protocol::Netfilter, &[NFNLGRP_NFTABLES])?)
+}
+
+/// What an nf_tables notification says about a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableChange {
+    /// What changed: `table`, `chain`, `rule`, `set`, `element`, `object` or `flowtable`.
+    pub what: &'static str,
+    /// Made or changed (`true`), or deleted.
+    pub new: bool,
+    /// `None`: a family extnet does not use (`inet`, `arp`, ...).
+    pub family: Option<Family>,
+    pub table: String,
+}
+
+/// What notification `n` says about a table; `None` for one about no table (the generation a
+/// transaction committed, a trace, another netfilter subsystem).
+pub fn change(n: &Notification<'_>) -> Option<TableChange> {
+    if n.msg_type >> 8 != NFNL_SUBSYS_NFTABLES {
+        return None;
+    }
+    let (what, new) = match n.msg_type & 0xff {
+        NFT_MSG_NEWTABLE => ("table", true),
+        NFT_MSG_DELTABLE | NFT_MSG_DESTROYTABLE => ("table", false),
+        NFT_MSG_NEWCHAIN => ("chain", true),
+        NFT_MSG_DELCHAIN | NFT_MSG_DESTROYCHAIN => ("chain", false),
+        NFT_MSG_NEWRULE => ("rule", true),
+        NFT_MSG_DELRULE | NFT_MSG_DESTROYRULE => ("rule", false),
+        NFT_MSG_NEWSET => ("set", true),
+        NFT_MSG_DELSET | NFT_MSG_DESTROYSET => ("set", false),
+        NFT_MSG_NEWSETELEM => ("element", true),
+        NFT_MSG_DELSETELEM | NFT_MSG_DESTROYSETELEM => ("element", false),
+        NFT_MSG_NEWOBJ => ("object", true),
+        NFT_MSG_DELOBJ | NFT_MSG_DESTROYOBJ => ("object", false),
+        NFT_MSG_NEWFLOWTABLE => ("flowtable", true),
+        NFT_MSG_DELFLOWTABLE | NFT_MSG_DESTROYFLOWTABLE => ("flowtable", false),
+        _ => return None,
+    };
+    let family = *n.payload.first()?;
+    let a = attrs(n.payload.get(4..)?); // after nfgenmsg
+    Some(TableChange {
+        what,
+        new,
+        family: Family::of(family),
+        table: string(find(&a, NFTA_ANY_TABLE)?),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -897,6 +1035,67 @@ mod tests {
         assert_eq!(u16::from_ne_bytes([b[4], b[5]]), 0x10);
         assert_eq!(u16::from_ne_bytes([b[6], b[7]]), NLM_F_REQUEST);
         assert_eq!(&b[16..20], &[0, 0, 0, 10]);
+    }
+
+    #[test]
+    fn a_notification_names_its_table_family_and_kind() {
+        let note = |msg: u16, family: u8, table: Option<&str>| {
+            let mut a = Vec::new();
+            if let Some(t) = table {
+                attr(&mut a, NFTA_ANY_TABLE, &cstr(t));
+            }
+            attr(&mut a, 3, &cstr("output_mark"));
+            let mut p = vec![family, 0, 0, 0];
+            p.extend(a);
+            ((NFNL_SUBSYS_NFTABLES << 8) | msg, p)
+        };
+        let (t, p) = note(NFT_MSG_DELCHAIN, NFPROTO_IPV4, Some("extnet"));
+        let c = change(&Notification {
+            msg_type: t,
+            payload: &p,
+        })
+        .unwrap();
+        assert_eq!(
+            c,
+            TableChange {
+                what: "chain",
+                new: false,
+                family: Some(Family::Ip),
+                table: "extnet".into()
+            }
+        );
+        let (t, p) = note(NFT_MSG_NEWTABLE, NFPROTO_IPV6, Some("extnet"));
+        let c = change(&Notification {
+            msg_type: t,
+            payload: &p,
+        })
+        .unwrap();
+        assert_eq!(
+            (c.what, c.new, c.family),
+            ("table", true, Some(Family::Ip6))
+        );
+        // inet is a family extnet does not use
+        let (t, p) = note(NFT_MSG_NEWRULE, 1, Some("filter"));
+        let c = change(&Notification {
+            msg_type: t,
+            payload: &p,
+        })
+        .unwrap();
+        assert_eq!((c.family, c.table.as_str()), (None, "filter"));
+        // a transaction's generation, another subsystem, a message cut short: no table
+        for (t, p) in [
+            note(NFT_MSG_NEWGEN, NFPROTO_UNSPEC, None),
+            (0x0100, vec![2, 0, 0, 0]),
+            ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE, vec![2]),
+        ] {
+            assert_eq!(
+                change(&Notification {
+                    msg_type: t,
+                    payload: &p
+                }),
+                None
+            );
+        }
     }
 
     #[test]
