@@ -2,8 +2,10 @@
 //!
 //! - when its nftables ruleset is flushed (`nft flush ruleset`, what Debian's
 //!   `nftables.service` does on a reload) or extnet's `ip rule` is deleted by hand, a granted
-//!   job's packets go nowhere until the base is back; `extnet node setup` brings it back
-//!   here, standing in for a repair agent;
+//!   job's packets go nowhere until the base is back. The node's agent (`extnet node watch`,
+//!   which puts the base back within a fraction of a second: `heal.rs`) is paused for these
+//!   tests, so that they judge the node without repair; `extnet node setup` then brings the
+//!   base back;
 //! - marked protocols other than TCP, UDP and ICMP (UDP-Lite: an unprivileged datagram
 //!   socket) never leave the node, in cgroup and in netns mode.
 //!

@@ -245,13 +245,29 @@ impl Cluster {
         self.extnet(node, &["node", "setup", "--node", node])
     }
 
-    /// A guard that runs [`Cluster::node_setup`] on `node` when dropped, also when the test
-    /// panics: for tests that break the node's base on purpose.
+    /// A guard for tests that break the node's base on purpose and judge the node without
+    /// repair: it pauses the node's agent (`extnet node watch`, SIGSTOP), which would put the
+    /// base back within a fraction of a second, and when dropped, also when the test panics,
+    /// runs [`Cluster::node_setup`] on `node` and lets the agent go on (SIGCONT).
     pub fn restore_base_on_drop(&self, node: &'static str) -> BaseGuard<'_> {
+        let agent = self.agent_pid(node);
+        if let Some(pid) = agent {
+            nix::sys::signal::kill(pid, nix::sys::signal::SIGSTOP).expect("pause the node agent");
+        }
         BaseGuard {
             cluster: self,
             node,
+            agent,
         }
+    }
+
+    /// The pid of the node agent of `node`, as `slurm-test-env/up` recorded it, if it runs.
+    pub fn agent_pid(&self, node: &str) -> Option<nix::unistd::Pid> {
+        let text =
+            std::fs::read_to_string(self.xn_dir.join(format!("pids/watch-{node}.pid"))).ok()?;
+        let pid: i32 = text.split_whitespace().next()?.parse().ok()?;
+        let pid = nix::unistd::Pid::from_raw(pid);
+        nix::sys::signal::kill(pid, None).ok().map(|_| pid)
     }
 
     /// Where the outside host's log (`out/seen.log`) ends now: pass it to
@@ -604,10 +620,12 @@ pub fn uid_of(user: &str) -> u32 {
         .as_raw()
 }
 
-/// Runs `extnet node setup` on its node when dropped ([`Cluster::restore_base_on_drop`]).
+/// Runs `extnet node setup` on its node and lets its paused agent go on when dropped
+/// ([`Cluster::restore_base_on_drop`]).
 pub struct BaseGuard<'a> {
     cluster: &'a Cluster,
     node: &'static str,
+    agent: Option<nix::unistd::Pid>,
 }
 
 impl Drop for BaseGuard<'_> {
@@ -615,6 +633,9 @@ impl Drop for BaseGuard<'_> {
         let r = self.cluster.node_setup(self.node);
         if !r.ok() {
             eprintln!("cannot restore the base of {}:\n{r}", self.node);
+        }
+        if let Some(pid) = self.agent {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGCONT);
         }
     }
 }
