@@ -834,6 +834,18 @@ fn a_socket_passed_out_of_a_job_dies_with_the_job() {
         })
         .unwrap()
     };
+    // the node's conntrack entries carrying the job's mark (set on a connection's first
+    // packet leaving through the node interface)
+    let tracked = |mark: u32| {
+        netns::run_in(lab.node_ns.as_fd(), || {
+            std::fs::read_to_string("/proc/thread-self/net/nf_conntrack")
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(&format!(" mark={mark} ")))
+                .count()
+        })
+        .unwrap()
+    };
     // while the job runs, the socket's traffic is the job's
     passed.send_to(b"while the job runs", outside).unwrap();
     assert_eq!(
@@ -841,9 +853,19 @@ fn a_socket_passed_out_of_a_job_dies_with_the_job() {
         1,
         "the job's own socket counts on its slot"
     );
+    assert_eq!(
+        tracked(first.mark),
+        1,
+        "the job's flow is tracked with its mark"
+    );
 
     lab.epilog_ok(1);
     lab.assert_clean(1, "job 1");
+    assert_eq!(
+        tracked(first.mark),
+        0,
+        "the epilog deletes the job's conntrack entries"
+    );
     // the slot's next job (no quarantine in this lab)
     let next = lab.granted(2, "default");
     assert_eq!(next.slot, first.slot, "the next job got the same slot");

@@ -8,9 +8,10 @@ use crate::job::cgroup as job_cgroup;
 use crate::job::env::JobEnv;
 use crate::job::netns;
 use crate::job::JobError;
-use crate::kernel::cgroup;
 use crate::kernel::netlink::Netlink;
+use crate::kernel::{cgroup, conntrack};
 use crate::node;
+use crate::plan;
 use crate::plan::layout::Layout;
 use crate::store::accounting::Record;
 use crate::store::fs::FsError;
@@ -88,6 +89,14 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<TeardownOut
             errors: errors.join("; "),
         });
     }
+    if let Some(l) = &lease {
+        // the job's connections end with it: their conntrack entries (the translation into
+        // its block, the mark its replies are counted by) must not serve anything after it
+        if let Err(e) = conntrack::delete_by_mark(plan::mark(policy, l.slot), u32::MAX) {
+            tracing::warn!(job_id = job.job_id, node = %layout.node, error = %e, "cannot delete the job's conntrack entries; they expire on their own");
+        }
+    }
+    step("conntrack");
     let now = lease::now();
     if let Some(l) = &lease {
         // the slot's counters are the job's until its lease is released: read them first

@@ -9,9 +9,11 @@
 //!   ([`nftables::netlink`]: elements, counters, existence checks).
 //! - [`netns`]: named network namespaces. [`cgroup`]: cgroup v2 directories.
 //! - [`bpf`]: the socket-mark program attached to a cgroup. [`sysctl`]: `/proc/sys` files.
+//! - [`conntrack`]: connection tracking entries (ctnetlink).
 
 pub mod bpf;
 pub mod cgroup;
+pub mod conntrack;
 pub mod netlink;
 pub mod netns;
 pub mod nftables;
