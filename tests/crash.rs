@@ -879,6 +879,23 @@ fn a_socket_passed_out_of_a_job_dies_with_the_job() {
         0,
         "the ended job's socket must not count on (or leave as) the slot's next job"
     );
+    // a process outside every job that sets the running job's full mark itself (SO_MARK, as
+    // root or with CAP_NET_RAW can) is not that job either: only extnet's chain marks
+    let forged = netns::run_in(lab.node_ns.as_fd(), || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Mark, &next.mark)
+            .expect("SO_MARK");
+        s
+    })
+    .unwrap();
+    for _ in 0..3 {
+        let _ = forged.send_to(b"posing as the job", outside);
+    }
+    assert_eq!(
+        out_packets(next.slot),
+        0,
+        "a socket that set the job's mark itself must not count on (or leave as) the job"
+    );
     // and the next job's own traffic still counts: the check above can fail
     let mut cmd = Command::new("python3");
     cmd.args([
