@@ -32,7 +32,85 @@ pub fn check(file: &Path) -> anyhow::Result<ExitCode> {
             list.join(", ")
         );
     }
+    if uses_account_or_qos(&policy) {
+        match slurm_enforcement() {
+            Ok(enforce) => {
+                for w in enforcement_warnings(&policy, &enforce) {
+                    println!("warning: {w}");
+                }
+            }
+            Err(why) => println!(
+                "note: cannot ask Slurm what it enforces ({why}); profiles here trust a job's account or QOS, so make sure slurm.conf's AccountingStorageEnforce includes associations (accounts) and qos (QOS)"
+            ),
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a profile decides by a job's account or QOS, which users choose at submission
+/// (`--account`, `--qos`): Slurm must enforce them, or anyone may claim them.
+fn uses_account_or_qos(policy: &Policy) -> bool {
+    policy.profiles.iter().any(|p| {
+        !p.qos.is_empty()
+            || [&p.allow, &p.deny, &p.auto]
+                .iter()
+                .any(|pr| !pr.accounts.is_empty())
+    })
+}
+
+/// `AccountingStorageEnforce` as `scontrol show config` prints it (`associations,limits,qos`,
+/// or `none`).
+fn slurm_enforcement() -> Result<String, String> {
+    let out = std::process::Command::new("scontrol")
+        .args(["show", "config"])
+        .output()
+        .map_err(|e| format!("scontrol: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "scontrol show config: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    enforce_setting(&String::from_utf8_lossy(&out.stdout))
+        .ok_or_else(|| "no AccountingStorageEnforce in scontrol show config".into())
+}
+
+/// The value of `AccountingStorageEnforce` in `scontrol show config` output.
+fn enforce_setting(config: &str) -> Option<String> {
+    config.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == "AccountingStorageEnforce").then(|| v.trim().to_owned())
+    })
+}
+
+/// What the policy trusts that Slurm's `enforce` (AccountingStorageEnforce) does not check:
+/// a job's account (needs `associations`, which `limits`, `qos` and `safe` imply) and its QOS
+/// (needs `qos`).
+fn enforcement_warnings(policy: &Policy, enforce: &str) -> Vec<String> {
+    let has = |w: &str| enforce.split(',').any(|e| e.trim() == w);
+    let associations = ["associations", "limits", "qos", "safe"]
+        .iter()
+        .any(|w| has(w));
+    let mut out = Vec::new();
+    for p in &policy.profiles {
+        let by_account = [&p.allow, &p.deny, &p.auto]
+            .iter()
+            .any(|pr| !pr.accounts.is_empty());
+        if by_account && !associations {
+            out.push(format!(
+                "profile {:?} decides by account, but Slurm does not enforce associations (AccountingStorageEnforce={enforce}): any user can submit with that account; set AccountingStorageEnforce=associations (or limits, qos, safe)",
+                p.name
+            ));
+        }
+        if !p.qos.is_empty() && !has("qos") {
+            out.push(format!(
+                "profile {:?} applies to QOS {}, but Slurm does not enforce QOS (AccountingStorageEnforce={enforce}): any user can submit with it; add qos to AccountingStorageEnforce",
+                p.name,
+                p.qos.join(", ")
+            ));
+        }
+    }
+    out
 }
 
 /// The users and groups the policy names that this host cannot resolve (a typo, or a name
@@ -93,4 +171,50 @@ pub fn explain(
     };
     println!("{}", extnet_policy::report::explain(&policy, &id, &req));
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(profiles: &str) -> Policy {
+        Policy::from_toml(
+            &format!(
+                "version = 1\n[node]\ninterface = \"eth0\"\ngateway = \"10.99.0.254\"\ninternal = [\"10.99.0.0/24\"]\n{profiles}"
+            ),
+            "t",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn account_and_qos_grants_are_warned_of_unless_slurm_enforces_them() {
+        let p = policy(
+            "[[profile]]\nname = \"acct\"\naccounts = [\"grid\"]\n[[profile]]\nname = \"fast\"\nusers = [\"*\"]\nqos = [\"high\"]\n[[profile]]\nname = \"plain\"\nusers = [\"a\"]\n",
+        );
+        assert!(uses_account_or_qos(&p));
+        let none = enforcement_warnings(&p, "none");
+        assert_eq!(none.len(), 2, "{none:?}");
+        assert!(
+            none[0].contains("profile \"acct\" decides by account"),
+            "{none:?}"
+        );
+        assert!(
+            none[1].contains("profile \"fast\" applies to QOS high"),
+            "{none:?}"
+        );
+        let assoc = enforcement_warnings(&p, "associations,limits");
+        assert_eq!(assoc.len(), 1, "QOS is still not enforced: {assoc:?}");
+        assert!(enforcement_warnings(&p, "associations,limits,qos").is_empty());
+        assert!(!uses_account_or_qos(&policy(
+            "[[profile]]\nname = \"plain\"\nusers = [\"a\"]\n"
+        )));
+    }
+
+    #[test]
+    fn the_setting_is_read_from_scontrol_output() {
+        let out = "Configuration data as of 2026-12-07T01:00:00\nAccountingStorageBackupHost = (null)\nAccountingStorageEnforce = associations,limits\nAccountingStorageHost   = localhost\n";
+        assert_eq!(enforce_setting(out).as_deref(), Some("associations,limits"));
+        assert_eq!(enforce_setting("Foo = bar\n"), None);
+    }
 }
