@@ -3,7 +3,9 @@
 //! table, emptied and removed by the epilog. A cgroup per job, never one per slot: a socket
 //! carries the id of the cgroup it was made in for its whole life, so a socket that outlives
 //! its job (passed to another process over a Unix socket) carries the id of a cgroup that is
-//! gone and matches no running job: its packets are never checked, and go nowhere.
+//! gone and, once the epilog deleted the job's element, matches no running job: its packets
+//! are never checked, and go nowhere. The delete cannot wait: the ended job's sockets keep
+//! their cgroup and its id, so a stale element would still match them.
 
 use crate::job::JobError;
 use crate::kernel::{bpf, cgroup};
