@@ -944,6 +944,39 @@ fn receive_fd(conn: &std::os::unix::net::UnixStream) -> std::os::fd::OwnedFd {
     panic!("no file descriptor received");
 }
 
+/// A user pins a netns job's namespace (opens its `/run/netns` file and keeps it) past the
+/// job's epilog: the namespace and its veth pair outlive the job. The next job on that slot
+/// still gets the slot's /30 as its only route (the stale veth is deleted by its prolog), and
+/// nothing of the old job is left once the pin is dropped.
+fn a_pinned_namespace_does_not_take_the_slot_from_the_next_job() {
+    if !root("a_pinned_namespace_does_not_take_the_slot_from_the_next_job") {
+        return;
+    }
+    let lab = Lab::new("pinned");
+    let first = lab.granted(1, "isolated");
+    let pin = File::open(first.netns.as_ref().expect("a netns grant")).unwrap();
+    lab.epilog_ok(1);
+    let next = lab.granted(2, "isolated");
+    assert_eq!(next.slot, first.slot, "the next job got the same slot");
+    let policy = extnet_policy::Policy::load(&lab.policy).unwrap();
+    let job_addr = extnet::plan::netns_addrs(&policy, next.slot).1;
+    let route = support::netns::ip_in(&lab.node_ns, &["-4", "route", "get", &job_addr.to_string()]);
+    assert!(
+        route.contains(" dev xj2 "),
+        "the slot's /30 must lead to the next job's veth only: {route}"
+    );
+    let links = support::netns::ip_in(&lab.node_ns, &["-o", "link", "show"]);
+    assert!(
+        !links.contains("xj1"),
+        "the old job's veth is gone: {links}"
+    );
+    drop(pin);
+    lab.assert_clean(1, "job 1 once the pin is dropped");
+    lab.epilog_ok(2);
+    lab.assert_clean(2, "job 2");
+    lab.finish();
+}
+
 type TestFn = fn();
 
 const TESTS: &[(&str, TestFn)] = &[
@@ -970,6 +1003,10 @@ const TESTS: &[(&str, TestFn)] = &[
     (
         "a_socket_passed_out_of_a_job_dies_with_the_job",
         a_socket_passed_out_of_a_job_dies_with_the_job,
+    ),
+    (
+        "a_pinned_namespace_does_not_take_the_slot_from_the_next_job",
+        a_pinned_namespace_does_not_take_the_slot_from_the_next_job,
     ),
 ];
 

@@ -33,9 +33,10 @@ pub fn setup(
     if nl.index(&host)?.is_some() {
         nl.delete(&host)?;
     }
+    let (host_addr, job_addr) = plan::netns_addrs(policy, slot);
+    remove_stale_veth(nl, job_addr, &host)?;
     let ns = netns::create(&layout.netns_dir, &name)?;
     failpoint::hit("prolog-after-netns-created");
-    let (host_addr, job_addr) = plan::netns_addrs(policy, slot);
     nl.veth_add(&host, "eth0", ns.as_fd())?;
     failpoint::hit("prolog-after-veth");
     let idx = nl
@@ -67,6 +68,30 @@ pub fn setup(
         },
     })?;
     failpoint::hit("prolog-after-addresses-routes");
+    Ok(())
+}
+
+/// Deletes the veth of an earlier job that still holds this slot's /30, so that the slot has
+/// one route, to this job. That veth outlived its job when something pinned the job's
+/// namespace past its epilog (a process that opened its `/run/netns` file or joined it): the
+/// epilog drops the namespace, but a pinned one keeps its veth pair. One route lookup
+/// (`ip route get JOB_ADDR`); a delete only in that rare case. Only a link named like a job
+/// veth is touched, never what a node's own routes lead to.
+fn remove_stale_veth(
+    nl: &mut Netlink,
+    job_addr: std::net::Ipv4Addr,
+    host: &str,
+) -> Result<(), JobError> {
+    let Some(oif) = nl.route_get_oif(job_addr)? else {
+        return Ok(());
+    };
+    let Some(name) = nl.name_of(oif)? else {
+        return Ok(());
+    };
+    if name.starts_with(plan::VETH_PREFIX) && name != host {
+        tracing::warn!(link = %name, %job_addr, "deleting the veth of an earlier job that still holds this slot's addresses (its namespace was pinned past its epilog)");
+        nl.delete(&name)?;
+    }
     Ok(())
 }
 

@@ -79,6 +79,39 @@ impl Netlink {
         }
     }
 
+    /// The name of link `index` in this socket's namespace, or `None` when there is no such
+    /// link: one `SIOCGIFNAME` ioctl on this socket. Equals `ip link show` (for the name).
+    pub fn name_of(&mut self, index: u32) -> Result<Option<String>, NetlinkError> {
+        // SAFETY: `ifreq` is plain data, valid when zeroed.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        req.ifr_ifru.ifru_ifindex = index as libc::c_int;
+        // SAFETY: SIOCGIFNAME reads `ifr_ifindex` and writes the NUL-terminated name into
+        // `ifr_name` of `req`, which outlives the call; the fd is this socket's.
+        let r =
+            unsafe { libc::ioctl(self.socket.as_fd().as_raw_fd(), libc::SIOCGIFNAME, &mut req) };
+        if r == 0 {
+            let bytes: Vec<u8> = req
+                .ifr_name
+                .iter()
+                .take_while(|c| **c != 0)
+                .map(|c| *c as u8)
+                .collect();
+            return Ok(Some(String::from_utf8_lossy(&bytes).into_owned()));
+        }
+        let source = std::io::Error::last_os_error();
+        match source.raw_os_error() {
+            Some(libc::ENODEV) => Ok(None),
+            _ => Err(NetlinkError::Request {
+                op: format!("show link with index {index}"),
+                source: SocketError::Io {
+                    protocol: Protocol::Route,
+                    step: "SIOCGIFNAME ioctl",
+                    source,
+                },
+            }),
+        }
+    }
+
     /// Whether link `name` is administratively up (`IFF_UP`), or `None` when there is no such
     /// link. Equals the `UP` flag of `ip link show NAME`. One `SIOCGIFFLAGS` ioctl, like
     /// [`Netlink::index`].
@@ -215,6 +248,8 @@ mod tests {
     fn index_finds_links_by_name_and_none_for_missing_ones() {
         let mut nl = Netlink::open().unwrap();
         assert_eq!(nl.index("lo").unwrap(), Some(1));
+        assert_eq!(nl.name_of(1).unwrap().as_deref(), Some("lo"));
+        assert_eq!(nl.name_of(u32::MAX >> 1).unwrap(), None);
         assert_eq!(nl.index("xn-missing0").unwrap(), None);
         assert!(nl.is_up("lo").unwrap().is_some());
         assert_eq!(nl.is_up("xn-missing0").unwrap(), None);

@@ -107,6 +107,25 @@ impl Netlink {
             .map_err(|source| NetlinkError::Request { op: op(), source })
     }
 
+    /// Sends a get request and returns the kernel's answer (the messages before the ACK).
+    pub(crate) fn get(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        op: Op<'_>,
+    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        let mut out = Vec::new();
+        self.socket
+            .request(&msg, 0, &mut |m| {
+                out.push(
+                    RouteNetlinkMessage::parse_with_param(m.payload, m.msg_type)
+                        .map_err(|e| e.to_string())?,
+                );
+                Ok(())
+            })
+            .map_err(|source| NetlinkError::Request { op: op(), source })?;
+        Ok(out)
+    }
+
     /// Sends a dump request and returns every message of the dump, read until `NLMSG_DONE`.
     /// A dump interrupted by a concurrent change (`NLM_F_DUMP_INTR`) is read again.
     pub(crate) fn dump(

@@ -165,6 +165,37 @@ impl Netlink {
         }
     }
 
+    /// The interface the kernel would send an unmarked packet for `dst` out of, if it has a
+    /// route for it (`None`: unreachable). Equals `ip route get DST` (its `dev`).
+    pub fn route_get_oif(&mut self, dst: Ipv4Addr) -> Result<Option<u32>, NetlinkError> {
+        let mut req = RouteMessage::default();
+        req.header.address_family = AddressFamily::Inet;
+        req.header.destination_prefix_length = 32;
+        req.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        let answers = match self.get(RouteNetlinkMessage::GetRoute(req), &|| {
+            format!("get route {dst}")
+        }) {
+            Ok(a) => a,
+            Err(e)
+                if matches!(
+                    e.errno(),
+                    Some(nix::errno::Errno::ENETUNREACH | nix::errno::Errno::EHOSTUNREACH)
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(answers.iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) => r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            }),
+            _ => None,
+        }))
+    }
+
     /// The IPv4 routes of table `table`; empty when the table does not exist. Route types other
     /// than those of [`RouteKind`] (local, broadcast, ...: never in extnet's tables) are left
     /// out. Equals `ip route show table N`.
