@@ -9,7 +9,9 @@
 //!   ([`nftables::netlink`]: elements, counters, existence checks).
 //! - [`netns`]: named network namespaces. [`cgroup`]: cgroup v2 directories.
 //! - [`bpf`]: the socket-mark program attached to a cgroup. [`sysctl`]: `/proc/sys` files.
+//! - [`boot`]: when the machine booted.
 
+pub mod boot;
 pub mod bpf;
 pub mod cgroup;
 pub mod netlink;
