@@ -182,8 +182,10 @@ enum NodeCmd {
         #[arg(long)]
         node: Option<String>,
         /// Every this many minutes, tear down jobs Slurm says no longer run on the node, as
-        /// `extnet reconcile` does (0: never). Needs squeue and its slurm.conf.
-        #[arg(long, default_value_t = 5)]
+        /// `extnet reconcile` does (0, the default: never). Needs squeue, its slurm.conf, and
+        /// more than the agent's systemd sandbox allows (IP sockets, killing, unmounting):
+        /// docs/examples/extnet-reconcile.timer runs `extnet reconcile` instead.
+        #[arg(long, default_value_t = 0)]
         reconcile_minutes: u64,
         /// The slurm.conf squeue reads (default: SLURM_CONF, else Slurm's own default).
         #[arg(long)]

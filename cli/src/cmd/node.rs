@@ -67,8 +67,10 @@ pub fn teardown(policy_path: &Path, node: Option<String>) -> anyhow::Result<Exit
 
 /// `extnet node watch`: the node agent ([`extnet::node::watch`]) until SIGTERM or SIGINT.
 /// Logs to stderr and to the policy's `log.file`. At start it closes in the lease log the
-/// leases a reboot ended; every `reconcile_every` (zero: never) a thread of its own tears down
-/// jobs Slurm says no longer run on the node (`extnet reconcile`, [`super::reconcile`]).
+/// leases a reboot ended (files only: within the agent's systemd sandbox); every
+/// `reconcile_every` (zero: never, the default) a thread of its own tears down jobs Slurm says
+/// no longer run on the node (`extnet reconcile`, [`super::reconcile`]), which needs more than
+/// that sandbox (squeue's IP sockets, killing, unmounting namespaces).
 pub fn watch(
     policy_path: &Path,
     node: Option<String>,
