@@ -977,6 +977,191 @@ fn a_pinned_namespace_does_not_take_the_slot_from_the_next_job() {
     lab.finish();
 }
 
+/// The lease log's records of `job`, in order.
+fn log_records(lab: &Lab, job: u32) -> Vec<serde_json::Value> {
+    jsonl::read(&lab.dir.join(format!("log/lease-{NODE}.log")))
+        .into_iter()
+        .filter(|r| r["job_id"] == job)
+        .collect()
+}
+
+/// The policy and layout of the lab's node, as the admin's `extnet` reads them.
+fn lab_layout(lab: &Lab) -> (extnet_policy::Policy, extnet::plan::layout::Layout) {
+    let policy = extnet_policy::Policy::load(&lab.policy).expect("the lab's policy loads");
+    let layout = extnet::plan::layout::Layout::new(&policy, NODE);
+    (policy, layout)
+}
+
+/// `extnet reconcile`: jobs whose epilog never ran and that Slurm says no longer run on the
+/// node are torn down as the epilog would (the release says reason orphan); jobs Slurm says
+/// run, or cannot say anything about, are left alone, as is every job when squeue fails.
+fn reconcile_tears_down_orphans_and_leaves_running_and_unknown_jobs() {
+    if !root("reconcile_tears_down_orphans_and_leaves_running_and_unknown_jobs") {
+        return;
+    }
+    use extnet::job::reconcile::{self, Action};
+    let lab = Lab::new("reconcile");
+    // 1, 2: their epilog never ran (2 in netns mode); 3 runs; 4 (denied, the pool is full:
+    // a state file only): Slurm does not know
+    let g1 = lab.granted(1, "default");
+    lab.granted(2, "isolated");
+    lab.granted(3, "default");
+    let r = lab.prolog(4, "default", None);
+    assert!(
+        r.status.success() && lab.state_path(4).exists(),
+        "prolog of job 4: {r}"
+    );
+    let mut task = lab.task(&g1);
+    let running = |job: u32| match job {
+        1 | 2 => Some(false),
+        3 => Some(true),
+        _ => None,
+    };
+    let (policy, layout) = lab_layout(&lab);
+    // the CLI with a Slurm it cannot ask (squeue retries a missing slurm.conf for a minute:
+    // the timeout ends it): everything left alone
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(AS_VAR, "extnet")
+        .env("SLURM_CONF", lab.dir.join("no-slurm.conf"))
+        .args(["--policy".as_ref(), lab.policy.as_os_str()])
+        .args(["reconcile", "--dry-run", "--node", NODE])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "extnet reconcile: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout
+            .matches("Slurm could not be asked, left alone")
+            .count(),
+        4,
+        "{stdout}"
+    );
+    // a dry run changes nothing
+    let dry = netns::run_in(lab.node_ns.as_fd(), || {
+        reconcile::reconcile(&policy, &layout, &running, true)
+    })
+    .unwrap()
+    .unwrap();
+    let actions: Vec<(u32, Action)> = dry
+        .jobs
+        .iter()
+        .map(|j| (j.job_id, j.action.clone()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (1, Action::WouldTearDown),
+            (2, Action::WouldTearDown),
+            (3, Action::Running),
+            (4, Action::Unknown)
+        ]
+    );
+    assert!(dry.jobs[0].found.lease && dry.jobs[0].found.cgroup && dry.jobs[0].found.state);
+    assert!(dry.jobs[1].found.netns);
+    assert_eq!(lab.table().leases.len(), 3, "a dry run releases nothing");
+    let done = netns::run_in(lab.node_ns.as_fd(), || {
+        reconcile::reconcile(&policy, &layout, &running, false)
+    })
+    .unwrap()
+    .unwrap();
+    let actions: Vec<(u32, Action)> = done
+        .jobs
+        .iter()
+        .map(|j| (j.job_id, j.action.clone()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (1, Action::TornDown { released: true }),
+            (2, Action::TornDown { released: true }),
+            (3, Action::Running),
+            (4, Action::Unknown)
+        ]
+    );
+    assert_dies(&mut task, "reconcile");
+    for job in [1, 2] {
+        lab.assert_clean(job, "reconcile");
+        assert_log_sound(&lab, job, true, "reconcile");
+        let last = log_records(&lab, job).pop().unwrap();
+        assert_eq!(last["reason"], "orphan", "job {job}: {last}");
+    }
+    assert!(lab.table().lease_of(3).is_some(), "job 3 keeps its lease");
+    assert_eq!(lab.events(3), ["allocate"]);
+    assert!(lab.state_path(4).exists(), "job 4 keeps its state file");
+    // again: only the running and the unknown job are found
+    let again = netns::run_in(lab.node_ns.as_fd(), || {
+        reconcile::reconcile(&policy, &layout, &running, false)
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        again.jobs.iter().map(|j| j.job_id).collect::<Vec<_>>(),
+        [3, 4]
+    );
+    // their epilogs, as usual: no reason
+    for job in [3, 4] {
+        lab.epilog_ok(job);
+        lab.assert_clean(job, "epilog after reconcile");
+        assert_log_sound(&lab, job, job == 3, "epilog after reconcile");
+    }
+    assert!(log_records(&lab, 3).pop().unwrap().get("reason").is_none());
+    lab.finish();
+}
+
+/// A reboot wipes the state directory (tmpfs), the job cgroups and the namespaces, but not
+/// the lease log: the reboot part of reconcile closes the jobs' allocations with a release at
+/// the boot time (reason reboot), once.
+fn reconcile_after_a_reboot_closes_the_lease_log_once() {
+    if !root("reconcile_after_a_reboot_closes_the_lease_log_once") {
+        return;
+    }
+    use extnet::job::reconcile;
+    let lab = Lab::new("reboot");
+    lab.granted(5, "default");
+    lab.granted(6, "isolated");
+    // the reboot: tmpfs state, cgroups and namespaces gone
+    std::fs::remove_dir_all(lab.state_dir()).unwrap();
+    std::fs::remove_dir(lab.cgroup_root().join("job_5")).unwrap();
+    netns::delete(&lab.netns_dir(), &format!("extnet-{NODE}-6")).unwrap();
+    let allocated: Vec<u64> = [5, 6]
+        .iter()
+        .map(|&j| log_records(&lab, j)[0]["unix"].as_u64().unwrap())
+        .collect();
+    let boot = allocated.iter().max().unwrap() + 1;
+    let now = boot + 100;
+    let (_, layout) = lab_layout(&lab);
+    let closed = reconcile::close_unreleased(&layout, boot, now, false).unwrap();
+    assert_eq!(closed.iter().map(|r| r.job_id).collect::<Vec<_>>(), [5, 6]);
+    for job in [5, 6] {
+        lab.assert_clean(job, "reboot");
+        assert_log_sound(&lab, job, true, "reboot");
+        let last = log_records(&lab, job).pop().unwrap();
+        assert_eq!(last["reason"], "reboot", "job {job}: {last}");
+        assert_eq!(last["unix"], boot, "job {job}: released at the boot");
+    }
+    let lines = jsonl::read(&lab.dir.join(format!("log/lease-{NODE}.log"))).len();
+    assert!(reconcile::close_unreleased(&layout, boot, now + 1, false)
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        jsonl::read(&lab.dir.join(format!("log/lease-{NODE}.log"))).len(),
+        lines,
+        "a second run adds nothing"
+    );
+    // a job granted after the boot holds its lease: its allocate stays open
+    lab.granted(7, "default");
+    assert!(reconcile::close_unreleased(&layout, boot, now + 2, false)
+        .unwrap()
+        .is_empty());
+    lab.epilog_ok(7);
+    lab.assert_clean(7, "after the reboot");
+    lab.finish();
+}
+
 type TestFn = fn();
 
 const TESTS: &[(&str, TestFn)] = &[
@@ -1007,6 +1192,14 @@ const TESTS: &[(&str, TestFn)] = &[
     (
         "a_pinned_namespace_does_not_take_the_slot_from_the_next_job",
         a_pinned_namespace_does_not_take_the_slot_from_the_next_job,
+    ),
+    (
+        "reconcile_tears_down_orphans_and_leaves_running_and_unknown_jobs",
+        reconcile_tears_down_orphans_and_leaves_running_and_unknown_jobs,
+    ),
+    (
+        "reconcile_after_a_reboot_closes_the_lease_log_once",
+        reconcile_after_a_reboot_closes_the_lease_log_once,
     ),
 ];
 

@@ -12,6 +12,7 @@
 //! | `extnet accounting`                                | `cmd/accounting.rs`  |
 //! | `extnet lease-log interim`                         | `cmd/lease_log.rs`   |
 //! | `extnet lease-table dump`, `lease-table restore`   | `cmd/lease_table.rs` |
+//! | `extnet reconcile`                                 | `cmd/reconcile.rs`   |
 //!
 //! `cmd/mod.rs` resolves the `--node` default they share; `output.rs` has what they print with
 //! (text tables, [`human_bytes`], JSON).
@@ -88,6 +89,19 @@ enum Cmd {
     LeaseTable {
         #[command(subcommand)]
         cmd: LeaseTableCmd,
+    },
+    /// Tear down jobs Slurm says no longer run on this node (their epilog never ran; the
+    /// release record says reason "orphan"), and close in the lease log the leases a reboot
+    /// ended (reason "reboot"). Jobs Slurm cannot be asked about are left alone.
+    Reconcile {
+        #[arg(long)]
+        node: Option<String>,
+        /// Say what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The slurm.conf squeue reads (default: SLURM_CONF, else Slurm's own default).
+        #[arg(long)]
+        slurm_conf: Option<PathBuf>,
     },
 }
 
@@ -167,6 +181,15 @@ enum NodeCmd {
     Watch {
         #[arg(long)]
         node: Option<String>,
+        /// Every this many minutes, tear down jobs Slurm says no longer run on the node, as
+        /// `extnet reconcile` does (0, the default: never). Needs squeue, its slurm.conf, and
+        /// more than the agent's systemd sandbox allows (IP sockets, killing, unmounting):
+        /// docs/examples/extnet-reconcile.timer runs `extnet reconcile` instead.
+        #[arg(long, default_value_t = 0)]
+        reconcile_minutes: u64,
+        /// The slurm.conf squeue reads (default: SLURM_CONF, else Slurm's own default).
+        #[arg(long)]
+        slurm_conf: Option<PathBuf>,
     },
 }
 
@@ -222,8 +245,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cmd: NodeCmd::Teardown { node },
         } => cmd::node::teardown(&cli.policy, node),
         Cmd::Node {
-            cmd: NodeCmd::Watch { node },
-        } => cmd::node::watch(&cli.policy, node),
+            cmd:
+                NodeCmd::Watch {
+                    node,
+                    reconcile_minutes,
+                    slurm_conf,
+                },
+        } => cmd::node::watch(
+            &cli.policy,
+            node,
+            std::time::Duration::from_secs(reconcile_minutes * 60),
+            slurm_conf,
+        ),
         Cmd::Accounting {
             job,
             user,
@@ -240,5 +273,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::LeaseTable {
             cmd: LeaseTableCmd::Restore { dump, node },
         } => cmd::lease_table::restore(&cli.policy, &node_name(node)?, &dump),
+        Cmd::Reconcile {
+            node,
+            dry_run,
+            slurm_conf,
+        } => cmd::reconcile::run(&cli.policy, &node_name(node)?, dry_run, slurm_conf),
     }
 }

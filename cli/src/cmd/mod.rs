@@ -6,6 +6,7 @@ pub mod lease_log;
 pub mod lease_table;
 pub mod node;
 pub mod policy;
+pub mod reconcile;
 pub mod status;
 
 use anyhow::Context;

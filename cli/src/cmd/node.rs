@@ -13,8 +13,9 @@ use extnet_policy::Policy;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// `extnet node setup`: loads the base now, or says it is already current. Under the node
 /// lock, like a prolog.
@@ -65,8 +66,17 @@ pub fn teardown(policy_path: &Path, node: Option<String>) -> anyhow::Result<Exit
 }
 
 /// `extnet node watch`: the node agent ([`extnet::node::watch`]) until SIGTERM or SIGINT.
-/// Logs to stderr and to the policy's `log.file`.
-pub fn watch(policy_path: &Path, node: Option<String>) -> anyhow::Result<ExitCode> {
+/// Logs to stderr and to the policy's `log.file`. At start it closes in the lease log the
+/// leases a reboot ended (files only: within the agent's systemd sandbox); every
+/// `reconcile_every` (zero: never, the default) a thread of its own tears down jobs Slurm says
+/// no longer run on the node (`extnet reconcile`, [`super::reconcile`]), which needs more than
+/// that sandbox (squeue's IP sockets, killing, unmounting namespaces).
+pub fn watch(
+    policy_path: &Path,
+    node: Option<String>,
+    reconcile_every: Duration,
+    slurm_conf: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     // the policy first: its log file is where the agent's repairs go, beside the prologs'
     let policy = Policy::load(policy_path)?;
     let node = node_name(node)?;
@@ -83,13 +93,84 @@ pub fn watch(policy_path: &Path, node: Option<String>) -> anyhow::Result<ExitCod
     mask.thread_block().context("block SIGTERM and SIGINT")?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .context("open a signalfd for SIGTERM and SIGINT")?;
-    let mut watcher = Watcher::start(WatchConfig::new(policy_path, node))?;
+    let mut watcher = Watcher::start(WatchConfig::new(policy_path, node.clone()))?;
+    close_unreleased(&policy, &node);
+    if !reconcile_every.is_zero() {
+        let (path, node) = (policy_path.to_owned(), node.clone());
+        std::thread::Builder::new()
+            .name("reconcile".into())
+            .spawn(move || loop {
+                std::thread::sleep(reconcile_every);
+                reconcile_orphans(&path, &node, slurm_conf.clone());
+            })
+            .context("start the reconcile thread")?;
+    }
     watcher.run(signals.as_fd(), &mut |_| {})?;
     if let Ok(Some(info)) = signals.read_signal() {
         let name = Signal::try_from(info.ssi_signo as i32).map_or("a signal", Signal::as_str);
         tracing::info!("{name} received: exiting");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The agent's start: `release` records for the lease-log allocations a reboot ended. Logged,
+/// never fatal.
+fn close_unreleased(policy: &Policy, node: &str) {
+    let layout = Layout::new(policy, node);
+    let closed = extnet::kernel::boot::time()
+        .map_err(anyhow::Error::from)
+        .and_then(|boot| {
+            Ok(extnet::job::reconcile::close_unreleased(
+                &layout,
+                boot,
+                extnet::store::lease::now(),
+                false,
+            )?)
+        });
+    match closed {
+        Ok(c) if c.is_empty() => {}
+        Ok(c) => tracing::warn!(
+            node,
+            released = c.len(),
+            "lease-log allocations the node no longer holds closed with a release record"
+        ),
+        Err(e) => tracing::error!(
+            node,
+            "cannot close the lease log's unreleased allocations: {e:#}"
+        ),
+    }
+}
+
+/// One periodic pass of `extnet reconcile`'s orphan part, logged.
+fn reconcile_orphans(policy_path: &Path, node: &str, slurm_conf: Option<PathBuf>) {
+    let policy = match Policy::load(policy_path) {
+        Ok(p) => p,
+        Err(e) => return tracing::error!(node, "reconcile skipped: {e}"),
+    };
+    let layout = Layout::new(&policy, node);
+    let slurm = super::reconcile::Slurm::new(node, slurm_conf);
+    let report =
+        extnet::job::reconcile::reconcile(&policy, &layout, &|job| slurm.running(job), false);
+    if let Some(e) = slurm.error() {
+        tracing::warn!(
+            node,
+            "reconcile: cannot ask Slurm ({e}); every job left alone"
+        );
+    }
+    match report {
+        Ok(r) => {
+            for j in r.jobs.iter().filter(|j| {
+                !matches!(
+                    j.action,
+                    extnet::job::reconcile::Action::Running
+                        | extnet::job::reconcile::Action::Unknown
+                )
+            }) {
+                tracing::warn!(node, "reconcile: {j}");
+            }
+        }
+        Err(e) => tracing::error!(node, "reconcile failed: {}", extnet::diag::error_chain(&e)),
+    }
 }
 
 /// The policy and the node's layout. The policy is read before the node's name is resolved,

@@ -7,11 +7,14 @@
 //! - [`netns`]: a netns-mode job's namespace and veth pair, set up and torn down.
 //! - [`task`]: putting a task on its job's path out (the plugin, inside slurmstepd).
 //! - [`teardown`]: the epilog: tear down, account, release.
+//! - [`reconcile`]: jobs whose epilog never ran (torn down as it would), leases a reboot ended
+//!   (closed in the lease log).
 
 pub mod cgroup;
 pub mod env;
 pub mod limits;
 pub mod netns;
+pub mod reconcile;
 pub mod setup;
 pub mod task;
 pub mod teardown;

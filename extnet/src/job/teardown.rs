@@ -31,22 +31,44 @@ pub enum TeardownOutcome {
     Done { released: bool },
 }
 
-/// Tears the job down. Errors are collected; the lease is released only when the job's path
-/// out is really gone (a process that survived would otherwise carry the next job's mark), and
-/// the state file is removed last.
+/// Who tears a job down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The job's epilog: returns at once when the job has no state file, lease marker or
+    /// namespace on the node; its `release` record has no reason.
+    Epilog,
+    /// `extnet reconcile` for a job Slurm says no longer runs on the node
+    /// ([`crate::job::reconcile`]): it found something of the job (a job cgroup alone too), so
+    /// it skips the fast path; the `release` record says `reason: orphan`.
+    Orphan,
+}
+
+/// The epilog: tears the job down. Errors are collected; the lease is released only when the
+/// job's path out is really gone (a process that survived would otherwise carry the next job's
+/// mark), and the state file is removed last.
 pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<TeardownOutcome, JobError> {
-    let state_path = layout.job_state(job.job_id);
-    let state = match JobState::load(&state_path, job.job_id) {
+    run_as(policy, layout, job.job_id, Caller::Epilog)
+}
+
+/// Tears job `job_id` down as [`run`] does, for `caller`.
+pub fn run_as(
+    policy: &Policy,
+    layout: &Layout,
+    job_id: u32,
+    caller: Caller,
+) -> Result<TeardownOutcome, JobError> {
+    let state_path = layout.job_state(job_id);
+    let state = match JobState::load(&state_path, job_id) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(job_id = job.job_id, error = %e, "job state unreadable; tearing down by job id");
+            tracing::warn!(job_id, error = %e, "job state unreadable; tearing down by job id");
             None
         }
     };
     let state_exists = state_path.exists();
     let table_path = layout.lease_table();
     // fast path: no state, no lease marker, no namespace (see crate::store::markers)
-    if !crate::store::markers::may_have_anything(layout, job.job_id) {
+    if caller == Caller::Epilog && !crate::store::markers::may_have_anything(layout, job_id) {
         return Ok(TeardownOutcome::Nothing);
     }
     step("state-read");
@@ -54,10 +76,10 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<TeardownOut
     step("lock");
     let mut table = LeaseTable::load(&table_path, &layout.node)?;
     step("lease-load");
-    let lease = table.lease_of(job.job_id).cloned();
+    let lease = table.lease_of(job_id).cloned();
     let mut errors: Vec<String> = Vec::new();
     // the job's own cgroup (cgroup mode): killed, out of the node table's map, removed
-    if let Err(e) = job_cgroup::teardown(layout, job.job_id) {
+    if let Err(e) = job_cgroup::teardown(layout, job_id) {
         errors.push(crate::diag::error_chain(&e));
     }
     // a lease of an extnet before job cgroups: its tasks are in the slot's cgroup
@@ -72,7 +94,7 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<TeardownOut
     step("cgroup-teardown");
     match Netlink::open() {
         Ok(mut nl) => {
-            if let Err(e) = netns::teardown(layout, &mut nl, job.job_id) {
+            if let Err(e) = netns::teardown(layout, &mut nl, job_id) {
                 errors.push(crate::diag::error_chain(&e));
             }
         }
@@ -84,7 +106,7 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<TeardownOut
     // start (see crate::plan::ruleset::allowlist)
     if !errors.is_empty() {
         return Err(JobError::TeardownIncomplete {
-            job_id: job.job_id,
+            job_id,
             node: layout.node.clone(),
             errors: errors.join("; "),
         });
@@ -93,7 +115,7 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<TeardownOut
         // the job's connections end with it: their conntrack entries (the translation into
         // its block, the mark its replies are counted by) must not serve anything after it
         if let Err(e) = conntrack::delete_by_mark(plan::mark(policy, l.slot), u32::MAX) {
-            tracing::warn!(job_id = job.job_id, node = %layout.node, error = %e, "cannot delete the job's conntrack entries; they expire on their own");
+            tracing::warn!(job_id, node = %layout.node, error = %e, "cannot delete the job's conntrack entries; they expire on their own");
         }
     }
     step("conntrack");
@@ -103,11 +125,11 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<TeardownOut
         match record_job(l, &layout.node, &layout.accounting_log, now) {
             Ok(r) => {
                 if let Some(e) = &r.error {
-                    tracing::error!(job_id = job.job_id, node = %layout.node, error = %e, "traffic counters unreadable; the accounting record has zeros and this error");
+                    tracing::error!(job_id, node = %layout.node, error = %e, "traffic counters unreadable; the accounting record has zeros and this error");
                 }
             }
             Err(e) => {
-                tracing::error!(job_id = job.job_id, node = %layout.node, error = %e, "accounting record not written; the job's traffic is not accounted (the lease is released anyway)")
+                tracing::error!(job_id, node = %layout.node, error = %e, "accounting record not written; the job's traffic is not accounted (the lease is released anyway)")
             }
         }
     }
@@ -116,11 +138,16 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<TeardownOut
     let quarantine = lease.as_ref().map_or(policy.ports.quarantine_secs, |l| {
         policy.quarantine_secs(l.port_first)
     });
-    let released = match table.release(job.job_id, now, quarantine) {
+    let released = match table.release(job_id, now, quarantine) {
         Some(l) => {
             // logged before the table forgets the lease: an epilog killed in between releases
             // and logs it again when run again, so the record is never lost
-            LogRecord::new("release", &l, &layout.node, now).append(&layout.lease_log)?;
+            let rec = LogRecord::new("release", &l, &layout.node, now);
+            let rec = match caller {
+                Caller::Epilog => rec,
+                Caller::Orphan => rec.with_reason(lease::unreleased::ORPHAN),
+            };
+            rec.append(&layout.lease_log)?;
             step("release-log");
             table.store(&table_path)?;
             true
@@ -129,7 +156,7 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<TeardownOut
     };
     step("lease-store");
     // the table no longer holds a lease of the job
-    crate::store::markers::clear(layout, job.job_id)?;
+    crate::store::markers::clear(layout, job_id)?;
     failpoint::hit("epilog-before-state-removed");
     if state.is_some() || state_exists {
         crate::store::fs::remove_file(&state_path)?;

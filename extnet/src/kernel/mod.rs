@@ -9,8 +9,10 @@
 //!   ([`nftables::netlink`]: elements, counters, existence checks).
 //! - [`netns`]: named network namespaces. [`cgroup`]: cgroup v2 directories.
 //! - [`bpf`]: the socket-mark program attached to a cgroup. [`sysctl`]: `/proc/sys` files.
+//! - [`boot`]: when the machine booted.
 //! - [`conntrack`]: connection tracking entries (ctnetlink).
 
+pub mod boot;
 pub mod bpf;
 pub mod cgroup;
 pub mod conntrack;

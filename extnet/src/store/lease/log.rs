@@ -30,6 +30,11 @@ pub struct LogRecord {
     pub mark: u32,
     pub mode: Mode,
     pub profile: String,
+    /// Why a `release` was written by someone other than the job's epilog: `orphan` (the job
+    /// no longer runs on the node, `extnet reconcile`), `reboot` (the node restarted while the
+    /// job held the lease). Absent in the epilog's records and in logs of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl LogRecord {
@@ -50,7 +55,14 @@ impl LogRecord {
             mark: lease.mark,
             mode: lease.mode,
             profile: lease.profile.to_string(),
+            reason: None,
         }
+    }
+
+    /// The same record with a `reason` (see [`LogRecord::reason`]).
+    pub fn with_reason(mut self, reason: &str) -> LogRecord {
+        self.reason = Some(reason.to_owned());
+        self
     }
 
     /// The record as one JSON line, without its newline.

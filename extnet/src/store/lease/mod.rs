@@ -28,6 +28,8 @@
 //! - `dump.rs`: dump and restore, for an admin repairing a damaged table.
 //! - `ports.rs`: the bit-per-port map behind allocation and the consistency check.
 //! - `log.rs`: the lease log; `time.rs`: Unix time and its RFC 3339 form.
+//! - `unreleased.rs`: allocations the log still calls held that nothing on the node holds
+//!   (after a reboot, or an epilog that never ran), and the `release` records that end them.
 
 mod dump;
 mod format;
@@ -38,6 +40,7 @@ mod log;
 mod ports;
 mod store;
 mod time;
+pub mod unreleased;
 
 #[cfg(test)]
 mod fixtures;
