@@ -35,6 +35,13 @@ pub fn check_name(name: &str) -> Result<(), NetlinkError> {
     })
 }
 
+/// How an `ifreq` names its link.
+#[derive(Debug, Clone, Copy)]
+enum IfReq<'a> {
+    Name(&'a str),
+    Index(u32),
+}
+
 impl Netlink {
     /// The index of link `name` in this socket's namespace, or `None` when there is no such
     /// link. Equals `ip link show NAME` (for the index).
@@ -43,108 +50,83 @@ impl Netlink {
     /// namespace), not a netlink get: the kernel answers a get with the whole link,
     /// statistics and all, which a new process would have to parse for one number.
     pub fn index(&mut self, name: &str) -> Result<Option<u32>, NetlinkError> {
-        check_name(name)?;
-        // SAFETY: `ifreq` is plain data (a name array and a union of integers and
-        // addresses), valid when zeroed.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (d, s) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
-            *d = *s as libc::c_char;
-        }
-        // SAFETY: the name is at most 15 bytes (checked above) in 16 zeroed ones, so it is
-        // NUL-terminated; SIOCGIFINDEX reads it and writes `ifr_ifindex` of `req`, which
-        // outlives the call; the fd is this socket's, open for `self`'s whole life.
-        let r = unsafe {
-            libc::ioctl(
-                self.socket.as_fd().as_raw_fd(),
-                libc::SIOCGIFINDEX,
-                &mut req,
-            )
+        let Some(req) = self.link_ioctl(IfReq::Name(name), libc::SIOCGIFINDEX, "SIOCGIFINDEX")?
+        else {
+            return Ok(None);
         };
-        if r == 0 {
-            // SAFETY: a successful SIOCGIFINDEX filled in the index member of the union.
-            let idx = unsafe { req.ifr_ifru.ifru_ifindex };
-            return Ok(u32::try_from(idx).ok());
-        }
-        let source = std::io::Error::last_os_error();
-        match source.raw_os_error() {
-            Some(libc::ENODEV) => Ok(None),
-            _ => Err(NetlinkError::Request {
-                op: format!("show link {name}"),
-                source: SocketError::Io {
-                    protocol: Protocol::Route,
-                    step: "SIOCGIFINDEX ioctl",
-                    source,
-                },
-            }),
-        }
+        // SAFETY: a successful SIOCGIFINDEX filled in the index member of the union.
+        let idx = unsafe { req.ifr_ifru.ifru_ifindex };
+        Ok(u32::try_from(idx).ok())
     }
 
     /// The name of link `index` in this socket's namespace, or `None` when there is no such
     /// link: one `SIOCGIFNAME` ioctl on this socket. Equals `ip link show` (for the name).
     pub fn name_of(&mut self, index: u32) -> Result<Option<String>, NetlinkError> {
-        // SAFETY: `ifreq` is plain data, valid when zeroed.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        req.ifr_ifru.ifru_ifindex = index as libc::c_int;
-        // SAFETY: SIOCGIFNAME reads `ifr_ifindex` and writes the NUL-terminated name into
-        // `ifr_name` of `req`, which outlives the call; the fd is this socket's.
-        let r =
-            unsafe { libc::ioctl(self.socket.as_fd().as_raw_fd(), libc::SIOCGIFNAME, &mut req) };
-        if r == 0 {
-            let bytes: Vec<u8> = req
-                .ifr_name
-                .iter()
-                .take_while(|c| **c != 0)
-                .map(|c| *c as u8)
-                .collect();
-            return Ok(Some(String::from_utf8_lossy(&bytes).into_owned()));
-        }
-        let source = std::io::Error::last_os_error();
-        match source.raw_os_error() {
-            Some(libc::ENODEV) => Ok(None),
-            _ => Err(NetlinkError::Request {
-                op: format!("show link with index {index}"),
-                source: SocketError::Io {
-                    protocol: Protocol::Route,
-                    step: "SIOCGIFNAME ioctl",
-                    source,
-                },
-            }),
-        }
+        let Some(req) = self.link_ioctl(IfReq::Index(index), libc::SIOCGIFNAME, "SIOCGIFNAME")?
+        else {
+            return Ok(None);
+        };
+        let bytes: Vec<u8> = req
+            .ifr_name
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8)
+            .collect();
+        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
     }
 
     /// Whether link `name` is administratively up (`IFF_UP`), or `None` when there is no such
     /// link. Equals the `UP` flag of `ip link show NAME`. One `SIOCGIFFLAGS` ioctl, like
     /// [`Netlink::index`].
     pub fn is_up(&mut self, name: &str) -> Result<Option<bool>, NetlinkError> {
-        check_name(name)?;
-        // SAFETY: `ifreq` is plain data, valid when zeroed.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (d, s) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
-            *d = *s as libc::c_char;
-        }
-        // SAFETY: the name is NUL-terminated (at most 15 bytes, checked, in 16 zeroed ones);
-        // SIOCGIFFLAGS reads it and writes `ifr_flags` of `req`, which outlives the call; the
-        // fd is this socket's, open for `self`'s whole life.
-        let r = unsafe {
-            libc::ioctl(
-                self.socket.as_fd().as_raw_fd(),
-                libc::SIOCGIFFLAGS,
-                &mut req,
-            )
+        let Some(req) = self.link_ioctl(IfReq::Name(name), libc::SIOCGIFFLAGS, "SIOCGIFFLAGS")?
+        else {
+            return Ok(None);
         };
+        // SAFETY: a successful SIOCGIFFLAGS filled in the flags member of the union.
+        let flags = unsafe { req.ifr_ifru.ifru_flags };
+        Ok(Some(flags & libc::IFF_UP as libc::c_short != 0))
+    }
+
+    /// One `ifreq` ioctl (`SIOCGIF*`) on this socket, for the link named or numbered by `link`
+    /// (resolved in the socket's namespace): the filled-in request, or `None` when there is
+    /// no such link.
+    fn link_ioctl(
+        &mut self,
+        link: IfReq<'_>,
+        request: libc::c_ulong,
+        what: &'static str,
+    ) -> Result<Option<libc::ifreq>, NetlinkError> {
+        // SAFETY: `ifreq` is plain data (a name array and a union of integers and
+        // addresses), valid when zeroed.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        match link {
+            IfReq::Name(name) => {
+                check_name(name)?;
+                for (d, s) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
+                    *d = *s as libc::c_char;
+                }
+            }
+            IfReq::Index(i) => req.ifr_ifru.ifru_ifindex = i as libc::c_int,
+        }
+        // SAFETY: a name is at most 15 bytes (checked above) in 16 zeroed ones, so it is
+        // NUL-terminated; the SIOCGIF* requests read the name or index and write one member
+        // of `req`, which outlives the call; the fd is this socket's, open for `self`'s life.
+        let r = unsafe { libc::ioctl(self.socket.as_fd().as_raw_fd(), request, &mut req) };
         if r == 0 {
-            // SAFETY: a successful SIOCGIFFLAGS filled in the flags member of the union.
-            let flags = unsafe { req.ifr_ifru.ifru_flags };
-            return Ok(Some(flags & libc::IFF_UP as libc::c_short != 0));
+            return Ok(Some(req));
         }
         let source = std::io::Error::last_os_error();
         match source.raw_os_error() {
             Some(libc::ENODEV) => Ok(None),
             _ => Err(NetlinkError::Request {
-                op: format!("show link {name}"),
+                op: match link {
+                    IfReq::Name(name) => format!("show link {name}"),
+                    IfReq::Index(i) => format!("show link with index {i}"),
+                },
                 source: SocketError::Io {
                     protocol: Protocol::Route,
-                    step: "SIOCGIFFLAGS ioctl",
+                    step: what,
                     source,
                 },
             }),
