@@ -338,8 +338,10 @@ pub fn ensure_routing(
     iface_index: u32,
 ) -> Result<(), NodeError> {
     // routing: checked job packets to the gateway's table, unchecked ones to the hold table,
-    // whose default route is a dummy link (dropped); one rule each for all jobs
-    ensure_main_and_hold_rules(policy, nl)?;
+    // whose default route is a link that drops them; one rule each for all jobs. One rule
+    // dump serves the main, hold and pool rules.
+    let have = nl.rules_v4()?;
+    ensure_main_and_hold_rules(policy, nl, &have)?;
     for r in plan::main_routes(policy, iface_index) {
         nl.route_replace(&r)?;
     }
@@ -349,7 +351,7 @@ pub fn ensure_routing(
     }
     // pools with a gateway of their own: their rules and tables (and none left from an
     // earlier policy)
-    ensure_pool_routing(policy, nl, iface_index)
+    pool_routing(policy, nl, iface_index, &have)
 }
 
 /// The hold table's link ([`plan::HOLD_LINK`]): made if missing, up, its peer down and not
@@ -372,9 +374,12 @@ fn hold_link(nl: &mut Netlink) -> Result<u32, NodeError> {
 /// deletes any other rule of extnet's at their priorities: one from an earlier version or
 /// policy that would send a packet extnet did not check to a gateway. Equals `ip rule add` of
 /// each, after `ip rule del` of the stale ones.
-fn ensure_main_and_hold_rules(policy: &Policy, nl: &mut Netlink) -> Result<(), NodeError> {
+fn ensure_main_and_hold_rules(
+    policy: &Policy,
+    nl: &mut Netlink,
+    have: &[FwmarkRule],
+) -> Result<(), NodeError> {
     let planned = [plan::main_rule(policy), plan::hold_rule(policy)];
-    let have = nl.rules_v4()?;
     for stale in have
         .iter()
         .filter(|r| is_main_or_hold_rule(policy, r) && !planned.contains(r))
@@ -476,9 +481,20 @@ pub fn ensure_pool_routing(
     nl: &mut Netlink,
     iface_index: u32,
 ) -> Result<(), NodeError> {
+    let have = nl.rules_v4()?;
+    pool_routing(policy, nl, iface_index, &have)
+}
+
+/// [`ensure_pool_routing`] with the node's rules as `have` (one dump serves
+/// [`ensure_routing`]'s main, hold and pool rules: they live at different priorities).
+fn pool_routing(
+    policy: &Policy,
+    nl: &mut Netlink,
+    iface_index: u32,
+    have: &[FwmarkRule],
+) -> Result<(), NodeError> {
     let planned = plan::pool_rules(policy);
     let routes = plan::pool_routes(policy, iface_index);
-    let have = nl.rules_v4()?;
     for stale in have
         .iter()
         .filter(|r| is_pool_rule(policy, r) && !planned.contains(r))

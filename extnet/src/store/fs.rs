@@ -128,39 +128,34 @@ pub struct Lock {
 
 impl Lock {
     pub fn acquire(path: &Path) -> Result<Lock, FsError> {
-        if let Some(dir) = path.parent() {
-            ensure_dir(dir)?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(io("open lock", path))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| FsError::Io {
-            op: "lock",
-            path: path.to_owned(),
-            source: e.into(),
+        let lock = Flock::lock(Lock::open(path)?, FlockArg::LockExclusive).map_err(|(_, e)| {
+            FsError::Io {
+                op: "lock",
+                path: path.to_owned(),
+                source: e.into(),
+            }
         })?;
         Ok(Lock { _lock: lock })
     }
 
-    /// [`Lock::acquire`] without waiting: `None` when another process holds the lock.
-    pub fn try_acquire(path: &Path) -> Result<Option<Lock>, FsError> {
+    /// The lock file, made (with its directory) if missing.
+    fn open(path: &Path) -> Result<File, FsError> {
         if let Some(dir) = path.parent() {
             ensure_dir(dir)?;
         }
-        let file = OpenOptions::new()
+        OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
             .open(path)
-            .map_err(io("open lock", path))?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            .map_err(io("open lock", path))
+    }
+
+    /// [`Lock::acquire`] without waiting: `None` when another process holds the lock.
+    pub fn try_acquire(path: &Path) -> Result<Option<Lock>, FsError> {
+        match Flock::lock(Lock::open(path)?, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(Some(Lock { _lock: lock })),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
             Err((_, e)) => Err(FsError::Io {
