@@ -10,6 +10,8 @@ cluster through the NAT gateway (and with which port):
   UDP-Lite 7002  (IP protocol 136) answers likewise "SEEN udplite <src_ip> <src_port>\n":
              a protocol that is neither TCP, UDP nor ICMP, for the fail-closed tests;
              left out with a warning when the kernel has no UDP-Lite
+  ICMP       every echo request to the bind address is logged as "SEEN icmp <src_ip> <id>"
+             (the echo identifier, which NAT translates like a port); the kernel answers it
   HTTP 8080  GET any path: 200, body "SEEN http <src_ip> <src_port>\n"
              GET /bytes/N: 200, a body of exactly N bytes (N <= 1 GiB; accounting tests)
              POST any path: reads the body, 200, body "RECEIVED <n>\n"
@@ -20,6 +22,7 @@ with --log. Standard library only.
 
 import argparse
 import datetime
+import struct
 import http.server
 import socket
 import socketserver
@@ -148,6 +151,25 @@ class UdpliteServer(UdpServer):
             raise
 
 
+class IcmpEchoLog:
+    """Logs every ICMP echo request to `bind` from a raw socket; the kernel answers them."""
+
+    def __init__(self, bind):
+        self.bind = bind
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+
+    def serve_forever(self):
+        while True:
+            data, addr = self.socket.recvfrom(65535)
+            ihl = (data[0] & 0x0F) * 4
+            if len(data) < ihl + 8:
+                continue
+            icmp_type, _code, _sum, ident, _seq = struct.unpack("!BBHHH", data[ihl : ihl + 8])
+            dst = socket.inet_ntoa(data[16:20])
+            if icmp_type == 8 and self.bind in ("0.0.0.0", dst):
+                seen("icmp", (addr[0], ident))
+
+
 class HttpServer(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     daemon_threads = True
@@ -176,6 +198,8 @@ def main():
         listening += " udplite/%d" % args.udplite_port
     except OSError as exc:
         print("outside-server: no UDP-Lite listener (%s)" % exc, file=sys.stderr, flush=True)
+    servers.append(IcmpEchoLog(args.bind))
+    listening += " icmp-echo"
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
     for t in threads:
         t.start()

@@ -425,3 +425,65 @@ fn a_deleted_ip_rule_lets_nothing_out_until_the_base_is_back() {
     ));
     c.assert_clean(job);
 }
+
+/// ICMP echo identifiers are translated like ports: a granted job's echo requests reach the
+/// outside host from the gateway with an identifier of the job's own block, whatever
+/// identifier the job chose (one beyond every block, one in another slot's block, one below
+/// them all); a job of the same user that did not ask reaches nothing with its echoes.
+#[test]
+#[ignore = "needs root and the test cluster: run slurm-test-env/test"]
+fn icmp_echo_identifiers_stay_in_the_jobs_block() {
+    let c = Cluster::get();
+    let p = c.probe();
+    let asked = [29000, 20001, 20300, 7];
+    let mark = c.seen_log_mark();
+    let ids = asked.map(|i| i.to_string()).join(" ");
+    let r = c.srun(
+        ALLOWED,
+        &["-N1", "-w", NODE, "--external-net=default"],
+        &format!("for id in {ids}; do {p} icmp --port $id || exit 1; done"),
+    );
+    let seen = c.seen_since(mark);
+    let job = r.job_id();
+    assert!(
+        r.ok(),
+        "a granted job's echo requests must be answered:\n{r}"
+    );
+    let block = c.block(job, NODE);
+    let echoes: Vec<&Seen> = seen.iter().filter(|s| s.proto == "icmp").collect();
+    assert_eq!(
+        echoes.len(),
+        asked.len(),
+        "one echo request per identifier asked for {asked:?} reached the outside host: {echoes:?}"
+    );
+    for s in &echoes {
+        assert!(
+            s.ip == GATEWAY_PUBLIC && in_block(s.port, block),
+            "job {job} (block {block:?}) asked for identifiers {asked:?}; the outside host saw {s}: \
+             not {GATEWAY_PUBLIC} with an identifier of the job's block"
+        );
+    }
+
+    let mark = c.seen_log_mark();
+    let bystander = c.srun(
+        ALLOWED,
+        &["-N1", "-w", NODE],
+        &format!("{p} icmp --port 29000 --timeout 2"),
+    );
+    assert!(
+        !bystander.ok(),
+        "a job that did not ask got an echo reply from the outside host:\n{bystander}"
+    );
+    let leaked: Vec<Seen> = c
+        .seen_since(mark)
+        .into_iter()
+        .filter(|s| s.proto == "icmp")
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "echo requests of job {} (did not ask) reached the outside host: {leaked:?}",
+        bystander.job_id()
+    );
+    c.assert_clean(job);
+    c.assert_clean(bystander.job_id());
+}

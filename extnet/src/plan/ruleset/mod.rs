@@ -144,12 +144,10 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
     type nat hook postrouting priority srcnat; policy accept;
     iifname "{VETH_PREFIX}*" ip daddr @internal masquerade
     ip daddr @internal return
-    meta mark & 0x{flag:x} == 0x{flag:x} meta l4proto {{ tcp, udp }} snat ip to meta mark map @slot_snat
-    meta mark & 0x{flag:x} == 0x{flag:x} meta l4proto {{ tcp, udp }} counter drop comment "marked without a port block: never leave untranslated"
-    meta mark & 0x{flag:x} == 0x{flag:x} snat ip to {addr}
+    meta mark & 0x{flag:x} == 0x{flag:x} meta l4proto {{ tcp, udp, icmp }} snat ip to meta mark map @slot_snat
+    meta mark & 0x{flag:x} == 0x{flag:x} counter drop comment "marked without a port block: never leave untranslated"
   }}
 {accounting}}}"#,
-        addr = facts.node_addr,
         keep = !both,
         accounting = counters::nft_chains(policy)
     );
@@ -243,6 +241,13 @@ mod tests {
             2,
             "{r}"
         );
+        // TCP, UDP and ICMP (its echo identifier as the port) leave only inside the slot's
+        // block; a marked packet that no block translates is dropped, never sent as it is
+        assert!(
+            r.contains("meta l4proto { tcp, udp, icmp } snat ip to meta mark map @slot_snat\n    meta mark & 0x10000 == 0x10000 counter drop"),
+            "{r}"
+        );
+        assert!(!r.contains("snat ip to 10.99.0.11"), "{r}");
         // IPv6 of jobs: dropped in a table of its own, loaded in the same transaction
         assert!(r.contains("table ip6 extnet {"), "{r}");
         assert!(r.contains("counter name ipv6_drop drop"), "{r}");
