@@ -134,4 +134,32 @@ mod tests {
         let e = parse(&["policy=/a", "policy=/b"]).unwrap_err();
         assert_eq!(e, ArgError::Duplicate("policy=/b".into()));
     }
+
+    // Bounded fuzzing of the plugstack.conf arguments (proptest): never a panic inside
+    // slurmstepd or srun; accepted only when every argument is one absolute `policy=` path.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arguments(args in prop::collection::vec(prop_oneof![".{0,20}", "policy=/?[a-z/]{0,12}"], 0..4)) {
+                let ok = args.len() <= 1 && args.iter().all(|a| a.starts_with("policy=/"));
+                match parse(&args) {
+                    Ok(c) => {
+                        prop_assert!(ok, "accepted {:?}", args);
+                        if let Some(a) = args.first() {
+                            prop_assert_eq!(c.policy, PathBuf::from(&a["policy=".len()..]));
+                        }
+                    }
+                    Err(e) => {
+                        prop_assert!(!ok, "rejected {:?}: {}", args, e);
+                        prop_assert!(e.to_string().contains("plugstack.conf"), "{}", e);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -224,4 +224,34 @@ mod tests {
         let m = unknown_profile_message("nope", &[]);
         assert!(m.contains("no external network profiles"), "{m}");
     }
+
+    // Bounded fuzzing of the option's value (proptest): whatever a user types after
+    // `--external-net=`, the parser never panics, accepts exactly the profile names, and a
+    // rejection shows the value escaped (it goes to the user's terminal and Slurm's log).
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn values(v in prop_oneof![".{0,40}", "[A-Za-z0-9_-]{0,40}", "[a-z]{1,8}[\\x00-\\x1f\\x7f ;=]"]) {
+                match parse_value(Some(&v)) {
+                    Ok(Request::Any) => prop_assert!(v.is_empty() || v == SLURM_NULL),
+                    Ok(Request::Profile(name)) => {
+                        prop_assert_eq!(&name, &v);
+                        prop_assert!(is_profile_name(&v));
+                    }
+                    Ok(Request::None) => prop_assert!(false, "a value never means no request"),
+                    Err(e) => {
+                        prop_assert!(!is_profile_name(&v) && !v.is_empty() && v != SLURM_NULL);
+                        let shown = e.to_string();
+                        prop_assert!(!shown.chars().any(char::is_control), "escaped: {:?}", shown);
+                        prop_assert!(shown.contains("profile names are"), "{}", shown);
+                    }
+                }
+            }
+        }
+    }
 }

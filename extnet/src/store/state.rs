@@ -129,3 +129,91 @@ impl JobState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn granted() -> JobState {
+        JobState {
+            version: STATE_VERSION,
+            job_id: 42,
+            node: "n1".into(),
+            user: "alice".into(),
+            uid: 1000,
+            created: 1_765_000_000,
+            outcome: Outcome::Granted(Grant {
+                profile: "default".into(),
+                auto: false,
+                mode: Mode::Cgroup,
+                slot: 3,
+                mark: 0x30003,
+                port_first: 20768,
+                port_last: 21023,
+                node_addr: Ipv4Addr::new(10, 99, 0, 11),
+                cgroup: Some("/sys/fs/cgroup/unified/extnet/n1/job_42".into()),
+                netns: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_the_job_it_is_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("42.json");
+        assert_eq!(JobState::load(&path, 42).unwrap(), None);
+        granted().store(&path).unwrap();
+        assert_eq!(JobState::load(&path, 42).unwrap(), Some(granted()));
+        let e = JobState::load(&path, 43).unwrap_err().to_string();
+        assert!(e.contains("is for job 42, expected job 43"), "{e}");
+    }
+
+    // Bounded fuzzing of the decoder (proptest): the plugin reads the state file in every task
+    // of a job, the epilog to tear down. A file changed anywhere reads as the state that was
+    // stored, as another well-formed state only where its JSON still says so, or as an error
+    // naming the file; never a panic.
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn changed_files_never_panic(edits in prop::collection::vec((any::<usize>(), any::<u8>()), 1..4), cut in any::<Option<usize>>()) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("42.json");
+            granted().store(&path).unwrap();
+            let mut b = std::fs::read(&path).unwrap();
+            for (i, v) in edits {
+                let n = b.len();
+                b[i % n] = v;
+            }
+            if let Some(c) = cut {
+                b.truncate(c % (b.len() + 1));
+            }
+            std::fs::write(&path, &b).unwrap();
+            match JobState::load(&path, 42) {
+                Ok(Some(s)) => {
+                    // only a change the JSON itself carries (a digit of a number, a letter of
+                    // a string) reads as a state at all, and then as one for this job
+                    prop_assert_eq!(s.job_id, 42);
+                    prop_assert_eq!(s.version, STATE_VERSION);
+                }
+                Ok(None) => prop_assert!(false, "an existing file read as no state"),
+                Err(e) => {
+                    let e = e.to_string();
+                    prop_assert!(e.contains(&path.display().to_string()), "names the file: {}", e);
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(b in prop::collection::vec(any::<u8>(), 0..600)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("42.json");
+            std::fs::write(&path, &b).unwrap();
+            if let Err(e) = JobState::load(&path, 42) {
+                let e = e.to_string();
+                prop_assert!(e.contains(&path.display().to_string()), "names the file: {}", e);
+            }
+        }
+    }
+}

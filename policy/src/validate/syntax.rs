@@ -8,8 +8,13 @@ use super::{position, ValidationError};
 
 /// A TOML or serde error as a [`ValidationError`] with place, key and hint.
 pub(super) fn syntax_error(text: &str, e: &toml::de::Error) -> ValidationError {
-    let message = e.message().trim().to_owned();
     let span = e.span();
+    let message = match e.message().trim() {
+        // the parser says nothing for some rejections (a control character in a comment):
+        // say what stands at the place
+        "" => unnamed_problem(text, span.as_ref().map_or(0, |s| s.start)),
+        m => m.to_owned(),
+    };
     let (line, column) = span
         .as_ref()
         .map(|s| position(text, s.start))
@@ -66,6 +71,17 @@ pub(super) fn syntax_error(text: &str, e: &toml::de::Error) -> ValidationError {
         column,
         problem: message.replace('\n', " "),
         hint,
+    }
+}
+
+/// What is wrong at byte `at` when the parser gave no message.
+fn unnamed_problem(text: &str, at: usize) -> String {
+    match text.get(at..).and_then(|t| t.chars().next()) {
+        Some(c) if c.is_control() && c != '\n' && c != '\t' => format!(
+            "the control character {c:?} is not allowed (not even in a comment or a string)"
+        ),
+        Some(c) => format!("unexpected {c:?}: this is not TOML"),
+        None => "the file ends where more TOML was expected".to_owned(),
     }
 }
 

@@ -299,4 +299,77 @@ mod tests {
         let e = damaged(empty);
         assert!(e.contains("job 7 has an empty port block"), "{e}");
     }
+
+    // Bounded fuzzing of the decoder (proptest): a table file changed anywhere — bytes
+    // overwritten, cut short, extended — loads as the table that was stored or is rejected
+    // with an error that names the file; it never panics and never reads as another table
+    // (a lease that is not there, or one lost, would open or close a job's path out).
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Three leases (one of the bulk pool), two blocks in quarantine: the table and its
+        /// file's bytes, made once (storing fsyncs).
+        fn stored() -> &'static (Vec<Lease>, Vec<u8>) {
+            static STORED: std::sync::OnceLock<(Vec<Lease>, Vec<u8>)> = std::sync::OnceLock::new();
+            STORED.get_or_init(|| {
+                let (_dir, path) = table_file();
+                let mut t = LeaseTable::empty("n1");
+                t.allocate(&req(7), &pool(), 5).unwrap();
+                t.allocate(&req(8), &pool(), 6).unwrap();
+                t.allocate(&req(9), &crate::store::lease::fixtures::bulk(), 7)
+                    .unwrap();
+                t.allocate(&req(10), &pool(), 8).unwrap();
+                t.release(8, 20, 120);
+                t.release(10, 21, 120);
+                t.store(&path).unwrap();
+                assert_eq!(t.quarantine.len(), 2);
+                (t.leases.clone(), std::fs::read(&path).unwrap())
+            })
+        }
+
+        fn check(bytes: &[u8]) {
+            let (_dir, path) = table_file();
+            std::fs::write(&path, &stored().1).unwrap();
+            let t = LeaseTable::load(&path, "n1").unwrap();
+            assert_eq!(t.leases.len(), stored().0.len());
+            std::fs::write(&path, bytes).unwrap();
+            match LeaseTable::load(&path, "n1") {
+                Ok(loaded) => assert_eq!(loaded, t, "a changed file read as another table"),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains(&path.display().to_string()),
+                        "names the file: {e}"
+                    );
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 250, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn overwritten_bytes(edits in prop::collection::vec((any::<usize>(), any::<u8>()), 1..4)) {
+                let mut b = stored().1.clone();
+                for (i, v) in edits {
+                    let n = b.len();
+                    b[i % n] = v;
+                }
+                check(&b);
+            }
+
+            #[test]
+            fn cut_or_extended(len in 0usize..20_000, fill in any::<u8>()) {
+                let mut b = stored().1.clone();
+                b.resize(len, fill);
+                check(&b);
+            }
+
+            #[test]
+            fn arbitrary_bytes(b in prop::collection::vec(any::<u8>(), 0..4096)) {
+                check(&b);
+            }
+        }
+    }
 }
