@@ -24,6 +24,7 @@ struct Rec {
     first: u16,
     last: u16,
     unix: u64,
+    user: String,
 }
 
 /// The records of `node`'s lease log, in order.
@@ -36,6 +37,7 @@ fn records(c: &Cluster, node: &str) -> Vec<Rec> {
             first: r["port_first"].as_u64().unwrap() as u16,
             last: r["port_last"].as_u64().unwrap() as u16,
             unix: r["unix"].as_u64().unwrap(),
+            user: r["user"].as_str().unwrap_or_default().to_owned(),
         })
         .collect()
 }
@@ -50,8 +52,8 @@ struct LogWalk {
 }
 
 /// Walks the node's lease log: an allocate must not overlap the ports of a lease still
-/// active, nor of one released less than `quarantine` seconds before; a release must end an
-/// active lease. Panics with the offending records otherwise.
+/// active, nor of another user's lease released less than `quarantine` seconds before (a
+/// user takes back their own quarantined blocks first); a release must end an active lease. Panics with the offending records otherwise.
 fn walk(c: &Cluster, node: &str, quarantine: u64, focus: &[u32]) -> LogWalk {
     let mut active: BTreeMap<u32, Rec> = BTreeMap::new();
     let mut released: Vec<Rec> = Vec::new();
@@ -80,7 +82,7 @@ fn walk(c: &Cluster, node: &str, quarantine: u64, focus: &[u32]) -> LogWalk {
                 }
                 if let Some(o) = released
                     .iter()
-                    .find(|o| overlaps(o) && r.unix < o.unix + quarantine)
+                    .find(|o| overlaps(o) && r.unix < o.unix + quarantine && o.user != r.user)
                 {
                     panic!(
                         "{node}: block {}-{} issued to job {} at {}, within the {quarantine} s quarantine of job {}'s release at {}",

@@ -12,7 +12,8 @@
 //! Record of slot `s`, 256 bytes at `512 + 256 * s`: state u8 (0 free, 1 lease,
 //! 2 quarantine), mode u8 (0 cgroup, 1 netns), user length u8, profile length u8, job id u32,
 //! uid u32, slot u32 (= `s`), first port u16, last port u16, mark u32, node address 4 bytes,
-//! flags u32 (bit 0: `last_logged` is set), since u64, last_logged u64, quarantine end u64,
+//! flags u32 (bit 0: `last_logged` is set; in a quarantine record bit 1: the uid of the user
+//! who released the block is set), since u64, last_logged u64, quarantine end u64,
 //! user 64 bytes, profile 64 bytes, zeros, CRC-32 of bytes 0..252 at 252. A free record is
 //! all zeros.
 //!
@@ -223,8 +224,15 @@ pub fn encode_quarantine(q: &Quarantined) -> [u8; RECORD] {
     put(&mut r, at::PORT_FIRST, &q.port_first.to_le_bytes());
     put(&mut r, at::PORT_LAST, &q.port_last.to_le_bytes());
     put(&mut r, at::UNTIL, &q.until.to_le_bytes());
+    if let Some(uid) = q.uid {
+        put(&mut r, at::UID, &uid.to_le_bytes());
+        put(&mut r, at::FLAGS, &QUARANTINE_UID.to_le_bytes());
+    }
     r
 }
+
+/// Bit of a quarantine record's flags: the uid field holds the releasing user.
+const QUARANTINE_UID: u32 = 2;
 
 /// True when record `r` says what [`encode_lease`] would write for `l` (its padding aside):
 /// the store then leaves it alone without encoding it.
@@ -256,6 +264,8 @@ pub fn holds_quarantine(r: &[u8], q: &Quarantined) -> bool {
         && u16_at(r, at::PORT_FIRST) == q.port_first
         && u16_at(r, at::PORT_LAST) == q.port_last
         && u64_at(r, at::UNTIL) == q.until
+        && u32_at(r, at::FLAGS) == q.uid.map_or(0, |_| QUARANTINE_UID)
+        && u32_at(r, at::UID) == q.uid.unwrap_or(0)
 }
 
 /// The names in lease record `r`, user then profile: what each is, the length its length
@@ -309,6 +319,7 @@ pub fn decode_quarantine(r: &[u8], slot: u32) -> Quarantined {
         port_last: u16_at(r, at::PORT_LAST),
         until: u64_at(r, at::UNTIL),
         job_id: u32_at(r, at::JOB_ID),
+        uid: (u32_at(r, at::FLAGS) & QUARANTINE_UID != 0).then(|| u32_at(r, at::UID)),
     }
 }
 
@@ -407,6 +418,7 @@ mod tests {
                 port_last: a.port_last,
                 until: a.since,
                 job_id: a.job_id,
+                uid: Some(a.uid),
             };
             assert!(
                 !holds_quarantine(&r, &q),
@@ -419,6 +431,7 @@ mod tests {
             port_last: 21023,
             until: 125,
             job_id: 7,
+            uid: Some(1000),
         };
         let qs = [
             q.clone(),
@@ -440,6 +453,14 @@ mod tests {
             },
             Quarantined {
                 job_id: 8,
+                ..q.clone()
+            },
+            Quarantined {
+                uid: Some(1001),
+                ..q.clone()
+            },
+            Quarantined {
+                uid: None,
                 ..q.clone()
             },
         ];

@@ -72,6 +72,7 @@ impl LeaseTable {
                 port_last: q.port_last,
                 until: q.until,
                 job_id: q.job_id,
+                uid: None,
             });
         }
         Ok(t)
@@ -133,7 +134,8 @@ mod tests {
                 port_first: 20256,
                 port_last: 20511,
                 until: 130,
-                job_id: 2
+                job_id: 2,
+                uid: None,
             }],
             "the quarantined range takes the free slot"
         );

@@ -49,7 +49,7 @@ impl LogRecord {
             node: node.to_owned(),
             node_addr: lease.node_addr,
             family: "ipv4".into(),
-            proto: "tcp,udp".into(),
+            proto: "tcp,udp,icmp".into(),
             port_first: lease.port_first,
             port_last: lease.port_last,
             mark: lease.mark,

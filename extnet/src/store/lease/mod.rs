@@ -123,6 +123,10 @@ pub struct Quarantined {
     pub port_last: u16,
     pub until: u64,
     pub job_id: u32,
+    /// The user whose job released the block: only that user's next job may take it before
+    /// `until` (none: an entry written before extnet recorded it, which nobody takes early).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,9 +205,16 @@ impl LeaseTable {
     }
 
     /// Leases a block of `pool` (the pool of the job's profile, [`Policy::pool_of_profile`])
-    /// for the job: the job's existing lease if it has one (a prolog run twice), else the
-    /// pool's lowest slot whose record is free and whose ports are neither leased nor in
-    /// quarantine.
+    /// for the job: the job's existing lease if it has one (a prolog run twice); else a block
+    /// of the pool that the same user released and that still waits out its quarantine (the
+    /// one released longest ago); else the pool's lowest slot whose record is free and whose
+    /// ports are neither leased nor in quarantine.
+    ///
+    /// A user's own quarantined blocks come first so that one user's many short jobs cycle
+    /// through that user's blocks instead of putting the whole pool into quarantine and
+    /// starving everyone else. The quarantine protects traceability between users (a public
+    /// port never leads to another user's job within it); between jobs of the same user the
+    /// lease log's intervals tell the jobs apart.
     ///
     /// [`Policy::pool_of_profile`]: extnet_policy::Policy::pool_of_profile
     pub fn allocate(
@@ -217,6 +228,9 @@ impl LeaseTable {
         }
         format::check_names(req.job_id, req.user, req.profile)?;
         self.quarantine.retain(|q| q.until > now);
+        if let Some(lease) = self.reuse_own_quarantine(req, pool, now) {
+            return Ok((lease, true));
+        }
         // O(n) in the leases and quarantined blocks (a flag per slot, a bit per port), then
         // O(1) per slot tried
         let mut taken = vec![false; pool.slots().end as usize];
@@ -232,22 +246,7 @@ impl LeaseTable {
                 continue;
             };
             if !taken[slot as usize] && !busy.overlaps(lo, hi) {
-                let lease = Lease {
-                    job_id: req.job_id,
-                    user: req.user.into(),
-                    uid: req.uid,
-                    slot,
-                    port_first: lo,
-                    port_last: hi,
-                    mark: req.fwmark | slot,
-                    mode: req.mode,
-                    profile: req.profile.into(),
-                    node_addr: req.node_addr,
-                    since: now,
-                    last_logged: None,
-                };
-                self.leases.push(lease.clone());
-                return Ok((lease, true));
+                return Ok((self.take(req, slot, (lo, hi), now), true));
             }
         }
         let mine = |lo: u16, hi: u16| pool.ports.contains(lo) || pool.ports.contains(hi);
@@ -268,6 +267,47 @@ impl LeaseTable {
         })
     }
 
+    /// The lease of `slot`'s block for the job, added to the table.
+    fn take(&mut self, req: &LeaseRequest, slot: u32, (lo, hi): (u16, u16), now: u64) -> Lease {
+        let lease = Lease {
+            job_id: req.job_id,
+            user: req.user.into(),
+            uid: req.uid,
+            slot,
+            port_first: lo,
+            port_last: hi,
+            mark: req.fwmark | slot,
+            mode: req.mode,
+            profile: req.profile.into(),
+            node_addr: req.node_addr,
+            since: now,
+            last_logged: None,
+        };
+        self.leases.push(lease.clone());
+        lease
+    }
+
+    /// The job's lease of a block of `pool` that the same user released and that still waits
+    /// out its quarantine, if there is one: the entry released first (ends first) goes, its
+    /// slot is leased. Only an entry that is exactly the slot's block under today's policy is
+    /// taken (after a policy change an old entry just waits its quarantine out).
+    fn reuse_own_quarantine(&mut self, req: &LeaseRequest, pool: &Pool, now: u64) -> Option<Lease> {
+        let i = self
+            .quarantine
+            .iter()
+            .enumerate()
+            .filter(|(_, q)| q.uid == Some(req.uid) && q.until > now)
+            .filter(|(_, q)| {
+                pool.slots().contains(&q.slot)
+                    && pool.block(q.slot) == Some((q.port_first, q.port_last))
+            })
+            .filter(|(_, q)| !self.leases.iter().any(|l| l.slot == q.slot))
+            .min_by_key(|(_, q)| (q.until, q.slot))
+            .map(|(i, _)| i)?;
+        let q = self.quarantine.swap_remove(i);
+        Some(self.take(req, q.slot, (q.port_first, q.port_last), now))
+    }
+
     /// Ends the job's lease; its ports wait `quarantine_secs` before reuse. `None` when the job
     /// held none (an epilog run twice, or after a prolog that granted nothing).
     pub fn release(&mut self, job_id: u32, now: u64, quarantine_secs: u64) -> Option<Lease> {
@@ -280,6 +320,7 @@ impl LeaseTable {
                 port_last: l.port_last,
                 until: now + quarantine_secs,
                 job_id,
+                uid: Some(l.uid),
             });
         }
         Some(l)
@@ -311,6 +352,15 @@ mod tests {
     use super::fixtures::{bulk, pool, req, table_file};
     use super::*;
     use extnet_policy::PortPool;
+
+    /// Job `job_id`'s request as bob (uid 2000), not alice.
+    fn bob(job_id: u32) -> LeaseRequest<'static> {
+        LeaseRequest {
+            user: "bob",
+            uid: 2000,
+            ..req(job_id)
+        }
+    }
 
     #[test]
     fn allocates_distinct_blocks_and_is_idempotent_per_job() {
@@ -351,12 +401,74 @@ mod tests {
         assert_eq!(t.release(2, 10, 120).unwrap().slot, 1);
         assert!(t.release(2, 10, 120).is_none(), "release is idempotent");
         assert!(matches!(
-            t.allocate(&req(4), &pool(), 129),
+            t.allocate(&bob(4), &pool(), 129),
             Err(LeaseError::PoolFull { quarantined: 1, .. })
         ));
-        let (l, _) = t.allocate(&req(4), &pool(), 130).unwrap();
+        let (l, _) = t.allocate(&bob(4), &pool(), 130).unwrap();
         assert_eq!(l.slot, 1);
         assert!(t.quarantine.is_empty());
+    }
+
+    #[test]
+    fn a_user_takes_back_their_own_quarantined_block_first() {
+        let mut t = LeaseTable::empty("n1");
+        // alice's jobs 1 and 2 end, 2 first; bob holds slot 2
+        t.allocate(&req(1), &pool(), 0).unwrap();
+        t.allocate(&req(2), &pool(), 0).unwrap();
+        t.allocate(&bob(3), &pool(), 0).unwrap();
+        t.release(2, 5, 120);
+        t.release(1, 6, 120);
+        assert_eq!(t.quarantine[0].uid, Some(1000));
+        // bob may not take alice's blocks before their quarantine ends
+        assert!(matches!(
+            t.allocate(&bob(4), &pool(), 10),
+            Err(LeaseError::PoolFull { quarantined: 2, .. })
+        ));
+        // alice gets the block she released first (job 2's, slot 1), then the other one
+        let (a, new) = t.allocate(&req(5), &pool(), 10).unwrap();
+        assert!(new);
+        assert_eq!((a.slot, a.port_first, a.job_id, a.since), (1, 20256, 5, 10));
+        assert_eq!(t.quarantine.len(), 1);
+        assert_eq!(t.allocate(&req(6), &pool(), 10).unwrap().0.slot, 0);
+        assert!(t.quarantine.is_empty());
+        // an entry of unknown owner (an older table) is nobody's to take early
+        t.release(6, 11, 120);
+        t.quarantine[0].uid = None;
+        assert!(t.allocate(&req(7), &pool(), 12).is_err());
+    }
+
+    #[test]
+    fn one_users_many_short_jobs_never_fill_the_pool_for_others() {
+        // the starvation of issue 16: one user runs job after job (quarantine 300 s); with
+        // the user's own blocks taken back first, the user never holds more blocks than
+        // jobs at once, and another user still gets a block
+        let mut t = LeaseTable::empty("n1");
+        for j in 1..=40 {
+            let now = u64::from(j) / 5;
+            t.allocate(&req(j), &pool(), now).unwrap();
+            t.release(j, now, 300);
+        }
+        assert_eq!(t.quarantine.len(), 1, "{:?}", t.quarantine);
+        let (b, _) = t.allocate(&bob(41), &pool(), 8).unwrap();
+        assert_ne!(b.slot, t.quarantine[0].slot);
+    }
+
+    #[test]
+    fn an_own_block_of_another_geometry_waits_out_its_quarantine() {
+        let mut t = LeaseTable::empty("n1");
+        t.allocate(&req(1), &pool(), 0).unwrap();
+        t.release(1, 0, 120);
+        let small = Pool {
+            ports: PortPool {
+                block_size: 128,
+                ..pool().ports
+            },
+            ..pool()
+        };
+        // slot 0 is 20000-20127 now: not the quarantined block, which keeps its ports
+        let (l, _) = t.allocate(&req(2), &small, 1).unwrap();
+        assert_eq!(l.port_first, 20256);
+        assert_eq!(t.quarantine.len(), 1);
     }
 
     #[test]
@@ -406,14 +518,14 @@ mod tests {
         // a released block of the own pool waits out the quarantine, by its ports
         t.release(1, 0, 120);
         assert!(matches!(
-            t.allocate(&req(6), &bulk(), 1),
+            t.allocate(&bob(6), &bulk(), 1),
             Err(LeaseError::PoolFull {
                 quarantined: 1,
                 active: 1,
                 ..
             })
         ));
-        assert_eq!(t.allocate(&req(6), &bulk(), 120).unwrap().0.slot, 3);
+        assert_eq!(t.allocate(&bob(6), &bulk(), 120).unwrap().0.slot, 3);
     }
 
     #[test]

@@ -199,7 +199,7 @@ fn claim(by_slot: &mut [Option<u32>], slot: u32, job: u32, path: &Path) -> Resul
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::{pool, req, table_file};
-    use super::super::Quarantined;
+    use super::super::{LeaseRequest, Quarantined};
     use super::*;
 
     #[test]
@@ -275,7 +275,8 @@ mod tests {
                 port_first: 20256,
                 port_last: 20511,
                 until: 125,
-                job_id: 2
+                job_id: 2,
+                uid: Some(1000),
             }]
         );
         // nothing changed: nothing written
@@ -284,15 +285,20 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         same.store(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
-        // the quarantined slot is not reused before its end, then it is
+        // the quarantined slot is not reused by another user before its end, then it is
         let mut t = loaded;
+        let bob = LeaseRequest {
+            user: "bob",
+            uid: 2000,
+            ..req(4)
+        };
         assert_eq!(
-            t.allocate(&req(4), &pool(), 124)
+            t.allocate(&bob, &pool(), 124)
                 .err()
                 .map(|e| matches!(e, LeaseError::PoolFull { .. })),
             Some(true)
         );
-        assert_eq!(t.allocate(&req(4), &pool(), 125).unwrap().0.slot, 1);
+        assert_eq!(t.allocate(&bob, &pool(), 125).unwrap().0.slot, 1);
         t.store(&path).unwrap();
         assert_eq!(LeaseTable::load(&path, "n1").unwrap(), t);
         assert!(t.quarantine.is_empty());
