@@ -353,6 +353,17 @@ mod tests {
     use super::*;
     use extnet_policy::PortPool;
 
+    /// The default pool with blocks of 128 ports: a new geometry.
+    fn small_blocks() -> Pool {
+        Pool {
+            ports: PortPool {
+                block_size: 128,
+                ..pool().ports
+            },
+            ..pool()
+        }
+    }
+
     /// Job `job_id`'s request as bob (uid 2000), not alice.
     fn bob(job_id: u32) -> LeaseRequest<'static> {
         LeaseRequest {
@@ -458,13 +469,7 @@ mod tests {
         let mut t = LeaseTable::empty("n1");
         t.allocate(&req(1), &pool(), 0).unwrap();
         t.release(1, 0, 120);
-        let small = Pool {
-            ports: PortPool {
-                block_size: 128,
-                ..pool().ports
-            },
-            ..pool()
-        };
+        let small = small_blocks();
         // slot 0 is 20000-20127 now: not the quarantined block, which keeps its ports
         let (l, _) = t.allocate(&req(2), &small, 1).unwrap();
         assert_eq!(l.port_first, 20256);
@@ -476,13 +481,7 @@ mod tests {
         let mut t = LeaseTable::empty("n1");
         t.allocate(&req(1), &pool(), 0).unwrap();
         t.release(1, 0, 120);
-        let small = Pool {
-            ports: PortPool {
-                block_size: 128,
-                ..pool().ports
-            },
-            ..pool()
-        };
+        let small = small_blocks();
         let (l, _) = t.allocate(&req(2), &small, 1).unwrap();
         assert_eq!(
             l.port_first, 20256,
