@@ -29,9 +29,9 @@ pub struct Gateways {
     pub last_port: u16,
     /// Ports in each node's slice.
     pub ports_per_node: u32,
-    /// An outside address each gateway pings through its public interface to hold its
-    /// virtual addresses.
-    pub check: Option<Ipv4Addr>,
+    /// An outside address each gateway must reach through its public interface to hold its
+    /// virtual addresses: pinged, or with a port, connected to over TCP.
+    pub check: Option<(Ipv4Addr, Option<u16>)>,
     /// Percent of the conntrack table above which a gateway gives one virtual address away.
     pub conntrack_max_fill: u32,
     /// VRRP advertisement interval in seconds.

@@ -34,7 +34,8 @@ pub struct RawGateways {
     /// first port, and node `k` on an address uses them shifted by `k * ports_per_node`.
     pub ports_per_node: S<u32>,
     /// An outside address each gateway must reach through its public interface to hold its
-    /// virtual addresses (keepalived's check of the gateway's own path out).
+    /// virtual addresses (keepalived's check of the gateway's own path out): `ADDRESS`
+    /// (pinged) or `ADDRESS:PORT` (a TCP connection).
     #[serde(default)]
     pub check: Option<S<String>>,
     /// Percent of the conntrack table (`nf_conntrack_max`) above which a gateway gives one

@@ -142,6 +142,21 @@ fn every_public_port_maps_back_to_exactly_the_node_that_uses_it() {
 }
 
 #[test]
+fn the_check_is_an_address_or_an_address_and_port() {
+    let p = parse_ok(&two().replace("check = \"203.0.113.10\"", "check = \"203.0.113.10:8080\""));
+    assert_eq!(
+        p.gateways.unwrap().check,
+        Some(("203.0.113.10".parse().unwrap(), Some(8080)))
+    );
+    refused(
+        &two().replace("check = \"203.0.113.10\"", "check = \"203.0.113.10:0\""),
+        "gateways.check",
+        "not an IPv4 address or ADDRESS:PORT",
+        "",
+    );
+}
+
+#[test]
 fn a_policy_without_gateways_is_its_own_view_for_every_node() {
     let p = parse_ok(&with(&ports("20000-20999", 250)));
     assert_eq!(p.for_node("anything").unwrap(), p);

@@ -43,13 +43,21 @@ impl Validator<'_> {
             }
         }
         let check = raw.check.as_ref().and_then(|c| {
-            let a = c.get_ref().trim().parse::<Ipv4Addr>().ok();
+            let text = c.get_ref().trim();
+            let a = match text.split_once(':') {
+                None => text.parse::<Ipv4Addr>().ok().map(|a| (a, None)),
+                Some((a, p)) => a
+                    .parse::<Ipv4Addr>()
+                    .ok()
+                    .zip(p.parse::<u16>().ok().filter(|&p| p > 0))
+                    .map(|(a, p)| (a, Some(p))),
+            };
             if a.is_none() {
                 self.err_at(
                     "gateways.check",
                     span(c),
-                    format!("{:?} is not an IPv4 address", c.get_ref()),
-                    "give an outside address each gateway must reach through its public interface, e.g. the upstream router",
+                    format!("{:?} is not an IPv4 address or ADDRESS:PORT", c.get_ref()),
+                    "give an outside address each gateway must reach through its public interface (pinged), e.g. the upstream router, or ADDRESS:PORT of a TCP service there",
                 );
             }
             a

@@ -160,18 +160,26 @@ exit 0
     )
 }
 
-/// The path-out check: one ping of `[gateways] check` through the public interface.
+/// The path-out check: one ping of `[gateways] check` through the public interface, or with
+/// a port a TCP connection to it (bash's `/dev/tcp`, within 2 s).
 pub fn check_path_script(g: &Gateways, h: &GatewayHost) -> String {
-    match g.check {
-        Some(a) => format!(
-            "#!/bin/sh\n# NAT gateway {}: fails when {a} does not answer through {} (rendered by `extnet gateway render`)\nexec ping -n -q -c 1 -W 1 -I {} {a} >/dev/null 2>&1\n",
-            h.name, h.public_interface, h.public_interface
+    let head = format!(
+        "#!/bin/sh\n# NAT gateway {}: rendered by `extnet gateway render`; do not edit.\n",
+        h.name
+    );
+    let body = match g.check {
+        Some((a, None)) => format!(
+            "# fails when {a} does not answer a ping through {i}\nexec ping -n -q -c 1 -W 1 -I {i} {a} >/dev/null 2>&1\n",
+            i = h.public_interface
         ),
-        None => format!(
-            "#!/bin/sh\n# NAT gateway {}: the policy gives no [gateways] check, so keepalived runs no path check\nexit 0\n",
-            h.name
+        Some((a, Some(p))) => format!(
+            "# fails when {a} port {p} does not accept a TCP connection (through {i}: the route out)\nexec timeout 2 bash -c 'exec 3<>/dev/tcp/{a}/{p}' >/dev/null 2>&1\n",
+            i = h.public_interface
         ),
-    }
+        None => "# the policy gives no [gateways] check, so keepalived runs no path check\nexit 0\n"
+            .to_owned(),
+    };
+    head + &body
 }
 
 /// The conntrack fill check: fails above `conntrack_max_fill` percent (or when the counters

@@ -272,6 +272,26 @@ mod tests {
     }
 
     #[test]
+    fn the_path_check_pings_or_connects_and_is_absent_without_check() {
+        let mut p = test_policy();
+        let script = |p: &Policy| render(p, "gw1", Path::new(DIR)).unwrap().files[3].1.clone();
+        assert!(script(&p).contains("exec ping -n -q -c 1 -W 1 -I eth1 203.0.113.10"));
+        let g = p.gateways.as_mut().unwrap();
+        g.check = Some(("203.0.113.10".parse().unwrap(), Some(8080)));
+        assert!(
+            script(&p).contains("/dev/tcp/203.0.113.10/8080"),
+            "{}",
+            script(&p)
+        );
+        p.gateways.as_mut().unwrap().check = None;
+        assert!(script(&p).contains("exit 0"));
+        let k = render(&p, "gw1", Path::new(DIR)).unwrap().files[1]
+            .1
+            .clone();
+        assert!(!k.contains("extnet_path_out"), "{k}");
+    }
+
+    #[test]
     fn a_policy_without_gateways_or_an_unknown_host_is_refused() {
         let p = test_policy();
         let e = render(&p, "gw9", Path::new(DIR)).unwrap_err().to_string();
