@@ -10,11 +10,13 @@
 
 mod allowlist_bind;
 mod counters;
+mod gateway_render;
 mod lease_table;
 mod per_job_setup;
 mod pids_in;
 mod pool_routing;
 mod stats;
+mod trace;
 mod watch_repair;
 
 use clap::Parser;
@@ -65,6 +67,18 @@ const BENCHES: &[Bench] = &[
         about: "the node agent: nft flush ruleset until the table is back, its repair alone",
         root: Some("a network namespace, nft tables, rules, links and cgroups"),
         run: watch_repair::run,
+    },
+    Bench {
+        name: "gateway-render",
+        about: "a gateway's ruleset for 10 and 27,648 nodes: policy, render, nft -f",
+        root: Some("a network namespace and nft tables"),
+        run: gateway_render::run,
+    },
+    Bench {
+        name: "trace",
+        about: "extnet trace over a month of lease logs of 1000 nodes",
+        root: None,
+        run: trace::run,
     },
     Bench {
         name: "lease-table",

@@ -214,18 +214,11 @@ mod tests {
                 "10.99.0.12 . 42288-44335 : 203.0.113.102",
             ]
         );
+        let a = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+        // consecutive node addresses with one public address: one ICMP element
         assert_eq!(
             m.icmp,
-            [
-                (
-                    "10.99.0.11".parse().unwrap(),
-                    "203.0.113.101".parse().unwrap()
-                ),
-                (
-                    "10.99.0.12".parse().unwrap(),
-                    "203.0.113.101".parse().unwrap()
-                )
-            ]
+            [(a("10.99.0.11"), a("10.99.0.12"), a("203.0.113.101"))]
         );
         // no two elements of one public address share a port
         for (i, a) in m.snat.iter().enumerate() {
@@ -318,7 +311,7 @@ mod tests {
         // what `nft -j list table ip extnet_gw` prints for a table with one element less
         let e = &want.snat[0];
         let json = format!(
-            r#"{{"nftables":[{{"metainfo":{{}}}},{{"map":{{"name":"node_public","elem":[[{{"concat":["{}",{{"range":[{},{}]}}]}},"{}"]]}}}},{{"map":{{"name":"node_icmp_public","elem":[["10.99.0.11","203.0.113.101"],["10.99.0.12","203.0.113.101"]]}}}},{{"rule":{{"chain":"forward","comment":"{stamp}","expr":[{{"match":{{"left":{{"meta":{{"key":"iifname"}}}},"right":"eth0"}}}},{{"match":{{"left":{{"meta":{{"key":"oifname"}}}},"right":"eth1"}}}}]}}}}]}}"#,
+            r#"{{"nftables":[{{"metainfo":{{}}}},{{"map":{{"name":"node_public","elem":[[{{"concat":["{}",{{"range":[{},{}]}}]}},"{}"]]}}}},{{"map":{{"name":"node_icmp_public","elem":[[{{"range":["10.99.0.11","10.99.0.12"]}},"203.0.113.101"]]}}}},{{"rule":{{"chain":"forward","comment":"{stamp}","expr":[{{"match":{{"left":{{"meta":{{"key":"iifname"}}}},"right":"eth0"}}}},{{"match":{{"left":{{"meta":{{"key":"oifname"}}}},"right":"eth1"}}}}]}}}}]}}"#,
             e.node, e.first, e.last, e.public
         );
         let (have, have_stamp, rules) = nftables::from_json(&json, "gw1").unwrap();

@@ -34,8 +34,10 @@ pub struct GatewayModel {
     pub public_interface: String,
     /// Sorted by node address, then port; adjacent ranges of one node and address merged.
     pub snat: Vec<SnatElement>,
-    /// Node address → the public address of its ICMP, sorted.
-    pub icmp: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// Node address ranges (first, last) → the public address of their ICMP, sorted;
+    /// consecutive node addresses with one public address in one element (a few hundred
+    /// elements for tens of thousands of nodes).
+    pub icmp: Vec<(Ipv4Addr, Ipv4Addr, Ipv4Addr)>,
 }
 
 impl GatewayModel {
@@ -82,9 +84,21 @@ impl GatewayModel {
             cluster_interface: h.cluster_interface.clone(),
             public_interface: h.public_interface.clone(),
             snat,
-            icmp: icmp.into_iter().collect(),
+            icmp: merge_icmp(icmp),
         }
     }
+}
+
+/// Runs of consecutive node addresses with the same public address, as ranges.
+fn merge_icmp(icmp: BTreeMap<Ipv4Addr, Ipv4Addr>) -> Vec<(Ipv4Addr, Ipv4Addr, Ipv4Addr)> {
+    let mut out: Vec<(Ipv4Addr, Ipv4Addr, Ipv4Addr)> = Vec::new();
+    for (n, a) in icmp {
+        match out.last_mut() {
+            Some(l) if l.2 == a && u32::from(l.1).checked_add(1) == Some(u32::from(n)) => l.1 = n,
+            _ => out.push((n, n, a)),
+        }
+    }
+    out
 }
 
 /// The ruleset text. Its stamp (a hash of the text without it) is the comment of the first
@@ -123,9 +137,15 @@ fn body(m: &GatewayModel, stamp: &str) -> String {
     elements(&mut s, m.snat.iter(), |s, e| {
         let _ = write!(s, "{} . {}-{} : {}", e.node, e.first, e.last, e.public);
     });
-    s.push_str("    }\n\n    map node_icmp_public {\n        type ipv4_addr : ipv4_addr\n");
-    elements(&mut s, m.icmp.iter(), |s, (n, a)| {
-        let _ = write!(s, "{n} : {a}");
+    s.push_str(
+        "    }\n\n    map node_icmp_public {\n        type ipv4_addr : ipv4_addr\n        flags interval\n",
+    );
+    elements(&mut s, m.icmp.iter(), |s, (f, l, a)| {
+        if f == l {
+            let _ = write!(s, "{f} : {a}");
+        } else {
+            let _ = write!(s, "{f}-{l} : {a}");
+        }
     });
     let _ = write!(
         s,
@@ -229,8 +249,12 @@ pub fn from_json(
                 }
                 Some("node_icmp_public") => {
                     for e in elems {
-                        match (addr(&e[0]), addr(&e[1])) {
-                            (Some(n), Some(a)) => m.icmp.push((n, a)),
+                        let (f, l) = match &e[0] {
+                            serde_json::Value::String(_) => (addr(&e[0]), addr(&e[0])),
+                            r => (addr(&r["range"][0]), addr(&r["range"][1])),
+                        };
+                        match (f, l, addr(&e[1])) {
+                            (Some(f), Some(l), Some(a)) => m.icmp.push((f, l, a)),
                             _ => {
                                 return Err(ReadError(format!(
                                     "an element of node_icmp_public reads {e}"
@@ -308,7 +332,7 @@ pub fn differences(
         "node_icmp_public",
         &want.icmp,
         &have.icmp,
-        |(n, a)| format!("{n} : {a}"),
+        |(f, l, a)| format!("{f}-{l} : {a}"),
     );
     out
 }

@@ -1,0 +1,150 @@
+//! `gateway-render`: `extnet gateway render` and `nft -f` of a gateway's ruleset for the seed
+//! site's 27,648 nodes (and 10, for the slope): the policy is parsed and validated, the
+//! ruleset rendered, and loaded in one transaction into a private network namespace with the
+//! gateway's two interfaces. Runs a few times each; checks that every node has its element.
+
+use crate::stats::show;
+use extnet::plan::gateway;
+use extnet_policy::Policy;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::netns::{in_private_netns, ip};
+
+const RUNS: usize = 5;
+
+/// A policy with `nodes` nodes behind two virtual addresses (half each, each gateway master
+/// of one), a default pool of 4 blocks of 256 ports per node, 60 nodes per public address.
+pub fn policy_text(nodes: u32) -> String {
+    let half = nodes / 2;
+    let publics = |first: u32, n: u32| {
+        (0..n.div_ceil(60))
+            .map(|i| {
+                let a = std::net::Ipv4Addr::from(
+                    u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)) + first + i,
+                );
+                format!("\"{a}\"")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        r#"version = 1
+[node]
+interface = "eth0"
+gateway = "10.0.0.254"
+internal = ["10.0.0.0/8"]
+[ports]
+range = "4000-5023"
+block_size = 256
+[[profile]]
+name = "default"
+users = ["*"]
+[gateways]
+ports = "4000-65439"
+ports_per_node = 1024
+check = "203.0.113.10"
+[[gateways.host]]
+name = "gw1"
+cluster_interface = "eth0"
+cluster_address = "10.0.0.251/8"
+public_interface = "eth1"
+public_address = "203.0.113.1/24"
+[[gateways.host]]
+name = "gw2"
+cluster_interface = "eth0"
+cluster_address = "10.0.0.252/8"
+public_interface = "eth1"
+public_address = "203.0.113.2/24"
+[[gateways.vip]]
+name = "a"
+address = "10.0.0.254"
+vrid = 1
+public = [{pa}]
+holders = [{{ host = "gw1", priority = 150 }}, {{ host = "gw2", priority = 100 }}]
+nodes = ["n[1-{half}]"]
+[[gateways.vip]]
+name = "b"
+address = "10.0.0.253"
+vrid = 2
+public = [{pb}]
+holders = [{{ host = "gw2", priority = 150 }}, {{ host = "gw1", priority = 100 }}]
+nodes = ["n[{h1}-{nodes}]"]
+[[gateways.nodes]]
+names = "n[1-{nodes}]"
+first_address = "10.1.0.1"
+"#,
+        pa = publics(0, half),
+        pb = publics(1000, nodes - half),
+        h1 = half + 1,
+    )
+}
+
+fn load(text: &str) -> Duration {
+    let t = Instant::now();
+    let mut nft = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    nft.stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = nft.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft -f: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.elapsed()
+}
+
+pub fn run() {
+    in_private_netns(|| {
+        ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+        ]);
+        for nodes in [10u32, 27_648] {
+            let text = policy_text(nodes);
+            let (mut parse, mut render, mut loads, mut total) = (vec![], vec![], vec![], vec![]);
+            let mut elements = 0;
+            for _ in 0..RUNS {
+                let t0 = Instant::now();
+                let p = Policy::from_toml(&text, "bench").unwrap();
+                let t1 = Instant::now();
+                let r = gateway::render(&p, "gw1", Path::new("/etc/extnet/gateway")).unwrap();
+                let t2 = Instant::now();
+                let l = load(&r.files[0].1);
+                parse.push(t1 - t0);
+                render.push(t2 - t1);
+                loads.push(l);
+                total.push(t2 - t0 + l);
+                elements = r.files[0]
+                    .1
+                    .lines()
+                    .filter(|l| l.contains(" . ") && l.contains(" : 198.18."))
+                    .count();
+            }
+            assert_eq!(elements as u32, nodes, "every node in node_public");
+            let listed = Command::new("nft")
+                .args(["list", "map", "ip", "extnet_gw", "node_public"])
+                .output()
+                .unwrap();
+            let n = String::from_utf8_lossy(&listed.stdout)
+                .matches(" : 198.18.")
+                .count();
+            assert_eq!(n as u32, nodes, "every node's element is loaded");
+            show(
+                &format!("{nodes} nodes: parse + validate the policy"),
+                parse,
+            );
+            show(&format!("{nodes} nodes: render gw1"), render);
+            show(&format!("{nodes} nodes: nft -f (one transaction)"), loads);
+            show(&format!("{nodes} nodes: all of it"), total);
+        }
+    });
+}
