@@ -40,6 +40,11 @@ fn procs_below(dir: &std::path::Path) -> Vec<i32> {
     pids
 }
 
+/// Whether process `pid` is one of the test's `sleep 300`.
+fn is_sleep_300(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == "sleep\x00300\x00")
+}
+
 fn assert_own_cgroup_empty(c: &Cluster, node: &str, job: u32) {
     let layout = extnet::plan::layout::Layout::new(&c.policy(), node);
     let own = layout.job_cgroup(job);
@@ -176,10 +181,7 @@ fn v2_scancel_of_a_granted_job_leaves_no_process() {
     wait::until(Duration::from_secs(30), Duration::from_millis(250), || {
         pids = procs_below(&dir)
             .into_iter()
-            .filter(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                    .is_ok_and(|c| c.starts_with("sleep\0300"))
-            })
+            .filter(|p| is_sleep_300(*p))
             .collect();
         if pids.len() >= 3 {
             return Ok(());
@@ -192,13 +194,7 @@ fn v2_scancel_of_a_granted_job_leaves_no_process() {
     assert_own_cgroup_empty(&c, "n1", job);
     c.login(ALLOWED, 20, &["scancel", &job.to_string()]);
     c.assert_clean(job);
-    let alive: Vec<_> = pids
-        .iter()
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| c.starts_with("sleep\0300"))
-        })
-        .collect();
+    let alive: Vec<_> = pids.iter().filter(|p| is_sleep_300(**p)).collect();
     assert!(
         alive.is_empty(),
         "processes of job {job} survived scancel: {alive:?}"
