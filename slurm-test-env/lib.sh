@@ -23,7 +23,14 @@ XN_GROUP=xnexp
 XN_GROUP_MEMBERS=(xnalice xncarol xnmallory)
 # GECOS of the users up creates: down removes only users that carry it.
 XN_USER_MARK="extnet slurm-test-env user"
-XN_CGROUP_BASE=/sys/fs/cgroup/unified/extnet
+# extnet's own cgroups of the nodes (the policy's cgroup_root without %n): in the cgroup2
+# hierarchy, which is /sys/fs/cgroup/unified on a hybrid host and /sys/fs/cgroup on a pure
+# cgroup-v2 one (the VM of mode v2).
+if [[ $(stat -f -c %T /sys/fs/cgroup 2>/dev/null) == cgroup2fs ]]; then
+    XN_CGROUP_BASE=/sys/fs/cgroup/extnet
+else
+    XN_CGROUP_BASE=/sys/fs/cgroup/unified/extnet
+fi
 XN_VIP=10.99.0.254
 XN_OUT_IP=203.0.113.10
 XN_GW_OUT_IP=203.0.113.1

@@ -224,10 +224,21 @@ fn resolve(spank: &Spank, config: &Config) -> (JobRef, Placement) {
         }
     };
     let placement = placement::choose(&job, asked, placement::lookup(&config.policy, &job));
+    let placement = placement::settle(&config.policy, &job, placement);
     match &placement {
         Placement::Join(g) => slurm::debug(&format!(
             "job {} on {}: granted profile {} ({} mode, slot {}, ports {}-{})",
             job.job_id, job.node, g.profile, g.mode, g.slot, g.port_first, g.port_last
+        )),
+        Placement::Stay { grant: g, cgroup } => slurm::debug(&format!(
+            "job {} on {}: granted profile {} (cgroup mode, slot {}, ports {}-{}) in Slurm's cgroup {}",
+            job.job_id,
+            job.node,
+            g.profile,
+            g.slot,
+            g.port_first,
+            g.port_last,
+            cgroup.display()
         )),
         Placement::Fail(m) => slurm::verbose(&format!("the tasks of this step will not run: {m}")),
         Placement::Unchecked(m) | Placement::Notice(m) => slurm::verbose(m),
@@ -279,6 +290,8 @@ pub unsafe extern "C" fn slurm_spank_task_init_privileged(
                     session::with(|s| s.failure = Some(m));
                 }
             },
+            // the step bound Slurm's job cgroup, in which this task already is
+            Placement::Stay { .. } => session::with(|s| s.joined = true),
             Placement::Fail(m) => session::with(|s| s.failure = Some(m)),
             Placement::Nothing | Placement::Unchecked(_) | Placement::Notice(_) => {}
         }
@@ -313,7 +326,7 @@ pub unsafe extern "C" fn slurm_spank_task_init(_sp: sys::spank_t, _ac: c_int, _a
         refusal = session::with(|s| {
             s.failure.take().or_else(|| match &s.resolved {
                 Some((_, Placement::Fail(m))) => Some(m.clone()),
-                Some((_, Placement::Join(_))) if !s.joined => Some(
+                Some((_, Placement::Join(_) | Placement::Stay { .. })) if !s.joined => Some(
                     "internal error: this task was not put on its job's external network path"
                         .into(),
                 ),

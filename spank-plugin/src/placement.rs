@@ -6,9 +6,10 @@
 //! "no external access": a task is never put on a path it was not granted, and a task of a job
 //! that asked never runs without its grant applied.
 
+use extnet::job::slurm_cgroup;
 use extnet::plan::layout::Layout;
 use extnet::store::state::{Grant, JobState, Outcome, StateError};
-use extnet_policy::{Policy, PolicyError};
+use extnet_policy::{Mode, Policy, PolicyError};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,9 @@ pub enum Placement {
     Notice(String),
     /// Granted: the task joins the job's path out.
     Join(Grant),
+    /// Granted, cgroup mode, and Slurm keeps the step in a cgroup v2 of the job's own
+    /// (`cgroup`), which [`settle`] bound to the job's slot: the task stays where Slurm put it.
+    Stay { grant: Grant, cgroup: PathBuf },
     /// The task must not run; the message is for the user (and the slurmd log).
     Fail(String),
 }
@@ -122,6 +126,34 @@ pub fn choose(
     }
 }
 
+/// slurmstepd (root), once per step: a cgroup-mode grant on a node where Slurm keeps the job in
+/// a cgroup v2 of its own becomes [`Placement::Stay`], with that cgroup bound to the job's slot
+/// (see `extnet::job::slurm_cgroup`); where Slurm has none, the grant stays [`Placement::Join`]
+/// (extnet's own job cgroup). A failure to bind fails the step's tasks: never fail open.
+pub fn settle(policy_path: &Path, job: &JobRef, placement: Placement) -> Placement {
+    let grant = match placement {
+        Placement::Join(g) if g.mode == Mode::Cgroup => g,
+        other => return other,
+    };
+    let bound = (|| -> Result<Option<PathBuf>, String> {
+        let policy = Policy::load(policy_path).map_err(|e| e.to_string())?;
+        let layout = Layout::new(&policy, &job.node);
+        let Some(dir) = slurm_cgroup::of_this_process(&layout.cgroup_mount(), job.job_id)
+            .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?
+        else {
+            return Ok(None);
+        };
+        slurm_cgroup::bind(&policy, &layout, job.job_id, &dir)
+            .map_err(|e| extnet::diag::error_chain(&e))?;
+        Ok(Some(dir))
+    })();
+    match bound {
+        Ok(None) => Placement::Join(grant),
+        Ok(Some(cgroup)) => Placement::Stay { grant, cgroup },
+        Err(e) => Placement::Fail(join_failed(job, &e)),
+    }
+}
+
 /// The message for a grant that could not be applied to a task.
 pub fn join_failed(job: &JobRef, err: &dyn fmt::Display) -> String {
     format!(
@@ -133,7 +165,6 @@ pub fn join_failed(job: &JobRef, err: &dyn fmt::Display) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use extnet_policy::Mode;
     use std::net::Ipv4Addr;
 
     fn job() -> JobRef {
@@ -155,6 +186,7 @@ mod tests {
             node_addr: Ipv4Addr::new(10, 0, 0, 1),
             cgroup: Some("/sys/fs/cgroup/unified/extnet/n1/slot_3".into()),
             netns: None,
+            slurm_cgroup: None,
         }
     }
 

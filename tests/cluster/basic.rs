@@ -61,30 +61,7 @@ fn netns_job_with_flag_reaches_outside_over_tcp_udp_http() {
 #[ignore = "needs root and the test cluster: run slurm-test-env/test"]
 fn job_without_flag_cannot_reach_outside_even_beside_an_external_job_of_the_same_user() {
     let c = Cluster::get();
-    let p = c.probe();
-    // an external job of the same user holds a lease on n1 meanwhile
-    let bg_job = c.sbatch(
-        ALLOWED,
-        30,
-        &["-N1", "-w", "n1", "--external-net"],
-        &format!("{p} tcp; sleep 20"),
-    );
-    c.wait_running(bg_job, "n1");
-    let r = c.srun(
-        ALLOWED,
-        &["-N1", "-w", "n1"],
-        &format!("{p} tcp; echo rc=$?; {p} udp; echo rc=$?"),
-    );
-    assert!(
-        r.stdout.contains("rc=1") && !r.stdout.contains("rc=0"),
-        "a job without --external-net got out:\n{r}"
-    );
-    assert!(r.seen("tcp").is_empty() && r.seen("udp").is_empty(), "{r}");
-    let job = r.job_id();
-    assert!(
-        c.lease_records(job).is_empty(),
-        "a job that did not ask got a lease"
-    );
+    let (bg_job, job) = c.unflagged_job_beside_a_granted_one();
     c.login(ALLOWED, 20, &["scancel", &bg_job.to_string()]);
     c.assert_clean(job);
     c.assert_clean(bg_job);

@@ -457,7 +457,7 @@ impl Cluster {
                     }
                 }
             }
-            let cg = PathBuf::from(format!("/sys/fs/cgroup/unified/extnet/{node}"));
+            let cg = extnet::plan::layout::Layout::new(&policy, node).cgroup_root;
             if cg.join(format!("job_{job}")).exists() {
                 left.push(format!("{node}: cgroup {}/job_{job}", cg.display()));
             }
@@ -502,7 +502,8 @@ impl Cluster {
                     ));
                 }
             }
-            // job cgroup elements: one per running cgroup-mode job, none of an ended one
+            // job cgroup elements: per running cgroup-mode job its own cgroup's and, where Slurm
+            // keeps it in a v2 job cgroup (mode v2), that one's; none of an ended job
             let m = self.on_node(
                 node,
                 &["nft", "-j", "list", "map", "ip", "extnet", "job_cgroup"],
@@ -512,7 +513,7 @@ impl Cluster {
                 let elems = v["nftables"][1]["map"]["elem"]
                     .as_array()
                     .map_or(0, |a| a.len());
-                if elems > others_cgroup_mode {
+                if elems > 2 * others_cgroup_mode {
                     left.push(format!(
                         "{node}: map job_cgroup has {elems} elements, {others_cgroup_mode} cgroup-mode jobs hold leases:\n{}",
                         m.stdout
@@ -595,6 +596,36 @@ impl Cluster {
             }
         }
         bad
+    }
+
+    /// Runs a job of [`ALLOWED`] without `--external-net` on n1 while a granted batch job of
+    /// the same user runs there, and asserts that it gets nothing out and no lease. Returns
+    /// the granted job (still running: scancel it) and the job without the flag.
+    pub fn unflagged_job_beside_a_granted_one(&self) -> (u32, u32) {
+        let p = self.probe();
+        let granted = self.sbatch(
+            ALLOWED,
+            30,
+            &["-N1", "-w", "n1", "--external-net"],
+            &format!("{p} tcp; sleep 20"),
+        );
+        self.wait_running(granted, "n1");
+        let r = self.srun(
+            ALLOWED,
+            &["-N1", "-w", "n1"],
+            &format!("{p} tcp; echo rc=$?; {p} udp; echo rc=$?"),
+        );
+        assert!(
+            r.stdout.contains("rc=1") && !r.stdout.contains("rc=0"),
+            "a job without --external-net got out:\n{r}"
+        );
+        assert!(r.seen("tcp").is_empty() && r.seen("udp").is_empty(), "{r}");
+        let job = r.job_id();
+        assert!(
+            self.lease_records(job).is_empty(),
+            "a job that did not ask got a lease"
+        );
+        (granted, job)
     }
 
     /// Waits for the job to end and asserts that nothing of it is left on any node.

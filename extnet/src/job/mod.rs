@@ -4,6 +4,7 @@
 //! - [`setup`]: the prolog: decide, lease, set the job's path out up, record.
 //! - [`limits`]: per-profile job limits, counted from the lease table.
 //! - [`cgroup`]: a cgroup-mode job's own cgroup, set up and torn down.
+//! - [`slurm_cgroup`]: a cgroup-mode job in Slurm's own v2 job cgroup: bound there, never moved.
 //! - [`netns`]: a netns-mode job's namespace and veth pair, set up and torn down.
 //! - [`task`]: putting a task on its job's path out (the plugin, inside slurmstepd).
 //! - [`teardown`]: the epilog: tear down, account, release.
@@ -16,6 +17,7 @@ pub mod limits;
 pub mod netns;
 pub mod reconcile;
 pub mod setup;
+pub mod slurm_cgroup;
 pub mod task;
 pub mod teardown;
 
@@ -49,6 +51,8 @@ pub enum JobError {
     Sysctl(#[from] SysctlError),
     #[error(transparent)]
     Bpf(#[from] BpfError),
+    #[error(transparent)]
+    SlurmCgroup(#[from] slurm_cgroup::SlurmCgroupError),
     #[error("traffic counters: {0}")]
     Counters(#[from] CounterError),
     #[error("destination allowlist: {0}")]

@@ -187,6 +187,7 @@ fn grant(
             node_addr,
             cgroup: None,
             netns: None,
+            slurm_cgroup: None,
         };
         match mode {
             Mode::Cgroup => {

@@ -82,6 +82,16 @@ pub fn run_as(
     if let Err(e) = job_cgroup::teardown(layout, job_id) {
         errors.push(crate::diag::error_chain(&e));
     }
+    // Slurm's job cgroup (cgroup/v2), if a step bound it: out of the map, the cgroup is Slurm's
+    if let Some(b) = state
+        .as_ref()
+        .and_then(|s| s.grant())
+        .and_then(|g| g.slurm_cgroup.as_ref())
+    {
+        if let Err(e) = crate::job::slurm_cgroup::unbind(b) {
+            errors.push(crate::diag::error_chain(&e));
+        }
+    }
     // a lease of an extnet before job cgroups: its tasks are in the slot's cgroup
     if let Some(l) = &lease {
         let legacy = layout.legacy_slot_cgroup(l.slot);

@@ -22,6 +22,7 @@ use crate::plan;
 use crate::plan::layout::Layout;
 use crate::plan::ruleset::{self, BaseFacts};
 use crate::store::fs::write_replace;
+use crate::store::state::JobState;
 use extnet_policy::Policy;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
@@ -89,7 +90,7 @@ pub fn inputs_key(policy: &Policy, layout: &Layout, node_addr: Ipv4Addr) -> Stri
     node_addr.hash(&mut h);
     layout.node.hash(&mut h);
     layout.cgroup_root.hash(&mut h);
-    layout.job_cgroup_level().hash(&mut h);
+    layout.job_cgroup_levels().hash(&mut h);
     format!("{:016x}", h.finish())
 }
 
@@ -407,10 +408,23 @@ fn rebind_job_cgroups(
         .iter()
         .filter(|l| l.mode == extnet_policy::Mode::Cgroup)
     {
+        let mark = plan::mark(policy, l.slot);
+        // Slurm's job cgroup (cgroup/v2), when a step of the job bound it: the same directory
+        // still (its id as recorded), or nothing
+        if let Ok(Some(state)) = JobState::load(&layout.job_state(l.job_id), l.job_id) {
+            if let Some(b) = state.grant().and_then(|g| g.slurm_cgroup.as_ref()) {
+                if cgroup::id(&b.path).is_ok_and(|id| id == b.id) {
+                    match ruleset::cgroup_element(layout, &b.path, mark) {
+                        Ok(e) => elems.push(e),
+                        Err(e) => why.push(format!("job {}: {e}", l.job_id)),
+                    }
+                }
+            }
+        }
         if !layout.job_cgroup(l.job_id).is_dir() {
             continue;
         }
-        match ruleset::job_cgroup_element(layout, l.job_id, plan::mark(policy, l.slot)) {
+        match ruleset::job_cgroup_element(layout, l.job_id, mark) {
             Ok(e) => elems.push(e),
             Err(e) => why.push(format!("job {}: {e}", l.job_id)),
         }

@@ -6,6 +6,11 @@
 use extnet_policy::{expand, Policy};
 use std::path::{Path, PathBuf};
 
+/// The `socket cgroupv2` level of Slurm's cgroup/v2 job cgroups: `system.slice/<scope>/job_<id>`
+/// is at level 3 whether slurmd made the scope (`IgnoreSystemd=yes`:
+/// `<node>_slurmstepd.scope`) or systemd did (`slurmstepd.scope`).
+pub const SLURM_JOB_CGROUP_LEVEL: usize = 3;
+
 /// The node's extnet paths and names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -93,6 +98,15 @@ impl Layout {
             .strip_prefix(self.cgroup_mount())
             .map(|p| p.components().count())
             .unwrap_or(0)
+    }
+
+    /// The `socket cgroupv2` levels the node table looks a socket's job cgroup up at:
+    /// extnet's own job cgroups' and [`SLURM_JOB_CGROUP_LEVEL`] (one lookup per level, so a
+    /// packet costs the same whatever the number of jobs).
+    pub fn job_cgroup_levels(&self) -> Vec<usize> {
+        let mut v = vec![self.job_cgroup_level(), SLURM_JOB_CGROUP_LEVEL];
+        v.dedup();
+        v
     }
 
     /// The job's network namespace name (netns mode). The node name is part of it so that

@@ -52,6 +52,20 @@ pub struct Grant {
     pub cgroup: Option<PathBuf>,
     /// netns mode: the namespace file the tasks enter.
     pub netns: Option<PathBuf>,
+    /// cgroup mode where Slurm keeps the job in a cgroup v2 of its own: that cgroup, bound in
+    /// the node table by the job's first step (see [`crate::job::slurm_cgroup`]); the epilog
+    /// deletes exactly this element. Absent in state files of older versions: nothing bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_cgroup: Option<BoundCgroup>,
+}
+
+/// A cgroup that is not extnet's, bound in the node table's job cgroup map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoundCgroup {
+    pub path: PathBuf,
+    /// Its id (inode number) when bound: the map's key, still known after the directory went.
+    pub id: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -16,8 +16,8 @@ use std::net::Ipv4Addr;
 pub struct BaseFacts {
     /// The node's address on `node.interface`: what job traffic is translated to.
     pub node_addr: Ipv4Addr,
-    /// `socket cgroupv2 level N` of the job cgroups.
-    pub cgroup_level: usize,
+    /// The `socket cgroupv2` levels of the job cgroups (extnet's own and Slurm's).
+    pub cgroup_levels: Vec<usize>,
 }
 
 impl BaseFacts {
@@ -27,7 +27,7 @@ impl BaseFacts {
         cgroup_path(layout, &layout.cgroup_root)?;
         Ok(BaseFacts {
             node_addr,
-            cgroup_level: layout.job_cgroup_level(),
+            cgroup_levels: layout.job_cgroup_levels(),
         })
     }
 }
@@ -55,10 +55,16 @@ pub fn job_cgroup_element(
     job_id: u32,
     mark: u32,
 ) -> Result<String, CgroupRootError> {
-    Ok(format!(
-        "\"{}\" : 0x{mark:x}",
-        cgroup_path(layout, &layout.job_cgroup(job_id))?
-    ))
+    cgroup_element(layout, &layout.job_cgroup(job_id), mark)
+}
+
+/// The job cgroup map's element of cgroup `dir` (extnet's or Slurm's job cgroup) with `mark`.
+pub fn cgroup_element(
+    layout: &Layout,
+    dir: &std::path::Path,
+    mark: u32,
+) -> Result<String, CgroupRootError> {
+    Ok(format!("\"{}\" : 0x{mark:x}", cgroup_path(layout, dir)?))
 }
 
 /// The job cgroup map: a running cgroup-mode job's cgroup (its id, as sockets carry it) →
@@ -119,7 +125,13 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
     s.push_str(&counters::nft_objects(policy));
     // per-profile destination allowlists and their filter chains (see allowlist)
     s.push_str(&allowlist::nft_objects(policy));
-    let level = facts.cgroup_level;
+    // one lookup per level: a socket's job cgroup is extnet's own or Slurm's; a lookup that
+    // finds nothing leaves the mark alone
+    let lookups: String = facts
+        .cgroup_levels
+        .iter()
+        .map(|l| format!("    meta mark set socket cgroupv2 level {l} map @{JOB_CGROUP_MAP}\n"))
+        .collect();
     let both = flag | n.checked_fwmark;
     let _ = writeln!(
         s,
@@ -127,8 +139,7 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
     type route hook output priority mangle; policy accept;
     meta mark & 0x{both:x} != 0 meta mark set meta mark & 0x{keep:x}
     ip daddr @internal return
-    meta mark set socket cgroupv2 level {level} map @{JOB_CGROUP_MAP}
-  }}
+{lookups}  }}
   chain prerouting_mark {{
     type filter hook prerouting priority mangle; policy accept;
     iifname "{VETH_PREFIX}*" ip daddr @internal return
@@ -208,7 +219,7 @@ mod tests {
             "\"unified/extnet/n1/job_17\" : 0x30002"
         );
         let mut facts = BaseFacts::new(&layout, "10.99.0.11".parse().unwrap()).unwrap();
-        facts.cgroup_level = 3;
+        facts.cgroup_levels = vec![3];
         let r = base_ruleset(&p, &facts);
         // job cgroups come and go with the jobs: the map starts empty
         assert!(
