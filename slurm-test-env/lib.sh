@@ -31,6 +31,12 @@ if [[ $(stat -f -c %T /sys/fs/cgroup 2>/dev/null) == cgroup2fs ]]; then
 else
     XN_CGROUP_BASE=/sys/fs/cgroup/unified/extnet
 fi
+# How Slurm tracks and confines jobs (XN_SLURM_MODE; each has conf/<mode>/): see README.md.
+XN_SLURM_MODES=(linuxproc hybrid v2)
+# Where the v1 controllers are mounted on a hybrid host, and the ones whose cgroups down
+# looks after in mode hybrid: all that Slurm's cgroup/v1 plugin can use.
+XN_CGROUP_V1=/sys/fs/cgroup
+XN_SLURM_V1_CONTROLLERS=(freezer cpuset memory devices cpuacct)
 XN_VIP=10.99.0.254
 XN_OUT_IP=203.0.113.10
 XN_GW_OUT_IP=203.0.113.1
@@ -69,6 +75,43 @@ in_ns() {
 }
 
 netns_exists() { [[ -e /run/netns/$1 ]]; }
+
+# check_slurm_mode MODE: die unless MODE can run on this host.
+check_slurm_mode() {
+    local m
+    for m in "${XN_SLURM_MODES[@]}"; do [[ $1 == "$m" ]] && break; done
+    [[ $1 == "$m" ]] || die "XN_SLURM_MODE=$1 is no mode; use one of ${XN_SLURM_MODES[*]}"
+    [[ -d $XN_HERE/conf/$1 ]] || die "mode $1 has no configuration ($XN_HERE/conf/$1/ is missing)"
+    case $1 in
+        hybrid)
+            local c
+            for c in freezer cpuset; do
+                [[ $(stat -f -c %T "$XN_CGROUP_V1/$c" 2>/dev/null) == cgroupfs ]] ||
+                    die "mode hybrid needs the cgroup v1 controller $c at $XN_CGROUP_V1/$c (a hybrid host); this host has none there: use XN_SLURM_MODE=linuxproc, or v2 on a pure cgroup-v2 host"
+            done
+            ;;
+        v2)
+            [[ $(stat -f -c %T /sys/fs/cgroup 2>/dev/null) == cgroup2fs ]] ||
+                die "mode v2 needs a pure cgroup-v2 host (/sys/fs/cgroup a cgroup2 mount); this host is hybrid or v1, where slurmd 22.05 with cgroup/v2 stops with \"fatal: Hybrid mode is not supported\": use XN_SLURM_MODE=hybrid here, or run mode v2 in the VM (README.md)"
+            ;;
+    esac
+}
+
+# The mode the cluster in $XN_DIR runs in (up records it; linuxproc when it did not).
+cluster_mode() { cat "$XN_DIR/mode" 2>/dev/null || echo linuxproc; }
+
+# The v1 cgroups that Slurm's cgroup/v1 plugin makes for the test nodes, one per node and
+# controller: Debian's slurmd is built with --enable-multiple-slurmd, so each slurmd keeps its
+# cgroups under <controller>/slurm_<node> (CgroupPrepend's default /slurm_%n).
+slurm_v1_cgroups() {
+    local n c
+    for n in "${XN_NODES[@]}"; do
+        for c in "${XN_SLURM_V1_CONTROLLERS[@]}"; do
+            [[ -d $XN_CGROUP_V1/$c ]] && printf '%s\n' "$XN_CGROUP_V1/$c/slurm_$n"
+        done
+    done
+    return 0
+}
 
 # Names of all namespaces that belong to the test cluster (ours and the product's).
 our_netns_names() {
