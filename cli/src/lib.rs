@@ -13,6 +13,8 @@
 //! | `extnet lease-log interim`                         | `cmd/lease_log.rs`   |
 //! | `extnet lease-table dump`, `lease-table restore`   | `cmd/lease_table.rs` |
 //! | `extnet reconcile`                                 | `cmd/reconcile.rs`   |
+//! | `extnet gateway render`, `render --check`, `load`  | `cmd/gateway.rs`     |
+//! | `extnet trace`                                     | `cmd/trace.rs`       |
 //!
 //! `cmd/mod.rs` resolves the `--node` default they share; `output.rs` has what they print with
 //! (text tables, [`human_bytes`], JSON).
@@ -102,6 +104,59 @@ enum Cmd {
         /// The slurm.conf squeue reads (default: SLURM_CONF, else Slurm's own default).
         #[arg(long)]
         slurm_conf: Option<PathBuf>,
+    },
+    /// A NAT gateway's files from the policy's [gateways]: nftables, keepalived, conntrackd.
+    Gateway {
+        #[command(subcommand)]
+        cmd: GatewayCmd,
+    },
+    /// Who used a public address and port (node, job, user, profile, lease interval), from
+    /// the policy's mapping and the lease logs; or, with --job, what a job used.
+    Trace {
+        /// PUBLIC_ADDRESS:PORT as the outside saw it.
+        #[arg(required_unless_present = "job", conflicts_with = "job")]
+        target: Option<String>,
+        /// The time (YYYY-MM-DDTHH:MM:SSZ, UTC, or Unix seconds); without it, every lease of
+        /// the port's block in the logs.
+        #[arg(long)]
+        at: Option<String>,
+        /// The public addresses and ports this job used.
+        #[arg(long)]
+        job: Option<u32>,
+        /// A lease log, or a directory of collected lease logs (repeatable; default: the
+        /// policy's log.lease_log of the node).
+        #[arg(long)]
+        log: Vec<PathBuf>,
+        /// With --job and no --log: the node whose lease log to read.
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum GatewayCmd {
+    /// Write the host's nftables.conf, keepalived.conf, conntrackd.conf and scripts (pure:
+    /// the same policy gives the same bytes); with --check, compare the running gateway.
+    Render {
+        /// The gateway ([[gateways.host]] name).
+        #[arg(long)]
+        host: String,
+        /// Where the files go, and the directory they name each other by.
+        #[arg(long, default_value = cmd::gateway::DEFAULT_DIR)]
+        out: PathBuf,
+        /// Write nothing: compare this namespace's nft table and the files in --out with the
+        /// rendering, print the differences (exit status 1 when any).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Load the host's rendered ruleset into this network namespace (one nft transaction).
+    Load {
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value = cmd::gateway::DEFAULT_DIR)]
+        out: PathBuf,
     },
 }
 
@@ -278,5 +333,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             slurm_conf,
         } => cmd::reconcile::run(&cli.policy, &node_name(node)?, dry_run, slurm_conf),
+        Cmd::Gateway {
+            cmd: GatewayCmd::Render { host, out, check },
+        } => {
+            if check {
+                cmd::gateway::check(&cli.policy, &host, &out)
+            } else {
+                cmd::gateway::render(&cli.policy, &host, &out)
+            }
+        }
+        Cmd::Gateway {
+            cmd: GatewayCmd::Load { host, out },
+        } => cmd::gateway::load(&cli.policy, &host, &out),
+        Cmd::Trace {
+            target,
+            at,
+            job,
+            log,
+            node,
+            json,
+        } => match (target, job) {
+            (_, Some(j)) => cmd::trace::job(&cli.policy, j, log, node, json),
+            (Some(t), None) => cmd::trace::address(&cli.policy, &t, at, log, json),
+            (None, None) => anyhow::bail!("give PUBLIC_ADDRESS:PORT or --job N"),
+        },
     }
 }

@@ -78,7 +78,7 @@ pub fn begin(name: &str) -> Result<(Args, JobEnv), u8> {
 /// fail with the same reason in the plugin if the job asked; `log` says whether this program
 /// logs the reason too (the epilog always, the prolog when the job asked).
 pub fn load_policy(name: &'static str, args: &Args, job: &JobEnv, log: bool) -> Option<Policy> {
-    match Policy::load(&args.policy) {
+    match Policy::load_for_node(&args.policy, &job.node) {
         Ok(p) => Some(p),
         Err(e) => {
             logging::init(name, None);

@@ -12,6 +12,8 @@
 //! The reference for every key is `docs/policy.md`.
 
 pub mod decide;
+pub mod gateways;
+pub mod hostlist;
 pub mod raw;
 pub mod report;
 mod validate;
@@ -62,6 +64,10 @@ pub struct Policy {
     /// Every port pool of the node: the default pool (`[ports]`) first, then the profiles' own
     /// pools (`[profile.ports]`) in file order. Their slots are numbered one after the other.
     pub pools: Vec<Pool>,
+    /// `[gateways]`: the NAT gateways and each node's fixed public address and ports
+    /// (`None`: every node routes to `node.gateway` with the pools as written). A node uses
+    /// [`Policy::for_node`], its own view.
+    pub gateways: Option<gateways::Gateways>,
 }
 
 /// Node-wide settings: how job traffic is routed to the gateway.
@@ -356,6 +362,17 @@ impl Policy {
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         let text = validate::read_checked(path)?;
         validate::parse(&text, &path.display().to_string())
+    }
+
+    /// [`Policy::load`], then [`Policy::for_node`]: the policy as node `node` uses it (its
+    /// own port ranges and gateways when the file has `[gateways]`).
+    pub fn load_for_node(path: &Path, node: &str) -> Result<Policy, PolicyError> {
+        Policy::load(path)?
+            .for_node(node)
+            .map_err(|source| PolicyError::Node {
+                origin: path.display().to_string(),
+                source,
+            })
     }
 
     /// The profile with this name.

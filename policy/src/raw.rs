@@ -18,6 +18,94 @@ pub struct RawPolicy {
     pub log: RawLog,
     #[serde(default, rename = "profile")]
     pub profiles: Vec<S<RawProfile>>,
+    /// `[gateways]`: the NAT gateways and the deterministic mapping of nodes to public
+    /// addresses and ports (absent: every node routes to `node.gateway`, pools as written).
+    #[serde(default)]
+    pub gateways: Option<S<RawGateways>>,
+}
+
+/// `[gateways]`: the public side of NAT, its hosts, virtual addresses and nodes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateways {
+    /// The public port range `FIRST-LAST`, cut into one slice per node per public address.
+    pub ports: S<String>,
+    /// Ports in each node's slice; the port pools as written are the slice at `ports`'
+    /// first port, and node `k` on an address uses them shifted by `k * ports_per_node`.
+    pub ports_per_node: S<u32>,
+    /// An outside address each gateway must reach through its public interface to hold its
+    /// virtual addresses (keepalived's check of the gateway's own path out).
+    #[serde(default)]
+    pub check: Option<S<String>>,
+    /// Percent of the conntrack table (`nf_conntrack_max`) above which a gateway gives one
+    /// of its virtual addresses to a peer (absent: 90).
+    #[serde(default)]
+    pub conntrack_max_fill: Option<S<u32>>,
+    /// The VRRP advertisement interval in seconds (absent: 1).
+    #[serde(default)]
+    pub advert_secs: Option<S<u32>>,
+    #[serde(default, rename = "host")]
+    pub hosts: Vec<S<RawGatewayHost>>,
+    #[serde(default, rename = "vip")]
+    pub vips: Vec<S<RawVip>>,
+    #[serde(default)]
+    pub nodes: Vec<S<RawNodeAddresses>>,
+}
+
+/// `[[gateways.host]]`: one gateway machine.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGatewayHost {
+    pub name: S<String>,
+    pub cluster_interface: S<String>,
+    /// `ADDRESS/PREFIX` on the cluster network.
+    pub cluster_address: S<String>,
+    pub public_interface: S<String>,
+    /// `ADDRESS/PREFIX`: the host's own public address (not one that moves).
+    pub public_address: S<String>,
+    /// The link conntrackd syncs over (absent: `cluster_interface`).
+    #[serde(default)]
+    pub sync_interface: Option<S<String>>,
+    /// `ADDRESS/PREFIX` on the sync link (absent: `cluster_address`).
+    #[serde(default)]
+    pub sync_address: Option<S<String>>,
+}
+
+/// `[[gateways.vip]]`: one virtual (VRRP) address the nodes route to, with the public
+/// addresses that move with it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVip {
+    /// The VRRP instance's name (letters, digits, `_`, `-`).
+    pub name: S<String>,
+    /// The cluster-side virtual address (the nodes' next hop).
+    pub address: S<String>,
+    /// The VRRP router id, 1..=255, unique on the cluster network.
+    pub vrid: S<u32>,
+    /// The public addresses that move with `address`; nodes fill them in order.
+    pub public: Vec<S<String>>,
+    /// The gateways that may hold it and their VRRP priorities (the highest is master).
+    pub holders: Vec<S<RawHolder>>,
+    /// The nodes that route to it, by name or Slurm host list (`n[1-512]`), in order: a
+    /// node's place in this list is its place on the public addresses.
+    pub nodes: Vec<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHolder {
+    pub host: S<String>,
+    pub priority: S<u32>,
+}
+
+/// `[[gateways.nodes]]`: node names and their cluster addresses, consecutive in list order.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNodeAddresses {
+    /// A node name or Slurm host list (`n[1-512]`).
+    pub names: S<String>,
+    /// The address of the list's first node; the next nodes get the next addresses.
+    pub first_address: S<String>,
 }
 
 #[derive(Debug, Deserialize)]

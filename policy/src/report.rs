@@ -129,6 +129,92 @@ pub fn pools(policy: &Policy) -> String {
     s
 }
 
+/// `[gateways]`: the public port range and its slices, each virtual address with its holders,
+/// nodes and public addresses (needed vs. given), and each host's share. Empty without it.
+pub fn gateways(policy: &Policy) -> String {
+    let Some(g) = &policy.gateways else {
+        return String::new();
+    };
+    let mut s = String::new();
+    let spa = g.slices_per_address();
+    let _ = writeln!(
+        s,
+        "gateways: public ports {}-{}, {} ports per node = {spa} node(s) per public address; node k of a virtual address uses public address k / {spa} and slice k % {spa} (the pools shifted by slice x {}); the gateway keeps the port",
+        g.first_port, g.last_port, g.ports_per_node, g.ports_per_node
+    );
+    for pool in &policy.pools {
+        let _ = writeln!(
+            s,
+            "  per node: pool {}: {} ports in blocks of {} = {} block(s)",
+            pool.name(),
+            u32::from(pool.ports.last) - u32::from(pool.ports.first) + 1,
+            pool.ports.block_size,
+            pool.ports.blocks()
+        );
+    }
+    for (i, v) in g.vips.iter().enumerate() {
+        let holders: Vec<String> = v
+            .holders
+            .iter()
+            .map(|(h, p)| format!("{h} ({p})"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  vip {} {} (vrid {}): master {}, holders {}; {} node(s) ({}) need {} public address(es), {} given ({}), room for {} more node(s)",
+            v.name,
+            v.address,
+            v.vrid,
+            v.master(),
+            holders.join(", "),
+            v.nodes.len(),
+            v.nodes_written.join(","),
+            g.addresses_needed(i),
+            v.public.len(),
+            v.public
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            v.public.len() * spa as usize - v.nodes.len()
+        );
+    }
+    for h in &g.hosts {
+        let vips = g.vips_of_host(&h.name);
+        let master: Vec<&str> = vips
+            .iter()
+            .filter(|(i, _)| g.vips[*i].master() == h.name)
+            .map(|(i, _)| g.vips[*i].name.as_str())
+            .collect();
+        let backup: Vec<&str> = vips
+            .iter()
+            .filter(|(i, _)| g.vips[*i].master() != h.name)
+            .map(|(i, _)| g.vips[*i].name.as_str())
+            .collect();
+        let _ = writeln!(
+            s,
+            "  host {}: cluster {} {}, public {} {}, sync {} {}; master of {}, backup of {}",
+            h.name,
+            h.cluster_interface,
+            h.cluster_address,
+            h.public_interface,
+            h.public_address,
+            h.sync_interface,
+            h.sync_address,
+            list_or_none(&master),
+            list_or_none(&backup)
+        );
+    }
+    s
+}
+
+fn list_or_none(v: &[&str]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
 /// The summary of a valid policy: node, pool and per-node capacity, then every profile with
 /// who it covers, where it lets jobs go, and its limits.
 pub fn summary(policy: &Policy) -> String {
@@ -167,6 +253,7 @@ pub fn summary(policy: &Policy) -> String {
             n.netns_subnet
         );
     }
+    s.push_str(&gateways(policy));
     if policy.profiles.is_empty() {
         let _ = writeln!(s, "profiles: none, so nothing is granted");
         return s;

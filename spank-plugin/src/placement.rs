@@ -70,7 +70,7 @@ impl std::error::Error for LookupError {}
 
 /// Reads the job's decision on this node: `Ok(None)` when the prolog wrote none.
 pub fn lookup(policy_path: &Path, job: &JobRef) -> Result<Option<JobState>, LookupError> {
-    let policy = Policy::load(policy_path).map_err(LookupError::Policy)?;
+    let policy = Policy::load_for_node(policy_path, &job.node).map_err(LookupError::Policy)?;
     let path = Layout::new(&policy, &job.node).job_state(job.job_id);
     let state = JobState::load(&path, job.job_id).map_err(LookupError::State)?;
     if let Some(s) = &state {

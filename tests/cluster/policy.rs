@@ -458,7 +458,8 @@ fn gw2_pool<'a>(policy: &'a extnet_policy::Policy, profile: &str) -> &'a extnet_
 fn a_profile_pool_with_its_own_gateway_leaves_through_it_in_its_own_blocks() {
     let c = Cluster::get();
     let p = c.probe();
-    let policy = c.policy();
+    // n1's own view: with [gateways] its pools are its own slice's
+    let policy = c.policy().for_node("n1").unwrap();
     let bulk = gw2_pool(&policy, "bulk");
     let (first, last) = (bulk.ports.first, bulk.ports.last);
     let go = c.work(ALLOWED).join("bulk-go");
@@ -558,7 +559,8 @@ fn a_profile_pool_with_its_own_gateway_leaves_through_it_in_its_own_blocks() {
 fn a_netns_job_of_a_pool_with_its_own_gateway_leaves_through_it_in_its_own_block() {
     let c = Cluster::get();
     let p = c.probe();
-    let policy = c.policy();
+    // n2's own view: with [gateways] its pools are its own slice's
+    let policy = c.policy().for_node("n2").unwrap();
     let pool = gw2_pool(&policy, "bulkns");
     let (first, last) = (pool.ports.first, pool.ports.last);
     let r = c.srun(

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 /// `extnet lease-log interim` on `node`: under the node lock, records every lease whose last
 /// lease-log record is `log.interim_secs` old, and stores the table if it wrote any.
 pub fn interim(policy_path: &Path, node: &str) -> anyhow::Result<ExitCode> {
-    let policy = Policy::load(policy_path)?;
+    let policy = Policy::load_for_node(policy_path, node)?;
     let layout = Layout::new(&policy, node);
     let interval = policy.log.interim_secs;
     if interval == 0 {

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 pub fn dump(policy_path: &Path, node: &str, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let path = match file {
         Some(f) => f,
-        None => Layout::new(&Policy::load(policy_path)?, node).lease_table(),
+        None => Layout::new(&Policy::load_for_node(policy_path, node)?, node).lease_table(),
     };
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let (entries, whole) = lease::dump(&bytes, node);
@@ -47,7 +47,7 @@ pub fn dump(policy_path: &Path, node: &str, file: Option<PathBuf>) -> anyhow::Re
 /// `extnet lease-table restore`: replaces `node`'s table with the entries of `dump` (a file,
 /// or "-" for stdin), under the node lock, once they pass the checks every prolog makes.
 pub fn restore(policy_path: &Path, node: &str, dump: &Path) -> anyhow::Result<ExitCode> {
-    let layout = Layout::new(&Policy::load(policy_path)?, node);
+    let layout = Layout::new(&Policy::load_for_node(policy_path, node)?, node);
     let text = if dump == Path::new("-") {
         std::io::read_to_string(std::io::stdin())?
     } else {

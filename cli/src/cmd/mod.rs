@@ -2,12 +2,14 @@
 //! argument they share.
 
 pub mod accounting;
+pub mod gateway;
 pub mod lease_log;
 pub mod lease_table;
 pub mod node;
 pub mod policy;
 pub mod reconcile;
 pub mod status;
+pub mod trace;
 
 use anyhow::Context;
 

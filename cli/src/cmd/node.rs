@@ -80,6 +80,7 @@ pub fn watch(
     // the policy first: its log file is where the agent's repairs go, beside the prologs'
     let policy = Policy::load(policy_path)?;
     let node = node_name(node)?;
+    let policy = policy.for_node(&node)?;
     extnet::diag::logging::init(
         "extnet-node-watch",
         Some(extnet_policy::expand(&policy.log.file, &node)),
@@ -143,7 +144,7 @@ fn close_unreleased(policy: &Policy, node: &str) {
 
 /// One periodic pass of `extnet reconcile`'s orphan part, logged.
 fn reconcile_orphans(policy_path: &Path, node: &str, slurm_conf: Option<PathBuf>) {
-    let policy = match Policy::load(policy_path) {
+    let policy = match Policy::load_for_node(policy_path, node) {
         Ok(p) => p,
         Err(e) => return tracing::error!(node, "reconcile skipped: {e}"),
     };
@@ -177,6 +178,8 @@ fn reconcile_orphans(policy_path: &Path, node: &str, slurm_conf: Option<PathBuf>
 /// so a policy that does not load is the error the admin sees first.
 fn load(policy_path: &Path, node: Option<String>) -> anyhow::Result<(Policy, Layout)> {
     let policy = Policy::load(policy_path)?;
-    let layout = Layout::new(&policy, &node_name(node)?);
+    let node = node_name(node)?;
+    let policy = policy.for_node(&node)?;
+    let layout = Layout::new(&policy, &node);
     Ok((policy, layout))
 }

@@ -27,7 +27,7 @@ pub fn run(
     dry_run: bool,
     slurm_conf: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let policy = Policy::load(policy_path)?;
+    let policy = Policy::load_for_node(policy_path, node)?;
     let layout = Layout::new(&policy, node);
     let slurm = Slurm::new(node, slurm_conf);
     let report = reconcile::reconcile(&policy, &layout, &|job| slurm.running(job), dry_run)?;

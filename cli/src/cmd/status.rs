@@ -25,7 +25,7 @@ const JOBS: [Column; 11] = [
 
 /// `extnet status [--json]` for `node`.
 pub fn show(policy_path: &Path, node: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let policy = Policy::load(policy_path)?;
+    let policy = Policy::load_for_node(policy_path, node)?;
     let layout = Layout::new(&policy, node);
     let table = LeaseTable::load(&layout.lease_table(), node)?;
     let now = lease::now();

@@ -204,7 +204,7 @@ impl Watcher {
     /// after it goes unnoticed).
     pub fn start(config: WatchConfig) -> Result<Watcher, WatchError> {
         let stamp = stamp(&config.policy_path);
-        let policy = Policy::load(&config.policy_path)?;
+        let policy = Policy::load_for_node(&config.policy_path, &config.node)?;
         let layout = Layout::new(&policy, &config.node);
         let path = layout.agent_lock();
         let agent = Lock::try_acquire(&path)?.ok_or_else(|| WatchError::AlreadyRunning {
@@ -402,7 +402,7 @@ impl Watcher {
             return;
         }
         self.stamp = now;
-        match Policy::load(&self.config.policy_path) {
+        match Policy::load_for_node(&self.config.policy_path, &self.config.node) {
             Ok(p) => {
                 tracing::info!(node = %self.config.node, "the policy changed: checking the base against the new one");
                 self.layout = Layout::new(&p, &self.config.node);

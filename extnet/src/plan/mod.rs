@@ -6,6 +6,7 @@
 //! ruleset holds one static element per slot, so starting or ending a job changes no nftables
 //! state at all (no per-job rule, no per-job element, no `nft` call on the job's path).
 
+pub mod gateway;
 pub mod layout;
 pub mod ruleset;
 

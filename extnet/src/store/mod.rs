@@ -12,3 +12,4 @@ pub mod fs;
 pub mod lease;
 pub mod markers;
 pub mod state;
+pub mod trace;

@@ -7,6 +7,7 @@
 //! - `profile`: each `[[profile]]`: its name and job limits, and its other parts in turn;
 //! - `principals`: who a profile allows, denies and grants without asking;
 //! - `destinations`: a profile's destination allowlist;
+//! - `gateways`: `[gateways]`, the NAT gateways and the nodes' public addresses and ports;
 //! - `addr`: addresses and networks, which several parts hold;
 //! - `syntax`: what the TOML parser rejects (not TOML, unknown keys, wrong types), placed and
 //!   explained like the rest.
@@ -18,6 +19,7 @@
 
 mod addr;
 mod destinations;
+mod gateways;
 mod node;
 mod pools;
 mod principals;
@@ -47,6 +49,12 @@ pub enum PolicyError {
     Syntax {
         origin: String,
         error: Box<ValidationError>,
+    },
+    /// Valid, but the node has no place in `[gateways]`.
+    #[error("policy file {origin}: {source}")]
+    Node {
+        origin: String,
+        source: crate::gateways::NatError,
     },
     #[error("policy file {origin} is invalid:\n{}", list(.errors))]
     Invalid {
@@ -241,6 +249,9 @@ impl Validator<'_> {
         }];
         let profiles = self.profiles(raw.profiles, &ctx, &mut drafts);
         let pools = self.pools(node.as_ref(), &drafts);
+        let gateways = raw
+            .gateways
+            .and_then(|g| self.gateways(g, node.as_ref(), pools.as_deref(), &drafts));
         if let (Some(n), Some(pools)) = (&node, &pools) {
             let slots = pools.last().map_or(0, |p| p.slots().end);
             let netns_slots = n.netns_links();
@@ -265,6 +276,7 @@ impl Validator<'_> {
             log,
             profiles,
             pools: pools?,
+            gateways,
         })
     }
 }

@@ -22,7 +22,7 @@ pub(super) struct CheckedPorts {
     pub(super) key: String,
     /// `None` when invalid (errors recorded).
     pub(super) ports: Option<PortPool>,
-    range_span: Span,
+    pub(super) range_span: Span,
     block_span: Span,
 }
 

@@ -50,7 +50,7 @@ pub use dump::{dump, DumpEntry};
 pub use format::TABLE_VERSION;
 pub use legacy::{legacy_path, LEGACY_VERSION};
 pub use log::LogRecord;
-pub use time::{now, rfc3339};
+pub use time::{now, parse_time, rfc3339};
 
 use crate::store::fs::FsError;
 use extnet_policy::{Mode, Pool};

@@ -1,0 +1,184 @@
+//! The gateway's keepalived configuration and the scripts it runs.
+//!
+//! One VRRP instance per virtual address the host may hold: the cluster-side address and the
+//! public addresses that move with it are in the same instance, so they always move together
+//! and a node keeps its public address across a failover. Every instance starts as BACKUP and
+//! the priorities of the policy decide (preemption on: a master that comes back takes its
+//! addresses back). Advertisements go unicast to the other holders.
+//!
+//! Checks: `check-path.sh` pings `[gateways] check` through the public interface; when it
+//! fails the host's instances go to FAULT and their addresses to the peers.
+//! `check-conntrack.sh` fails when the conntrack table is fuller than
+//! `conntrack_max_fill`; it is tracked, with a weight that drops the host below the next
+//! holder, by one instance only (the last address in file order that the host is master of
+//! and that has another holder), so a full gateway hands one address to a peer with room and
+//! keeps the others. Established connections of a moved address survive when conntrackd has
+//! synced them (`notify.sh` commits the peer's cache on MASTER).
+
+use extnet_policy::gateways::{GatewayHost, Gateways};
+use std::fmt::Write;
+
+/// The instance that tracks the conntrack fill check on host `h`, and its weight.
+pub fn fill_tracker(g: &Gateways, h: &GatewayHost) -> Option<(usize, i32)> {
+    g.vips_of_host(&h.name)
+        .into_iter()
+        .rfind(|&(v, _)| g.vips[v].master() == h.name && g.vips[v].holders.len() > 1)
+        .map(|(v, mine)| {
+            let next = g.vips[v]
+                .holders
+                .iter()
+                .filter(|(o, _)| *o != h.name)
+                .map(|&(_, p)| p)
+                .max()
+                .unwrap_or(0);
+            (v, i32::from(mine) - i32::from(next) + 1)
+        })
+}
+
+pub fn config(g: &Gateways, h: &GatewayHost, dir: &str) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "# keepalived of NAT gateway {name}, rendered by `extnet gateway render` from the policy; do not edit\nglobal_defs {{\n    router_id {name}\n    enable_script_security\n    script_user root\n    vrrp_garp_master_delay 1\n}}\n",
+        name = h.name
+    );
+    if g.check.is_some() {
+        let _ = write!(
+            s,
+            "\n# the gateway's own path out: without it, its addresses go to a peer\nvrrp_script extnet_path_out {{\n    script \"{dir}/check-path.sh\"\n    interval {i}\n    timeout {i}\n    fall 2\n    rise 2\n}}\n",
+            i = g.advert_secs.max(1)
+        );
+    }
+    let fill = fill_tracker(g, h);
+    if let Some((_, weight)) = fill {
+        let _ = write!(
+            s,
+            "\n# conntrack table fuller than {}%: one address goes to a peer with room\nvrrp_script extnet_conntrack_fill {{\n    script \"{dir}/check-conntrack.sh\"\n    interval 5\n    fall 2\n    rise 2\n    weight -{weight}\n}}\n",
+            g.conntrack_max_fill
+        );
+    }
+    for (v, prio) in g.vips_of_host(&h.name) {
+        let vip = &g.vips[v];
+        let peers: Vec<String> = vip
+            .holders
+            .iter()
+            .filter(|(o, _)| *o != h.name)
+            .filter_map(|(o, _)| g.host(o))
+            .map(|o| format!("        {}\n", o.cluster_address.addr()))
+            .collect();
+        let _ = write!(
+            s,
+            "\nvrrp_instance {name} {{\n    state BACKUP\n    interface {cif}\n    virtual_router_id {vrid}\n    priority {prio}\n    advert_int {adv}\n    unicast_src_ip {src}\n    unicast_peer {{\n{peers}    }}\n    virtual_ipaddress {{\n        {addr}/{cplen} dev {cif}\n",
+            name = vip.name,
+            cif = h.cluster_interface,
+            vrid = vip.vrid,
+            adv = g.advert_secs,
+            src = h.cluster_address.addr(),
+            peers = peers.concat(),
+            addr = vip.address,
+            cplen = h.cluster_address.prefix_len(),
+        );
+        for p in &vip.public {
+            let _ = writeln!(
+                s,
+                "        {p}/{} dev {}",
+                h.public_address.prefix_len(),
+                h.public_interface
+            );
+        }
+        s.push_str("    }\n");
+        let tracks: Vec<&str> = [
+            g.check.map(|_| "extnet_path_out"),
+            fill.filter(|&(f, _)| f == v)
+                .map(|_| "extnet_conntrack_fill"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !tracks.is_empty() {
+            s.push_str("    track_script {\n");
+            for t in tracks {
+                let _ = writeln!(s, "        {t}");
+            }
+            s.push_str("    }\n");
+        }
+        let _ = write!(s, "    notify \"{dir}/notify.sh\"\n}}\n");
+    }
+    s
+}
+
+/// keepalived's notify script (`notify.sh TYPE NAME STATE PRIORITY`): conntrackd's
+/// primary-backup logic for a host that may be master of some addresses and backup of others.
+/// MASTER: commit the external cache (the peer's synced connections) into the kernel, flush
+/// the caches, resync the internal cache from the kernel, send it to the peers in bulk, and
+/// ask them for theirs (their other addresses' connections). BACKUP or FAULT: ask the peers
+/// for a resync; and when the host holds no address any more, shorten the kernel's timers so
+/// that entries it no longer serves expire.
+pub fn notify_script(g: &Gateways, h: &GatewayHost, dir: &str) -> String {
+    let addrs: Vec<String> = g
+        .vips_of_host(&h.name)
+        .into_iter()
+        .map(|(v, _)| g.vips[v].address.to_string())
+        .collect();
+    format!(
+        r#"#!/bin/sh
+# keepalived notify of NAT gateway {name}, rendered by `extnet gateway render`; do not edit.
+# Called as: notify.sh INSTANCE|GROUP NAME MASTER|BACKUP|FAULT|STOP PRIORITY
+conf={dir}/conntrackd.conf
+instance=$2
+state=$3
+[ -e "$conf" ] || exit 0
+ct() {{
+    conntrackd -C "$conf" "$@" || echo "extnet-gw {name}: conntrackd $* failed ($?) on $state of $instance" >&2
+}}
+# true when this host still holds one of its virtual addresses
+holds_any() {{
+    held=$(ip -4 -o addr show dev {cif})
+    for a in {addrs}; do
+        case "$held" in *" $a/"*) return 0 ;; esac
+    done
+    return 1
+}}
+case "$state" in
+MASTER)
+    ct -c
+    ct -f
+    ct -R
+    ct -B
+    ct -n
+    ;;
+BACKUP|FAULT|STOP)
+    holds_any || ct -t
+    ct -n
+    ;;
+esac
+exit 0
+"#,
+        name = h.name,
+        cif = h.cluster_interface,
+        addrs = addrs.join(" ")
+    )
+}
+
+/// The path-out check: one ping of `[gateways] check` through the public interface.
+pub fn check_path_script(g: &Gateways, h: &GatewayHost) -> String {
+    match g.check {
+        Some(a) => format!(
+            "#!/bin/sh\n# NAT gateway {}: fails when {a} does not answer through {} (rendered by `extnet gateway render`)\nexec ping -n -q -c 1 -W 1 -I {} {a} >/dev/null 2>&1\n",
+            h.name, h.public_interface, h.public_interface
+        ),
+        None => format!(
+            "#!/bin/sh\n# NAT gateway {}: the policy gives no [gateways] check, so keepalived runs no path check\nexit 0\n",
+            h.name
+        ),
+    }
+}
+
+/// The conntrack fill check: fails above `conntrack_max_fill` percent (or when the counters
+/// cannot be read).
+pub fn check_conntrack_script(g: &Gateways) -> String {
+    format!(
+        "#!/bin/sh\n# fails when the conntrack table is fuller than {p}% (rendered by `extnet gateway render`)\ncount=$(cat /proc/sys/net/netfilter/nf_conntrack_count) || exit 1\nmax=$(cat /proc/sys/net/netfilter/nf_conntrack_max) || exit 1\n[ $((count * 100)) -lt $((max * {p})) ]\n",
+        p = g.conntrack_max_fill
+    )
+}

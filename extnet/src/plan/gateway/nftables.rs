@@ -1,0 +1,345 @@
+//! The gateway's nftables ruleset: one table `ip extnet_gw`, loaded in one transaction
+//! (`table …; delete table …; table … { … }`: created if missing, so the delete never fails,
+//! then replaced as a whole).
+//!
+//! - `forward` (policy drop): replies and related packets of known connections pass; from the
+//!   cluster interface to the public one, TCP and UDP pass only when `source address . source
+//!   port` is in a node's slice on this gateway (the key of `node_public`), ICMP only from a
+//!   node address (`node_icmp_public`); everything else from the cluster side is counted in
+//!   `untranslated_drop` and dropped (a node's port outside its slice, a non-node source),
+//!   everything else at all in `other_drop`. So nothing leaves untranslated: a packet that
+//!   passes has an element in the map the NAT rule looks it up in.
+//! - `postrouting`: `snat ip to ip saddr . th sport map @node_public`: one map lookup per new
+//!   connection, whatever the number of nodes; only the address changes. The node's SNAT
+//!   already gave the connection a port of its own slice, slices of one public address are
+//!   disjoint, so the tuple is unique and nf_nat keeps the port (it remaps only on a clash).
+//!   ICMP: `snat ip to ip saddr map @node_icmp_public` (echo ids are the node's).
+
+use super::{fnv1a, SnatElement};
+use extnet_policy::gateways::{GatewayHost, Gateways};
+use extnet_policy::Policy;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+/// The gateway's table (family `ip`).
+pub const GW_TABLE: &str = "extnet_gw";
+
+/// What the gateway's table holds, as the policy plans it (or as read back from the kernel by
+/// `extnet gateway render --check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayModel {
+    pub host: String,
+    pub cluster_interface: String,
+    pub public_interface: String,
+    /// Sorted by node address, then port; adjacent ranges of one node and address merged.
+    pub snat: Vec<SnatElement>,
+    /// Node address → the public address of its ICMP, sorted.
+    pub icmp: Vec<(Ipv4Addr, Ipv4Addr)>,
+}
+
+impl GatewayModel {
+    /// The table of host `h`: every node pool that leaves through a virtual address `h` may
+    /// hold (as master or backup: the ruleset does not change at a failover).
+    pub fn of(policy: &Policy, g: &Gateways, h: &GatewayHost) -> GatewayModel {
+        let held: Vec<bool> = g
+            .vips
+            .iter()
+            .map(|v| v.priority_of(&h.name).is_some())
+            .collect();
+        let mut snat: Vec<SnatElement> = Vec::new();
+        let mut icmp: BTreeMap<Ipv4Addr, Ipv4Addr> = BTreeMap::new();
+        let mut node_entries: Vec<_> = policy
+            .all_nat_entries()
+            .into_iter()
+            .filter(|e| held[e.vip])
+            .collect();
+        for e in &node_entries {
+            // a node's ICMP leaves as the address of its first pool this host carries (its
+            // default pool when the host holds its home address)
+            icmp.entry(e.node_addr).or_insert(e.public);
+        }
+        node_entries.sort_by_key(|e| (e.node_addr, e.ports.0));
+        for e in node_entries {
+            match snat.last_mut() {
+                Some(l)
+                    if l.node == e.node_addr
+                        && l.public == e.public
+                        && u32::from(l.last) + 1 == u32::from(e.ports.0) =>
+                {
+                    l.last = e.ports.1
+                }
+                _ => snat.push(SnatElement {
+                    node: e.node_addr,
+                    first: e.ports.0,
+                    last: e.ports.1,
+                    public: e.public,
+                }),
+            }
+        }
+        GatewayModel {
+            host: h.name.clone(),
+            cluster_interface: h.cluster_interface.clone(),
+            public_interface: h.public_interface.clone(),
+            snat,
+            icmp: icmp.into_iter().collect(),
+        }
+    }
+}
+
+/// The ruleset text. Its stamp (a hash of the text without it) is the comment of the first
+/// forward rule, so that `--check` can tell which rendering is loaded.
+pub fn render(m: &GatewayModel) -> String {
+    let body = body(m, "@STAMP@");
+    let stamp = stamp_of(&body);
+    body.replace("@STAMP@", &stamp)
+}
+
+/// The stamp of a rendered ruleset: `extnet-gw HOST HASH`.
+fn stamp_of(body: &str) -> String {
+    let host = body
+        .lines()
+        .find_map(|l| l.strip_prefix("# host "))
+        .unwrap_or("");
+    format!("extnet-gw {host} {:016x}", fnv1a(body))
+}
+
+/// The stamp `render` put into `text` (`None`: not a rendering).
+pub fn stamp(text: &str) -> Option<String> {
+    let i = text.find("comment \"extnet-gw ")?;
+    let rest = &text[i + "comment \"".len()..];
+    Some(rest[..rest.find('"')?].to_owned())
+}
+
+fn body(m: &GatewayModel, stamp: &str) -> String {
+    let (c, p) = (&m.cluster_interface, &m.public_interface);
+    let mut s = String::with_capacity(128 + m.snat.len() * 48 + m.icmp.len() * 32);
+    let _ = writeln!(
+        s,
+        "#!/usr/sbin/nft -f\n# extnet NAT gateway, rendered by `extnet gateway render` from the policy; do not edit\n# host {}\ntable ip {GW_TABLE}\ndelete table ip {GW_TABLE}\n\ntable ip {GW_TABLE} {{",
+        m.host
+    );
+    s.push_str("    map node_public {\n        type ipv4_addr . inet_service : ipv4_addr\n        flags interval\n");
+    elements(&mut s, m.snat.iter(), |s, e| {
+        let _ = write!(s, "{} . {}-{} : {}", e.node, e.first, e.last, e.public);
+    });
+    s.push_str("    }\n\n    map node_icmp_public {\n        type ipv4_addr : ipv4_addr\n");
+    elements(&mut s, m.icmp.iter(), |s, (n, a)| {
+        let _ = write!(s, "{n} : {a}");
+    });
+    let _ = write!(
+        s,
+        r#"    }}
+
+    counter untranslated_drop {{
+    }}
+
+    counter other_drop {{
+    }}
+
+    chain forward {{
+        type filter hook forward priority filter; policy drop;
+        ct state established,related accept comment "{stamp}"
+        iifname "{c}" oifname "{p}" meta l4proto {{ tcp, udp }} ip saddr . th sport @node_public accept
+        iifname "{c}" oifname "{p}" meta l4proto icmp ip saddr @node_icmp_public accept
+        iifname "{c}" counter name untranslated_drop drop
+        counter name other_drop drop
+    }}
+
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "{p}" meta l4proto {{ tcp, udp }} snat ip to ip saddr . th sport map @node_public
+        oifname "{p}" meta l4proto icmp snat ip to ip saddr map @node_icmp_public
+    }}
+}}
+"#
+    );
+    s
+}
+
+/// `elements = { a, b, … }` one per line, or nothing for an empty set (nft refuses `{ }`).
+fn elements<T>(s: &mut String, items: impl Iterator<Item = T>, item: impl Fn(&mut String, T)) {
+    let mut first = true;
+    for i in items {
+        s.push_str(if first {
+            "        elements = {\n            "
+        } else {
+            ",\n            "
+        });
+        first = false;
+        item(s, i);
+    }
+    if !first {
+        s.push_str("\n        }\n");
+    }
+}
+
+/// Why a running table could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read `nft -j list table ip {GW_TABLE}` output: {0}")]
+pub struct ReadError(String);
+
+/// The running table as `nft -j list table ip extnet_gw` prints it, in the model's terms,
+/// and the stamp it was loaded with.
+pub fn from_json(
+    json: &str,
+    host: &str,
+) -> Result<(GatewayModel, Option<String>, Vec<String>), ReadError> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| ReadError(e.to_string()))?;
+    let items = v["nftables"]
+        .as_array()
+        .ok_or_else(|| ReadError("no \"nftables\" array".into()))?;
+    let addr = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<Ipv4Addr>().ok());
+    let mut m = GatewayModel {
+        host: host.to_owned(),
+        cluster_interface: String::new(),
+        public_interface: String::new(),
+        snat: Vec::new(),
+        icmp: Vec::new(),
+    };
+    let mut stamp = None;
+    let mut rules = Vec::new();
+    for it in items {
+        if let Some(map) = it.get("map") {
+            let elems = map["elem"].as_array().cloned().unwrap_or_default();
+            match map["name"].as_str() {
+                Some("node_public") => {
+                    for e in elems {
+                        let key = &e[0]["concat"];
+                        let (lo, hi) = match &key[1] {
+                            serde_json::Value::Number(n) => (n.as_u64(), n.as_u64()),
+                            r => (r["range"][0].as_u64(), r["range"][1].as_u64()),
+                        };
+                        match (addr(&key[0]), lo, hi, addr(&e[1])) {
+                            (Some(node), Some(lo), Some(hi), Some(public)) => {
+                                m.snat.push(SnatElement {
+                                    node,
+                                    first: lo as u16,
+                                    last: hi as u16,
+                                    public,
+                                })
+                            }
+                            _ => {
+                                return Err(ReadError(format!(
+                                    "an element of node_public reads {e}"
+                                )))
+                            }
+                        }
+                    }
+                }
+                Some("node_icmp_public") => {
+                    for e in elems {
+                        match (addr(&e[0]), addr(&e[1])) {
+                            (Some(n), Some(a)) => m.icmp.push((n, a)),
+                            _ => {
+                                return Err(ReadError(format!(
+                                    "an element of node_icmp_public reads {e}"
+                                )))
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(rule) = it.get("rule") {
+            if let Some(c) = rule["comment"].as_str() {
+                if c.starts_with("extnet-gw ") {
+                    stamp = Some(c.to_owned());
+                }
+            }
+            for e in rule["expr"].as_array().into_iter().flatten() {
+                let m_ = &e["match"];
+                match m_["left"]["meta"]["key"].as_str() {
+                    Some("iifname") if m.cluster_interface.is_empty() => {
+                        m.cluster_interface = m_["right"].as_str().unwrap_or("").to_owned()
+                    }
+                    Some("oifname") if m.public_interface.is_empty() => {
+                        m.public_interface = m_["right"].as_str().unwrap_or("").to_owned()
+                    }
+                    _ => {}
+                }
+            }
+            rules.push(format!(
+                "{}: {}",
+                rule["chain"].as_str().unwrap_or(""),
+                rule["expr"]
+            ));
+        }
+    }
+    m.snat.sort();
+    m.icmp.sort();
+    Ok((m, stamp, rules))
+}
+
+/// What differs between the planned table `want` (with its stamp) and the running one: one
+/// line per difference, empty when they match.
+pub fn differences(
+    want: &GatewayModel,
+    want_stamp: &str,
+    have: &GatewayModel,
+    have_stamp: Option<&str>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if have_stamp != Some(want_stamp) {
+        out.push(format!(
+            "nft table ip {GW_TABLE}: loaded from {}, the policy renders {want_stamp}",
+            have_stamp.map_or("no extnet rendering (no stamp)".to_owned(), |s| format!(
+                "rendering {s:?}"
+            ))
+        ));
+    }
+    if have.cluster_interface != want.cluster_interface
+        || have.public_interface != want.public_interface
+    {
+        out.push(format!(
+            "interfaces: running {:?} -> {:?}, rendered {:?} -> {:?}",
+            have.cluster_interface,
+            have.public_interface,
+            want.cluster_interface,
+            want.public_interface
+        ));
+    }
+    diff_sorted(&mut out, "node_public", &want.snat, &have.snat, |e| {
+        format!("{} . {}-{} : {}", e.node, e.first, e.last, e.public)
+    });
+    diff_sorted(
+        &mut out,
+        "node_icmp_public",
+        &want.icmp,
+        &have.icmp,
+        |(n, a)| format!("{n} : {a}"),
+    );
+    out
+}
+
+/// Elements in `want` but not `have` (missing) and the other way (extra), at most 10 each
+/// and a count.
+fn diff_sorted<T: Ord>(
+    out: &mut Vec<String>,
+    name: &str,
+    want: &[T],
+    have: &[T],
+    show: impl Fn(&T) -> String,
+) {
+    let missing: Vec<&T> = want
+        .iter()
+        .filter(|e| have.binary_search(e).is_err())
+        .collect();
+    let extra: Vec<&T> = have
+        .iter()
+        .filter(|e| want.binary_search(e).is_err())
+        .collect();
+    for (what, list) in [("missing", missing), ("not in the policy", extra)] {
+        if list.is_empty() {
+            continue;
+        }
+        let shown: Vec<String> = list.iter().take(10).map(|e| show(e)).collect();
+        out.push(format!(
+            "map {name}: {} element(s) {what}: {}{}",
+            list.len(),
+            shown.join(", "),
+            if list.len() > 10 { ", …" } else { "" }
+        ));
+    }
+}

@@ -1,0 +1,234 @@
+//! Kernel test of the gateway ruleset `extnet gateway render` writes
+//! (`extnet::plan::gateway::nftables`), loaded with `nft -f` into a gateway namespace between
+//! a node namespace and an outside namespace (all private, in a temporary namespace
+//! directory). It attacks what the ruleset promises: a node's connection from a port of its
+//! slice leaves as its public address with the same port; a port outside its slice, a port
+//! of another node's slice and a non-node source are dropped and counted, never leave
+//! untranslated; a profile pool behind another virtual address leaves as that address's
+//! public address. As root; without root it prints why it was skipped.
+
+use extnet::plan::gateway;
+use extnet_policy::Policy;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use support::netns::{command_in, ip_in, with_netns_dir};
+
+/// The test cluster's policy: gw1 holds 10.99.0.254 (public 203.0.113.101) and 10.99.0.253
+/// (public 203.0.113.102); n1 = 10.99.0.11, n2 = 10.99.0.12.
+fn policy() -> Policy {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../slurm-test-env/extnet-test.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("@XN_DIR@", "/run/extnet-test");
+    Policy::from_toml(&text, "extnet-test.toml").unwrap()
+}
+
+/// Runs `f` on a thread of its own inside namespace `ns`.
+fn in_ns<T: Send>(ns: &File, f: impl FnOnce() -> T + Send) -> T {
+    support::netns::in_thread(|| {
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+}
+
+/// A TCP connection from `src` to the outside host's listener; `Some(what the outside saw)`
+/// or `None` when it did not connect within a second.
+fn connect_from(node: &File, src: SocketAddrV4) -> Option<String> {
+    in_ns(node, || {
+        let sock = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Stream,
+            nix::sys::socket::SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReuseAddr, &true).unwrap();
+        nix::sys::socket::bind(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            &nix::sys::socket::SockaddrIn::from(src),
+        )
+        .unwrap();
+        let s: TcpStream = std::os::fd::OwnedFd::from(sock).into();
+        // a non-blocking connect with a deadline: std's connect_timeout needs an unbound socket
+        s.set_nonblocking(true).unwrap();
+        let dst = nix::sys::socket::SockaddrIn::from(SocketAddrV4::new(
+            Ipv4Addr::new(203, 0, 113, 10),
+            7000,
+        ));
+        let _ = nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&s), &dst);
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&s),
+            nix::poll::PollFlags::POLLOUT,
+        )];
+        let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1000u16)).unwrap();
+        if ready == 0 || s.take_error().unwrap().is_some() {
+            return None;
+        }
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut seen = String::new();
+        (&s).read_to_string(&mut seen).ok()?;
+        Some(seen)
+    })
+}
+
+fn sh(ns: &File, cmd: &str) -> String {
+    let out = command_in(Command::new("sh").args(["-c", cmd]), ns)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_rendered_ruleset_translates_each_node_slice_to_its_public_address_and_drops_the_rest() {
+    with_netns_dir(
+        "the_rendered_ruleset_translates_each_node_slice_to_its_public_address_and_drops_the_rest",
+        |dir| {
+            let (node, gw, out) = (dir.create("node"), dir.create("gw"), dir.create("out"));
+            let path = |n: &str| dir.path().join(n).display().to_string();
+            // node: eth0 with n1's and n2's addresses and a non-node one, all routed to the VIPs
+            veth_to(&gw, "eth0", &path("node"));
+            veth_to(&gw, "eth1", &path("out"));
+            for a in ["10.99.0.11/24", "10.99.0.12/24", "10.99.0.77/24"] {
+                ip_in(&node, &["addr", "add", a, "dev", "eth0"]);
+            }
+            for ns in [&node, &gw, &out] {
+                ip_in(ns, &["link", "set", "lo", "up"]);
+                ip_in(ns, &["link", "set", "eth0", "up"]);
+            }
+            ip_in(&node, &["route", "add", "default", "via", "10.99.0.254"]);
+            for a in ["10.99.0.251/24", "10.99.0.254/24", "10.99.0.253/24"] {
+                ip_in(&gw, &["addr", "add", a, "dev", "eth0"]);
+            }
+            for a in ["203.0.113.1/24", "203.0.113.101/24", "203.0.113.102/24"] {
+                ip_in(&gw, &["addr", "add", a, "dev", "eth1"]);
+            }
+            ip_in(&gw, &["link", "set", "eth1", "up"]);
+            ip_in(&out, &["addr", "add", "203.0.113.10/24", "dev", "eth0"]);
+            sh(&gw, "sysctl -qw net.ipv4.ip_forward=1");
+            let rendering =
+                gateway::render(&policy(), "gw1", Path::new("/etc/extnet/gateway")).unwrap();
+            let mut nft = command_in(Command::new("nft").args(["-f", "-"]), &gw)
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            nft.stdin
+                .take()
+                .unwrap()
+                .write_all(rendering.files[0].1.as_bytes())
+                .unwrap();
+            let o = nft.wait_with_output().unwrap();
+            assert!(
+                o.status.success(),
+                "nft -f: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            // the outside host: writes back the address and port it saw
+            let listener = in_ns(&out, || TcpListener::bind("203.0.113.10:7000").unwrap());
+            let server = std::thread::spawn(move || {
+                for c in listener.incoming() {
+                    let Ok(mut c) = c else { break };
+                    let peer = c.peer_addr().unwrap().to_string();
+                    if peer.starts_with("203.0.113.10:") {
+                        break; // the stop connection
+                    }
+                    let _ = c.write_all(peer.as_bytes());
+                }
+            });
+            let at = |a: &str, p: u16| SocketAddrV4::new(a.parse().unwrap(), p);
+            // n1's default pool (20000-29999 on 203.0.113.101), n2's (its slice: +12288), n1's
+            // bulk pool (30000-32047, through 10.99.0.253's public address 203.0.113.102): the
+            // outside sees the public address and the node's own port
+            assert_eq!(
+                connect_from(&node, at("10.99.0.11", 20123)).as_deref(),
+                Some("203.0.113.101:20123")
+            );
+            assert_eq!(
+                connect_from(&node, at("10.99.0.12", 32300)).as_deref(),
+                Some("203.0.113.101:32300")
+            );
+            assert_eq!(
+                connect_from(&node, at("10.99.0.11", 30500)).as_deref(),
+                Some("203.0.113.102:30500")
+            );
+            // n1 with a port of n2's slice, n1 with an ephemeral port, a non-node source: dropped
+            let drops_before = counter(&gw);
+            assert_eq!(
+                connect_from(&node, at("10.99.0.11", 32300)),
+                None,
+                "n1 in n2's slice"
+            );
+            assert_eq!(
+                connect_from(&node, at("10.99.0.11", 50000)),
+                None,
+                "a port in no slice"
+            );
+            assert_eq!(
+                connect_from(&node, at("10.99.0.77", 20123)),
+                None,
+                "a non-node source"
+            );
+            assert!(counter(&gw) > drops_before, "the drops are counted");
+            // ICMP of a node leaves as its public address; of a non-node address not at all
+            sh(
+                &node,
+                "ping -n -q -c 1 -W 2 -I 10.99.0.11 203.0.113.10 >/dev/null",
+            );
+            let o = command_in(
+                Command::new("ping").args([
+                    "-n",
+                    "-q",
+                    "-c",
+                    "1",
+                    "-W",
+                    "1",
+                    "-I",
+                    "10.99.0.77",
+                    "203.0.113.10",
+                ]),
+                &node,
+            )
+            .output()
+            .unwrap();
+            assert!(
+                !o.status.success(),
+                "ICMP of a non-node source must not leave"
+            );
+            let _ = in_ns(&out, || TcpStream::connect("203.0.113.10:7000"));
+            server.join().unwrap();
+            for n in ["node", "gw", "out"] {
+                extnet::kernel::netns::delete(dir.path(), n).unwrap();
+            }
+        },
+    );
+}
+
+/// A veth pair: `name` in `ns`, its peer `eth0` in the namespace at `peer_ns`.
+fn veth_to(ns: &File, name: &str, peer_ns: &str) {
+    ip_in(
+        ns,
+        &[
+            "link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", peer_ns,
+        ],
+    );
+}
+
+/// Packets counted in `untranslated_drop` on the gateway.
+fn counter(gw: &File) -> u64 {
+    let o = sh(gw, "nft list counter ip extnet_gw untranslated_drop");
+    o.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
