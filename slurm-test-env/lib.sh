@@ -24,21 +24,22 @@ XN_GROUP_MEMBERS=(xnalice xncarol xnmallory)
 # GECOS of the users up creates: down removes only users that carry it.
 XN_USER_MARK="extnet slurm-test-env user"
 XN_CGROUP_BASE=/sys/fs/cgroup/unified/extnet
-# The gateway pair gw1 and gw2 (see README.md, "The gateway pair"): each the VRRP master of
-# one virtual address and the backup of the other. A virtual address is a cluster address the
+# The gateway pair gw1 and gw2 (see README.md, "The gateway pair"), described by the test
+# policy's [gateways] and rendered by `extnet gateway render`: each the VRRP master of one
+# virtual address and the backup of the other. A virtual address is a cluster address the
 # nodes route to plus the public address their traffic leaves with; both move together.
 XN_GW1_IP=10.99.0.251
-XN_GW2_IP=10.99.0.253
-XN_GW1_OUT_IP=203.0.113.251
-XN_GW2_OUT_IP=203.0.113.253
+XN_GW2_IP=10.99.0.252
+XN_GW1_OUT_IP=203.0.113.1
+XN_GW2_OUT_IP=203.0.113.2
 # the sync link (conntrackd) between the two, a veth of their own
 XN_GW1_SYNC_IP=10.99.9.1
 XN_GW2_SYNC_IP=10.99.9.2
-# virtual address 1: master gw1 (node.gateway); virtual address 2: master gw2 (profile bulk)
+# virtual address "main": master gw1 (node.gateway); "bulk": master gw2 (profiles bulk, bulkns)
 XN_VIP=10.99.0.254
-XN_GW_PUBLIC=203.0.113.1
-XN_VIP2=10.99.0.252
-XN_GW2_PUBLIC=203.0.113.2
+XN_GW_PUBLIC=203.0.113.101
+XN_VIP2=10.99.0.253
+XN_GW2_PUBLIC=203.0.113.102
 XN_OUT_IP=203.0.113.10
 XN_GATEWAYS=(gw1 gw2)
 # Marker file: proves that $XN_DIR is ours before down removes it.
@@ -144,7 +145,7 @@ start_node_agent() {
 }
 
 # start_gateway GW: conntrackd and keepalived of gateway GW (daemons conntrackd-GW and
-# keepalived-GW) in its namespace, from the configuration in $XN_DIR/GW. A lock file left by
+# keepalived-GW) in its namespace, from the files `extnet gateway render` wrote to $XN_DIR/GW. A lock file left by
 # a conntrackd that was killed would stop the next one: it is removed first.
 start_gateway() {
     local d=$XN_DIR/$1

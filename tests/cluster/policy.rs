@@ -444,12 +444,12 @@ fn changed_policy_applies_to_new_jobs_and_running_jobs_keep_their_grant() {
 }
 
 /// The test policy's pool of `profile`, which leaves through the gateways' second virtual
-/// address (10.99.0.252; VRRP master gw2).
+/// address (10.99.0.253; VRRP master gw2).
 fn gw2_pool<'a>(policy: &'a extnet_policy::Policy, profile: &str) -> &'a extnet_policy::Pool {
     let pool = policy
         .pool_of_profile(profile)
         .unwrap_or_else(|| panic!("profile {profile} in the test policy"));
-    assert_eq!(pool.gateway.to_string(), "10.99.0.252", "{profile}");
+    assert_eq!(pool.gateway.to_string(), "10.99.0.253", "{profile}");
     pool
 }
 
@@ -516,7 +516,7 @@ fn a_profile_pool_with_its_own_gateway_leaves_through_it_in_its_own_blocks() {
         ],
     );
     assert!(
-        table.stdout.contains("default via 10.99.0.252 dev eth0")
+        table.stdout.contains("default via 10.99.0.253 dev eth0")
             && table.stdout.contains("throw 10.99.0.0/24"),
         "{table}"
     );
@@ -525,7 +525,7 @@ fn a_profile_pool_with_its_own_gateway_leaves_through_it_in_its_own_blocks() {
     assert!(
         st.ok()
             && st.stdout.contains(&format!(
-                "pool bulk: ports {first}-{last} in blocks of 1024, gateway 10.99.0.252: 1 used, 0 in quarantine, 0 free of 1"
+                "pool bulk: ports {first}-{last} in blocks of 1024, gateway 10.99.0.253: 1 used, 0 in quarantine, 0 free of 1"
             )),
         "{st}"
     );
