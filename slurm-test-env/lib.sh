@@ -160,7 +160,8 @@ start_gateway() {
 conntrackd_up() { in_ns "xn-$1" conntrackd -C "$XN_DIR/$1/conntrackd.conf" -s >/dev/null 2>&1; }
 
 # vip_on GW ADDR: gateway GW holds ADDR on one of its links.
-vip_on() { in_ns "xn-$1" ip -4 -o addr show | grep -q " $2/"; }
+# (no `| grep -q`: grep's early exit would make ip fail with SIGPIPE under pipefail)
+vip_on() { [[ $(in_ns "xn-$1" ip -4 -o addr show) == *" $2/"* ]]; }
 
 # pair_settled: the gateway pair as `up` makes it: each virtual address (with its public
 # address) on its master only, both conntrackd answering.
