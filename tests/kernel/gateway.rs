@@ -52,7 +52,7 @@ fn connect_from(node: &File, src: SocketAddrV4) -> Option<String> {
             &nix::sys::socket::SockaddrIn::from(src),
         )
         .unwrap();
-        let s: TcpStream = std::os::fd::OwnedFd::from(sock).into();
+        let s: TcpStream = sock.into();
         // a non-blocking connect with a deadline: std's connect_timeout needs an unbound socket
         s.set_nonblocking(true).unwrap();
         let dst = nix::sys::socket::SockaddrIn::from(SocketAddrV4::new(
