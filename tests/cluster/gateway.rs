@@ -126,6 +126,10 @@ fn master_dies_and_comes_back_new_and_running_connections_go_on() {
         "the transfer received nothing after gw1 died or after it came back: {intervals:?}"
     );
     c.assert_clean(job);
+    // a fresh pair for the next test: the entries of this test's connections, committed by
+    // conntrackd at each move, are forgotten; a later job's connection that reused one of
+    // their ports timed out once (docs/ARCHITECTURE.md, "Known limits")
+    c.gw_ctl(&["forget"]);
 }
 
 /// Seconds from `t` to the start of the first attempt after `t` that succeeded.
@@ -181,7 +185,8 @@ fn traffic_of_a_cluster_host_that_is_no_node_is_dropped() {
 /// the outside host saw is the node's own (its public address, a port of the job's block:
 /// never the other node's), and `extnet trace ADDR:PORT --at TIME` names the right node, job
 /// and user from the policy and the lease logs alone: while the jobs run, and again after
-/// they ended and both gateways forgot the connections.
+/// they ended and both gateways forgot the connections. The first connection is tried twice:
+/// right after the failover test it once timed out (docs/ARCHITECTURE.md, "Known limits").
 #[test]
 #[ignore = "needs root and the test cluster: run slurm-test-env/test"]
 fn two_nodes_at_once_each_public_port_traces_to_its_job_user_and_node() {
@@ -196,7 +201,7 @@ fn two_nodes_at_once_each_public_port_traces_to_its_job_user_and_node() {
             30,
             &["-N1", "-w", node, "--external-net"],
             &format!(
-                "echo JOB=$SLURM_JOB_ID; while [ ! -e {go} ]; do sleep 0.02; done; {p} tcp; {p} tcp; {p} udp; {p} http",
+                "echo JOB=$SLURM_JOB_ID; while [ ! -e {go} ]; do sleep 0.02; done; {p} tcp || {p} tcp; {p} tcp; {p} udp; {p} http",
                 go = go.display()
             ),
         );
