@@ -164,7 +164,9 @@ impl NotANode<'_> {
         }
         // the namespace's end of the veth goes with it, the switch's end a moment later: delete
         // it now, so that the next host can have its name
-        let _ = self.cluster.on_host("sw", &["ip", "link", "del", "v-check"]);
+        let _ = self
+            .cluster
+            .on_host("sw", &["ip", "link", "del", "v-check"]);
     }
 }
 
