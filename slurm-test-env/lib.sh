@@ -8,7 +8,7 @@ XN_DIR=${XN_DIR%/}
 export XN_DIR
 
 # Network namespaces of the cluster, in creation order (xn-sw first: it holds the bridges).
-# xn-gw2: a second NAT gateway (no VRRP), used by the profile with a gateway of its own.
+# xn-gw1, xn-gw2: the gateway pair (keepalived and conntrackd on both).
 XN_NETNS=(xn-sw xn-ctl xn-login xn-n1 xn-n2 xn-gw1 xn-gw2 xn-out)
 # Short-lived namespace in which up checks the gateway path end to end.
 XN_CHECK_NETNS=xn-check
@@ -37,12 +37,24 @@ XN_SLURM_MODES=(linuxproc hybrid v2)
 # looks after in mode hybrid: all that Slurm's cgroup/v1 plugin can use.
 XN_CGROUP_V1=/sys/fs/cgroup
 XN_SLURM_V1_CONTROLLERS=(freezer cpuset memory devices cpuacct)
-XN_VIP=10.99.0.254
-XN_OUT_IP=203.0.113.10
-XN_GW_OUT_IP=203.0.113.1
-# gw2: cluster address (a profile's `gateway`) and public address
-XN_GW2_IP=10.99.0.253
+# The gateway pair gw1 and gw2 (see README.md, "The gateway pair"), described by the test
+# policy's [gateways] and rendered by `extnet gateway render`: each the VRRP master of one
+# virtual address and the backup of the other. A virtual address is a cluster address the
+# nodes route to plus the public address their traffic leaves with; both move together.
+XN_GW1_IP=10.99.0.251
+XN_GW2_IP=10.99.0.252
+XN_GW1_OUT_IP=203.0.113.1
 XN_GW2_OUT_IP=203.0.113.2
+# the sync link (conntrackd) between the two, a veth of their own
+XN_GW1_SYNC_IP=10.99.9.1
+XN_GW2_SYNC_IP=10.99.9.2
+# virtual address "main": master gw1 (node.gateway); "bulk": master gw2 (profiles bulk, bulkns)
+XN_VIP=10.99.0.254
+XN_GW_PUBLIC=203.0.113.101
+XN_VIP2=10.99.0.253
+XN_GW2_PUBLIC=203.0.113.102
+XN_OUT_IP=203.0.113.10
+XN_GATEWAYS=(gw1 gw2)
 # Marker file: proves that $XN_DIR is ours before down removes it.
 XN_MARKER=.slurm-test-env
 
@@ -180,6 +192,35 @@ start_daemon() {
 start_node_agent() {
     start_daemon "watch-$1" "xn-$1" "$1" "$XN_DIR/bin/extnet" --policy "$XN_DIR/etc/extnet.toml" \
         node watch --node "$1"
+}
+
+# start_gateway GW: conntrackd and keepalived of gateway GW (daemons conntrackd-GW and
+# keepalived-GW) in its namespace, from the files `extnet gateway render` wrote to $XN_DIR/GW. A lock file left by
+# a conntrackd that was killed would stop the next one: it is removed first.
+start_gateway() {
+    local d=$XN_DIR/$1
+    rm -f "$d/conntrackd.lock" "$d/conntrackd.ctl"
+    start_daemon "conntrackd-$1" "xn-$1" "$1" conntrackd -C "$d/conntrackd.conf"
+    # -P: VRRP only (no IPVS checker); -n: stay in the foreground; -l: log to stdout.
+    start_daemon "keepalived-$1" "xn-$1" "$1" keepalived -P -n -l -D -f "$d/keepalived.conf" \
+        -p "$d/keepalived.pid" -r "$d/keepalived-vrrp.pid" -c "$d/keepalived-checkers.pid"
+}
+
+# conntrackd_up GW: gateway GW's conntrackd answers on its socket.
+conntrackd_up() { in_ns "xn-$1" conntrackd -C "$XN_DIR/$1/conntrackd.conf" -s >/dev/null 2>&1; }
+
+# vip_on GW ADDR: gateway GW holds ADDR on one of its links.
+# (no `| grep -q`: grep's early exit would make ip fail with SIGPIPE under pipefail)
+vip_on() { [[ $(in_ns "xn-$1" ip -4 -o addr show) == *" $2/"* ]]; }
+
+# pair_settled: the gateway pair as `up` makes it: each virtual address (with its public
+# address) on its master only, both conntrackd answering.
+pair_settled() {
+    vip_on gw1 "$XN_VIP" && vip_on gw1 "$XN_GW_PUBLIC" &&
+        vip_on gw2 "$XN_VIP2" && vip_on gw2 "$XN_GW2_PUBLIC" &&
+        ! vip_on gw2 "$XN_VIP" && ! vip_on gw2 "$XN_GW_PUBLIC" &&
+        ! vip_on gw1 "$XN_VIP2" && ! vip_on gw1 "$XN_GW2_PUBLIC" &&
+        conntrackd_up gw1 && conntrackd_up gw2
 }
 
 # base_loaded NODE: the node's nft table is there (the agent or a prolog loaded it).

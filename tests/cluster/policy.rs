@@ -443,7 +443,8 @@ fn changed_policy_applies_to_new_jobs_and_running_jobs_keep_their_grant() {
     c.assert_clean(new_job);
 }
 
-/// The test policy's pool of `profile`, which leaves through gw2 (10.99.0.253).
+/// The test policy's pool of `profile`, which leaves through the gateways' second virtual
+/// address (10.99.0.253; VRRP master gw2).
 fn gw2_pool<'a>(policy: &'a extnet_policy::Policy, profile: &str) -> &'a extnet_policy::Pool {
     let pool = policy
         .pool_of_profile(profile)

@@ -10,9 +10,12 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 pub const OUTSIDE: &str = "203.0.113.10";
-pub const GATEWAY_PUBLIC: &str = "203.0.113.1";
-/// What the outside sees of jobs routed through the second gateway (gw2: profile `bulk`).
-pub const GATEWAY2_PUBLIC: &str = "203.0.113.2";
+/// What the outside sees of jobs routed through the nodes' virtual address (`main`, master
+/// gw1): the public address that moves with it.
+pub const GATEWAY_PUBLIC: &str = "203.0.113.101";
+/// What the outside sees of jobs routed through the second virtual address (`bulk`, master
+/// gw2: profiles `bulk` and `bulkns`).
+pub const GATEWAY2_PUBLIC: &str = "203.0.113.102";
 pub const NODES: [&str; 2] = ["n1", "n2"];
 pub const ALLOWED: &str = "xnalice";
 pub const DENIED: &str = "xnbob";
@@ -30,7 +33,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(o: Output) -> Run {
+    pub fn from_output(o: Output) -> Run {
         Run {
             code: o.status.code(),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -127,7 +130,7 @@ impl Cluster {
             .stdin(Stdio::null())
             .output()
             .expect("run slurm-test-env/xn-login");
-        Run::from(o)
+        Run::from_output(o)
     }
 
     /// `extnet --policy <the test policy> ARGS` on `node`, as root.
@@ -162,6 +165,14 @@ impl Cluster {
         std::fs::write(&path, script).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         let path = path.display().to_string();
         self.sbatch_run(user, secs, &["sbatch", "--parsable", "--wait", &path])
+    }
+
+    /// Like [`Cluster::sbatch_script`], without `--wait`: returns the job id at once.
+    pub fn sbatch_script_nowait(&self, user: &str, name: &str, script: &str) -> u32 {
+        let path = self.work(user).join(name);
+        std::fs::write(&path, script).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        let path = path.display().to_string();
+        self.sbatch_run(user, 30, &["sbatch", "--parsable", &path])
     }
 
     fn sbatch_run(&self, user: &str, secs: u32, args: &[&str]) -> u32 {
@@ -236,7 +247,7 @@ impl Cluster {
             .stdin(Stdio::null())
             .output()
             .expect("nsenter");
-        Run::from(o)
+        Run::from_output(o)
     }
 
     /// `extnet node setup --node NODE` on `node`: loads the node's base again when it is not

@@ -9,8 +9,11 @@
 //! - [`wait`]: a check polled until it holds, with a deadline;
 //! - [`jsonl`]: extnet's JSON-lines logs, read back;
 //! - [`cluster`]: the running test cluster: jobs as users, the nodes' state, residue checks.
+//! - [`gateway`]: the test cluster's gateway pair: who holds which address, a gateway failed
+//!   and restored, a cluster host that is no node.
 
 pub mod cluster;
+pub mod gateway;
 pub mod jsonl;
 pub mod netns;
 pub mod node;

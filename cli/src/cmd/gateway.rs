@@ -37,8 +37,8 @@ fn write_file(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
-/// Rules the rendered table has per chain (forward, postrouting).
-const RULES: [(&str, usize); 2] = [("forward", 5), ("postrouting", 2)];
+/// Rules the rendered table has per chain (forward, postrouting, input).
+const RULES: [(&str, usize); 3] = [("forward", 5), ("postrouting", 2), ("input", 1)];
 
 /// `extnet gateway render --check --host NAME [--out DIR]`: compares the running table (this
 /// network namespace's `nft -j list table ip extnet_gw`) and the files in `dir` with the

@@ -259,7 +259,7 @@ mod tests {
         assert!(k.contains("unicast_peer {\n        10.99.0.251\n"), "{k}");
         let c = &r.files[5].1;
         assert!(
-            c.contains("IPv4_address 10.99.0.252\n        IPv4_Destination_Address 10.99.0.251\n"),
+            c.contains("IPv4_address 10.99.9.2\n        IPv4_Destination_Address 10.99.9.1\n"),
             "{c}"
         );
     }

@@ -41,6 +41,15 @@ pub struct GatewayModel {
 }
 
 impl GatewayModel {
+    /// The public addresses this gateway translates to (the ones that move), sorted.
+    pub fn public_addresses(&self) -> Vec<Ipv4Addr> {
+        let mut a: Vec<Ipv4Addr> = self.snat.iter().map(|e| e.public).collect();
+        a.extend(self.icmp.iter().map(|&(_, p)| p));
+        a.sort();
+        a.dedup();
+        a
+    }
+
     /// The table of host `h`: every node pool that leaves through a virtual address `h` may
     /// hold (as master or backup: the ruleset does not change at a failover).
     pub fn of(policy: &Policy, g: &Gateways, h: &GatewayHost) -> GatewayModel {
@@ -147,11 +156,18 @@ fn body(m: &GatewayModel, stamp: &str) -> String {
             let _ = write!(s, "{f}-{l} : {a}");
         }
     });
+    s.push_str("    }\n\n    set public_addresses {\n        type ipv4_addr\n");
+    elements(&mut s, m.public_addresses().iter(), |s, a| {
+        let _ = write!(s, "{a}");
+    });
     let _ = write!(
         s,
         r#"    }}
 
     counter untranslated_drop {{
+    }}
+
+    counter unknown_connection_drop {{
     }}
 
     counter other_drop {{
@@ -170,6 +186,14 @@ fn body(m: &GatewayModel, stamp: &str) -> String {
         type nat hook postrouting priority srcnat; policy accept;
         oifname "{p}" meta l4proto {{ tcp, udp }} snat ip to ip saddr . th sport map @node_public
         oifname "{p}" meta l4proto icmp snat ip to ip saddr map @node_icmp_public
+    }}
+
+    # a packet to a public address of a connection this gateway does not know (yet: after a
+    # failover, before conntrackd has committed the peer's states) is dropped, not answered
+    # with a reset, so that the connection waits for its state instead of breaking
+    chain input {{
+        type filter hook input priority filter; policy accept;
+        iifname "{p}" ip daddr @public_addresses ct state new,invalid counter name unknown_connection_drop drop
     }}
 }}
 "#

@@ -1,0 +1,286 @@
+//! The gateway pair on the real test cluster (`slurm-test-env/`): gw1 and gw2 with keepalived
+//! and conntrackd, each the VRRP master of one virtual address and the backup of the other.
+//! A master that dies, with a job connecting all along and a long transfer running; the
+//! master coming back; traffic of a cluster host that is no node.
+//!
+//! Every test leaves the pair as `up` made it (a failed gateway is restored by a guard, also
+//! when the test panics), so their order does not matter.
+
+use support::cluster::*;
+use support::gateway::*;
+use support::wait;
+
+use serde_json::Value;
+use std::time::Duration;
+
+/// Seconds the failover job runs its transfer and its probes.
+const JOB_SECS: u32 = 30;
+
+/// gw1, master of the nodes' virtual address, dies (keepalived SIGKILLed, links down) while a
+/// job on n1 opens a TCP connection every 0.1 s (each given 0.5 s) and receives a long iperf3 transfer (the
+/// outside host sends). New connections succeed again through gw2, and the transfer goes on:
+/// gw2 has the connection's state from conntrackd. Then gw1 comes back and takes its address
+/// back (VRRP preemption, after conntrackd gave it gw2's states): the transfer still goes on.
+/// The outside host sees the same public address and a port of the job's block throughout.
+#[test]
+#[ignore = "needs root and the test cluster: run slurm-test-env/test"]
+fn master_dies_and_comes_back_new_and_running_connections_go_on() {
+    let c = Cluster::get();
+    assert!(
+        c.holds("gw1", VIP1) && c.holds("gw1", PUBLIC1) && !c.holds("gw2", VIP1),
+        "gw1 must be the master of {VIP1} before the test"
+    );
+    let p = c.probe();
+    let log = c.work(ALLOWED).join("failover-iperf3.json");
+    let _ = std::fs::remove_file(&log);
+    let script = format!(
+        "#!/bin/sh\n#SBATCH -N1\n#SBATCH -w n1\n#SBATCH --external-net\necho JOB=$SLURM_JOB_ID\n\
+         timeout {t} iperf3 -R -c {OUTSIDE} -t {JOB_SECS} -b 20M -J --logfile {log} & i=$!\n\
+         {p} tcp --for {JOB_SECS} --every 0.1 --timeout 0.5\n\
+         wait $i; echo IPERF_RC=$?\n",
+        t = JOB_SECS + 20,
+        log = log.display(),
+    );
+    let job = c.sbatch_script_nowait(ALLOWED, "failover.sh", &script);
+    c.wait_job_output(ALLOWED, job, " SEEN tcp ");
+    let block = c.block(job, "n1");
+    // the transfer runs a few seconds through gw1 first
+    std::thread::sleep(Duration::from_secs(4));
+    let mut gw1 = c.fail_gateway("gw1");
+    let died = now();
+    wait::until(Duration::from_secs(10), Duration::from_millis(50), || {
+        if c.holds("gw2", VIP1) && c.holds("gw2", PUBLIC1) {
+            return Ok(());
+        }
+        Err(format!(
+            "gw2 did not take {VIP1} and {PUBLIC1} within 10 s of gw1's death"
+        ))
+    });
+    let took_over = now() - died;
+    std::thread::sleep(Duration::from_secs(8));
+    let back = now();
+    gw1.restore();
+    let failed_back = now() - back;
+    assert!(
+        c.holds("gw1", VIP1) && !c.holds("gw2", VIP1),
+        "gw1 did not take {VIP1} back"
+    );
+    c.wait_gone(job);
+    let out = c.job_output(ALLOWED, job);
+    let attempts = Attempt::all(&out);
+    let failover = gap_after(&attempts, died)
+        .unwrap_or_else(|| panic!("no new connection succeeded after gw1 died:\n{out}"));
+    let failback_failures = attempts
+        .iter()
+        .filter(|a| a.at >= back && a.outcome.is_err())
+        .count();
+    println!(
+        "gw2 held {VIP1} {took_over:.2} s after gw1 died; new connections succeeded again {failover:.2} s after; \
+         gw1 back in {failed_back:.2} s, {failback_failures} failed connection(s) meanwhile"
+    );
+    // the outside host saw the public address of the nodes' virtual address and a port of the
+    // job's block, through either gateway
+    for a in &attempts {
+        if let Ok((ip, port)) = &a.outcome {
+            assert!(
+                ip == PUBLIC1 && (block.0..=block.1).contains(port),
+                "left as {ip}:{port}, not {PUBLIC1} with a port of the block {block:?}: {a}"
+            );
+        }
+    }
+    assert!(
+        attempts
+            .iter()
+            .any(|a| a.at >= back + 3.0 && a.outcome.is_ok())
+            && attempts.last().is_some_and(|a| a.outcome.is_ok()),
+        "new connections do not succeed after gw1 came back:\n{out}"
+    );
+    // the transfer survived both moves: iperf3 ended well and received data in every second
+    assert!(
+        out.contains("IPERF_RC=0"),
+        "the transfer broke (see {}):\n{out}",
+        log.display()
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&log).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    let start = report["start"]["timestamp"]["timesecs"].as_f64().unwrap();
+    let intervals: Vec<(f64, u64)> = report["intervals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                start + i["sum"]["end"].as_f64().unwrap(),
+                i["sum"]["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let after = |t: f64| {
+        intervals
+            .iter()
+            .filter(|(end, b)| *end > t + 3.0 && *b > 0)
+            .count()
+    };
+    assert!(
+        after(died) > 0 && after(back) > 0,
+        "the transfer received nothing after gw1 died or after it came back: {intervals:?}"
+    );
+    c.assert_clean(job);
+    // a fresh pair for the next test: the entries of this test's connections, committed by
+    // conntrackd at each move, are forgotten; a later job's connection that reused one of
+    // their ports timed out once (docs/ARCHITECTURE.md, "Known limits")
+    c.gw_ctl(&["forget"]);
+}
+
+/// Seconds from `t` to the start of the first attempt after `t` that succeeded.
+fn gap_after(attempts: &[Attempt], t: f64) -> Option<f64> {
+    attempts
+        .iter()
+        .find(|a| a.at >= t && a.outcome.is_ok())
+        .map(|a| a.at - t)
+}
+
+/// A cluster host that is no node, routed via either virtual address, gets nothing out: not
+/// with a port of the nodes' ranges either. The gateways' explicit drop counts its packets;
+/// the outside host sees none.
+#[test]
+#[ignore = "needs root and the test cluster: run slurm-test-env/test"]
+fn traffic_of_a_cluster_host_that_is_no_node_is_dropped() {
+    let c = Cluster::get();
+    for (vip, gw) in [(VIP1, "gw1"), (VIP2, "gw2")] {
+        let host = c.not_a_node(vip);
+        let mark = c.seen_log_mark();
+        let drops = c.gateway_drops(gw);
+        for sport in ["20001", "30001", "45000"] {
+            let r = host.run(&[
+                "timeout",
+                "3",
+                "socat",
+                "-T2",
+                "-",
+                &format!("TCP:{OUTSIDE}:7000,sourceport={sport},connect-timeout=2"),
+            ]);
+            assert!(
+                !r.ok() && !r.stdout.contains("SEEN"),
+                "{NOT_A_NODE}:{sport} got out via {vip}:\n{r}"
+            );
+        }
+        let seen = c.seen_since(mark);
+        assert!(
+            seen.is_empty(),
+            "the outside host saw traffic while only the non-node host sent: {seen:?}"
+        );
+        let dropped = c.gateway_drops(gw) - drops;
+        assert!(
+            dropped >= 3,
+            "{gw} dropped {dropped} packets of {NOT_A_NODE}, fewer than its 3 connection attempts"
+        );
+        // the control: the same host reaches the gateway itself (the path is there)
+        let r = host.run(&["ping", "-c1", "-W1", vip]);
+        assert!(r.ok(), "{NOT_A_NODE} cannot reach {vip}:\n{r}");
+    }
+}
+
+/// Jobs on n1 and n2 reach the same service at the same moment. Each public address and port
+/// the outside host saw is the node's own (its public address, a port of the job's block:
+/// never the other node's), and `extnet trace ADDR:PORT --at TIME` names the right node, job
+/// and user from the policy and the lease logs alone: while the jobs run, and again after
+/// they ended and both gateways forgot the connections. The first connection is tried twice:
+/// right after the failover test it once timed out (docs/ARCHITECTURE.md, "Known limits").
+#[test]
+#[ignore = "needs root and the test cluster: run slurm-test-env/test"]
+fn two_nodes_at_once_each_public_port_traces_to_its_job_user_and_node() {
+    let c = Cluster::get();
+    let p = c.probe();
+    let go = c.work(ALLOWED).join("trace-go");
+    let _ = std::fs::remove_file(&go);
+    let mut jobs = Vec::new();
+    for node in NODES {
+        let job = c.sbatch(
+            ALLOWED,
+            30,
+            &["-N1", "-w", node, "--external-net"],
+            &format!(
+                "echo JOB=$SLURM_JOB_ID; while [ ! -e {go} ]; do sleep 0.02; done; {p} tcp || {p} tcp; {p} tcp; {p} udp; {p} http",
+                go = go.display()
+            ),
+        );
+        jobs.push((node, job));
+    }
+    for &(node, job) in &jobs {
+        c.wait_running(job, node);
+    }
+    let at = now() as u64;
+    std::fs::write(&go, "").unwrap();
+    for &(_, job) in &jobs {
+        c.wait_gone(job);
+    }
+    let logs: Vec<String> = NODES
+        .iter()
+        .map(|n| {
+            c.xn_dir
+                .join(format!("log/lease-{n}.log"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    let trace = |ip: &str, port: u16| -> Value {
+        let target = format!("{ip}:{port}");
+        let at = at.to_string();
+        let mut args = vec!["trace", target.as_str(), "--at", at.as_str(), "--json"];
+        for l in &logs {
+            args.extend(["--log", l.as_str()]);
+        }
+        let r = c.extnet("n1", &args);
+        assert!(r.ok(), "extnet trace {target} --at {at}:\n{r}");
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}:\n{r}"))
+    };
+    let mut seen_by = Vec::new();
+    for &(node, job) in &jobs {
+        let out = Run::from_job_output(c.job_output(ALLOWED, job));
+        let block = c.block(job, node);
+        let mut seen = Vec::new();
+        for proto in ["tcp", "udp", "http"] {
+            seen.extend(out.seen(proto));
+        }
+        assert_eq!(seen.len(), 4, "job {job} on {node}:\n{out}");
+        for (ip, port) in &seen {
+            assert!(
+                ip == GATEWAY_PUBLIC && (block.0..=block.1).contains(port),
+                "job {job} on {node} left as {ip}:{port}, not {GATEWAY_PUBLIC} with a port of its block {block:?}"
+            );
+        }
+        seen_by.push((node, job, block, seen));
+    }
+    // the two nodes' blocks are disjoint: neither node's traffic can look like the other's
+    let (b1, b2) = (seen_by[0].2, seen_by[1].2);
+    assert!(
+        b1.1 < b2.0 || b2.1 < b1.0,
+        "n1's block {b1:?} and n2's block {b2:?} overlap"
+    );
+    let check = |when: &str| {
+        for (node, job, _, seen) in &seen_by {
+            for (ip, port) in seen {
+                let t = trace(ip, *port);
+                let leases = t["leases"].as_array().cloned().unwrap_or_default();
+                assert!(
+                    t["node"] == *node
+                        && leases.len() == 1
+                        && leases[0]["job_id"] == *job
+                        && leases[0]["user"] == ALLOWED
+                        && leases[0]["node"] == *node,
+                    "{when}: {ip}:{port} (job {job} of {ALLOWED} on {node}) traced to {t}"
+                );
+            }
+        }
+    };
+    check("the jobs just ended");
+    for gw in ["gw1", "gw2"] {
+        let r = c.on_host(gw, &["conntrack", "-F"]);
+        assert!(r.ok(), "conntrack -F on {gw}:\n{r}");
+    }
+    check("after the gateways forgot the connections");
+    for &(_, job) in &jobs {
+        c.assert_clean(job);
+    }
+}
