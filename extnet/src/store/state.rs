@@ -168,6 +168,7 @@ mod tests {
                 node_addr: Ipv4Addr::new(10, 99, 0, 11),
                 cgroup: Some("/sys/fs/cgroup/unified/extnet/n1/job_42".into()),
                 netns: None,
+                slurm_cgroup: None,
             }),
         }
     }

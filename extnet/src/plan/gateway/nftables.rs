@@ -44,7 +44,7 @@ impl GatewayModel {
     /// The public addresses this gateway translates to (the ones that move), sorted.
     pub fn public_addresses(&self) -> Vec<Ipv4Addr> {
         let mut a: Vec<Ipv4Addr> = self.snat.iter().map(|e| e.public).collect();
-        a.extend(self.icmp.iter().map(|&(_, p)| p));
+        a.extend(self.icmp.iter().map(|&(_, _, p)| p));
         a.sort();
         a.dedup();
         a
