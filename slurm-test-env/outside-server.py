@@ -10,7 +10,8 @@ cluster through the NAT gateway (and with which port):
   UDP-Lite 7002  (IP protocol 136) answers likewise "SEEN udplite <src_ip> <src_port>\n":
              a protocol that is neither TCP, UDP nor ICMP, for the fail-closed tests;
              left out with a warning when the kernel has no UDP-Lite
-  ICMP       every echo request to the bind address is logged as "SEEN icmp <src_ip> <id>"
+  ICMP       every echo request to --icmp-to (default: any address of the host) is logged
+             as "SEEN icmp <src_ip> <id>"
              (the echo identifier, which NAT translates like a port); the kernel answers it
   HTTP 8080  GET any path: 200, body "SEEN http <src_ip> <src_port>\n"
              GET /bytes/N: 200, a body of exactly N bytes (N <= 1 GiB; accounting tests)
@@ -152,10 +153,10 @@ class UdpliteServer(UdpServer):
 
 
 class IcmpEchoLog:
-    """Logs every ICMP echo request to `bind` from a raw socket; the kernel answers them."""
+    """Logs every ICMP echo request to `to` from a raw socket; the kernel answers them."""
 
-    def __init__(self, bind):
-        self.bind = bind
+    def __init__(self, to):
+        self.to = to
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
 
     def serve_forever(self):
@@ -166,7 +167,7 @@ class IcmpEchoLog:
                 continue
             icmp_type, _code, _sum, ident, _seq = struct.unpack("!BBHHH", data[ihl : ihl + 8])
             dst = socket.inet_ntoa(data[16:20])
-            if icmp_type == 8 and self.bind in ("0.0.0.0", dst):
+            if icmp_type == 8 and self.to in ("0.0.0.0", dst):
                 seen("icmp", (addr[0], ident))
 
 
@@ -183,6 +184,8 @@ def main():
     ap.add_argument("--udp-port", type=int, default=7001)
     ap.add_argument("--http-port", type=int, default=8080)
     ap.add_argument("--udplite-port", type=int, default=7002)
+    ap.add_argument("--icmp-to", default="0.0.0.0",
+                    help="log only ICMP echo requests to this address (the gateways' path check pings another)")
     ap.add_argument("--log", help="append every SEEN line with a timestamp here")
     args = ap.parse_args()
     LOG_PATH = args.log
@@ -198,7 +201,7 @@ def main():
         listening += " udplite/%d" % args.udplite_port
     except OSError as exc:
         print("outside-server: no UDP-Lite listener (%s)" % exc, file=sys.stderr, flush=True)
-    servers.append(IcmpEchoLog(args.bind))
+    servers.append(IcmpEchoLog(args.icmp_to))
     listening += " icmp-echo"
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
     for t in threads:
