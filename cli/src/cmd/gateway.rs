@@ -38,7 +38,7 @@ fn write_file(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
 }
 
 /// Rules the rendered table has per chain (forward, postrouting, input).
-const RULES: [(&str, usize); 3] = [("forward", 5), ("postrouting", 2), ("input", 1)];
+const RULES: [(&str, usize); 3] = [("forward", 4), ("postrouting", 3), ("input", 1)];
 
 /// `extnet gateway render --check --host NAME [--out DIR]`: compares the running table (this
 /// network namespace's `nft -j list table ip extnet_gw`) and the files in `dir` with the

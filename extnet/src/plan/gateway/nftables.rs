@@ -176,16 +176,20 @@ fn body(m: &GatewayModel, stamp: &str) -> String {
     chain forward {{
         type filter hook forward priority filter; policy drop;
         ct state established,related accept comment "{stamp}"
-        iifname "{c}" oifname "{p}" meta l4proto {{ tcp, udp }} ip saddr . th sport @node_public accept
-        iifname "{c}" oifname "{p}" meta l4proto icmp ip saddr @node_icmp_public accept
+        iifname "{c}" oifname "{p}" meta l4proto {{ tcp, udp, icmp }} accept
         iifname "{c}" counter name untranslated_drop drop
         counter name other_drop drop
     }}
 
+    # the first packet of every connection out: translated by the maps (a node's address and
+    # a port of its slice), or dropped; a connection whose first packet was dropped is never
+    # confirmed, so its next packet comes here again. (The check is not a lookup of the maps in
+    # `forward`: kernels before 6.6, Debian 12's 6.1 among them, refuse a map used as a set.)
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
         oifname "{p}" meta l4proto {{ tcp, udp }} snat ip to ip saddr . th sport map @node_public
         oifname "{p}" meta l4proto icmp snat ip to ip saddr map @node_icmp_public
+        oifname "{p}" counter name untranslated_drop drop
     }}
 
     # a packet to a public address of a connection this gateway does not know (yet: after a
