@@ -45,8 +45,10 @@ pub fn config(g: &Gateways, h: &GatewayHost, dir: &str) -> String {
     if g.check.is_some() {
         let _ = write!(
             s,
-            "\n# the gateway's own path out: without it, its addresses go to a peer\nvrrp_script extnet_path_out {{\n    script \"{dir}/check-path.sh\"\n    interval {i}\n    timeout {i}\n    fall 2\n    rise 2\n}}\n",
-            i = g.advert_secs.max(1)
+            "\n# the gateway's own path out: without it, its addresses go to a peer\nvrrp_script extnet_path_out {{\n    script \"{dir}/check-path.sh\"\n    interval {i}\n    timeout {t}\n    fall 2\n    rise 2\n}}\n",
+            i = g.advert_secs.max(1),
+            // a slow start of ping (a loaded or emulated host) is not a dead path
+            t = 3 * g.advert_secs.max(1)
         );
     }
     let fill = fill_tracker(g, h);
