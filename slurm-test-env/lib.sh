@@ -54,9 +54,6 @@ XN_GW_PUBLIC=203.0.113.101
 XN_VIP2=10.99.0.253
 XN_GW2_PUBLIC=203.0.113.102
 XN_OUT_IP=203.0.113.10
-# the outside host's second address: the gateways' path check (the test policy's
-# [gateways] check) pings it, and the outside host logs nothing sent to it
-XN_OUT_CHECK_IP=203.0.113.11
 XN_GATEWAYS=(gw1 gw2)
 # Marker file: proves that $XN_DIR is ours before down removes it.
 XN_MARKER=.slurm-test-env

@@ -10,8 +10,7 @@ cluster through the NAT gateway (and with which port):
   UDP-Lite 7002  (IP protocol 136) answers likewise "SEEN udplite <src_ip> <src_port>\n":
              a protocol that is neither TCP, UDP nor ICMP, for the fail-closed tests;
              left out with a warning when the kernel has no UDP-Lite
-  ICMP       every echo request to --icmp-to (default: any address of the host) is logged
-             as "SEEN icmp <src_ip> <id>"
+  ICMP       every echo request to the bind address is logged as "SEEN icmp <src_ip> <id>"
              (the echo identifier, which NAT translates like a port); the kernel answers it
   HTTP 8080  GET any path: 200, body "SEEN http <src_ip> <src_port>\n"
              GET /bytes/N: 200, a body of exactly N bytes (N <= 1 GiB; accounting tests)
@@ -33,6 +32,9 @@ import threading
 # socket.IPPROTO_UDPLITE exists only in newer Pythons; the number is the kernel's
 IPPROTO_UDPLITE = getattr(socket, "IPPROTO_UDPLITE", 136)
 
+# sources whose ICMP echo requests are not logged (--icmp-ignore-from): the gateways' own
+# addresses, whose path check pings this host every second
+IGNORED = set()
 LOG_LOCK = threading.Lock()
 LOG_PATH = None
 
@@ -153,10 +155,10 @@ class UdpliteServer(UdpServer):
 
 
 class IcmpEchoLog:
-    """Logs every ICMP echo request to `to` from a raw socket; the kernel answers them."""
+    """Logs every ICMP echo request to `bind` from a raw socket; the kernel answers them."""
 
-    def __init__(self, to):
-        self.to = to
+    def __init__(self, bind):
+        self.bind = bind
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
 
     def serve_forever(self):
@@ -167,7 +169,7 @@ class IcmpEchoLog:
                 continue
             icmp_type, _code, _sum, ident, _seq = struct.unpack("!BBHHH", data[ihl : ihl + 8])
             dst = socket.inet_ntoa(data[16:20])
-            if icmp_type == 8 and self.to in ("0.0.0.0", dst):
+            if icmp_type == 8 and self.bind in ("0.0.0.0", dst) and addr[0] not in IGNORED:
                 seen("icmp", (addr[0], ident))
 
 
@@ -184,11 +186,12 @@ def main():
     ap.add_argument("--udp-port", type=int, default=7001)
     ap.add_argument("--http-port", type=int, default=8080)
     ap.add_argument("--udplite-port", type=int, default=7002)
-    ap.add_argument("--icmp-to", default="0.0.0.0",
-                    help="log only ICMP echo requests to this address (the gateways' path check pings another)")
+    ap.add_argument("--icmp-ignore-from", default="",
+                    help="comma-separated sources whose ICMP echo requests are not logged")
     ap.add_argument("--log", help="append every SEEN line with a timestamp here")
     args = ap.parse_args()
     LOG_PATH = args.log
+    IGNORED.update(a for a in args.icmp_ignore_from.split(",") if a)
 
     servers = [
         TcpServer((args.bind, args.tcp_port), TcpHandler),
@@ -201,7 +204,7 @@ def main():
         listening += " udplite/%d" % args.udplite_port
     except OSError as exc:
         print("outside-server: no UDP-Lite listener (%s)" % exc, file=sys.stderr, flush=True)
-    servers.append(IcmpEchoLog(args.icmp_to))
+    servers.append(IcmpEchoLog(args.bind))
     listening += " icmp-echo"
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
     for t in threads:

@@ -268,7 +268,7 @@ mod tests {
     fn the_path_check_pings_or_connects_and_is_absent_without_check() {
         let mut p = test_policy();
         let script = |p: &Policy| render(p, "gw1", Path::new(DIR)).unwrap().files[3].1.clone();
-        assert!(script(&p).contains("exec ping -n -q -c 1 -W 1 -I eth1 203.0.113.11"));
+        assert!(script(&p).contains("exec ping -n -q -c 1 -W 1 -I eth1 203.0.113.10"));
         let g = p.gateways.as_mut().unwrap();
         g.check = Some(("203.0.113.10".parse().unwrap(), Some(8080)));
         assert!(
