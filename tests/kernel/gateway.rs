@@ -190,6 +190,23 @@ fn the_rendered_ruleset_translates_each_node_slice_to_its_public_address_and_dro
                 !echo(&node, "10.99.0.77"),
                 "ICMP of a non-node source must not leave"
             );
+            // the gateway's own traffic leaves from its own address untranslated: its path
+            // check (keepalived's `extnet_path_out`, as rendered) must succeed, or both
+            // gateways of a pair go to FAULT and hold no virtual address
+            sh(&gw, "sysctl -qw net.ipv4.ping_group_range='0 0'");
+            assert!(
+                echo(&gw, "203.0.113.1"),
+                "the gateway's own ICMP echo must be answered"
+            );
+            let (_, check) = rendering
+                .files
+                .iter()
+                .find(|(p, _)| p.ends_with("check-path.sh"))
+                .expect("a rendered check-path.sh");
+            let st = command_in(Command::new("sh").args(["-c", check]), &gw)
+                .status()
+                .unwrap();
+            assert!(st.success(), "the rendered path check fails on gw1: {st}");
             let _ = in_ns(&out, || TcpStream::connect("203.0.113.10:7000"));
             server.join().unwrap();
             for n in ["node", "gw", "out"] {

@@ -3,17 +3,18 @@
 //! then replaced as a whole).
 //!
 //! - `forward` (policy drop): replies and related packets of known connections pass; from the
-//!   cluster interface to the public one, TCP and UDP pass only when `source address . source
-//!   port` is in a node's slice on this gateway (the key of `node_public`), ICMP only from a
-//!   node address (`node_icmp_public`); everything else from the cluster side is counted in
-//!   `untranslated_drop` and dropped (a node's port outside its slice, a non-node source),
-//!   everything else at all in `other_drop`. So nothing leaves untranslated: a packet that
-//!   passes has an element in the map the NAT rule looks it up in.
-//! - `postrouting`: `snat ip to ip saddr . th sport map @node_public`: one map lookup per new
-//!   connection, whatever the number of nodes; only the address changes. The node's SNAT
-//!   already gave the connection a port of its own slice, slices of one public address are
-//!   disjoint, so the tuple is unique and nf_nat keeps the port (it remaps only on a clash).
-//!   ICMP: `snat ip to ip saddr map @node_icmp_public` (echo ids are the node's).
+//!   cluster interface to the public one TCP, UDP and ICMP pass on to `postrouting`;
+//!   everything else from the cluster side is counted in `untranslated_drop` and dropped,
+//!   everything else at all in `other_drop`.
+//! - `postrouting` (the first packet of each connection): a packet forwarded from the cluster
+//!   side is translated by `snat ip to ip saddr . th sport map @node_public` (TCP, UDP) or
+//!   `snat ip to ip saddr map @node_icmp_public` (ICMP: echo ids are the node's), one map
+//!   lookup per new connection whatever the number of nodes, or, when its key is in no map (a
+//!   node's port outside its slice, a non-node source), counted in `untranslated_drop` and
+//!   dropped: nothing forwarded leaves untranslated. The node's SNAT already gave the
+//!   connection a port of its own slice and slices of one public address are disjoint, so the
+//!   tuple is unique and nf_nat keeps the port (it remaps only on a clash). The gateway's own
+//!   traffic (its path check, its package updates) leaves from its own address untouched.
 
 use super::{fnv1a, SnatElement};
 use extnet_policy::gateways::{GatewayHost, Gateways};
@@ -181,15 +182,15 @@ fn body(m: &GatewayModel, stamp: &str) -> String {
         counter name other_drop drop
     }}
 
-    # the first packet of every connection out: translated by the maps (a node's address and
-    # a port of its slice), or dropped; a connection whose first packet was dropped is never
-    # confirmed, so its next packet comes here again. (The check is not a lookup of the maps in
+    # the first packet of every connection forwarded out: translated by the maps (a node's
+    # address and a port of its slice), or dropped; a connection whose first packet was dropped
+    # is never confirmed, so its next packet comes here again. (The check is not a lookup of the maps in
     # `forward`: kernels before 6.6, Debian 12's 6.1 among them, refuse a map used as a set.)
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
-        oifname "{p}" meta l4proto {{ tcp, udp }} snat ip to ip saddr . th sport map @node_public
-        oifname "{p}" meta l4proto icmp snat ip to ip saddr map @node_icmp_public
-        oifname "{p}" counter name untranslated_drop drop
+        iifname "{c}" oifname "{p}" meta l4proto {{ tcp, udp }} snat ip to ip saddr . th sport map @node_public
+        iifname "{c}" oifname "{p}" meta l4proto icmp snat ip to ip saddr map @node_icmp_public
+        iifname "{c}" oifname "{p}" counter name untranslated_drop drop
     }}
 
     # a packet to a public address of a connection this gateway does not know (yet: after a
