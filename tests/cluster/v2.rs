@@ -45,13 +45,20 @@ fn is_sleep_300(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == "sleep\x00300\x00")
 }
 
-fn assert_own_cgroup_empty(c: &Cluster, node: &str, job: u32) {
+/// No task of `job` went into extnet's own cgroup on `node`, and that cgroup is gone.
+fn assert_no_own_cgroup(c: &Cluster, node: &str, job: u32) {
     let layout = extnet::plan::layout::Layout::new(&c.policy(), node);
     let own = layout.job_cgroup(job);
     let procs = std::fs::read_to_string(own.join("cgroup.procs")).unwrap_or_default();
     assert!(
         procs.trim().is_empty(),
         "tasks were moved into extnet's own cgroup {}: {procs}",
+        own.display()
+    );
+    // the prolog's own cgroup is retired once Slurm's job cgroup is bound
+    assert!(
+        !own.exists(),
+        "extnet's own cgroup {} is left beside Slurm's job cgroup",
         own.display()
     );
 }
@@ -127,7 +134,7 @@ fn v2_job_without_flag_beside_a_granted_job_of_the_same_user_does_not_get_out() 
     let c = Cluster::get();
     let (granted, job) = c.unflagged_job_beside_a_granted_one();
     // the granted job's tasks are in Slurm's cgroup, not in extnet's
-    assert_own_cgroup_empty(&c, "n1", granted);
+    assert_no_own_cgroup(&c, "n1", granted);
     assert!(!procs_below(&slurm_job_cgroup("n1", granted)).is_empty());
     c.login(ALLOWED, 20, &["scancel", &granted.to_string()]);
     c.assert_clean(job);
@@ -193,7 +200,7 @@ fn v2_scancel_of_a_granted_job_leaves_no_process() {
             dir.display()
         ))
     });
-    assert_own_cgroup_empty(&c, "n1", job);
+    assert_no_own_cgroup(&c, "n1", job);
     c.login(ALLOWED, 20, &["scancel", &job.to_string()]);
     c.assert_clean(job);
     let alive: Vec<_> = pids.iter().filter(|p| is_sleep_300(**p)).collect();

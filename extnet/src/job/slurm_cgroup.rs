@@ -104,7 +104,28 @@ pub fn bind(policy: &Policy, layout: &Layout, job_id: u32, dir: &Path) -> Result
     state.store(&state_path)?;
     node::job_cgroups::bind(id, mark)?;
     tracing::debug!(job_id, cgroup = %dir.display(), cgroup_id = id, mark, "Slurm's job cgroup bound to the slot's mark");
+    retire_own_cgroup(layout, job_id, &mut state)?;
+    state.store(&state_path)?;
     Ok(true)
+}
+
+/// extnet's own cgroup of the job, which the prolog made before Slurm's existed (the prolog
+/// cannot tell which one the job's tasks will be in), serves nothing once Slurm's is bound:
+/// it is taken out of the node table's map and removed, so that a node running Slurm's
+/// cgroup/v2 plugins carries one cgroup per job, Slurm's. Kept (the epilog removes it) if a
+/// process is in it.
+fn retire_own_cgroup(layout: &Layout, job_id: u32, state: &mut JobState) -> Result<(), JobError> {
+    let own = layout.job_cgroup(job_id);
+    if !own.is_dir() || !cgroup::procs(&own)?.is_empty() {
+        return Ok(());
+    }
+    node::job_cgroups::unbind(cgroup::id(&own)?)?;
+    cgroup::remove(&own)?;
+    if let Outcome::Granted(g) = &mut state.outcome {
+        g.cgroup = None;
+    }
+    tracing::debug!(job_id, cgroup = %own.display(), "extnet's own cgroup of the job retired: Slurm's is bound");
+    Ok(())
 }
 
 /// The epilog's part: deletes the element [`bind`] added for the job (by the id recorded:
