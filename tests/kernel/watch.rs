@@ -53,6 +53,29 @@ fn time_until(what: &str, back: impl Fn() -> bool) -> Duration {
     t.elapsed()
 }
 
+/// Both of extnet's nft tables are loaded in the calling thread's namespace.
+fn tables_in_place() -> bool {
+    let t = nft(&["list", "tables"]);
+    t.contains("table ip extnet") && t.contains("table ip6 extnet")
+}
+
+/// The agent's loop on node [`NODE`] of `policy`, with only `caps` when given
+/// ([`keep_only_capabilities`]), until `stop` reads end of file; each repair goes to `repairs`.
+fn run_agent(
+    policy: std::path::PathBuf,
+    caps: Option<Vec<u32>>,
+    stop: std::os::fd::OwnedFd,
+    repairs: mpsc::Sender<Repair>,
+) -> Result<(), extnet::node::watch::WatchError> {
+    if let Some(caps) = caps {
+        keep_only_capabilities(&caps);
+    }
+    let mut w = Watcher::start(WatchConfig::new(policy, NODE))?;
+    w.run(stop.as_fd(), &mut |r| {
+        let _ = repairs.send(r.clone());
+    })
+}
+
 /// The one repair of a drift: it comes, and no second one follows within half a second.
 fn one_repair(what: &str, repairs: &Receiver<Repair>) -> Repair {
     let r = repairs
@@ -84,21 +107,13 @@ fn the_agent_puts_the_base_back_within_2_s_of_each_drift_and_repairs_once() {
         );
         let route_table = p.node.route_table.to_string();
         let hold_table = p.node.hold_table.to_string();
-        let tables_back = || {
-            let t = nft(&["list", "tables"]);
-            t.contains("table ip extnet") && t.contains("table ip6 extnet")
-        };
+        let tables_back = tables_in_place;
         let policy_path = node.policy_path.clone();
         let (repairs_tx, repairs) = mpsc::channel();
         std::thread::scope(|s| {
             // closing the write end (also when a check below panics) stops the agent
             let (stop_r, stop_w) = nix::unistd::pipe().unwrap();
-            let agent = s.spawn(move || {
-                let mut w = Watcher::start(WatchConfig::new(policy_path, NODE))?;
-                w.run(stop_r.as_fd(), &mut |r| {
-                    let _ = repairs_tx.send(r.clone());
-                })
-            });
+            let agent = s.spawn(move || run_agent(policy_path, None, stop_r, repairs_tx));
 
             // at start: nothing is loaded yet
             let r = one_repair("start", &repairs);
@@ -289,8 +304,7 @@ fn load_base_with(tag: &str, caps: Vec<u32>) -> Result<bool, String> {
             .join()
             .unwrap()
         });
-        let t = nft(&["list", "tables"]);
-        let in_place = t.contains("table ip extnet") && t.contains("table ip6 extnet");
+        let in_place = tables_in_place();
         node.finish();
         loaded.map(|l| l && in_place)
     })
@@ -327,21 +341,12 @@ fn the_agent_runs_with_only_the_capabilities_its_unit_leaves_it() {
     in_private_netns(|| {
         node_link("eth0", "10.99.0.11/24", None);
         let node = TestNode::new("watchcaps");
-        let tables_back = || {
-            let t = nft(&["list", "tables"]);
-            t.contains("table ip extnet") && t.contains("table ip6 extnet")
-        };
+        let tables_back = tables_in_place;
         let policy_path = node.policy_path.clone();
         let (repairs_tx, repairs) = mpsc::channel();
         std::thread::scope(|s| {
             let (stop_r, stop_w) = nix::unistd::pipe().unwrap();
-            let agent = s.spawn(move || {
-                keep_only_capabilities(&keep);
-                let mut w = Watcher::start(WatchConfig::new(policy_path, NODE))?;
-                w.run(stop_r.as_fd(), &mut |r| {
-                    let _ = repairs_tx.send(r.clone());
-                })
-            });
+            let agent = s.spawn(move || run_agent(policy_path, Some(keep), stop_r, repairs_tx));
             let r = one_repair("start", &repairs);
             assert!(r.loaded, "{r:?}");
             assert!(tables_back());
