@@ -228,7 +228,7 @@ fn see_also(roff: &mut Roff, name: &str, cmd: &Command) {
     line.push(roman("(5), "));
     line.push(bold("spank"));
     line.push(roman("(8); "));
-    line.push(italic("/usr/share/doc/extnet-node/README.md"));
+    line.push(italic("/usr/share/doc/extnet/README.md"));
     roff.text(line);
 }
 
