@@ -24,8 +24,8 @@ mod output;
 
 pub use output::human_bytes;
 
-use clap::{Parser, Subcommand};
-use cmd::node_name;
+use clap::{CommandFactory, Parser, Subcommand};
+use cmd::{gateway_name, node_name};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -33,7 +33,15 @@ use std::process::ExitCode;
 #[command(
     name = "extnet",
     version,
-    about = "Per-job external network access for Slurm: the admin's tool"
+    about = "Per-job external network access for Slurm: the admin's tool",
+    long_about = "Per-job external network access for Slurm: the admin's tool.\n\n\
+        A job that asks (srun --external-net[=PROFILE]) and that the policy grants reaches \
+        networks outside the cluster through the site's NAT gateways, from a leased block of \
+        source ports recorded in the lease log; every other job stays closed. The SPANK \
+        plugin, extnet-prolog(8) and extnet-epilog(8) do that for each job; this command \
+        checks and explains the policy, shows what runs on a node, keeps the node's base in \
+        place (extnet-node-watch(8), the node agent), renders the NAT gateways' \
+        configuration, and traces a public address and port back to the job and user."
 )]
 struct Cli {
     /// The policy file.
@@ -47,7 +55,8 @@ struct Cli {
 enum Cmd {
     /// Active external jobs and port-pool usage on this node.
     Status {
-        /// Node name (default: this host's short name, as SLURMD_NODENAME would be).
+        /// The node (default: this host's name up to the first dot, as SLURMD_NODENAME
+        /// would be).
         #[arg(long)]
         node: Option<String>,
         /// Machine-readable output.
@@ -92,10 +101,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LeaseTableCmd,
     },
-    /// Tear down jobs Slurm says no longer run on this node (their epilog never ran; the
-    /// release record says reason "orphan"), and close in the lease log the leases a reboot
-    /// ended (reason "reboot"). Jobs Slurm cannot be asked about are left alone.
+    /// Tear down the jobs whose epilog never ran, close the leases a reboot ended.
+    ///
+    /// Tears down jobs Slurm says no longer run on this node (their epilog never ran; the
+    /// release record says reason "orphan"), and closes in the lease log the leases a reboot
+    /// ended (reason "reboot"). Jobs Slurm cannot be asked about are left alone. From a
+    /// timer: the unit extnet-reconcile.timer.
     Reconcile {
+        /// The node (default: this host's name up to the first dot, as SLURMD_NODENAME
+        /// would be).
         #[arg(long)]
         node: Option<String>,
         /// Say what would be done; change nothing.
@@ -110,8 +124,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: GatewayCmd,
     },
-    /// Who used a public address and port (node, job, user, profile, lease interval), from
-    /// the policy's mapping and the lease logs; or, with --job, what a job used.
+    /// Who used a public address and port; or, with --job, what a job used.
+    ///
+    /// The node, job, user, profile and lease interval behind PUBLIC_ADDRESS:PORT, from the
+    /// policy's mapping and the lease logs; with --job, the public addresses and ports the
+    /// job used.
     Trace {
         /// PUBLIC_ADDRESS:PORT as the outside saw it.
         #[arg(required_unless_present = "job", conflicts_with = "job")]
@@ -130,6 +147,7 @@ enum Cmd {
         /// With --job and no --log: the node whose lease log to read.
         #[arg(long)]
         node: Option<String>,
+        /// One JSON object instead of the text.
         #[arg(long)]
         json: bool,
     },
@@ -137,12 +155,16 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum GatewayCmd {
-    /// Write the host's nftables.conf, keepalived.conf, conntrackd.conf and scripts (pure:
-    /// the same policy gives the same bytes); with --check, compare the running gateway.
+    /// Write the gateway's nftables.conf, keepalived.conf, conntrackd.conf and scripts.
+    ///
+    /// Pure: the same policy gives the same bytes. With --check, compares the running
+    /// gateway and the files with the rendering instead. At boot the unit
+    /// extnet-gateway.service renders and loads them before keepalived and conntrackd start.
     Render {
-        /// The gateway ([[gateways.host]] name).
+        /// The gateway: a [[gateways.host]] name of the policy (default: this host's name up
+        /// to the first dot).
         #[arg(long)]
-        host: String,
+        host: Option<String>,
         /// Where the files go, and the directory they name each other by.
         #[arg(long, default_value = cmd::gateway::DEFAULT_DIR)]
         out: PathBuf,
@@ -153,8 +175,12 @@ enum GatewayCmd {
     },
     /// Load the host's rendered ruleset into this network namespace (one nft transaction).
     Load {
+        /// The gateway: a [[gateways.host]] name of the policy (default: this host's name up
+        /// to the first dot).
         #[arg(long)]
-        host: String,
+        host: Option<String>,
+        /// The directory the rendered files are in (the ruleset names nothing in it; the
+        /// same as render's).
         #[arg(long, default_value = cmd::gateway::DEFAULT_DIR)]
         out: PathBuf,
     },
@@ -165,6 +191,8 @@ enum LeaseTableCmd {
     /// Print every record the table still holds, one JSON line each, damaged ones included
     /// (marked "problem"); says on stderr what is wrong with the file as a whole.
     Dump {
+        /// The node (default: this host's name up to the first dot, as SLURMD_NODENAME
+        /// would be).
         #[arg(long)]
         node: Option<String>,
         /// Read this file instead of the node's table (e.g. a copy moved aside).
@@ -177,6 +205,8 @@ enum LeaseTableCmd {
     Restore {
         /// The dump ("-": standard input).
         dump: PathBuf,
+        /// The node (default: this host's name up to the first dot, as SLURMD_NODENAME
+        /// would be).
         #[arg(long)]
         node: Option<String>,
     },
@@ -184,9 +214,14 @@ enum LeaseTableCmd {
 
 #[derive(Subcommand)]
 enum LeaseLogCmd {
-    /// Write an `interim` record for every lease whose last record is log.interim_secs old
-    /// (run it from a timer on each node, e.g. every 10 minutes).
+    /// Write the interim records of the leases held for log.interim_secs.
+    ///
+    /// Writes an `interim` record for every lease whose last record is log.interim_secs old.
+    /// Run it from a timer on each node: the unit extnet-interim.timer runs it every 10
+    /// minutes.
     Interim {
+        /// The node (default: this host's name up to the first dot, as SLURMD_NODENAME
+        /// would be).
         #[arg(long)]
         node: Option<String>,
     },
@@ -201,12 +236,16 @@ enum PolicyCmd {
     },
     /// Show the decision for a user and the rule that made it.
     Explain {
+        /// The job's user (their groups are looked up as the prolog does).
         #[arg(long)]
         user: String,
+        /// The job's Slurm account.
         #[arg(long)]
         account: Option<String>,
+        /// The job's partition.
         #[arg(long)]
         partition: Option<String>,
+        /// The job's QOS.
         #[arg(long)]
         qos: Option<String>,
         /// As with --external-net=PROFILE; without it, as with --external-net.
@@ -222,30 +261,46 @@ enum PolicyCmd {
 enum NodeCmd {
     /// Load the base now (the prolog also does this on demand).
     Setup {
+        /// The node (default: this host's name up to the first dot, as SLURMD_NODENAME
+        /// would be).
         #[arg(long)]
         node: Option<String>,
     },
     /// Remove the base (only when no external job runs on the node and no agent watches it).
     Teardown {
+        /// The node (default: this host's name up to the first dot, as SLURMD_NODENAME
+        /// would be).
         #[arg(long)]
         node: Option<String>,
     },
-    /// Run the node agent: put the base back within moments when it drifts (a flushed
-    /// ruleset, a deleted rule or link, routes lost in a link flap), until SIGTERM or SIGINT.
-    /// Logs to stderr and log.file.
+    /// The node agent: keeps the node's base in place.
+    ///
+    /// Puts the base back within moments when it drifts (a flushed ruleset, a deleted rule or
+    /// link, routes lost in a link flap), driven by the kernel's notifications, until SIGTERM
+    /// or SIGINT; one log line per repair, to stderr and log.file. At start it closes in the
+    /// lease log the leases a reboot ended. It never tears the base down. As a service: the
+    /// unit extnet-node-watch.service.
     Watch {
+        /// The node (default: this host's name up to the first dot, as SLURMD_NODENAME
+        /// would be).
         #[arg(long)]
         node: Option<String>,
         /// Every this many minutes, tear down jobs Slurm says no longer run on the node, as
         /// `extnet reconcile` does (0, the default: never). Needs squeue, its slurm.conf, and
         /// more than the agent's systemd sandbox allows (IP sockets, killing, unmounting):
-        /// docs/examples/extnet-reconcile.timer runs `extnet reconcile` instead.
+        /// the unit extnet-reconcile.timer runs `extnet reconcile` instead.
         #[arg(long, default_value_t = 0)]
         reconcile_minutes: u64,
         /// The slurm.conf squeue reads (default: SLURM_CONF, else Slurm's own default).
         #[arg(long)]
         slurm_conf: Option<PathBuf>,
     },
+}
+
+/// The command line as clap defines it: what `--help` prints, and what the man pages and the
+/// shell completions are generated from (`packaging/docgen`), so they cannot drift.
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// The program, with the process's arguments (`main.rs`; the crash tests run it too).
@@ -336,6 +391,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Gateway {
             cmd: GatewayCmd::Render { host, out, check },
         } => {
+            let host = gateway_name(host)?;
             if check {
                 cmd::gateway::check(&cli.policy, &host, &out)
             } else {
@@ -344,7 +400,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Gateway {
             cmd: GatewayCmd::Load { host, out },
-        } => cmd::gateway::load(&cli.policy, &host, &out),
+        } => cmd::gateway::load(&cli.policy, &gateway_name(host)?, &out),
         Cmd::Trace {
             target,
             at,

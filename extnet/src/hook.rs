@@ -15,6 +15,46 @@ use std::fmt::Debug;
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// What a program says of itself: `--help` prints it, and the man pages
+/// (`packaging/docgen`) are made from it with [`OPTIONS`], [`EXIT_STATUS`] and the job's
+/// variables ([`crate::job::env::VARIABLES`]): one definition, so they cannot drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Program {
+    /// `extnet-prolog`, `extnet-epilog`.
+    pub name: &'static str,
+    /// One line: what the program is.
+    pub about: &'static str,
+    /// Paragraphs (separated by an empty line) of what it does.
+    pub description: &'static str,
+}
+
+/// One option of the prolog's and epilog's command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionDoc {
+    /// `--LONG`.
+    pub long: &'static str,
+    /// The value's name (`--policy PATH`).
+    pub value: &'static str,
+    pub help: &'static str,
+    pub default: &'static str,
+}
+
+/// The options of both programs, besides `--help` (`-h`) and `--version`. [`Args::parse`]
+/// takes exactly these (a unit test checks).
+pub const OPTIONS: &[OptionDoc] = &[OptionDoc {
+    long: "policy",
+    value: "PATH",
+    help: "The policy file.",
+    default: extnet_policy::DEFAULT_PATH,
+}];
+
+/// The exit statuses of both programs and what they mean to slurmd.
+pub const EXIT_STATUS: &[(u8, &str)] = &[
+    (0, "Every decision, a denial and a failed setup included: the job's tasks fail with the reason on their stderr (the prolog), or the job's lease is released (the epilog). Also --help and --version."),
+    (1, "A node fault that needs an admin (a damaged lease table, an incomplete environment, a kernel refusing the node's base): slurmd drains the node."),
+    (2, "A bad command line."),
+];
+
 /// The command line of the prolog and the epilog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Args {
@@ -22,25 +62,41 @@ pub struct Args {
     pub policy: PathBuf,
 }
 
-fn usage(name: &str) -> String {
-    format!(
-        "usage: {name} [--policy PATH]\n\nRun by slurmd as root for every job (slurm.conf: Prolog=/Epilog=).\n--policy PATH  the policy file (default {})",
-        extnet_policy::DEFAULT_PATH
-    )
+/// What `--help` prints, from [`Program`] and [`OPTIONS`].
+pub fn usage(p: &Program) -> String {
+    let mut s = format!("{}\n\nusage: {}", p.about, p.name);
+    for o in OPTIONS {
+        s += &format!(" [--{} {}]", o.long, o.value);
+    }
+    s += "\n\n";
+    for para in p.description.split("\n\n") {
+        s += &para.split_whitespace().collect::<Vec<_>>().join(" ");
+        s += "\n\n";
+    }
+    s += "options:\n";
+    for o in OPTIONS {
+        s += &format!(
+            "  --{} {}  {} (default {})\n",
+            o.long, o.value, o.help, o.default
+        );
+    }
+    s += "  -h, --help     print this help\n  --version      print the version\n";
+    s
 }
 
 impl Args {
     /// Parses the arguments after the program name. `--help` and `--version` print and give
     /// `Err(0)`; a bad argument prints the usage and gives `Err(2)`.
-    pub fn parse(name: &str, args: impl IntoIterator<Item = String>) -> Result<Args, u8> {
+    pub fn parse(p: &Program, args: impl IntoIterator<Item = String>) -> Result<Args, u8> {
+        let name = p.name;
         let mut policy = PathBuf::from(extnet_policy::DEFAULT_PATH);
         let mut args = args.into_iter();
         while let Some(a) = args.next() {
             match a.as_str() {
                 "--policy" => match args.next() {
-                    Some(p) => policy = PathBuf::from(p),
+                    Some(v) => policy = PathBuf::from(v),
                     None => {
-                        eprintln!("{name}: --policy needs a path\n{}", usage(name));
+                        eprintln!("{name}: --policy needs a path\n{}", usage(p));
                         return Err(2);
                     }
                 },
@@ -49,11 +105,11 @@ impl Args {
                     return Err(0);
                 }
                 "-h" | "--help" => {
-                    println!("{}", usage(name));
+                    print!("{}", usage(p));
                     return Err(0);
                 }
                 other => {
-                    eprintln!("{name}: unknown argument {other:?}\n{}", usage(name));
+                    eprintln!("{name}: unknown argument {other:?}\n{}", usage(p));
                     return Err(2);
                 }
             }
@@ -65,8 +121,9 @@ impl Args {
 /// The program's arguments and the job as slurmd describes it in the environment, each read
 /// once. `Err` is the exit status: `--help` and `--version` (0), a bad command line (2), an
 /// incomplete environment (1, a node fault).
-pub fn begin(name: &str) -> Result<(Args, JobEnv), u8> {
-    let args = Args::parse(name, std::env::args().skip(1))?;
+pub fn begin(p: &Program) -> Result<(Args, JobEnv), u8> {
+    let name = p.name;
+    let args = Args::parse(p, std::env::args().skip(1))?;
     let job = JobEnv::from_env(|k| std::env::var(k).ok()).map_err(|e| {
         eprintln!("{name}: {e}");
         1
@@ -139,4 +196,59 @@ macro_rules! c_main {
             $crate::hook::c_main($run)
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: Program = Program {
+        name: "extnet-test",
+        about: "A test program.",
+        description: "First   paragraph,\n    wrapped.\n\nSecond.",
+    };
+
+    fn parse(args: &[&str]) -> Result<Args, u8> {
+        Args::parse(&P, args.iter().map(|a| a.to_string()))
+    }
+
+    /// Every documented option is taken, and nothing else: the man pages made from
+    /// [`OPTIONS`] say what the parser does.
+    #[test]
+    fn the_parser_takes_exactly_the_documented_options() {
+        for o in OPTIONS {
+            let flag = format!("--{}", o.long);
+            assert!(parse(&[&flag, "/x"]).is_ok(), "{flag} is documented");
+            assert_eq!(parse(&[&flag]), Err(2), "{flag} without its {}", o.value);
+            assert_eq!(o.default, extnet_policy::DEFAULT_PATH);
+        }
+        assert_eq!(
+            parse(&["--policy", "/etc/p.toml"]).unwrap().policy,
+            PathBuf::from("/etc/p.toml")
+        );
+        assert_eq!(
+            parse(&[]).unwrap().policy,
+            PathBuf::from(extnet_policy::DEFAULT_PATH)
+        );
+        assert_eq!(parse(&["--polcy", "/x"]), Err(2));
+        assert_eq!(parse(&["--help"]), Err(0));
+        assert_eq!(parse(&["--version"]), Err(0));
+    }
+
+    #[test]
+    fn usage_lists_the_options_and_joins_the_description() {
+        let u = usage(&P);
+        assert!(
+            u.starts_with("A test program.\n\nusage: extnet-test [--policy PATH]"),
+            "{u}"
+        );
+        assert!(u.contains("First paragraph, wrapped.\n\nSecond.\n"), "{u}");
+        assert!(
+            u.contains(&format!(
+                "--policy PATH  The policy file. (default {})",
+                extnet_policy::DEFAULT_PATH
+            )),
+            "{u}"
+        );
+    }
 }

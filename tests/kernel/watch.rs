@@ -5,8 +5,10 @@
 //! deleted, the hold link deleted, the node interface set down and up (a link flap takes its
 //! routes). Each time the base must be back within 2 s (the time is printed), repaired once:
 //! one repair per drift, and none while the interface is down. At the end the agent stops on
-//! its stop descriptor, and the base, cgroups and files are removed and checked gone. As root;
-//! without root it prints why it was skipped.
+//! its stop descriptor, and the base, cgroups and files are removed and checked gone. A second
+//! test runs the agent with only the capabilities its systemd unit leaves it
+//! (`CapabilityBoundingSet=` of packaging/systemd/extnet-node-watch.service). As root; without
+//! root it prints why they were skipped.
 
 use extnet::kernel::netlink::Netlink;
 use extnet::node::drift;
@@ -51,6 +53,29 @@ fn time_until(what: &str, back: impl Fn() -> bool) -> Duration {
     t.elapsed()
 }
 
+/// Both of extnet's nft tables are loaded in the calling thread's namespace.
+fn tables_in_place() -> bool {
+    let t = nft(&["list", "tables"]);
+    t.contains("table ip extnet") && t.contains("table ip6 extnet")
+}
+
+/// The agent's loop on node [`NODE`] of `policy`, with only `caps` when given
+/// ([`keep_only_capabilities`]), until `stop` reads end of file; each repair goes to `repairs`.
+fn run_agent(
+    policy: std::path::PathBuf,
+    caps: Option<Vec<u32>>,
+    stop: std::os::fd::OwnedFd,
+    repairs: mpsc::Sender<Repair>,
+) -> Result<(), extnet::node::watch::WatchError> {
+    if let Some(caps) = caps {
+        keep_only_capabilities(&caps);
+    }
+    let mut w = Watcher::start(WatchConfig::new(policy, NODE))?;
+    w.run(stop.as_fd(), &mut |r| {
+        let _ = repairs.send(r.clone());
+    })
+}
+
 /// The one repair of a drift: it comes, and no second one follows within half a second.
 fn one_repair(what: &str, repairs: &Receiver<Repair>) -> Repair {
     let r = repairs
@@ -82,21 +107,13 @@ fn the_agent_puts_the_base_back_within_2_s_of_each_drift_and_repairs_once() {
         );
         let route_table = p.node.route_table.to_string();
         let hold_table = p.node.hold_table.to_string();
-        let tables_back = || {
-            let t = nft(&["list", "tables"]);
-            t.contains("table ip extnet") && t.contains("table ip6 extnet")
-        };
+        let tables_back = tables_in_place;
         let policy_path = node.policy_path.clone();
         let (repairs_tx, repairs) = mpsc::channel();
         std::thread::scope(|s| {
             // closing the write end (also when a check below panics) stops the agent
             let (stop_r, stop_w) = nix::unistd::pipe().unwrap();
-            let agent = s.spawn(move || {
-                let mut w = Watcher::start(WatchConfig::new(policy_path, NODE))?;
-                w.run(stop_r.as_fd(), &mut |r| {
-                    let _ = repairs_tx.send(r.clone());
-                })
-            });
+            let agent = s.spawn(move || run_agent(policy_path, None, stop_r, repairs_tx));
 
             // at start: nothing is loaded yet
             let r = one_repair("start", &repairs);
@@ -190,6 +207,159 @@ fn the_agent_puts_the_base_back_within_2_s_of_each_drift_and_repairs_once() {
                 .is_some(),
             "the agent's lock is still held"
         );
+        node.finish();
+    });
+}
+
+/// The capabilities `CapabilityBoundingSet=` of the agent's unit names, as numbers.
+fn unit_capabilities() -> Vec<(String, u32)> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../packaging/systemd/extnet-node-watch.service"
+    );
+    let unit = std::fs::read_to_string(path).unwrap();
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit has a CapabilityBoundingSet=");
+    line.split_whitespace()
+        .map(|c| {
+            let n = match c {
+                "CAP_DAC_OVERRIDE" => 1,
+                "CAP_NET_ADMIN" => 12,
+                "CAP_SYS_ADMIN" => 21,
+                "CAP_BPF" => 39,
+                other => panic!("{other}: add its number here"),
+            };
+            (c.to_owned(), n)
+        })
+        .collect()
+}
+
+/// Leaves the calling thread (and what it starts: threads, the `nft` it runs) only `keep`,
+/// as systemd's `CapabilityBoundingSet=` leaves a service running as root: every other
+/// capability dropped from the bounding set (so an exec cannot get it back) and from the
+/// effective and permitted sets.
+fn keep_only_capabilities(keep: &[u32]) {
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for cap in (0..=last).filter(|c| !keep.contains(c)) {
+        // SAFETY: prctl(PR_CAPBSET_DROP, cap) takes plain integers and changes only this
+        // thread's bounding set.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        assert_eq!(
+            r,
+            0,
+            "PR_CAPBSET_DROP {cap}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut data = [Data::default(); 2];
+    for &c in keep {
+        let (word, bit) = ((c / 32) as usize, 1u32 << (c % 32));
+        data[word].effective |= bit;
+        data[word].permitted |= bit;
+    }
+    // _LINUX_CAPABILITY_VERSION_3; pid 0: this thread
+    let mut header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    // SAFETY: capset(2) with a valid header and the two data words version 3 wants; it
+    // changes only this thread's sets.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+    assert_eq!(r, 0, "capset: {}", std::io::Error::last_os_error());
+}
+
+/// Starts the agent on a new node (its own namespace, cgroups and files) with only `caps`,
+/// and has it check and load the base once; whether it loaded it. The node is removed after.
+fn load_base_with(tag: &str, caps: Vec<u32>) -> Result<bool, String> {
+    in_private_netns(|| {
+        node_link("eth0", "10.99.0.11/24", None);
+        let node = TestNode::new(tag);
+        let path = node.policy_path.clone();
+        let loaded = std::thread::scope(|s| {
+            s.spawn(move || {
+                keep_only_capabilities(&caps);
+                Watcher::start(WatchConfig::new(path, NODE))
+                    .and_then(|mut w| w.check_and_repair(Trigger::Start))
+                    .map(|r| r.is_some_and(|r| r.loaded))
+                    .map_err(|e| e.to_string())
+            })
+            .join()
+            .unwrap()
+        });
+        let in_place = tables_in_place();
+        node.finish();
+        loaded.map(|l| l && in_place)
+    })
+}
+
+/// The unit's capabilities are enough for everything the agent does (load the base, put it
+/// back after a flush), and each of them is needed: without it, loading the base fails.
+#[test]
+fn the_agent_runs_with_only_the_capabilities_its_unit_leaves_it() {
+    if !is_root(
+        "the_agent_runs_with_only_the_capabilities_its_unit_leaves_it",
+        "a network namespace, nft tables, rules, links and cgroups",
+    ) {
+        return;
+    }
+    let caps = unit_capabilities();
+    println!("the unit's CapabilityBoundingSet: {caps:?}");
+    // each on a new node: what one attempt created (the cgroup root) would help the next
+    for (i, (name, _)) in caps.iter().enumerate() {
+        let fewer: Vec<u32> = caps
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, (_, n))| *n)
+            .collect();
+        let loaded = load_base_with(&format!("wcap{i}"), fewer);
+        println!("without {name}: {loaded:?}");
+        assert!(
+            !matches!(loaded, Ok(true)),
+            "the agent needs no {name}: drop it from the unit"
+        );
+    }
+    let keep: Vec<u32> = caps.iter().map(|(_, n)| *n).collect();
+    in_private_netns(|| {
+        node_link("eth0", "10.99.0.11/24", None);
+        let node = TestNode::new("watchcaps");
+        let tables_back = tables_in_place;
+        let policy_path = node.policy_path.clone();
+        let (repairs_tx, repairs) = mpsc::channel();
+        std::thread::scope(|s| {
+            let (stop_r, stop_w) = nix::unistd::pipe().unwrap();
+            let agent = s.spawn(move || run_agent(policy_path, Some(keep), stop_r, repairs_tx));
+            let r = one_repair("start", &repairs);
+            assert!(r.loaded, "{r:?}");
+            assert!(tables_back());
+            nft(&["flush", "ruleset"]);
+            time_until("nft flush ruleset", tables_back);
+            let r = one_repair("nft flush ruleset", &repairs);
+            assert!(r.loaded, "{r:?}");
+            drop(stop_w);
+            agent
+                .join()
+                .expect("the agent's thread")
+                .expect("the agent ends cleanly when told to stop");
+        });
         node.finish();
     });
 }

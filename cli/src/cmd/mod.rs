@@ -19,3 +19,9 @@ pub fn node_name(n: Option<String>) -> anyhow::Result<String> {
     n.or_else(extnet::job::env::short_hostname)
         .context("cannot tell the node name; pass --node")
 }
+
+/// The gateway a subcommand is about: `--host`, else this host's short name.
+pub fn gateway_name(h: Option<String>) -> anyhow::Result<String> {
+    h.or_else(extnet::job::env::short_hostname)
+        .context("cannot tell this host's name; pass --host")
+}

@@ -8,6 +8,42 @@ use extnet_policy::{JobIdentity, Request};
 /// slurmd hands it to the prolog and epilog with the `SPANK_` prefix.
 pub const REQUEST_VAR: &str = "SPANK_EXTNET_REQUEST";
 
+/// The variables [`JobEnv::from_env`] reads, and what each is for: the ENVIRONMENT section of
+/// `extnet-prolog(8)` and `extnet-epilog(8)` (a unit test checks that the reader asks for
+/// exactly these).
+pub const VARIABLES: &[(&str, &str)] = &[
+    ("SLURM_JOB_ID", "The job (required)."),
+    ("SLURM_JOB_UID", "The job's user id (required)."),
+    (
+        "SLURM_JOB_GID",
+        "The job's group id (default: the user's primary group).",
+    ),
+    (
+        "SLURM_JOB_USER",
+        "The job's user name (default: the name of SLURM_JOB_UID).",
+    ),
+    (
+        "SLURMD_NODENAME",
+        "The node's name in Slurm (default: the host name up to the first dot).",
+    ),
+    (
+        "SLURM_JOB_PARTITION",
+        "The job's partition, for the policy's partition grants.",
+    ),
+    (
+        "SLURM_JOB_ACCOUNT",
+        "The job's account, for the policy's account grants.",
+    ),
+    (
+        "SLURM_JOB_QOS",
+        "The job's QOS, for the policy's QOS grants.",
+    ),
+    (
+        REQUEST_VAR,
+        "What the job asked for (--external-net[=PROFILE]), set by the SPANK plugin.",
+    ),
+];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobEnv {
     pub job_id: u32,
@@ -164,6 +200,30 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| m.get(k).cloned()
+    }
+
+    /// The documented variables are the ones read (the man pages list [`VARIABLES`]).
+    #[test]
+    fn reads_exactly_the_documented_variables() {
+        let asked = std::cell::RefCell::new(Vec::new());
+        let full = env(&[
+            ("SLURM_JOB_ID", "42"),
+            ("SLURM_JOB_UID", "1000"),
+            ("SLURM_JOB_GID", "1000"),
+            ("SLURM_JOB_USER", "alice"),
+            ("SLURMD_NODENAME", "n1"),
+        ]);
+        JobEnv::from_env(|k| {
+            asked.borrow_mut().push(k.to_owned());
+            full(k)
+        })
+        .unwrap();
+        let mut asked = asked.into_inner();
+        asked.sort();
+        asked.dedup();
+        let mut documented: Vec<String> = VARIABLES.iter().map(|(v, _)| v.to_string()).collect();
+        documented.sort();
+        assert_eq!(asked, documented);
     }
 
     #[test]
