@@ -1,7 +1,8 @@
 //! Kernel test of the node agent (`extnet::node::watch`, the library of `extnet node watch`):
 //! its loop runs on a thread of a private network namespace with a node of its own
 //! (`support::node`: policy, state directory, cgroups), and the test breaks the node's base
-//! the ways a node loses it: `nft flush ruleset` (a firewall reload), the main `ip rule`
+//! the ways a node loses it: `nft flush ruleset` (a firewall reload), a rule deleted from and
+//! one inserted into extnet's own tables (`nft delete rule`, `nft insert rule`), the main `ip rule`
 //! deleted, the hold link deleted, the node interface set down and up (a link flap takes its
 //! routes). Each time the base must be back within 2 s (the time is printed), repaired once:
 //! one repair per drift, and none while the interface is down. At the end the agent stops on
@@ -121,14 +122,52 @@ fn the_agent_puts_the_base_back_within_2_s_of_each_drift_and_repairs_once() {
             assert!(r.loaded, "{r:?}");
             assert!(tables_back());
 
+            // the chains that the edits below change, as loaded (no traffic here: their
+            // counters stay at zero)
+            let postrouting = || nft(&["list", "chain", "ip", "extnet", "postrouting"]);
+            let ip6_output = || nft(&["list", "chain", "ip6", "extnet", "output"]);
+            let (postrouting_loaded, ip6_output_loaded) = (postrouting(), ip6_output());
+            assert!(postrouting_loaded.contains("never leave untranslated"));
+
             // the drifts, each broken on the kernel and put back by the agent
-            let drifts: [Case<'_>; 3] = [
+            let drifts: [Case<'_>; 5] = [
                 (
                     "nft flush ruleset",
                     &|| {
                         nft(&["flush", "ruleset"]);
                     },
                     &tables_back,
+                ),
+                (
+                    // the rule that keeps marked packets without a block from leaving raw
+                    "a drop rule deleted inside extnet's table",
+                    &|| {
+                        let listed = nft(&["-a", "list", "chain", "ip", "extnet", "postrouting"]);
+                        let handle = listed
+                            .lines()
+                            .find(|l| l.contains("never leave untranslated"))
+                            .and_then(|l| l.rsplit("# handle ").next())
+                            .expect("the drop rule's handle")
+                            .trim()
+                            .to_owned();
+                        nft(&[
+                            "delete",
+                            "rule",
+                            "ip",
+                            "extnet",
+                            "postrouting",
+                            "handle",
+                            &handle,
+                        ]);
+                    },
+                    &|| postrouting() == postrouting_loaded,
+                ),
+                (
+                    "an accept rule inserted before extnet's IPv6 drop",
+                    &|| {
+                        nft(&["insert", "rule", "ip6", "extnet", "output", "accept"]);
+                    },
+                    &|| ip6_output() == ip6_output_loaded,
                 ),
                 (
                     "main rule deleted",

@@ -6,7 +6,9 @@
 //! base record and the nft tables it stands for, the job cgroup root, extnet's rules, the hold
 //! link, the routes of extnet's tables, forwarding for netns jobs. Everything it reports,
 //! `ensure` or [`crate::node::reload`] puts right, except a node interface that is down (it
-//! takes its routes back only once it is up). It only reads (netlink dumps and gets, `stat`s,
+//! takes its routes back only once it is up). The tables are compared by their chains and
+//! rules with what the last load left (a hash in the base record), so an edit inside them is
+//! drift too. It only reads (netlink dumps and gets, `stat`s,
 //! one sysctl file), so a check causes no notification of its own.
 
 use crate::kernel::netlink::{FwmarkRule, Netlink, Route};
@@ -36,6 +38,9 @@ pub enum Drift {
     NftTable {
         family: Family,
     },
+    /// The chains or rules of the base's nft tables are not those extnet loaded: someone
+    /// deleted, added or replaced one (`nft delete rule ...`, `nft flush chain ...`).
+    TableEdited,
     /// The directory of the job cgroups (`node.cgroup_root`) is gone.
     CgroupRoot {
         path: std::path::PathBuf,
@@ -71,6 +76,9 @@ impl fmt::Display for Drift {
                 f.write_str("base loaded for another policy, node address or extnet version")
             }
             Drift::OtherNetns => f.write_str("base record of another network namespace"),
+            Drift::TableEdited => {
+                f.write_str("chains or rules of extnet's nft tables changed since it loaded them")
+            }
             Drift::NftTable { family } => {
                 write!(f, "nft table {family} {} missing", plan::TABLE)
             }
@@ -96,7 +104,7 @@ pub fn describe(drift: &[Drift]) -> String {
 
 /// What of the base differs from the plan of `policy` on this node (`iface_index` and
 /// `node_addr`: `node.interface`'s, from [`crate::node::node_addr`]); empty when nothing.
-/// Costs a rule dump, a route dump per table, two nft table gets, a `stat` of the cgroup root and
+/// Costs a rule dump, a route dump per table, two nft table gets, a chain and a rule dump of each nft table, a `stat` of the cgroup root and
 /// two link ioctls.
 pub fn check(
     policy: &Policy,
@@ -114,7 +122,8 @@ pub fn check(
     }
 
     // the nft tables, as the base record says they were loaded, and the job cgroup root
-    match BaseRecord::read(layout) {
+    let record = BaseRecord::read(layout);
+    match &record {
         None => drift.push(Drift::NoBaseRecord),
         Some(m) => {
             if m.inputs.as_deref() != Some(inputs_key(policy, layout, node_addr).as_str()) {
@@ -130,9 +139,18 @@ pub fn check(
             path: layout.cgroup_root.clone(),
         });
     }
+    let mut tables = true;
     for family in [Family::Ip, Family::Ip6] {
         if !nft::table_exists_in(family, plan::TABLE)? {
             drift.push(Drift::NftTable { family });
+            tables = false;
+        }
+    }
+    // with both tables there, their chains and rules as loaded (a record of an earlier
+    // version has no structure to compare with)
+    if let Some(loaded) = record.as_ref().and_then(|m| m.structure.as_deref()) {
+        if tables && crate::node::table_structure()? != loaded {
+            drift.push(Drift::TableEdited);
         }
     }
 

@@ -17,6 +17,7 @@ pub mod watch;
 
 use crate::kernel::netlink::rule::FwmarkRule;
 use crate::kernel::netlink::Netlink;
+use crate::kernel::nftables::netlink::Family;
 use crate::kernel::{bpf, cgroup, nftables as nft, sysctl};
 use crate::plan;
 use crate::plan::layout::Layout;
@@ -66,6 +67,10 @@ pub struct BaseRecord {
     /// learn that nothing changed. Absent in markers of earlier versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<String>,
+    /// [`table_structure`] right after the load: chains and rules that differ from it were
+    /// changed by someone else. Absent in records of earlier versions (then not compared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structure: Option<String>,
 }
 
 impl BaseRecord {
@@ -114,6 +119,19 @@ pub fn node_addr(
             node: layout.node.clone(),
         })?;
     Ok((idx, addr))
+}
+
+/// A hash of the chains and rules of extnet's `ip` and `ip6` tables as the kernel has them
+/// now (not their elements or counter values: see
+/// [`crate::kernel::nftables::netlink::NfSocket::hash_structure`]). A missing table hashes too.
+pub fn table_structure() -> Result<String, NodeError> {
+    use std::hash::{Hash, Hasher};
+    let mut h = plan::Fnv::default();
+    for family in [Family::Ip, Family::Ip6] {
+        family.to_string().hash(&mut h);
+        nft::hash_structure_in(family, plan::TABLE, &mut h)?.hash(&mut h);
+    }
+    Ok(format!("{:016x}", h.finish()))
 }
 
 /// The inode of the calling thread's network namespace.
@@ -234,6 +252,8 @@ fn load(
     for why in unbound {
         tracing::warn!(node = %layout.node, "{why}");
     }
+    // under the node lock, right after the load: what is there now is what was loaded
+    let structure = table_structure()?;
     let m = BaseRecord {
         version: 1,
         fingerprint,
@@ -241,6 +261,7 @@ fn load(
         slot_ids: Vec::new(),
         node_addr,
         inputs: Some(inputs),
+        structure: Some(structure),
     };
     write_replace(
         &layout.base_marker(),

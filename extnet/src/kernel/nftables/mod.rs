@@ -125,6 +125,21 @@ pub fn table_exists_in(family: netlink::Family, name: &str) -> Result<bool, NftE
         })
 }
 
+/// Feeds the chains and rules of table `FAMILY NAME` in the current network namespace into
+/// `h` ([`netlink::NfSocket::hash_structure`]); `false` when there is no such table.
+pub fn hash_structure_in(
+    family: netlink::Family,
+    name: &str,
+    h: &mut impl std::hash::Hasher,
+) -> Result<bool, NftError> {
+    netlink::NfSocket::open()
+        .and_then(|mut s| s.hash_structure(family, name, h))
+        .map_err(|source| NftError::Netlink {
+            table: format!("{family} {name}"),
+            source,
+        })
+}
+
 /// Whether table `ip NAME` exists in the current network namespace (`nft list tables`, but
 /// one netlink round trip and no element is touched).
 pub fn table_exists(name: &str) -> Result<bool, NftError> {
