@@ -1,7 +1,7 @@
 //! The node's metrics file as Prometheus reads it: `promtool check metrics` (the parser and
 //! linter of Prometheus itself, package `prometheus`, which slurm-test-env/install-deps
-//! installs) on what the library renders from a node with every family present, and on what
-//! the agent's collection writes from a state directory. No root: the nft counters are given,
+//! installs) on what the library renders from a node with every family present, on what
+//! the agent's collection writes from a state directory, and on a gateway's file. No root: the nft counters are given,
 //! or read and found missing.
 
 use extnet::node::metrics::{self, Conntrack, TRIGGERS};
@@ -161,6 +161,21 @@ fn the_collected_file_passes_promtool() {
     assert!(text.contains("\nextnet_conntrack_entries 5\n"), "{text}");
     assert!(
         text.contains("\nextnet_conntrack_entries_max 1024\n"),
+        "{text}"
+    );
+    assert_valid(&text);
+}
+
+#[test]
+fn the_gateway_file_passes_promtool() {
+    let root = tempfile::tempdir().unwrap();
+    let nf = root.path().join("proc/sys/net/netfilter");
+    std::fs::create_dir_all(&nf).unwrap();
+    std::fs::write(nf.join("nf_conntrack_count"), "40000\n").unwrap();
+    std::fs::write(nf.join("nf_conntrack_max"), "262144\n").unwrap();
+    let text = metrics::render_gateway(root.path(), 1_765_000_000);
+    assert!(
+        text.contains("\nextnet_conntrack_entries 40000\n"),
         "{text}"
     );
     assert_valid(&text);

@@ -13,7 +13,7 @@
 //! | `extnet lease-log interim`                         | `cmd/lease_log.rs`   |
 //! | `extnet lease-table dump`, `lease-table restore`   | `cmd/lease_table.rs` |
 //! | `extnet reconcile`                                 | `cmd/reconcile.rs`   |
-//! | `extnet gateway render`, `render --check`, `load`  | `cmd/gateway.rs`     |
+//! | `extnet gateway render`/`--check`/`load`/`metrics` | `cmd/gateway.rs`     |
 //! | `extnet trace`                                     | `cmd/trace.rs`       |
 //!
 //! `cmd/mod.rs` resolves the `--node` default they share; `output.rs` has what they print with
@@ -172,6 +172,16 @@ enum GatewayCmd {
         /// rendering, print the differences (exit status 1 when any).
         #[arg(long)]
         check: bool,
+    },
+    /// This gateway's metrics in Prometheus' text format: conntrack's entries and maximum.
+    ///
+    /// For node_exporter's textfile collector, from the unit extnet-gateway-metrics.timer
+    /// (every minute, when node_exporter's textfile directory exists). Reads no policy.
+    Metrics {
+        /// Replace FILE with them (temp file in its directory, fsync, rename; mode 0644)
+        /// instead of printing them.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Load the host's rendered ruleset into this network namespace (one nft transaction).
     Load {
@@ -428,6 +438,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Gateway {
             cmd: GatewayCmd::Load { host, out },
         } => cmd::gateway::load(&cli.policy, &gateway_name(host)?, &out),
+        Cmd::Gateway {
+            cmd: GatewayCmd::Metrics { output },
+        } => cmd::gateway::metrics(output),
         Cmd::Trace {
             target,
             at,
