@@ -199,6 +199,10 @@ fn each_package_holds_what_its_role_needs() {
             &[
                 ("/lib/systemd/system/extnet-gateway.service", "-rw-r--r--"),
                 (
+                    "/lib/systemd/system/extnet-gateway-metrics.timer",
+                    "-rw-r--r--",
+                ),
+                (
                     "/lib/systemd/system/keepalived.service.d/extnet.conf",
                     "-rw-r--r--",
                 ),
@@ -521,7 +525,7 @@ fn every_unit_and_drop_in_passes_systemd_analyze_verify() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("extnet-"))
         .collect();
-    assert_eq!(ours.len(), 6, "{ours:?}");
+    assert_eq!(ours.len(), 8, "{ours:?}");
     // keepalived and conntrackd are verified with the drop-ins of extnet-gateway applied
     let mut verify: Vec<String> = ours.clone();
     verify.extend(["keepalived.service".into(), "conntrackd.service".into()]);
@@ -592,7 +596,7 @@ fn man_pages_render_without_warnings() {
             n += 1;
         }
     }
-    assert_eq!(n, 23, "pages: 20 of extnet, 2 of the hooks, extnet.toml(5)");
+    assert_eq!(n, 25, "pages: 22 of extnet, 2 of the hooks, extnet.toml(5)");
 }
 
 /// The installed logrotate configuration, pointed at a scratch log directory: `logrotate -d`

@@ -8,12 +8,12 @@
 //! |----------------------------------------------------|----------------------|
 //! | `extnet status`                                    | `cmd/status.rs`      |
 //! | `extnet policy check`, `policy explain`            | `cmd/policy.rs`      |
-//! | `extnet node setup`, `node teardown`, `node watch` | `cmd/node.rs`        |
+//! | `extnet node setup`/`teardown`/`watch`/`metrics`   | `cmd/node.rs`        |
 //! | `extnet accounting`                                | `cmd/accounting.rs`  |
 //! | `extnet lease-log interim`                         | `cmd/lease_log.rs`   |
 //! | `extnet lease-table dump`, `lease-table restore`   | `cmd/lease_table.rs` |
 //! | `extnet reconcile`                                 | `cmd/reconcile.rs`   |
-//! | `extnet gateway render`, `render --check`, `load`  | `cmd/gateway.rs`     |
+//! | `extnet gateway render`/`--check`/`load`/`metrics` | `cmd/gateway.rs`     |
 //! | `extnet trace`                                     | `cmd/trace.rs`       |
 //!
 //! `cmd/mod.rs` resolves the `--node` default they share; `output.rs` has what they print with
@@ -173,6 +173,16 @@ enum GatewayCmd {
         #[arg(long)]
         check: bool,
     },
+    /// This gateway's metrics in Prometheus' text format: conntrack's entries and maximum.
+    ///
+    /// For node_exporter's textfile collector, from the unit extnet-gateway-metrics.timer
+    /// (every minute, when node_exporter's textfile directory exists). Reads no policy.
+    Metrics {
+        /// Replace FILE with them (temp file in its directory, fsync, rename; mode 0644)
+        /// instead of printing them.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Load the host's rendered ruleset into this network namespace (one nft transaction).
     Load {
         /// The gateway: a [[gateways.host]] name of the policy (default: this host's name up
@@ -278,8 +288,9 @@ enum NodeCmd {
     /// Puts the base back within moments when it drifts (a flushed ruleset, a deleted rule or
     /// link, routes lost in a link flap), driven by the kernel's notifications, until SIGTERM
     /// or SIGINT; one log line per repair, to stderr and log.file. At start it closes in the
-    /// lease log the leases a reboot ended. It never tears the base down. As a service: the
-    /// unit extnet-node-watch.service.
+    /// lease log the leases a reboot ended. It writes the node's metrics for node_exporter
+    /// (--metrics-file) at the start, after each repair and every minute. It never tears the
+    /// base down. As a service: the unit extnet-node-watch.service.
     Watch {
         /// The node (default: this host's name up to the first dot, as SLURMD_NODENAME
         /// would be).
@@ -294,6 +305,27 @@ enum NodeCmd {
         /// The slurm.conf squeue reads (default: SLURM_CONF, else Slurm's own default).
         #[arg(long)]
         slurm_conf: Option<PathBuf>,
+        /// Where the agent writes the node's metrics (as `extnet node metrics` prints them),
+        /// after each repair and at each periodic check; node_exporter's textfile collector
+        /// reads them there. Skipped, said once, when the directory does not exist.
+        #[arg(long, default_value = extnet::node::metrics::DEFAULT_PATH)]
+        metrics_file: PathBuf,
+    },
+    /// The node's metrics in Prometheus' text format, as the node agent writes them.
+    ///
+    /// Active external jobs and their traffic by profile, port blocks by pool (used, in
+    /// quarantine, free), allowlist drops, denied jobs on the node, conntrack's fill, the time
+    /// they were taken. The traffic and drop figures need root (the node's nft counters);
+    /// without it the file says they could not be read.
+    Metrics {
+        /// The node (default: this host's name up to the first dot, as SLURMD_NODENAME
+        /// would be).
+        #[arg(long)]
+        node: Option<String>,
+        /// Replace FILE with them (temp file in its directory, fsync, rename; mode 0644), for
+        /// node_exporter's textfile collector, instead of printing them.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -360,13 +392,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     node,
                     reconcile_minutes,
                     slurm_conf,
+                    metrics_file,
                 },
         } => cmd::node::watch(
             &cli.policy,
             node,
             std::time::Duration::from_secs(reconcile_minutes * 60),
             slurm_conf,
+            metrics_file,
         ),
+        Cmd::Node {
+            cmd: NodeCmd::Metrics { node, output },
+        } => cmd::node::metrics(&cli.policy, node, output),
         Cmd::Accounting {
             job,
             user,
@@ -401,6 +438,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Gateway {
             cmd: GatewayCmd::Load { host, out },
         } => cmd::gateway::load(&cli.policy, &gateway_name(host)?, &out),
+        Cmd::Gateway {
+            cmd: GatewayCmd::Metrics { output },
+        } => cmd::gateway::metrics(output),
         Cmd::Trace {
             target,
             at,

@@ -13,7 +13,7 @@
 //! 4. [`store`]: what the node keeps on disk, crash-safe: the lease table and lease log, job
 //!    state files, lease markers, the accounting log.
 //! 5. [`node`]: the node's base (nft tables, `ip rule`s, routing tables, job cgroup root) and the
-//!    per-slot elements in it (allowlist bindings, traffic counters).
+//!    per-slot elements in it (allowlist bindings, traffic counters); the node's metrics.
 //! 6. [`job`]: one job on one node: its identity from Slurm's environment, setup (prolog),
 //!    teardown (epilog), its network namespace, limits, and putting a task on its path out
 //!    (plugin, inside slurmstepd).

@@ -1,14 +1,15 @@
 //! Kernel test of the accounting counters (`extnet::accounting`): the real counter objects,
 //! maps and counting chains of the base table, in a private network namespace, with traffic
-//! over its loopback. As root; without root it prints why it was skipped.
+//! over its loopback; and the metrics file's traffic figures summed from them. As root; without root it prints why it was skipped.
 //!
 //! The namespace belongs to one thread of the test (`unshare(CLONE_NEWNET)`), so nothing is
 //! ever loaded into the machine's own namespace, and it disappears with the thread.
 
 use extnet::kernel::netlink::Netlink;
 use extnet::kernel::nftables as nft;
-use extnet::node::counters;
+use extnet::node::{counters, metrics};
 use extnet::store::accounting::Counters;
+use extnet::store::lease::{Lease, LeaseTable};
 use std::net::UdpSocket;
 use std::time::Duration;
 use support::netns::in_private_netns;
@@ -82,6 +83,41 @@ fn counters_count_marked_external_traffic_both_ways_and_survive_a_reload() {
             }
         );
         assert_eq!(read(0), Counters::default(), "another slot counts nothing");
+
+        // the metrics file sums the leased slots' counters by profile, from one dump of the
+        // table: the names it looks for are the kernel's
+        let mut table = LeaseTable::empty("n1");
+        table.leases.push(Lease {
+            job_id: 42,
+            user: "alice".into(),
+            uid: 1000,
+            slot: 1,
+            port_first: 20256,
+            port_last: 20511,
+            mark: extnet::plan::mark(&p, 1),
+            mode: extnet_policy::Mode::Cgroup,
+            profile: "downloads".into(),
+            node_addr: "10.99.0.11".parse().unwrap(),
+            since: 1,
+            last_logged: None,
+        });
+        let dump = counters::all_counters().unwrap();
+        let text = metrics::snapshot(&p, &table, Some(&dump), 2).render();
+        for line in [
+            format!(
+                "extnet_active_traffic_bytes{{direction=\"out\",profile=\"downloads\"}} {wire}\n"
+            ),
+            format!(
+                "extnet_active_traffic_bytes{{direction=\"in\",profile=\"downloads\"}} {wire}\n"
+            ),
+            format!(
+                "extnet_active_traffic_packets{{direction=\"out\",profile=\"downloads\"}} {n}\n"
+            ),
+            "extnet_active_connections{profile=\"downloads\"} 1\n".to_owned(),
+            "extnet_nft_counters_readable 1\n".to_owned(),
+        ] {
+            assert!(text.contains(&line), "{line} not in\n{text}");
+        }
 
         // a second flow is a second connection
         exchange("127.0.0.1:9999", 1, 100);

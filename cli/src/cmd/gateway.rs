@@ -1,11 +1,11 @@
 //! `extnet gateway render`, `render --check` and `load`: a NAT gateway's files from the
 //! policy's `[gateways]` (`extnet::plan::gateway`), written, compared with what runs, or
-//! loaded.
+//! loaded; `extnet gateway metrics`: its conntrack fill for node_exporter.
 
 use anyhow::Context;
 use extnet::plan::gateway::{self, nftables, GW_TABLE};
 use extnet_policy::Policy;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 /// Where the rendered files go (and how they name each other) when `--out` is not given.
@@ -22,6 +22,18 @@ pub fn render(policy_path: &Path, host: &str, dir: &Path) -> anyhow::Result<Exit
         let mode = if name.ends_with(".sh") { 0o755 } else { 0o644 };
         write_file(&path, text, mode)?;
         println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `extnet gateway metrics [--output FILE]`: conntrack's fill and the time, on stdout or
+/// replacing FILE.
+pub fn metrics(output: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use extnet::node::metrics;
+    let text = metrics::render_gateway(Path::new("/"), extnet::store::lease::now());
+    match output {
+        Some(path) => metrics::write(&path, &text)?,
+        None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,17 +1,20 @@
 //! `extnet node setup`, `extnet node teardown` and `extnet node watch`: the node's base (nft
 //! tables, `ip rule`s, routing tables, job cgroup root), which the prolog otherwise loads on demand,
-//! and the agent that puts it back when it drifts.
+//! and the agent that puts it back when it drifts; `extnet node metrics`, what the agent also
+//! writes for node_exporter.
 
 use super::node_name;
 use anyhow::Context;
 use extnet::kernel::netlink::Netlink;
-use extnet::node::watch::{WatchConfig, Watcher};
+use extnet::node::metrics;
+use extnet::node::watch::{Checked, Trigger, WatchConfig, Watcher};
 use extnet::plan::layout::Layout;
 use extnet::store::fs::Lock;
 use extnet::store::lease::LeaseTable;
 use extnet_policy::Policy;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -70,12 +73,14 @@ pub fn teardown(policy_path: &Path, node: Option<String>) -> anyhow::Result<Exit
 /// leases a reboot ended (files only: within the agent's systemd sandbox); every
 /// `reconcile_every` (zero: never, the default) a thread of its own tears down jobs Slurm says
 /// no longer run on the node (`extnet reconcile`, [`super::reconcile`]), which needs more than
-/// that sandbox (squeue's IP sockets, killing, unmounting namespaces).
+/// that sandbox (squeue's IP sockets, killing, unmounting namespaces). The node's metrics go to
+/// `metrics_file` at the start, after each repair and at each periodic check.
 pub fn watch(
     policy_path: &Path,
     node: Option<String>,
     reconcile_every: Duration,
     slurm_conf: Option<PathBuf>,
+    metrics_file: PathBuf,
 ) -> anyhow::Result<ExitCode> {
     // the policy first: its log file is where the agent's repairs go, beside the prologs'
     let policy = Policy::load(policy_path)?;
@@ -106,12 +111,88 @@ pub fn watch(
             })
             .context("start the reconcile thread")?;
     }
-    watcher.run(signals.as_fd(), &mut |_| {})?;
+    let mut metrics = AgentMetrics::new(metrics_file);
+    watcher.run_checks(signals.as_fd(), &mut |c| metrics.checked(c))?;
     if let Ok(Some(info)) = signals.read_signal() {
         let name = Signal::try_from(info.ssi_signo as i32).map_or("a signal", Signal::as_str);
         tracing::info!("{name} received: exiting");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `extnet node metrics [--output FILE]`: the node's metrics ([`extnet::node::metrics`]) on
+/// stdout, or replacing FILE.
+pub fn metrics(
+    policy_path: &Path,
+    node: Option<String>,
+    output: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let (policy, layout) = load(policy_path, node)?;
+    let text = metrics::collect(&policy, &layout, Path::new("/"), None)?.render();
+    match output {
+        Some(path) => metrics::write(&path, &text)?,
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The agent's metrics file: written after each repair and at the start and periodic checks,
+/// with the repairs counted since the start.
+struct AgentMetrics {
+    path: PathBuf,
+    repairs: BTreeMap<&'static str, u64>,
+    /// Why the last write did not happen, said once until it changes.
+    skipped: Option<String>,
+}
+
+impl AgentMetrics {
+    fn new(path: PathBuf) -> AgentMetrics {
+        AgentMetrics {
+            path,
+            repairs: metrics::TRIGGERS.iter().map(|t| (*t, 0)).collect(),
+            skipped: None,
+        }
+    }
+
+    fn checked(&mut self, c: &Checked<'_>) {
+        if let Some(r) = c.repair {
+            *self.repairs.entry(r.trigger.label()).or_default() += 1;
+        } else if !matches!(c.trigger, Trigger::Start | Trigger::Reconcile) {
+            // a job's own changes: the periodic check writes soon enough
+            return;
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let result = if !dir.is_dir() {
+            Err(format!(
+                "{} does not exist (no node_exporter textfile directory?); not writing the metrics there",
+                dir.display()
+            ))
+        } else {
+            metrics::collect(c.policy, c.layout, Path::new("/"), Some(&self.repairs))
+                .map_err(anyhow::Error::from)
+                .and_then(|s| Ok(metrics::write(&self.path, &s.render())?))
+                .map_err(|e| {
+                    format!(
+                        "cannot write the metrics to {}: {}",
+                        self.path.display(),
+                        extnet::diag::error_chain(e.as_ref())
+                    )
+                })
+        };
+        match result {
+            Ok(()) => {
+                if self.skipped.take().is_some() {
+                    tracing::info!(path = %self.path.display(), "writing the metrics again");
+                }
+            }
+            Err(why) => {
+                if self.skipped.as_ref() != Some(&why) {
+                    tracing::warn!("{why}");
+                    self.skipped = Some(why);
+                }
+            }
+        }
+    }
 }
 
 /// The agent's start: `release` records for the lease-log allocations a reboot ended. Logged,
@@ -182,4 +263,74 @@ fn load(policy_path: &Path, node: Option<String>) -> anyhow::Result<(Policy, Lay
     let policy = policy.for_node(&node)?;
     let layout = Layout::new(&policy, &node);
     Ok((policy, layout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use extnet::node::watch::Repair;
+
+    /// The agent writes at the start and the periodic check, and after each repair with it
+    /// counted; a job's own changes that needed no repair do not rewrite the file; a missing
+    /// textfile directory is skipped, not made.
+    #[test]
+    fn the_agent_writes_its_metrics_when_it_should() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = Policy::from_toml(
+            &format!(
+                "version = 1\n[node]\ninterface = \"eth0\"\ngateway = \"10.99.0.254\"\ninternal = [\"10.99.0.0/24\"]\nstate_dir = \"{}\"\n[[profile]]\nname = \"open\"\nusers = [\"*\"]\n",
+                dir.path().join("state").display()
+            ),
+            "t",
+        )
+        .unwrap();
+        let layout = Layout::new(&policy, "n1");
+        let path = dir.path().join("extnet.prom");
+        let mut m = AgentMetrics::new(path.clone());
+        let check = |trigger, repair| Checked {
+            trigger,
+            repair,
+            policy: &policy,
+            layout: &layout,
+        };
+        let read = || std::fs::read_to_string(&path).unwrap();
+        m.checked(&check(Trigger::Start, None));
+        assert!(
+            read().contains("extnet_agent_repairs_total{trigger=\"events\"} 0\n"),
+            "{}",
+            read()
+        );
+        assert!(read().contains("extnet_active_jobs{profile=\"open\"} 0\n"));
+        let events = Trigger::Events {
+            first: std::time::Instant::now(),
+            count: 2,
+        };
+        let repair = Repair {
+            trigger: events,
+            drift: Vec::new(),
+            loaded: true,
+            forced: false,
+            took: Duration::ZERO,
+            since_event: None,
+        };
+        m.checked(&check(events, Some(&repair)));
+        assert!(read().contains("extnet_agent_repairs_total{trigger=\"events\"} 1\n"));
+        std::fs::remove_file(&path).unwrap();
+        m.checked(&check(events, None));
+        assert!(
+            !path.exists(),
+            "rewritten after a check that repaired nothing"
+        );
+        m.checked(&check(Trigger::Reconcile, None));
+        assert!(read().contains("extnet_agent_repairs_total{trigger=\"events\"} 1\n"));
+
+        let missing = dir.path().join("no-exporter/extnet.prom");
+        let mut m = AgentMetrics::new(missing.clone());
+        m.checked(&check(Trigger::Start, None));
+        assert!(
+            !missing.parent().unwrap().exists(),
+            "the directory was made"
+        );
+        assert!(m.skipped.as_ref().unwrap().contains("does not exist"));
+    }
 }

@@ -175,24 +175,18 @@ impl PoolUsage<'_> {
 
 /// Each pool's blocks in use (leases on its slots) and in quarantine (by ports) at `now`.
 fn pool_usage<'a>(policy: &'a Policy, table: &LeaseTable, now: u64) -> Vec<PoolUsage<'a>> {
+    let blocks = extnet::node::metrics::pool_blocks(policy, table, now);
     policy
         .pools
         .iter()
+        .zip(blocks)
         .enumerate()
-        .map(|(i, pool)| PoolUsage {
+        .map(|(i, (pool, b))| PoolUsage {
             pool,
             profiles: policy.profiles_of_pool(i),
-            blocks: pool.ports.blocks() as usize,
-            used: table
-                .leases
-                .iter()
-                .filter(|l| pool.slots().contains(&l.slot))
-                .count(),
-            quarantined: table
-                .quarantine
-                .iter()
-                .filter(|q| q.until > now && pool.ports.contains(q.port_first))
-                .count(),
+            blocks: b.total as usize,
+            used: b.used as usize,
+            quarantined: b.quarantined as usize,
         })
         .collect()
 }

@@ -13,6 +13,7 @@ pub mod allowlist;
 pub mod counters;
 pub mod drift;
 pub mod job_cgroups;
+pub mod metrics;
 pub mod watch;
 
 use crate::kernel::netlink::rule::FwmarkRule;

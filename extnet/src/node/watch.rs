@@ -119,6 +119,19 @@ pub enum Trigger {
     Retry,
 }
 
+impl Trigger {
+    /// A short name, for metrics labels ([`crate::node::metrics::TRIGGERS`]).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Trigger::Start => "start",
+            Trigger::Events { .. } => "events",
+            Trigger::Overrun => "overrun",
+            Trigger::Reconcile => "reconcile",
+            Trigger::Retry => "retry",
+        }
+    }
+}
+
 impl fmt::Display for Trigger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -160,6 +173,17 @@ impl Repair {
         }
         done.join(", ")
     }
+}
+
+/// A check that succeeded, as [`Watcher::run_checks`] hands it on.
+pub struct Checked<'a> {
+    pub trigger: Trigger,
+    /// What was repaired, when something was.
+    pub repair: Option<&'a Repair>,
+    /// The policy and layout the base was checked against (the policy file's latest that
+    /// loaded).
+    pub policy: &'a Policy,
+    pub layout: &'a Layout,
 }
 
 /// A check that is due.
@@ -250,6 +274,20 @@ impl Watcher {
         stop: BorrowedFd<'_>,
         on_repair: &mut dyn FnMut(&Repair),
     ) -> Result<(), WatchError> {
+        self.run_checks(stop, &mut |c| {
+            if let Some(r) = c.repair {
+                on_repair(r)
+            }
+        })
+    }
+
+    /// [`Self::run`], handing every check that succeeded to `on_check` (the agent writes its
+    /// metrics from there).
+    pub fn run_checks(
+        &mut self,
+        stop: BorrowedFd<'_>,
+        on_check: &mut dyn FnMut(&Checked<'_>),
+    ) -> Result<(), WatchError> {
         let mut pending = Some(Pending {
             trigger: Trigger::Start,
             due: Instant::now(),
@@ -322,9 +360,12 @@ impl Watcher {
             match self.check_and_repair(p.trigger) {
                 Ok(repair) => {
                     backoff = Duration::ZERO;
-                    if let Some(r) = repair {
-                        on_repair(&r);
-                    }
+                    on_check(&Checked {
+                        trigger: p.trigger,
+                        repair: repair.as_ref(),
+                        policy: &self.policy,
+                        layout: &self.layout,
+                    });
                 }
                 Err(e) => {
                     backoff = (backoff * 2).clamp(Duration::from_secs(1), self.config.reconcile);

@@ -3,7 +3,7 @@
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,7 @@ pub fn remove_file(path: &Path) -> Result<bool, FsError> {
 
 /// Replaces `path` with `data`: write a temp file beside it, fsync, rename, fsync the directory.
 /// A reader sees the old or the new content, never a mix; a crash leaves at worst a temp file.
+/// The file gets exactly `mode`, whatever the umask.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), FsError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     ensure_dir(dir)?;
@@ -55,6 +56,8 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), FsError> 
         .mode(mode)
         .open(&tmp)
         .map_err(io("create", &tmp))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io("chmod", &tmp))?;
     f.write_all(data).map_err(io("write", &tmp))?;
     f.sync_all().map_err(io("fsync", &tmp))?;
     drop(f);
