@@ -188,10 +188,12 @@ start_daemon() {
 }
 
 # start_node_agent NODE: extnet's node agent (`extnet node watch`) in the node's namespace, as
-# daemon watch-NODE; it loads the node's base at once and puts it back whenever it drifts.
+# daemon watch-NODE; it loads the node's base at once and puts it back whenever it drifts, and
+# writes the node's metrics to $XN_DIR/metrics/NODE.prom (never the host's node_exporter dir).
 start_node_agent() {
+    mkdir -p "$XN_DIR/metrics"
     start_daemon "watch-$1" "xn-$1" "$1" "$XN_DIR/bin/extnet" --policy "$XN_DIR/etc/extnet.toml" \
-        node watch --node "$1"
+        node watch --node "$1" --metrics-file "$XN_DIR/metrics/$1.prom"
 }
 
 # start_gateway GW: conntrackd and keepalived of gateway GW (daemons conntrackd-GW and
