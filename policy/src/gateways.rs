@@ -34,8 +34,10 @@ pub struct Gateways {
     pub check: Option<(Ipv4Addr, Option<u16>)>,
     /// Percent of the conntrack table above which a gateway gives one virtual address away.
     pub conntrack_max_fill: u32,
-    /// VRRP advertisement interval in seconds.
-    pub advert_secs: u32,
+    /// VRRP advertisement interval in milliseconds: a whole number of seconds from
+    /// `advert_secs` (VRRPv2), or any multiple of 10 ms from `advert_ms` (VRRPv3's
+    /// centiseconds).
+    pub advert_ms: u32,
     pub hosts: Vec<GatewayHost>,
     pub vips: Vec<Vip>,
     /// Every node's cluster address, by name.

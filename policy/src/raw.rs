@@ -45,6 +45,10 @@ pub struct RawGateways {
     /// The VRRP advertisement interval in seconds (absent: 1).
     #[serde(default)]
     pub advert_secs: Option<S<u32>>,
+    /// The VRRP advertisement interval in milliseconds, for sub-second failover (VRRPv3);
+    /// instead of `advert_secs`.
+    #[serde(default)]
+    pub advert_ms: Option<S<u32>>,
     #[serde(default, rename = "host")]
     pub hosts: Vec<S<RawGatewayHost>>,
     #[serde(default, rename = "vip")]

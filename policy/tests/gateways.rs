@@ -379,3 +379,41 @@ fn the_report_gives_the_capacity() {
     );
     assert!(r.contains("host gw1: cluster eth0 10.99.0.251/24, public eth1 203.0.113.1/24, sync eth0 10.99.0.251/24; master of main, backup of second"), "{r}");
 }
+
+#[test]
+fn the_advert_interval_is_whole_seconds_or_centiseconds_and_one_of_them() {
+    let with_advert = |line: &str| {
+        two().replace(
+            "check = \"203.0.113.10\"",
+            &format!("check = \"203.0.113.10\"\n{line}"),
+        )
+    };
+    let ms = |text: &str| parse_ok(text).gateways.unwrap().advert_ms;
+    assert_eq!(ms(&two()), 1000, "absent: 1 s");
+    assert_eq!(ms(&with_advert("advert_secs = 2")), 2000);
+    assert_eq!(ms(&with_advert("advert_ms = 500")), 500);
+    refused(
+        &with_advert("advert_ms = 505"),
+        "gateways.advert_ms",
+        "not a multiple of 10 ms",
+        "500",
+    );
+    refused(
+        &with_advert("advert_ms = 0"),
+        "gateways.advert_ms",
+        "within 10..=40950",
+        "",
+    );
+    refused(
+        &with_advert("advert_secs = 0"),
+        "gateways.advert_secs",
+        "outside 1..=255",
+        "advert_ms",
+    );
+    refused(
+        &with_advert("advert_secs = 1\nadvert_ms = 500"),
+        "gateways.advert_ms",
+        "both set",
+        "keep one",
+    );
+}

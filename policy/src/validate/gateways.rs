@@ -71,15 +71,43 @@ impl Validator<'_> {
                 "90 gives a peer an address before the table is full",
             );
         }
-        let advert = raw.advert_secs.as_ref().map_or(1, |a| *a.get_ref());
-        if !(1..=255).contains(&advert) {
-            self.err_at(
-                "gateways.advert_secs",
-                raw.advert_secs.as_ref().and_then(span),
-                format!("{advert} s is outside 1..=255"),
-                "1 lets a backup take over within about 3 s",
-            );
-        }
+        let advert = match (&raw.advert_secs, &raw.advert_ms) {
+            (Some(_), Some(ms)) => {
+                self.err_at(
+                    "gateways.advert_ms",
+                    span(ms),
+                    "advert_secs and advert_ms both set".to_owned(),
+                    "keep one: advert_ms = 500 (VRRPv3, sub-second) or advert_secs = 1",
+                );
+                1000
+            }
+            (Some(raw_secs), None) => {
+                let secs = *raw_secs.get_ref();
+                if !(1..=255).contains(&secs) {
+                    self.err_at(
+                        "gateways.advert_secs",
+                        span(raw_secs),
+                        format!("{secs} s is outside 1..=255"),
+                        "1 lets a backup take over within about 3.5 s; advert_ms for less",
+                    );
+                }
+                secs.saturating_mul(1000)
+            }
+            (None, Some(ms)) => {
+                let v = *ms.get_ref();
+                // VRRPv3 counts the interval in centiseconds, 12 bits of them
+                if !(10..=40_950).contains(&v) || v % 10 != 0 {
+                    self.err_at(
+                        "gateways.advert_ms",
+                        span(ms),
+                        format!("{v} ms is not a multiple of 10 ms within 10..=40950 (VRRPv3's centiseconds)"),
+                        "500 lets a backup take over within about 2 s; below 200 a loaded gateway may fail over when busy, not dead",
+                    );
+                }
+                v
+            }
+            (None, None) => 1000,
+        };
         let hosts: Vec<GatewayHost> = raw
             .hosts
             .iter()
@@ -170,7 +198,7 @@ impl Validator<'_> {
             ports_per_node: per_node,
             check,
             conntrack_max_fill: fill,
-            advert_secs: advert,
+            advert_ms: advert,
             hosts,
             vips,
             node_addresses,

@@ -37,18 +37,23 @@ pub fn fill_tracker(g: &Gateways, h: &GatewayHost) -> Option<(usize, i32)> {
 
 pub fn config(g: &Gateways, h: &GatewayHost, dir: &str) -> String {
     let mut s = String::new();
+    // whole seconds: VRRPv2, as every keepalived speaks it; less: VRRPv3's centiseconds
+    let v3 = g.advert_ms % 1000 != 0;
     let _ = write!(
         s,
-        "# keepalived of NAT gateway {name}, rendered by `extnet gateway render` from the policy; do not edit\nglobal_defs {{\n    router_id {name}\n    enable_script_security\n    script_user root\n    vrrp_garp_master_delay 1\n}}\n",
-        name = h.name
+        "# keepalived of NAT gateway {name}, rendered by `extnet gateway render` from the policy; do not edit\nglobal_defs {{\n    router_id {name}\n    enable_script_security\n    script_user root\n    vrrp_garp_master_delay 1\n{version}}}\n",
+        name = h.name,
+        version = if v3 { "    vrrp_version 3\n" } else { "" }
     );
+    // the path check runs every whole second at most (keepalived's script interval)
+    let check_secs = g.advert_ms.div_ceil(1000).max(1);
     if g.check.is_some() {
         let _ = write!(
             s,
             "\n# the gateway's own path out: without it, its addresses go to a peer\nvrrp_script extnet_path_out {{\n    script \"{dir}/check-path.sh\"\n    interval {i}\n    timeout {t}\n    fall 2\n    rise 2\n}}\n",
-            i = g.advert_secs.max(1),
+            i = check_secs,
             // a slow start of ping (a loaded or emulated host) is not a dead path
-            t = 3 * g.advert_secs.max(1)
+            t = 3 * check_secs
         );
     }
     let fill = fill_tracker(g, h);
@@ -74,7 +79,7 @@ pub fn config(g: &Gateways, h: &GatewayHost, dir: &str) -> String {
             name = vip.name,
             cif = h.cluster_interface,
             vrid = vip.vrid,
-            adv = g.advert_secs,
+            adv = advert_int(g.advert_ms),
             src = h.cluster_address.addr(),
             peers = peers.concat(),
             addr = vip.address,
@@ -107,6 +112,17 @@ pub fn config(g: &Gateways, h: &GatewayHost, dir: &str) -> String {
         let _ = write!(s, "    notify \"{dir}/notify.sh\"\n}}\n");
     }
     s
+}
+
+/// `advert_int` as keepalived reads it: seconds, with centiseconds when there are any
+/// (`1`, `0.5`, `0.25`).
+fn advert_int(ms: u32) -> String {
+    let (secs, cs) = (ms / 1000, (ms % 1000) / 10);
+    match cs {
+        0 => secs.to_string(),
+        _ if cs % 10 == 0 => format!("{secs}.{}", cs / 10),
+        _ => format!("{secs}.{cs:02}"),
+    }
 }
 
 /// keepalived's notify script (`notify.sh TYPE NAME STATE PRIORITY`): conntrackd's
@@ -191,4 +207,19 @@ pub fn check_conntrack_script(g: &Gateways) -> String {
         "#!/bin/sh\n# fails when the conntrack table is fuller than {p}% (rendered by `extnet gateway render`)\ncount=$(cat /proc/sys/net/netfilter/nf_conntrack_count) || exit 1\nmax=$(cat /proc/sys/net/netfilter/nf_conntrack_max) || exit 1\n[ $((count * 100)) -lt $((max * {p})) ]\n",
         p = g.conntrack_max_fill
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advert_int;
+
+    #[test]
+    fn advert_int_is_seconds_with_centiseconds_only_when_there_are_some() {
+        assert_eq!(advert_int(1000), "1");
+        assert_eq!(advert_int(3000), "3");
+        assert_eq!(advert_int(500), "0.5");
+        assert_eq!(advert_int(250), "0.25");
+        assert_eq!(advert_int(1010), "1.01");
+        assert_eq!(advert_int(40950), "40.95");
+    }
 }
