@@ -63,17 +63,17 @@ fn assert_no_own_cgroup(c: &Cluster, node: &str, job: u32) {
     );
 }
 
-#[test]
-#[ignore = "needs root and the test cluster in mode v2: run slurm-test-env/vm/run"]
-fn v2_granted_srun_gets_out_and_its_task_stays_in_slurms_job_cgroup() {
+/// A granted srun of `profile` on n1 gets out over TCP and UDP in its block, its task stays
+/// in Slurm's job cgroup, extnet's own cgroup is gone, and nothing is left after it.
+fn granted_srun_stays_in_slurms_job_cgroup(profile: &str) {
     let c = Cluster::get();
     let p = c.probe();
     let r = c.srun(
         ALLOWED,
-        &["-N1", "-w", "n1", "--external-net"],
+        &["-N1", "-w", "n1", &format!("--external-net={profile}")],
         &format!("grep ^0:: /proc/self/cgroup; {p} tcp && {p} udp"),
     );
-    assert!(r.ok(), "granted job failed:\n{r}");
+    assert!(r.ok(), "granted job ({profile}) failed:\n{r}");
     let job = r.job_id();
     let want = format!("0::/system.slice/n1_slurmstepd.scope/job_{job}/step_0/user/task_0");
     assert_eq!(cgroup_lines(&r.stdout), [want.as_str()], "{r}");
@@ -87,8 +87,22 @@ fn v2_granted_srun_gets_out_and_its_task_stays_in_slurms_job_cgroup() {
             seen.1
         );
     }
+    assert_no_own_cgroup(&c, "n1", job);
     c.assert_clean(job);
     assert_eq!(c.lease_events(job), ["allocate", "release"]);
+}
+
+#[test]
+#[ignore = "needs root and the test cluster in mode v2: run slurm-test-env/vm/run"]
+fn v2_granted_srun_gets_out_and_its_task_stays_in_slurms_job_cgroup() {
+    granted_srun_stays_in_slurms_job_cgroup("default");
+}
+
+/// netns mode: the task's network namespace is the job's, its cgroup stays Slurm's.
+#[test]
+#[ignore = "needs root and the test cluster in mode v2: run slurm-test-env/vm/run"]
+fn v2_granted_netns_srun_gets_out_and_its_task_stays_in_slurms_job_cgroup() {
+    granted_srun_stays_in_slurms_job_cgroup("isolated");
 }
 
 #[test]
