@@ -187,6 +187,13 @@ start_daemon() {
     record_pid "$name" "$!"
 }
 
+# start_slurmd NODE: the node's slurmd (daemon slurmd-NODE) in its namespace, in the
+# foreground, with the cluster's slurm.conf; `up` and `slurmd-ctl start` use it.
+start_slurmd() {
+    local conf=$XN_DIR/etc/slurm.conf
+    start_daemon "slurmd-$1" "xn-$1" "$1" env SLURM_CONF="$conf" slurmd -D -N "$1" -f "$conf"
+}
+
 # start_node_agent NODE: extnet's node agent (`extnet node watch`) in the node's namespace, as
 # daemon watch-NODE; it loads the node's base at once and puts it back whenever it drifts, and
 # writes the node's metrics to $XN_DIR/metrics/NODE.prom (never the host's node_exporter dir).

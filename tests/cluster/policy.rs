@@ -365,20 +365,6 @@ fn policy_writable_by_group_grants_nothing() {
     c.assert_clean(job);
 }
 
-/// Puts the policy file's content back when dropped (also when the test panics).
-struct PolicyGuard {
-    path: PathBuf,
-    text: String,
-}
-
-impl Drop for PolicyGuard {
-    fn drop(&mut self) {
-        std::fs::write(&self.path, &self.text).unwrap_or_else(|e| {
-            eprintln!("cannot restore the policy {}: {e}", self.path.display())
-        });
-    }
-}
-
 #[test]
 #[ignore = "needs root and the test cluster: run slurm-test-env/test"]
 fn changed_policy_applies_to_new_jobs_and_running_jobs_keep_their_grant() {

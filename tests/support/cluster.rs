@@ -419,6 +419,22 @@ impl Cluster {
         });
     }
 
+    /// Waits (`secs` at most) until the lease log has a `release` record of `job`.
+    pub fn wait_released(&self, job: u32, secs: u64) {
+        wait::until(
+            Duration::from_secs(secs),
+            Duration::from_millis(100),
+            || {
+                if self.lease_events(job).iter().any(|e| e == "release") {
+                    return Ok(());
+                }
+                Err(format!(
+                    "no release of job {job} in the lease log after {secs} s"
+                ))
+            },
+        );
+    }
+
     /// The leases in `node`'s lease table (none when it has no table yet).
     pub fn leases(&self, node: &str) -> Vec<extnet::store::lease::Lease> {
         let path = self.state_dir(node).join("leases.table");
@@ -660,6 +676,20 @@ pub fn uid_of(user: &str) -> u32 {
         .unwrap_or_else(|| panic!("no user {user}"))
         .uid
         .as_raw()
+}
+
+/// Puts the policy file's content back when dropped (also when the test panics).
+pub struct PolicyGuard {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl Drop for PolicyGuard {
+    fn drop(&mut self) {
+        std::fs::write(&self.path, &self.text).unwrap_or_else(|e| {
+            eprintln!("cannot restore the policy {}: {e}", self.path.display())
+        });
+    }
 }
 
 /// Runs `extnet node setup` on its node and lets its paused agent go on when dropped
