@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-use support::netns::{command_in, ip_in, with_netns_dir};
+use support::netns::{command_in, ip_in, sh_in as sh, with_netns_dir};
 
 /// The test cluster's policy: gw1 holds 10.99.0.254 (public 203.0.113.101) and 10.99.0.253
 /// (public 203.0.113.102); n1 = 10.99.0.11, n2 = 10.99.0.12.
@@ -74,18 +74,6 @@ fn connect_from(node: &File, src: SocketAddrV4) -> Option<String> {
         (&s).read_to_string(&mut seen).ok()?;
         Some(seen)
     })
-}
-
-fn sh(ns: &File, cmd: &str) -> String {
-    let out = command_in(Command::new("sh").args(["-c", cmd]), ns)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

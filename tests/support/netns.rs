@@ -6,7 +6,7 @@
 //! namespace directory (`NETNS_RUN_DIR`) for named namespaces, kept as extnet keeps them, and
 //! checks at the end that none is left ([`with_netns_dir`]: the frame of a test that uses one).
 //! [`node_link`] gives a namespace the node's network
-//! interface; [`ip`], [`ip_in`] and [`command_in`] run commands inside one.
+//! interface; [`ip`], [`ip_in`], [`sh_in`] and [`command_in`] run commands inside one.
 
 use extnet::kernel::netns;
 use std::fs::File;
@@ -61,6 +61,12 @@ pub fn ip(args: &[&str]) -> String {
 /// [`ip`] in the network namespace `ns`.
 pub fn ip_in(ns: &File, args: &[&str]) -> String {
     output(command_in(Command::new("ip").args(args), ns))
+}
+
+/// Runs the shell command `cmd` (`sh -c`) in the network namespace `ns` and returns what it
+/// printed; panics with its stderr when it fails.
+pub fn sh_in(ns: &File, cmd: &str) -> String {
+    output(command_in(Command::new("sh").args(["-c", cmd]), ns))
 }
 
 fn output(cmd: &mut Command) -> String {

@@ -10,6 +10,7 @@
 
 mod allowlist_bind;
 mod counters;
+mod gateway_forward;
 mod gateway_render;
 mod lease_table;
 mod per_job_setup;
@@ -73,6 +74,12 @@ const BENCHES: &[Bench] = &[
         about: "a gateway's ruleset for 10 and 27,648 nodes: policy, render, nft -f",
         root: Some("a network namespace and nft tables"),
         run: gateway_render::run,
+    },
+    Bench {
+        name: "gateway-forward",
+        about: "iperf3 through a gateway's SNAT, 10 against 27,648 nodes: TCP, UDP packets/s",
+        root: Some("network namespaces, nft tables, links and iperf3 processes"),
+        run: gateway_forward::run,
     },
     Bench {
         name: "trace",
