@@ -55,6 +55,9 @@ XN_VIP2=10.99.0.253
 XN_GW2_PUBLIC=203.0.113.102
 XN_OUT_IP=203.0.113.10
 XN_GATEWAYS=(gw1 gw2)
+# Where up installs extnet's packages (dpkg --root): the programs in usr/sbin, the plugin in
+# Slurm's plugin directory under it (see up: install_packages).
+XN_ROOT=$XN_DIR/root
 # Marker file: proves that $XN_DIR is ours before down removes it.
 XN_MARKER=.slurm-test-env
 
@@ -197,9 +200,10 @@ start_slurmd() {
 # start_node_agent NODE: extnet's node agent (`extnet node watch`) in the node's namespace, as
 # daemon watch-NODE; it loads the node's base at once and puts it back whenever it drifts, and
 # writes the node's metrics to $XN_DIR/metrics/NODE.prom (never the host's node_exporter dir).
+# The program: where up installed it (XN_SBIN), else $XN_DIR/bin/extnet (which names it too).
 start_node_agent() {
     mkdir -p "$XN_DIR/metrics"
-    start_daemon "watch-$1" "xn-$1" "$1" "$XN_DIR/bin/extnet" --policy "$XN_DIR/etc/extnet.toml" \
+    start_daemon "watch-$1" "xn-$1" "$1" "${XN_SBIN:-$XN_DIR/bin}/extnet" --policy "$XN_DIR/etc/extnet.toml" \
         node watch --node "$1" --metrics-file "$XN_DIR/metrics/$1.prom"
 }
 
