@@ -83,6 +83,44 @@ fn netns_create_open_enter_delete() {
         child.wait().unwrap();
         assert_eq!(netns::pids_in(ino), Vec::<i32>::new());
 
+        // A process whose main thread stays outside while another thread joined the
+        // namespace (setns(2) is per thread) holds it just the same, and is found.
+        let joiner = concat!(
+            "import ctypes, os, sys, threading, time\n",
+            "libc = ctypes.CDLL(None, use_errno=True)\n",
+            "fd = os.open(sys.argv[1], os.O_RDONLY)\n",
+            "def inside():\n",
+            "    if libc.setns(fd, 0x40000000) != 0:\n",
+            "        os._exit(3)\n",
+            "    print('in', flush=True)\n",
+            "    time.sleep(30)\n",
+            "threading.Thread(target=inside, daemon=True).start()\n",
+            "time.sleep(30)\n",
+        );
+        let mut child = Command::new("python3")
+            .args(["-c", joiner])
+            .arg(dir.join("job1"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "in", "the thread did not join the namespace");
+        let main_ns = std::fs::read_link(format!("/proc/{}/ns/net", child.id())).unwrap();
+        assert_ne!(
+            main_ns.to_string_lossy(),
+            format!("net:[{ino}]"),
+            "the main thread stays outside"
+        );
+        assert_eq!(netns::pids_in(ino), vec![child.id() as i32]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(netns::pids_in(ino), Vec::<i32>::new());
+
         // run_in() returns the thread also when the closure panics.
         let caught = std::panic::catch_unwind(|| {
             let _ = netns::run_in(ns.as_fd(), || panic!("inside the namespace"));

@@ -95,9 +95,11 @@ fn remove_stale_veth(
     Ok(())
 }
 
-/// Drops the job's namespace (netns mode), killing what still runs inside; the kernel then
-/// reaps the veth pair (dropping the namespace is cheap; an explicit veth delete waits for
-/// the kernel's RCU grace periods).
+/// Drops the job's namespace (netns mode), killing what still runs inside (any thread of a
+/// process in it); the kernel then reaps the veth pair (dropping the namespace is cheap; an
+/// explicit veth delete waits for the kernel's RCU grace periods). When something survives
+/// SIGKILL the pair is deleted here and the survivors are logged; a namespace pinned by an
+/// open file or a mount keeps its pair until the slot's next job (`remove_stale_veth`).
 pub fn teardown(layout: &Layout, nl: &mut Netlink, job_id: u32) -> Result<bool, JobError> {
     let name = layout.netns_name(job_id);
     let mut found = false;
@@ -117,12 +119,13 @@ pub fn teardown(layout: &Layout, nl: &mut Netlink, job_id: u32) -> Result<bool, 
         found = true;
         let ino = netns::inode(&f);
         drop(f);
+        let mut left = Vec::new();
         for _ in 0..100 {
-            let pids = netns::pids_in(ino);
-            if pids.is_empty() {
+            left = netns::pids_in(ino);
+            if left.is_empty() {
                 break;
             }
-            for p in pids {
+            for &p in &left {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(p),
                     nix::sys::signal::SIGKILL,
@@ -131,8 +134,20 @@ pub fn teardown(layout: &Layout, nl: &mut Netlink, job_id: u32) -> Result<bool, 
             std::thread::sleep(Duration::from_millis(10));
         }
         netns::delete(&layout.netns_dir, &name)?;
+        if !left.is_empty() {
+            // processes that SIGKILL did not end within a second (stuck in the kernel) keep
+            // the namespace and with it the veth pair: delete the pair here, so that the
+            // slot's /30 leads nowhere and the next job on the slot gets it whole
+            let veth = Layout::veth_name(job_id);
+            tracing::warn!(
+                job_id,
+                netns = %name,
+                pids = ?left,
+                %veth,
+                "processes in the job's network namespace did not die within 1 s of SIGKILL; deleting its veth pair (admins: see what they wait for in /proc/PID/stack)"
+            );
+            nl.delete(&veth)?;
+        }
     }
-    // a veth left from a namespace still pinned elsewhere
-    let _ = nl;
     Ok(found)
 }

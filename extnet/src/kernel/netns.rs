@@ -321,9 +321,11 @@ pub fn inode(f: &File) -> u64 {
     f.metadata().map(|m| m.ino()).unwrap_or(0)
 }
 
-/// The processes whose network namespace (that of their main thread) has inode `ns_inode`:
+/// The processes one of whose threads is in the network namespace with inode `ns_inode`:
 /// what must be killed before a job's namespace can go. Processes that exit while we look are
-/// skipped. Equals `ip netns pids NAME`.
+/// skipped. Equals `ip netns pids NAME`, which looks at main threads only: a thread can
+/// `setns` on its own, and a process whose other thread sits in the namespace keeps it (and
+/// its veth) alive just the same.
 ///
 /// O(processes on the node): Slurm has normally killed the job's tasks before its epilog, but
 /// a process that escaped its tracking (a daemon under `proctrack/linuxproc`, something an
@@ -331,7 +333,9 @@ pub fn inode(f: &File) -> u64 {
 /// with the address, and so the mark, of the slot's next job. One `readlinkat` per process
 /// (`net:[INODE]`), relative to an open `/proc`: `stat` of `/proc/PID/ns/net`, as `ip netns
 /// pids` does, also follows the link into nsfs and costs about twice as much (figures and
-/// their command: docs/PERFORMANCE.md).
+/// their command: docs/PERFORMANCE.md). A process whose main thread is elsewhere costs one
+/// `fstatat` more (`/proc/PID/task`'s link count is 2 + its threads), and only a
+/// multi-threaded one a read of its threads' links.
 pub fn pids_in(ns_inode: u64) -> Vec<i32> {
     use std::os::unix::ffi::OsStrExt as _;
     let (Ok(dir), Ok(entries)) = (File::open("/proc"), std::fs::read_dir("/proc")) else {
@@ -339,34 +343,82 @@ pub fn pids_in(ns_inode: u64) -> Vec<i32> {
     };
     let want = format!("net:[{ns_inode}]");
     let mut pids = Vec::new();
-    let mut path = [0u8; 32];
-    let mut link = [0u8; 40];
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        // an i32 has at most 11 characters: "PID/ns/net\0" fits in `path`
-        const SUFFIX: &[u8] = b"/ns/net\0";
         let name = name.as_bytes();
-        path[..name.len()].copy_from_slice(name);
-        path[name.len()..name.len() + SUFFIX.len()].copy_from_slice(SUFFIX);
-        // SAFETY: `path` is NUL-terminated within its 32 bytes, `link` is writable for its
-        // length, and `dir` is an open directory for the whole call.
-        let n = unsafe {
-            libc::readlinkat(
-                dir.as_raw_fd(),
-                path.as_ptr().cast(),
-                link.as_mut_ptr().cast(),
-                link.len(),
-            )
-        };
-        if usize::try_from(n).is_ok_and(|n| &link[..n] == want.as_bytes()) {
+        if link_is(&dir, &[name, b"/ns/net"], want.as_bytes())
+            || (threads(&dir, name) > 1 && a_thread_in(pid, name, want.as_bytes()))
+        {
             pids.push(pid);
         }
     }
     pids.sort_unstable();
     pids
+}
+
+/// Whether the link at the path made of `parts` (relative to the open directory `dir`) reads
+/// `want`. Paths of /proc are short: one that does not fit the buffer is no match.
+fn link_is(dir: &File, parts: &[&[u8]], want: &[u8]) -> bool {
+    let mut path = [0u8; 64];
+    let mut len = 0;
+    for p in parts {
+        if len + p.len() >= path.len() {
+            return false;
+        }
+        path[len..len + p.len()].copy_from_slice(p);
+        len += p.len();
+    }
+    // path[len] is the NUL the buffer was filled with
+    let mut link = [0u8; 40];
+    // SAFETY: `path` is NUL-terminated within its 64 bytes, `link` is writable for its
+    // length, and `dir` is an open directory for the whole call.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            path.as_ptr().cast(),
+            link.as_mut_ptr().cast(),
+            link.len(),
+        )
+    };
+    usize::try_from(n).is_ok_and(|n| &link[..n] == want)
+}
+
+/// The number of threads of process `pid` (its name in /proc), from the link count of
+/// `/proc/PID/task`; 0 when it is gone.
+fn threads(dir: &File, pid: &[u8]) -> u64 {
+    let mut path = [0u8; 32];
+    const SUFFIX: &[u8] = b"/task";
+    if pid.len() + SUFFIX.len() >= path.len() {
+        return 0;
+    }
+    path[..pid.len()].copy_from_slice(pid);
+    path[pid.len()..pid.len() + SUFFIX.len()].copy_from_slice(SUFFIX);
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `path` is NUL-terminated within its 32 bytes, `st` is writable, `dir` is open.
+    let rc = unsafe { libc::fstatat(dir.as_raw_fd(), path.as_ptr().cast(), st.as_mut_ptr(), 0) };
+    if rc != 0 {
+        return 0;
+    }
+    // SAFETY: fstatat succeeded and filled `st`.
+    let nlink = unsafe { st.assume_init() }.st_nlink;
+    nlink.saturating_sub(2)
+}
+
+/// Whether a thread other than the main one of process `pid` is in the namespace `want`
+/// names.
+fn a_thread_in(pid: i32, name: &[u8], want: &[u8]) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let task = format!("/proc/{pid}/task");
+    let (Ok(dir), Ok(entries)) = (File::open(&task), std::fs::read_dir(&task)) else {
+        return false;
+    };
+    entries.flatten().any(|t| {
+        let tid = t.file_name();
+        tid.as_bytes() != name && link_is(&dir, &[tid.as_bytes(), b"/ns/net"], want)
+    })
 }
 
 #[cfg(test)]
