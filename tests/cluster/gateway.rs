@@ -97,12 +97,19 @@ fn master_dies_and_comes_back_new_and_running_connections_go_on() {
             );
         }
     }
+    // after the failback, new connections succeed again and go on succeeding: most of them,
+    // and some in the last second. A single attempt may time out now and then, failover or
+    // not (one did 0.8 s into a CI run, before gw1 died), so one is no verdict.
+    let settled: Vec<&Attempt> = attempts.iter().filter(|a| a.at >= back + 3.0).collect();
+    let ok = settled.iter().filter(|a| a.outcome.is_ok()).count();
+    let end = attempts.last().map_or(0.0, |l| l.at);
+    let recent_ok = attempts
+        .iter()
+        .any(|a| a.at >= end - 1.0 && a.outcome.is_ok());
     assert!(
-        attempts
-            .iter()
-            .any(|a| a.at >= back + 3.0 && a.outcome.is_ok())
-            && attempts.last().is_some_and(|a| a.outcome.is_ok()),
-        "new connections do not succeed after gw1 came back:\n{out}"
+        !settled.is_empty() && ok * 10 >= settled.len() * 8 && recent_ok,
+        "new connections do not succeed after gw1 came back ({ok} of {} from 3 s after):\n{out}",
+        settled.len()
     );
     // the transfer survived both moves: iperf3 ended well and received data in every second
     assert!(
