@@ -17,8 +17,9 @@ use support::root::is_root;
 
 /// `ip route get DST mark M`: the device and next hop the kernel picks, or its error.
 fn route_get(dst: &str, mark: u32) -> Result<String, String> {
+    let family = if dst.contains(':') { "-6" } else { "-4" };
     let out = std::process::Command::new("ip")
-        .args(["-4", "route", "get", dst, "mark", &format!("{mark:#x}")])
+        .args([family, "route", "get", dst, "mark", &format!("{mark:#x}")])
         .output()
         .unwrap();
     if out.status.success() {
@@ -43,7 +44,12 @@ fn held() -> u64 {
 /// A UDP datagram to `dst` from a socket with mark `mark` (`SO_MARK`, as root), as a job's
 /// socket sends it.
 fn send_marked(dst: &str, mark: u32) -> std::io::Result<usize> {
-    let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+    let any = if dst.starts_with('[') {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let s = UdpSocket::bind(any).unwrap();
     let m = mark as libc::c_int;
     // SAFETY: setsockopt on a socket this function owns, with a pointer to a c_int that
     // lives across the call and its size.
@@ -167,5 +173,79 @@ fn only_checked_job_packets_reach_a_gateway_and_the_rest_is_held() {
         ))
         .unwrap();
         assert_eq!(peer_forwarding.trim(), "0");
+    });
+}
+
+/// IPv6 is not on the data path: a job's IPv6 packets, with the socket's mark or (forged)
+/// the checked one, have no route at all, by an IPv6 rule to the hold table whose IPv6
+/// default is `unreachable`: with the nft tables flushed (which takes the `ip6 extnet` drop
+/// with them) a granted job still cannot use the node's own IPv6 routes. Unmarked traffic
+/// keeps the node's routes; a deleted rule is put back.
+#[test]
+fn a_jobs_ipv6_has_no_route_whatever_the_nft_tables() {
+    if !is_root(
+        "a_jobs_ipv6_has_no_route_whatever_the_nft_tables",
+        "a network namespace, links, rules and routes",
+    ) {
+        return;
+    }
+    in_private_netns(|| {
+        node_link("eth0", "10.99.0.11/24", None);
+        // the node's own IPv6 way out, as on a dual-stack site
+        ip(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:1::11/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:1::1",
+            "dev",
+            "eth0",
+        ]);
+        let p = pools_a();
+        let mut nl = Netlink::open().unwrap();
+        let idx = nl.index("eth0").unwrap().expect("eth0");
+        let out = "2001:db8:2::10";
+        // before extnet: a job's marked IPv6 follows the node's routes (the hole closed here)
+        assert_eq!(
+            route_get(out, plan::socket_mark(&p, 1)).unwrap(),
+            "eth0 via 2001:db8:1::1"
+        );
+        ensure_routing(&p, &mut nl, idx).unwrap();
+        for mark in [
+            plan::socket_mark(&p, 1),
+            plan::mark(&p, 1),
+            plan::mark(&p, 39),
+        ] {
+            let err = route_get(out, mark).unwrap_err();
+            assert!(err.contains("No route to host"), "mark {mark:#x}: {err}");
+        }
+        // the node's own traffic and its local addresses keep their routes
+        assert_eq!(route_get(out, 0).unwrap(), "eth0 via 2001:db8:1::1");
+        assert!(route_get("2001:db8:1::11", plan::socket_mark(&p, 1)).is_ok());
+        // a job's socket learns at once (no nft table involved: none is loaded here)
+        let e = send_marked(&format!("[{out}]:7001"), plan::socket_mark(&p, 1)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EHOSTUNREACH), "{e}");
+
+        // the rule deleted (by hand, by a tool that flushes IPv6 rules): open again, until
+        // the base is re-asserted
+        ip(&["-6", "rule", "del", "pref", "7701"]);
+        assert!(route_get(out, plan::socket_mark(&p, 1)).is_ok());
+        ensure_routing(&p, &mut nl, idx).unwrap();
+        assert!(route_get(out, plan::socket_mark(&p, 1)).is_err());
+        // and the route
+        ip(&["-6", "route", "flush", "table", "7699"]);
+        ensure_routing(&p, &mut nl, idx).unwrap();
+        assert!(nl.has_route6_unreachable_default(7699).unwrap());
+        assert!(route_get(out, plan::socket_mark(&p, 1)).is_err());
     });
 }

@@ -106,6 +106,12 @@ fn the_agent_puts_the_base_back_within_2_s_of_each_drift_and_repairs_once() {
             "fwmark {:#x}/{:#x} lookup {}",
             main_rule.fwmark, main_rule.mask, main_rule.table
         );
+        let hold_rule = plan::hold_rule(&p);
+        let ipv6_hold_pref = hold_rule.priority.to_string();
+        let ipv6_rule_text = format!(
+            "fwmark {:#x}/{:#x} lookup {}",
+            hold_rule.fwmark, hold_rule.mask, hold_rule.table
+        );
         let route_table = p.node.route_table.to_string();
         let hold_table = p.node.hold_table.to_string();
         let tables_back = tables_in_place;
@@ -130,7 +136,7 @@ fn the_agent_puts_the_base_back_within_2_s_of_each_drift_and_repairs_once() {
             assert!(postrouting_loaded.contains("never leave untranslated"));
 
             // the drifts, each broken on the kernel and put back by the agent
-            let drifts: [Case<'_>; 5] = [
+            let drifts: [Case<'_>; 7] = [
                 (
                     "nft flush ruleset",
                     &|| {
@@ -175,6 +181,23 @@ fn the_agent_puts_the_base_back_within_2_s_of_each_drift_and_repairs_once() {
                         ip(&["rule", "del", "pref", &main_rule.priority.to_string()]);
                     },
                     &|| ip(&["rule", "show"]).contains(&rule_text),
+                ),
+                (
+                    "IPv6 hold rule deleted",
+                    &|| {
+                        ip(&["-6", "rule", "del", "pref", &ipv6_hold_pref]);
+                    },
+                    &|| ip(&["-6", "rule", "show"]).contains(&ipv6_rule_text),
+                ),
+                (
+                    "IPv6 hold route flushed",
+                    &|| {
+                        ip(&["-6", "route", "flush", "table", &hold_table]);
+                    },
+                    &|| {
+                        ip(&["-6", "route", "show", "table", &hold_table])
+                            .contains("unreachable default")
+                    },
                 ),
                 (
                     "hold link deleted",

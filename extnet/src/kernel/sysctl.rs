@@ -47,3 +47,9 @@ pub fn disable_ipv6(name: &str) -> Result<(), SysctlError> {
         }),
     }
 }
+
+/// Whether this kernel has IPv6 at all: not on one booted with `ipv6.disable=1` (no
+/// `/proc/sys/net/ipv6` in any namespace), where there is nothing of a job's to hold.
+pub fn ipv6_available() -> bool {
+    Path::new("/proc/sys/net/ipv6").exists()
+}

@@ -52,6 +52,15 @@ pub enum Drift {
     HoldLink,
     HoldLinkDown,
     MissingRoute(Route),
+    /// The IPv6 hold rule is missing (`ip -6 rule`): a job's IPv6 would follow the node's
+    /// IPv6 routes once the nft tables are gone.
+    MissingRule6(FwmarkRule),
+    /// An IPv6 rule of extnet's at its priorities that the policy does not plan.
+    StaleRule6(FwmarkRule),
+    /// The hold table's IPv6 `unreachable default` is missing.
+    Ipv6HoldRoute {
+        table: u32,
+    },
     /// A route of a pool's table that the policy does not plan.
     StaleRoute(Route),
     /// Forwarding is off on `node.interface`, which netns jobs need.
@@ -91,6 +100,11 @@ impl fmt::Display for Drift {
             Drift::HoldLinkDown => write!(f, "hold link {} down", plan::HOLD_LINK),
             Drift::MissingRoute(r) => write!(f, "route {r} missing"),
             Drift::StaleRoute(r) => write!(f, "stale route {r}"),
+            Drift::MissingRule6(r) => write!(f, "IPv6 rule {r} missing"),
+            Drift::StaleRule6(r) => write!(f, "stale IPv6 rule {r}"),
+            Drift::Ipv6HoldRoute { table } => {
+                write!(f, "IPv6 route unreachable default table {table} missing")
+            }
             Drift::Forwarding { iface } => write!(f, "forwarding off on {iface}"),
         }
     }
@@ -104,7 +118,7 @@ pub fn describe(drift: &[Drift]) -> String {
 
 /// What of the base differs from the plan of `policy` on this node (`iface_index` and
 /// `node_addr`: `node.interface`'s, from [`crate::node::node_addr`]); empty when nothing.
-/// Costs a rule dump, a route dump per table, two nft table gets, a chain and a rule dump of each nft table, a `stat` of the cgroup root and
+/// Costs a rule dump per family, a route dump per table (and the hold table's IPv6 one), two nft table gets, a chain and a rule dump of each nft table, a `stat` of the cgroup root and
 /// two link ioctls.
 pub fn check(
     policy: &Policy,
@@ -202,6 +216,25 @@ pub fn check(
             {
                 drift.push(Drift::StaleRoute(*a));
             }
+        }
+    }
+
+    if crate::kernel::sysctl::ipv6_available() {
+        let hold = plan::hold_rule(policy);
+        let have = nl.rules_v6()?;
+        if !have.contains(&hold) {
+            drift.push(Drift::MissingRule6(hold));
+        }
+        for rule in have
+            .iter()
+            .filter(|r| crate::node::is_main_or_hold_rule(policy, r) && **r != hold)
+        {
+            drift.push(Drift::StaleRule6(*rule));
+        }
+        if !nl.has_route6_unreachable_default(n.hold_table)? {
+            drift.push(Drift::Ipv6HoldRoute {
+                table: n.hold_table,
+            });
         }
     }
 

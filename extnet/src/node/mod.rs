@@ -315,6 +315,14 @@ pub fn teardown(policy: &Policy, layout: &Layout, nl: &mut Netlink) -> Vec<Strin
             errors.push(e.to_string());
         }
     }
+    if sysctl::ipv6_available() {
+        if let Err(e) = nl.rule6_del(&plan::hold_rule(policy)) {
+            errors.push(e.to_string());
+        }
+        if let Err(e) = nl.route6_del_default(n.hold_table) {
+            errors.push(e.to_string());
+        }
+    }
     for table in [n.route_table, n.hold_table] {
         errors.extend(flush_table(nl, table));
     }
@@ -372,9 +380,38 @@ pub fn ensure_routing(
     for r in plan::hold_routes(policy, hold_link) {
         nl.route_replace(&r)?;
     }
+    ensure_ipv6_hold(policy, nl)?;
     // pools with a gateway of their own: their rules and tables (and none left from an
     // earlier policy)
     pool_routing(policy, nl, iface_index, &have)
+}
+
+/// The IPv6 side of fail closed by construction: the data path is IPv4 only, so every IPv6
+/// packet with a job's flag, checked or not, is routed by the hold table's IPv6 side, whose
+/// default is `unreachable` (the job's `connect` fails at once with `EHOSTUNREACH`). The nft
+/// drop in `ip6 extnet` is a second layer and the counter; this rule holds with the nft
+/// tables flushed. Local destinations (the node's own addresses, `::1`) are routed by the
+/// `local` table before any fwmark rule. Stale rules of an earlier policy at the same
+/// priorities go, as for IPv4. Nothing on a kernel without IPv6. Equals `ip -6 rule add
+/// fwmark F/F lookup H priority P+1` and `ip -6 route replace unreachable default table H`.
+pub fn ensure_ipv6_hold(policy: &Policy, nl: &mut Netlink) -> Result<(), NodeError> {
+    if !sysctl::ipv6_available() {
+        return Ok(());
+    }
+    let hold = plan::hold_rule(policy);
+    let have = nl.rules_v6()?;
+    for stale in have
+        .iter()
+        .filter(|r| is_main_or_hold_rule(policy, r) && **r != hold)
+    {
+        nl.rule6_del(stale)?;
+        tracing::info!(rule = %stale, "removed an IPv6 rule of an earlier extnet or policy");
+    }
+    if !have.contains(&hold) {
+        nl.rule6_ensure(&hold)?;
+    }
+    nl.route6_unreachable_default(policy.node.hold_table)?;
+    Ok(())
 }
 
 /// The hold table's link ([`plan::HOLD_LINK`]): made if missing, up, its peer down and not

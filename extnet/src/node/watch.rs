@@ -3,7 +3,7 @@
 //! flap took the routes), without waiting for the next external job's prolog.
 //!
 //! It listens to the kernel: one socket subscribed to rtnetlink's links, IPv4 addresses,
-//! routes, rules and interface settings, one to nf_tables' notifications
+//! routes, rules and interface settings and IPv6 routes and rules, one to nf_tables' notifications
 //! ([`crate::kernel::netlink::monitor`], [`crate::kernel::nftables::netlink::listen`]), and
 //! waits for them with poll(2), together with a descriptor that says stop (a signalfd in the
 //! program, a pipe in the tests). When a notification about extnet's objects arrives it waits
@@ -241,6 +241,8 @@ impl Watcher {
             Group::Ipv4Route,
             Group::Ipv4Rule,
             Group::Ipv4Netconf,
+            Group::Ipv6Route,
+            Group::Ipv6Rule,
         ])
         .map_err(WatchError::ListenRoute)?;
         let nft = nfnl::listen().map_err(WatchError::ListenNft)?;

@@ -30,6 +30,10 @@ pub enum Group {
     Ipv4Rule,
     /// `RTNLGRP_IPV4_NETCONF`: IPv4 interface settings (`forwarding`).
     Ipv4Netconf,
+    /// `RTNLGRP_IPV6_ROUTE`: IPv6 routes of every table.
+    Ipv6Route,
+    /// `RTNLGRP_IPV6_RULE`: IPv6 policy routing rules.
+    Ipv6Rule,
 }
 
 impl Group {
@@ -40,6 +44,8 @@ impl Group {
             Group::Ipv4Route => libc::RTNLGRP_IPV4_ROUTE,
             Group::Ipv4Rule => libc::RTNLGRP_IPV4_RULE,
             Group::Ipv4Netconf => libc::RTNLGRP_IPV4_NETCONF,
+            Group::Ipv6Route => libc::RTNLGRP_IPV6_ROUTE,
+            Group::Ipv6Rule => libc::RTNLGRP_IPV6_RULE,
         }
     }
 }

@@ -1,7 +1,8 @@
-//! IPv4 routes in numbered tables (`ip route ... table N`).
+//! IPv4 routes in numbered tables (`ip route ... table N`), and the one kind of IPv6 route
+//! extnet makes: a table's `unreachable default`.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv4Net;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
@@ -220,6 +221,79 @@ impl Netlink {
             })
             .filter(|r| r.table == table)
             .collect())
+    }
+}
+
+impl Netlink {
+    /// Makes table `table`'s IPv6 default route `unreachable`: a packet routed by that table
+    /// is refused at its route lookup (`connect` and `sendto` fail with `EHOSTUNREACH`).
+    /// Idempotent. Equals `ip -6 route replace unreachable default table T`.
+    pub fn route6_unreachable_default(&mut self, table: u32) -> Result<(), NetlinkError> {
+        let mut msg = RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
+            .table_id(table)
+            .kind(RouteType::Unreachable)
+            .build();
+        if table > 255 {
+            msg.header.table = RouteHeader::RT_TABLE_UNSPEC;
+        }
+        self.change(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            &|| format!("replace IPv6 route unreachable default table {table}"),
+        )?;
+        tracing::debug!(table, "IPv6 unreachable default route replaced");
+        Ok(())
+    }
+
+    /// Deletes table `table`'s IPv6 default route, of any kind: `Ok(false)` when there is
+    /// none. Equals `ip -6 route del default table T`.
+    pub fn route6_del_default(&mut self, table: u32) -> Result<bool, NetlinkError> {
+        let mut msg = RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
+            .table_id(table)
+            .build();
+        if table > 255 {
+            msg.header.table = RouteHeader::RT_TABLE_UNSPEC;
+        }
+        msg.header.scope = RouteScope::NoWhere;
+        msg.header.protocol = RouteProtocol::Unspec;
+        msg.header.kind = RouteType::Unspec;
+        match self.change(RouteNetlinkMessage::DelRoute(msg), 0, &|| {
+            format!("delete IPv6 default route of table {table}")
+        }) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether table `table` has an IPv6 `unreachable default` route. Equals looking for it
+    /// in `ip -6 route show table T`.
+    pub fn has_route6_unreachable_default(&mut self, table: u32) -> Result<bool, NetlinkError> {
+        let mut req = RouteMessage::default();
+        req.header.address_family = AddressFamily::Inet6;
+        req.attributes.push(RouteAttribute::Table(table));
+        let answers = match self.dump(RouteNetlinkMessage::GetRoute(req), &|| {
+            format!("show IPv6 routes of table {table}")
+        }) {
+            Ok(a) => a,
+            Err(e) if e.errno() == Some(nix::errno::Errno::ENOENT) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        Ok(answers.iter().any(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) => {
+                let t = r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Table(t) => Some(*t),
+                    _ => None,
+                });
+                r.header.address_family == AddressFamily::Inet6
+                    && r.header.kind == RouteType::Unreachable
+                    && r.header.destination_prefix_length == 0
+                    && t.unwrap_or(u32::from(r.header.table)) == table
+            }
+            _ => false,
+        }))
     }
 }
 

@@ -1,4 +1,5 @@
-//! IPv4 policy routing rules that send marked packets to a table (`ip rule ... fwmark`).
+//! Policy routing rules that send marked packets to a table (`ip rule ... fwmark`), IPv4
+//! and IPv6 (`ip -6 rule`: the same rule in the IPv6 rule list, which is separate).
 
 use std::fmt;
 
@@ -31,9 +32,9 @@ impl fmt::Display for FwmarkRule {
 }
 
 impl FwmarkRule {
-    fn message(&self) -> RuleMessage {
+    fn message(&self, family: AddressFamily) -> RuleMessage {
         let mut msg = RuleMessage::default();
-        msg.header.family = AddressFamily::Inet;
+        msg.header.family = family;
         msg.header.action = RuleAction::ToTable;
         // Like iproute2: tables above 255 only in FRA_TABLE, the 8-bit field says "unspec".
         msg.header.table = if self.table > 255 {
@@ -50,11 +51,11 @@ impl FwmarkRule {
         msg
     }
 
-    /// A dumped rule as a [`FwmarkRule`], when it is exactly one: IPv4, "lookup", a mark and
-    /// no other selector (no `not`, prefixes, interfaces, uid range, ports, ...).
-    fn parse(msg: &RuleMessage) -> Option<FwmarkRule> {
+    /// A dumped rule as a [`FwmarkRule`], when it is exactly one: of `family`, "lookup", a
+    /// mark and no other selector (no `not`, prefixes, interfaces, uid range, ports, ...).
+    fn parse(msg: &RuleMessage, family: AddressFamily) -> Option<FwmarkRule> {
         let h = &msg.header;
-        if h.family != AddressFamily::Inet
+        if h.family != family
             || h.action != RuleAction::ToTable
             || !h.flags.is_empty()
             || h.dst_len != 0
@@ -98,16 +99,29 @@ impl Netlink {
     /// (the loser gets `EEXIST`, reported as `Ok(false)`).
     /// Equals `ip rule add fwmark M/MASK lookup T priority P`, guarded by `ip rule show`.
     pub fn rule_ensure(&mut self, rule: &FwmarkRule) -> Result<bool, NetlinkError> {
-        if self.rules_v4()?.contains(rule) {
+        self.rule_ensure_in(AddressFamily::Inet, rule)
+    }
+
+    /// [`Netlink::rule_ensure`] in the IPv6 rule list: `ip -6 rule add ...`.
+    pub fn rule6_ensure(&mut self, rule: &FwmarkRule) -> Result<bool, NetlinkError> {
+        self.rule_ensure_in(AddressFamily::Inet6, rule)
+    }
+
+    fn rule_ensure_in(
+        &mut self,
+        family: AddressFamily,
+        rule: &FwmarkRule,
+    ) -> Result<bool, NetlinkError> {
+        if self.rules_in(family)?.contains(rule) {
             return Ok(false);
         }
         match self.change(
-            RouteNetlinkMessage::NewRule(rule.message()),
+            RouteNetlinkMessage::NewRule(rule.message(family)),
             NLM_F_CREATE | NLM_F_EXCL,
-            &|| format!("add rule {rule}"),
+            &|| format!("add {} rule {rule}", name(family)),
         ) {
             Ok(()) => {
-                tracing::debug!(%rule, "rule added");
+                tracing::debug!(%rule, family = name(family), "rule added");
                 Ok(true)
             }
             Err(e) if e.is_exists() => Ok(false),
@@ -118,11 +132,26 @@ impl Netlink {
     /// Deletes `rule`: `Ok(false)` when there is no such rule. Deletes one copy per call.
     /// Equals `ip rule del fwmark M/MASK lookup T priority P`.
     pub fn rule_del(&mut self, rule: &FwmarkRule) -> Result<bool, NetlinkError> {
-        match self.change(RouteNetlinkMessage::DelRule(rule.message()), 0, &|| {
-            format!("delete rule {rule}")
-        }) {
+        self.rule_del_in(AddressFamily::Inet, rule)
+    }
+
+    /// [`Netlink::rule_del`] in the IPv6 rule list: `ip -6 rule del ...`.
+    pub fn rule6_del(&mut self, rule: &FwmarkRule) -> Result<bool, NetlinkError> {
+        self.rule_del_in(AddressFamily::Inet6, rule)
+    }
+
+    fn rule_del_in(
+        &mut self,
+        family: AddressFamily,
+        rule: &FwmarkRule,
+    ) -> Result<bool, NetlinkError> {
+        match self.change(
+            RouteNetlinkMessage::DelRule(rule.message(family)),
+            0,
+            &|| format!("delete {} rule {rule}", name(family)),
+        ) {
             Ok(()) => {
-                tracing::debug!(%rule, "rule deleted");
+                tracing::debug!(%rule, family = name(family), "rule deleted");
                 Ok(true)
             }
             Err(e) if e.is_not_found() => Ok(false),
@@ -134,18 +163,36 @@ impl Netlink {
     /// rules (the default `local`, `main`, `default` ones, and rules with more selectors) are
     /// left out. Equals `ip -4 rule show`, filtered.
     pub fn rules_v4(&mut self) -> Result<Vec<FwmarkRule>, NetlinkError> {
+        self.rules_in(AddressFamily::Inet)
+    }
+
+    /// The same of the IPv6 rules: `ip -6 rule show`, filtered.
+    pub fn rules_v6(&mut self) -> Result<Vec<FwmarkRule>, NetlinkError> {
+        self.rules_in(AddressFamily::Inet6)
+    }
+
+    fn rules_in(&mut self, family: AddressFamily) -> Result<Vec<FwmarkRule>, NetlinkError> {
         let mut req = RuleMessage::default();
-        req.header.family = AddressFamily::Inet;
+        req.header.family = family;
         let answers = self.dump(RouteNetlinkMessage::GetRule(req), &|| {
-            "show IPv4 rules".to_string()
+            format!("show {} rules", name(family))
         })?;
         Ok(answers
             .iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRule(r) => FwmarkRule::parse(r),
+                RouteNetlinkMessage::NewRule(r) => FwmarkRule::parse(r, family),
                 _ => None,
             })
             .collect())
+    }
+}
+
+/// The family as errors and logs name it.
+fn name(family: AddressFamily) -> &'static str {
+    if family == AddressFamily::Inet6 {
+        "IPv6"
+    } else {
+        "IPv4"
     }
 }
 
@@ -162,14 +209,20 @@ mod tests {
             table: 7700,
             priority: 100,
         };
-        assert_eq!(FwmarkRule::parse(&rule.message()), Some(rule));
+        assert_eq!(
+            FwmarkRule::parse(&rule.message(AddressFamily::Inet), AddressFamily::Inet),
+            Some(rule)
+        );
         assert_eq!(
             rule.to_string(),
             "fwmark 0x10000/0x10000 lookup 7700 priority 100"
         );
         let small = FwmarkRule { table: 200, ..rule };
-        assert_eq!(small.message().header.table, 200);
-        assert_eq!(FwmarkRule::parse(&small.message()), Some(small));
+        assert_eq!(small.message(AddressFamily::Inet).header.table, 200);
+        assert_eq!(
+            FwmarkRule::parse(&small.message(AddressFamily::Inet), AddressFamily::Inet),
+            Some(small)
+        );
     }
 
     #[test]
@@ -180,27 +233,44 @@ mod tests {
             table: 7700,
             priority: 100,
         };
-        let mut inverted = rule.message();
+        let mut inverted = rule.message(AddressFamily::Inet);
         inverted.header.flags = netlink_packet_route::rule::RuleFlags::Invert;
-        assert_eq!(FwmarkRule::parse(&inverted), None);
+        assert_eq!(FwmarkRule::parse(&inverted, AddressFamily::Inet), None);
         // As the kernel dumps it: with the unset suppressors and the protocol.
-        let mut dumped = rule.message();
+        let mut dumped = rule.message(AddressFamily::Inet);
         dumped
             .attributes
             .push(RuleAttribute::SuppressPrefixLen(u32::MAX));
         dumped
             .attributes
             .push(RuleAttribute::Protocol(RouteProtocol::Unspec));
-        assert_eq!(FwmarkRule::parse(&dumped), Some(rule));
-        let mut suppressing = rule.message();
+        assert_eq!(FwmarkRule::parse(&dumped, AddressFamily::Inet), Some(rule));
+        let mut suppressing = rule.message(AddressFamily::Inet);
         suppressing
             .attributes
             .push(RuleAttribute::SuppressPrefixLen(0));
-        assert_eq!(FwmarkRule::parse(&suppressing), None);
-        let mut with_iif = rule.message();
+        assert_eq!(FwmarkRule::parse(&suppressing, AddressFamily::Inet), None);
+        let mut with_iif = rule.message(AddressFamily::Inet);
         with_iif
             .attributes
             .push(RuleAttribute::Iifname("eth0".into()));
-        assert_eq!(FwmarkRule::parse(&with_iif), None);
+        assert_eq!(FwmarkRule::parse(&with_iif, AddressFamily::Inet), None);
+    }
+
+    #[test]
+    fn a_rule_of_one_family_is_not_read_as_the_others() {
+        let rule = FwmarkRule {
+            fwmark: 0x10000,
+            mask: 0x10000,
+            table: 7699,
+            priority: 7701,
+        };
+        let v6 = rule.message(AddressFamily::Inet6);
+        assert_eq!(FwmarkRule::parse(&v6, AddressFamily::Inet6), Some(rule));
+        assert_eq!(FwmarkRule::parse(&v6, AddressFamily::Inet), None);
+        assert_eq!(
+            FwmarkRule::parse(&rule.message(AddressFamily::Inet), AddressFamily::Inet6),
+            None
+        );
     }
 }
