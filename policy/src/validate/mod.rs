@@ -31,7 +31,7 @@ use crate::{LogConfig, Mode, Policy};
 use pools::{PoolDraft, DEFAULT_RANGE};
 use profile::ProfileContext;
 use std::ops::Range;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Why a policy file could not be used. In every case nothing is granted.
@@ -106,12 +106,22 @@ impl std::fmt::Display for ValidationError {
     }
 }
 
-/// Reads the file after checking that only root can change it.
+/// Reads the file after checking that only root can change it. The checks are of the file
+/// that is read (`fstat` of the open descriptor, not a second lookup of the path), so a file
+/// swapped in between cannot pass them with another's metadata.
 pub(crate) fn read_checked(path: &Path) -> Result<String, PolicyError> {
-    let meta = std::fs::metadata(path).map_err(|source| PolicyError::Read {
+    let read_err = |source| PolicyError::Read {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    // non-blocking, so that a FIFO or a device at the path is refused below instead of
+    // blocking the open (no effect on a regular file)
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
     let unsafe_ = |why: String| PolicyError::Unsafe {
         path: path.to_owned(),
         why,
@@ -131,10 +141,9 @@ pub(crate) fn read_checked(path: &Path) -> Result<String, PolicyError> {
             meta.mode() & 0o7777
         )));
     }
-    std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
-        path: path.to_owned(),
-        source,
-    })
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(read_err)?;
+    Ok(text)
 }
 
 /// Parses and checks policy text; `origin` names the file in messages. The errors come in
@@ -295,5 +304,58 @@ fn log(raw: RawLog) -> LogConfig {
             .accounting
             .unwrap_or_else(|| "/var/log/extnet/accounting.log".into()),
         interim_secs: raw.interim_secs.unwrap_or(3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A directory of this test's own under the system's temporary directory.
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("extnet-policy-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn why(r: Result<String, PolicyError>) -> String {
+        match r {
+            Err(PolicyError::Unsafe { why, .. }) => why,
+            other => panic!("not refused as unsafe: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_a_regular_file_that_only_root_can_change_is_read() {
+        let d = dir("read-checked");
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let file = d.join("extnet.toml");
+        std::fs::write(&file, "version = 1\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        if root {
+            assert_eq!(read_checked(&file).unwrap(), "version = 1\n");
+        } else {
+            assert!(why(read_checked(&file)).contains("not root"));
+        }
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let w = why(read_checked(&file));
+        assert!(
+            w.contains(if root {
+                "lets group or others write"
+            } else {
+                "not root"
+            }),
+            "{w}"
+        );
+        // a FIFO is refused at once, not waited on for a writer
+        let fifo = d.join("fifo.toml");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path that lives across the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        assert!(why(read_checked(&fifo)).contains("not a regular file"));
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }
