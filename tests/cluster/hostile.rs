@@ -155,6 +155,7 @@ fn a_user_posing_as_a_granted_job_gets_nothing_out() {
         .iter()
         .zip(&got)
     {
+        println!("{how}: {}", words.join(" "));
         assert!(
             words
                 .iter()
