@@ -106,6 +106,9 @@ pub struct NodeConfig {
     pub netns_subnet: Ipv4Net,
     /// Where named network namespaces live (as `ip netns` does).
     pub netns_dir: PathBuf,
+    /// MTU of a netns-mode job's veth pair (both ends); `None`: the MTU of `interface`, so
+    /// that the job's packets fit the link they leave the node by.
+    pub netns_mtu: Option<u32>,
 }
 
 impl NodeConfig {

@@ -140,6 +140,8 @@ pub struct RawNode {
     pub netns_subnet: Option<S<String>>,
     #[serde(default)]
     pub netns_dir: Option<String>,
+    #[serde(default)]
+    pub netns_mtu: Option<S<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
