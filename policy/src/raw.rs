@@ -142,6 +142,8 @@ pub struct RawNode {
     pub netns_dir: Option<String>,
     #[serde(default)]
     pub netns_mtu: Option<S<u32>>,
+    #[serde(default)]
+    pub netns_nameservers: Vec<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,5 +1,6 @@
 //! A netns job's own network on the real test cluster: the veth pair's MTU follows the node's
-//! cluster interface, so the job's datagrams at that MTU cross it whole.
+//! cluster interface, so the job's datagrams at that MTU cross it whole; the job resolves
+//! names through the nameservers the policy gives netns jobs.
 //!
 //! They need root and the running cluster (`slurm-test-env/test`); each changes n1 only inside
 //! n1's network namespace and puts it back when it ends, also when it fails.
@@ -99,5 +100,80 @@ for n in ({bigger}, {fits}):
             "a datagram of {n} bytes must reach the outside whole (n1's link MTU {mtu}):\n{r}"
         );
     }
+    c.assert_clean(job);
+}
+
+/// The name the outside host's DNS responder answers (`outside-server.py`), with its address.
+const NAME: &str = "outside.extnet.test";
+
+/// With `node.netns_nameservers = [the outside host]` in the policy, a netns job sees a
+/// `/etc/resolv.conf` naming that server and resolves NAME through it, over its path out (the
+/// query reaches the outside host from the gateway's address); the node's own
+/// `/etc/resolv.conf` (the machine's: the test nodes share its mount namespace) is left as it
+/// was, and the job's file goes with the job.
+#[test]
+#[ignore = "needs root and the test cluster: run slurm-test-env/test"]
+fn netns_job_resolves_names_through_the_policys_nameservers() {
+    let c = Cluster::get();
+    let path = c.xn_dir.join("etc/extnet.toml");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let _guard = PolicyGuard {
+        path: path.clone(),
+        text: original.clone(),
+    };
+    let from = "interface = \"eth0\"\n";
+    assert!(original.contains(from), "the test policy sets {from:?}");
+    std::fs::write(
+        &path,
+        original.replacen(
+            from,
+            &format!("{from}netns_nameservers = [\"{OUTSIDE}\"]\n"),
+            1,
+        ),
+    )
+    .unwrap();
+    let node_file = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    assert!(
+        !node_file.contains(OUTSIDE),
+        "the node's own file must name another server for this test:\n{node_file}"
+    );
+    let mark = c.seen_log_mark();
+    let r = c.srun(
+        ALLOWED,
+        &["-N1", "-w", "n1", "--external-net=isolated"],
+        &format!("cat /etc/resolv.conf; getent ahostsv4 {NAME}; echo getent=$?"),
+    );
+    assert!(r.ok(), "the job failed:\n{r}");
+    let job = r.job_id();
+    assert!(
+        r.stdout.contains(&format!("nameserver {OUTSIDE}\n")),
+        "the job's /etc/resolv.conf names the policy's nameserver:\n{r}"
+    );
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with(OUTSIDE) && l.contains(NAME)),
+        "{NAME} resolves to {OUTSIDE} in the job:\n{r}"
+    );
+    assert!(r.stdout.contains("getent=0"), "{r}");
+    let block = c.block(job, "n1");
+    let queries: Vec<Seen> = c
+        .seen_since(mark)
+        .into_iter()
+        .filter(|s| s.proto == "dns")
+        .collect();
+    assert!(
+        !queries.is_empty()
+            && queries
+                .iter()
+                .all(|s| s.ip == GATEWAY_PUBLIC && block.0 <= s.port && s.port <= block.1),
+        "the job's queries reach the nameserver over its path out (block {block:?}): {queries:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        node_file,
+        "the node's /etc/resolv.conf is untouched"
+    );
+    // the job's own resolv.conf is gone too (`Cluster::residue`)
     c.assert_clean(job);
 }

@@ -621,3 +621,74 @@ fn netns_job_veth_takes_the_mtu_of_the_node_interface_or_the_policy() {
         },
     );
 }
+
+/// A netns job's task sees the job's resolv.conf as `/etc/resolv.conf` in a mount namespace
+/// of its own (`extnet::job::task::bind_resolv_conf`, run where the plugin runs it: in the
+/// forked child before exec), while the machine's file stays as it is; a mount the node makes
+/// afterwards still reaches the task (`/` is a slave of the node's mounts).
+#[test]
+fn a_task_sees_the_jobs_resolv_conf_and_later_node_mounts() {
+    use std::os::unix::process::CommandExt;
+    use std::path::Path;
+    if !support::root::is_root(
+        "a_task_sees_the_jobs_resolv_conf_and_later_node_mounts",
+        "mount namespaces and mounts",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("job.conf");
+    std::fs::write(&own, "nameserver 192.0.2.53\n").unwrap();
+    let later = dir.path().join("later");
+    std::fs::create_dir(&later).unwrap();
+    let go = dir.path().join("go");
+    let before = std::fs::read("/etc/resolv.conf").ok();
+    // the test's directory a shared mount, as `/` is on a systemd node (on this machine it may
+    // be private, and a private mount propagates nothing to a slave)
+    let bind = |src: Option<&Path>, flags| {
+        nix::mount::mount(src, dir.path(), None::<&str>, flags, None::<&str>).unwrap()
+    };
+    bind(Some(dir.path()), nix::mount::MsFlags::MS_BIND);
+    bind(None, nix::mount::MsFlags::MS_SHARED);
+    let script = format!(
+        "cat /etc/resolv.conf; while [ ! -e {go} ]; do sleep 0.05; done; cat {later}/seen",
+        go = go.display(),
+        later = later.display()
+    );
+    let own_in_child = own.clone();
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script])
+        .stdout(std::process::Stdio::piped());
+    // SAFETY: the closure only makes system calls (unshare, mount) and builds an error value
+    // on failure, as the plugin does in the forked task.
+    unsafe {
+        cmd.pre_exec(move || {
+            extnet::job::task::bind_resolv_conf(&own_in_child)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        });
+    }
+    let child = cmd.spawn().expect("spawn the task");
+    // a mount the node makes while the task runs
+    nix::mount::mount(
+        Some("tmpfs"),
+        &later,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    std::fs::write(later.join("seen"), "node mount\n").unwrap();
+    std::fs::write(&go, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let _ = nix::mount::umount2(&later, nix::mount::MntFlags::MNT_DETACH);
+    let _ = nix::mount::umount2(dir.path(), nix::mount::MntFlags::MNT_DETACH);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text, "nameserver 192.0.2.53\nnode mount\n");
+    assert_eq!(
+        std::fs::read("/etc/resolv.conf").ok(),
+        before,
+        "the machine's /etc/resolv.conf is untouched"
+    );
+    assert_eq!(mounts_under(dir.path()), Vec::<String>::new());
+}

@@ -16,6 +16,7 @@ pub mod env;
 pub mod limits;
 pub mod netns;
 pub mod reconcile;
+pub mod resolv;
 pub mod setup;
 pub mod slurm_cgroup;
 pub mod task;
