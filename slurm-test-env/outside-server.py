@@ -12,6 +12,10 @@ cluster through the NAT gateway (and with which port):
              left out with a warning when the kernel has no UDP-Lite
   ICMP       every echo request to the bind address is logged as "SEEN icmp <src_ip> <id>"
              (the echo identifier, which NAT translates like a port); the kernel answers it
+  DNS  UDP 53  a tiny authoritative answer: NAME_A (outside.extnet.test) has the A record
+             of the bind address (or --dns-address); every other name is NXDOMAIN, other
+             types of NAME_A have no answer; every query is logged as "SEEN dns <src_ip>
+             <src_port>" (the netns jobs' resolver in the name-resolution test)
   HTTP 8080  GET any path: 200, body "SEEN http <src_ip> <src_port>\n"
              GET /bytes/N: 200, a body of exactly N bytes (N <= 1 GiB; accounting tests)
              POST any path: reads the body, 200, body "RECEIVED <n>\n"
@@ -70,6 +74,52 @@ class UdpHandler(socketserver.BaseRequestHandler):
 
 class UdpliteHandler(UdpHandler):
     PROTO = "udplite"
+
+
+NAME_A = "outside.extnet.test"
+DNS_ADDRESS = "203.0.113.10"
+
+
+def dns_answer(query):
+    """The response to one DNS query (RFC 1035), or None when it is not one."""
+    if len(query) < 12:
+        return None
+    qid, flags, qdcount = struct.unpack("!HHH", query[:6])
+    if flags & 0x8000 or qdcount != 1:
+        return None
+    labels, i = [], 12
+    while i < len(query) and query[i] != 0:
+        n = query[i]
+        labels.append(query[i + 1 : i + 1 + n].decode("ascii", "replace"))
+        i += 1 + n
+    if i + 5 > len(query):
+        return None
+    question = query[12 : i + 5]
+    qtype, qclass = struct.unpack("!HH", query[i + 1 : i + 5])
+    name = ".".join(labels).lower().rstrip(".")
+    known = name == NAME_A
+    answers = b""
+    if known and qtype == 1 and qclass == 1:
+        # a pointer to the question's name, type A, class IN, TTL 60, 4 bytes of address
+        answers = struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + socket.inet_aton(DNS_ADDRESS)
+    rcode = 0 if known else 3
+    # QR, AA, RD copied, RA
+    rflags = 0x8000 | 0x0400 | (flags & 0x0100) | 0x0080 | rcode
+    header = struct.pack("!HHHHHH", qid, rflags, 1, 1 if answers else 0, 0, 0)
+    return header + question + answers
+
+
+class DnsHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        data, sock = self.request
+        answer = dns_answer(data)
+        if answer is None:
+            return
+        seen("dns", self.client_address)
+        try:
+            sock.sendto(answer, self.client_address)
+        except OSError:
+            pass
 
 
 class HttpHandler(http.server.BaseHTTPRequestHandler):
@@ -186,19 +236,25 @@ def main():
     ap.add_argument("--udp-port", type=int, default=7001)
     ap.add_argument("--http-port", type=int, default=8080)
     ap.add_argument("--udplite-port", type=int, default=7002)
+    ap.add_argument("--dns-port", type=int, default=53)
+    ap.add_argument("--dns-address", help="the A record of %s (default: --bind)" % NAME_A)
     ap.add_argument("--icmp-ignore-from", default="",
                     help="comma-separated sources whose ICMP echo requests are not logged")
     ap.add_argument("--log", help="append every SEEN line with a timestamp here")
     args = ap.parse_args()
     LOG_PATH = args.log
+    global DNS_ADDRESS
+    DNS_ADDRESS = args.dns_address or (args.bind if args.bind != "0.0.0.0" else DNS_ADDRESS)
     IGNORED.update(a for a in args.icmp_ignore_from.split(",") if a)
 
     servers = [
         TcpServer((args.bind, args.tcp_port), TcpHandler),
         UdpServer((args.bind, args.udp_port), UdpHandler),
         HttpServer((args.bind, args.http_port), HttpHandler),
+        UdpServer((args.bind, args.dns_port), DnsHandler),
     ]
-    listening = "tcp/%d udp/%d http/%d" % (args.tcp_port, args.udp_port, args.http_port)
+    listening = "tcp/%d udp/%d http/%d dns/%d" % (
+        args.tcp_port, args.udp_port, args.http_port, args.dns_port)
     try:
         servers.append(UdpliteServer((args.bind, args.udplite_port), UdpliteHandler))
         listening += " udplite/%d" % args.udplite_port

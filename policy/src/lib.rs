@@ -106,6 +106,13 @@ pub struct NodeConfig {
     pub netns_subnet: Ipv4Net,
     /// Where named network namespaces live (as `ip netns` does).
     pub netns_dir: PathBuf,
+    /// MTU of a netns-mode job's veth pair (both ends); `None`: the MTU of `interface`, so
+    /// that the job's packets fit the link they leave the node by.
+    pub netns_mtu: Option<u32>,
+    /// Nameservers of netns-mode jobs (their `/etc/resolv.conf`); empty: the node's own
+    /// resolver configuration, or systemd-resolved's upstream servers when the node's file
+    /// names a loopback stub, which a job's namespace cannot reach.
+    pub netns_nameservers: Vec<Ipv4Addr>,
 }
 
 impl NodeConfig {
@@ -309,6 +316,13 @@ impl Destination {
                 .ports
                 .iter()
                 .all(|&(lo, hi)| other.ports.iter().any(|&(a, b)| a <= lo && hi <= b))
+    }
+
+    /// True when the entry lets a UDP packet to `addr`, port `port` through.
+    pub fn allows_udp(&self, addr: Ipv4Addr, port: u16) -> bool {
+        self.net.contains(&addr)
+            && matches!(self.proto, Proto::Any | Proto::Udp)
+            && (self.ports.is_empty() || self.ports.iter().any(|&(a, b)| a <= port && port <= b))
     }
 
     /// The port list as written in the policy (`80,443,8000-8100`), or `all ports`.

@@ -140,6 +140,10 @@ pub struct RawNode {
     pub netns_subnet: Option<S<String>>,
     #[serde(default)]
     pub netns_dir: Option<String>,
+    #[serde(default)]
+    pub netns_mtu: Option<S<u32>>,
+    #[serde(default)]
+    pub netns_nameservers: Vec<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -252,6 +252,22 @@ pub fn summary(policy: &Policy) -> String {
             "netns mode: job links from {} ({links} /30 links, enough for all slots)",
             n.netns_subnet
         );
+        let _ = writeln!(
+            s,
+            "netns mode: name resolution: {}",
+            if n.netns_nameservers.is_empty() {
+                "the node's /etc/resolv.conf (systemd-resolved's upstream servers when it names a loopback stub)".to_owned()
+            } else {
+                format!(
+                    "{} (node.netns_nameservers)",
+                    n.netns_nameservers
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
     }
     s.push_str(&gateways(policy));
     if policy.profiles.is_empty() {
@@ -285,6 +301,12 @@ pub fn summary(policy: &Policy) -> String {
             let _ = writeln!(s, "     only for QOS: {}", p.qos.join(", "));
         }
         let _ = writeln!(s, "     where: {}", destinations(p));
+        for ns in unreachable_nameservers(policy, p) {
+            let _ = writeln!(
+                s,
+                "     WARNING: its allowlist does not let DNS (udp port 53) reach nameserver {ns} (node.netns_nameservers): its netns jobs cannot resolve names; add {{ net = \"{ns}\", proto = \"any\", ports = 53 }} to its destinations"
+            );
+        }
         let pool = policy.pool_of(p);
         let _ = writeln!(
             s,
@@ -296,6 +318,25 @@ pub fn summary(policy: &Policy) -> String {
         let _ = writeln!(s, "     limits: {}", limits(policy, p));
     }
     s
+}
+
+/// The nameservers of `node.netns_nameservers` that a netns profile's allowlist keeps its
+/// jobs from (UDP port 53; internal ones are always reachable).
+pub fn unreachable_nameservers(policy: &Policy, p: &Profile) -> Vec<std::net::Ipv4Addr> {
+    let Some(dests) = &p.destinations else {
+        return Vec::new();
+    };
+    if p.mode != crate::Mode::Netns {
+        return Vec::new();
+    }
+    policy
+        .node
+        .netns_nameservers
+        .iter()
+        .copied()
+        .filter(|ns| !policy.node.internal.iter().any(|n| n.contains(ns)))
+        .filter(|&ns| !dests.iter().any(|d| d.allows_udp(ns, 53)))
+        .collect()
 }
 
 /// The decision for a job of `id` with `request`, and the rule that made it, as one

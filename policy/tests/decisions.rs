@@ -476,3 +476,54 @@ fn groups_that_cannot_be_looked_up_deny_by_group_and_grant_nothing_by_group() {
     );
     assert!(!lazy("aliprod").groups_looked_up());
 }
+
+/// The summary says how netns jobs resolve names, and warns about a netns profile whose
+/// allowlist keeps its jobs from an external nameserver of `node.netns_nameservers`.
+#[test]
+fn summary_warns_when_a_netns_allowlist_misses_the_nameservers() {
+    let profiles = r#"
+[[profile]]
+name = "closed"
+users = ["*"]
+mode = "netns"
+destinations = [{ net = "203.0.113.10", proto = "tcp", ports = 443 }]
+
+[[profile]]
+name = "open"
+users = ["*"]
+mode = "netns"
+destinations = [{ net = "198.51.100.0/24", proto = "any", ports = 53 }]
+
+[[profile]]
+name = "cg"
+users = ["*"]
+destinations = [{ net = "203.0.113.10", proto = "tcp", ports = 443 }]
+"#;
+    let text = |servers: &str| {
+        parse_ok(&with(&format!(
+            "netns_nameservers = [{servers}]\n{}{profiles}",
+            ports("20000-20999", 100)
+        )))
+    };
+    let p = text("\"198.51.100.53\", \"10.99.0.53\"");
+    let s = summary(&p);
+    assert!(
+        s.contains(
+            "netns mode: name resolution: 198.51.100.53, 10.99.0.53 (node.netns_nameservers)"
+        ),
+        "{s}"
+    );
+    let warnings: Vec<&str> = s.lines().filter(|l| l.contains("WARNING")).collect();
+    // only "closed": "open" lets DNS through, "cg" is cgroup mode, 10.99.0.53 is internal
+    assert_eq!(warnings.len(), 1, "{s}");
+    assert!(warnings[0].contains("nameserver 198.51.100.53"), "{s}");
+    let closed = s.find("\"closed\"").unwrap();
+    let open = s.find("\"open\"").unwrap();
+    let at = s.find("WARNING").unwrap();
+    assert!(
+        closed < at && at < open,
+        "the warning is under its profile:\n{s}"
+    );
+    assert!(!summary(&text("")).contains("WARNING"));
+    assert!(summary(&text("")).contains("the node's /etc/resolv.conf"));
+}

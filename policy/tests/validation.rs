@@ -291,6 +291,57 @@ fn node_routing_table_fwmark_and_netns_subnet() {
     );
 }
 
+#[test]
+fn netns_mtu_is_within_ipv6_minimum_and_the_largest_ipv4_packet() {
+    for bad in ["1279", "65536", "0"] {
+        check(
+            &with(&format!("netns_mtu = {bad}\n")),
+            "node.netns_mtu",
+            &format!("{bad}\n"),
+            "outside 1280..=65535",
+        );
+    }
+    for good in [1280, 9000, 65535] {
+        let p = parse_ok(&with(&format!("netns_mtu = {good}\n")));
+        assert_eq!(p.node.netns_mtu, Some(good));
+    }
+    // unset: the veth follows node.interface
+    assert_eq!(parse_ok(&with("")).node.netns_mtu, None);
+}
+
+#[test]
+fn netns_nameservers_are_reachable_ipv4_addresses_and_at_most_three() {
+    check(
+        &with("netns_nameservers = [\"10.99.0.53\", \"resolver\"]\n"),
+        "node.netns_nameservers",
+        "\"resolver\"",
+        "not an IPv4 address",
+    );
+    check(
+        &with("netns_nameservers = [\"127.0.0.53\"]\n"),
+        "node.netns_nameservers",
+        "\"127.0.0.53\"",
+        "not reachable from a job's network namespace",
+    );
+    check(
+        &with("netns_nameservers = [\"10.0.0.1\", \"10.0.0.2\", \"10.0.0.3\", \"10.0.0.4\"]\n"),
+        "node.netns_nameservers",
+        "\"10.0.0.4\"",
+        "only the first 3",
+    );
+    let p = parse_ok(&with(
+        "netns_nameservers = [\"10.99.0.53\", \"192.0.2.53\"]\n",
+    ));
+    assert_eq!(
+        p.node.netns_nameservers,
+        [
+            "10.99.0.53".parse::<std::net::Ipv4Addr>().unwrap(),
+            "192.0.2.53".parse().unwrap()
+        ]
+    );
+    assert!(parse_ok(&with("")).node.netns_nameservers.is_empty());
+}
+
 /// Job links from a /28 (4 /30s), the default pool 20000-21023 in blocks of `block_size`, and
 /// one netns profile `n`.
 fn netns_28(block_size: u32) -> String {

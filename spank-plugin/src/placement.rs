@@ -187,6 +187,7 @@ mod tests {
             cgroup: Some("/sys/fs/cgroup/unified/extnet/n1/slot_3".into()),
             netns: None,
             slurm_cgroup: None,
+            resolv_conf: None,
         }
     }
 

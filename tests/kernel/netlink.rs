@@ -175,7 +175,8 @@ fn veth_addresses_routes_and_rules() {
         let mut job = Netlink::open_in(job_ns.as_fd()).unwrap();
 
         // ip link add ve-j1 type veth peer name eth0 netns job
-        node.veth_add("ve-j1", "eth0", job_ns.as_fd()).unwrap();
+        node.veth_add("ve-j1", "eth0", job_ns.as_fd(), None)
+            .unwrap();
         let node_if = node
             .index("ve-j1")
             .unwrap()
@@ -190,7 +191,9 @@ fn veth_addresses_routes_and_rules() {
             "peer made directly in the job namespace"
         );
         assert_eq!(job.index("ve-j1").unwrap(), None);
-        let again = node.veth_add("ve-j1", "eth0", job_ns.as_fd()).unwrap_err();
+        let again = node
+            .veth_add("ve-j1", "eth0", job_ns.as_fd(), None)
+            .unwrap_err();
         assert!(again.is_exists(), "{again}");
 
         // Addresses, idempotent.
@@ -331,7 +334,8 @@ fn veth_addresses_routes_and_rules() {
 
         // Dropping the job's namespace reaps a pair without an explicit delete (the kernel
         // does it asynchronously, so wait for it a little).
-        node.veth_add("ve-j2", "eth0", job_ns.as_fd()).unwrap();
+        node.veth_add("ve-j2", "eth0", job_ns.as_fd(), None)
+            .unwrap();
         assert!(node.index("ve-j2").unwrap().is_some());
         drop(job);
         drop(job_ns);
@@ -454,7 +458,8 @@ fn objects_are_what_ip_shows() {
         let ns = lab.create("cmp");
         let peer_ns = lab.create("cmp-peer");
         let mut nl = Netlink::open_in(ns.as_fd()).unwrap();
-        nl.veth_add("ve-cmp", "eth0", peer_ns.as_fd()).unwrap();
+        nl.veth_add("ve-cmp", "eth0", peer_ns.as_fd(), None)
+            .unwrap();
         let ifx = nl.index("ve-cmp").unwrap().unwrap();
         nl.addr_add(ifx, ip4("10.99.0.1"), 30).unwrap();
         nl.set_up(ifx).unwrap();
@@ -552,4 +557,138 @@ fn objects_are_what_ip_shows() {
         assert!(netns::delete(lab.path(), "cmp").unwrap());
         assert!(netns::delete(lab.path(), "cmp-peer").unwrap());
     });
+}
+
+/// A netns job's veth pair (both ends) takes the MTU of the node's interface towards the
+/// gateway (`node.interface`), or `node.netns_mtu` when the policy sets one; with neither
+/// (the interface gone) the prolog fails and says what to fix.
+#[test]
+fn netns_job_veth_takes_the_mtu_of_the_node_interface_or_the_policy() {
+    use extnet::plan::layout::Layout;
+    use support::netns::{in_private_netns, ip, node_link};
+    use support::policy::TestPolicy;
+    with_netns_dir(
+        "netns_job_veth_takes_the_mtu_of_the_node_interface_or_the_policy",
+        |lab| {
+            in_private_netns(|| {
+                node_link("eth0", "10.99.0.11/24", Some("10.99.0.254"));
+                // a node link smaller than the kernel's default of 1500 for a new veth
+                ip(&["link", "set", "eth0", "mtu", "1400"]);
+                let base = TestPolicy::new("eth0", "10.99.0", "20000-20767")
+                    .node(&format!("netns_dir = \"{}\"", lab.path().display()))
+                    .ports("block_size = 256");
+                let mut nl = Netlink::open().unwrap();
+                let job = 7;
+                let both_ends = |policy: &extnet_policy::Policy, nl: &mut Netlink| {
+                    let layout = Layout::new(policy, "w1");
+                    extnet::job::netns::setup(policy, &layout, nl, job, 1).unwrap();
+                    let ns = netns::open(lab.path(), &layout.netns_name(job))
+                        .unwrap()
+                        .expect("the job's namespace");
+                    let mut jnl = Netlink::open_in(ns.as_fd()).unwrap();
+                    let mtus = (
+                        nl.mtu(&Layout::veth_name(job)).unwrap(),
+                        jnl.mtu("eth0").unwrap(),
+                    );
+                    drop((jnl, ns));
+                    assert!(extnet::job::netns::teardown(&layout, nl, job).unwrap());
+                    mtus
+                };
+                assert_eq!(
+                    both_ends(&base.policy(), &mut nl),
+                    (Some(1400), Some(1400)),
+                    "the node's interface's MTU on both ends"
+                );
+                // a jumbo link: the job uses it whole
+                ip(&["link", "set", "eth0", "mtu", "9000"]);
+                assert_eq!(both_ends(&base.policy(), &mut nl), (Some(9000), Some(9000)));
+                let fixed = base.clone().node("netns_mtu = 1300").policy();
+                assert_eq!(
+                    both_ends(&fixed, &mut nl),
+                    (Some(1300), Some(1300)),
+                    "the policy's MTU wins"
+                );
+                ip(&["link", "del", "eth0"]);
+                let layout = Layout::new(&base.policy(), "w1");
+                let e = extnet::job::netns::setup(&base.policy(), &layout, &mut nl, job, 1)
+                    .unwrap_err();
+                assert!(
+                    e.to_string().contains("node.interface") && e.to_string().contains("netns_mtu"),
+                    "{e}"
+                );
+                assert!(!extnet::job::netns::teardown(&layout, &mut nl, job).unwrap());
+            })
+        },
+    );
+}
+
+/// A netns job's task sees the job's resolv.conf as `/etc/resolv.conf` in a mount namespace
+/// of its own (`extnet::job::task::bind_resolv_conf`, run where the plugin runs it: in the
+/// forked child before exec), while the machine's file stays as it is; a mount the node makes
+/// afterwards still reaches the task (`/` is a slave of the node's mounts).
+#[test]
+fn a_task_sees_the_jobs_resolv_conf_and_later_node_mounts() {
+    use std::os::unix::process::CommandExt;
+    use std::path::Path;
+    if !support::root::is_root(
+        "a_task_sees_the_jobs_resolv_conf_and_later_node_mounts",
+        "mount namespaces and mounts",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("job.conf");
+    std::fs::write(&own, "nameserver 192.0.2.53\n").unwrap();
+    let later = dir.path().join("later");
+    std::fs::create_dir(&later).unwrap();
+    let go = dir.path().join("go");
+    let before = std::fs::read("/etc/resolv.conf").ok();
+    // the test's directory a shared mount, as `/` is on a systemd node (on this machine it may
+    // be private, and a private mount propagates nothing to a slave)
+    let bind = |src: Option<&Path>, flags| {
+        nix::mount::mount(src, dir.path(), None::<&str>, flags, None::<&str>).unwrap()
+    };
+    bind(Some(dir.path()), nix::mount::MsFlags::MS_BIND);
+    bind(None, nix::mount::MsFlags::MS_SHARED);
+    let script = format!(
+        "cat /etc/resolv.conf; while [ ! -e {go} ]; do sleep 0.05; done; cat {later}/seen",
+        go = go.display(),
+        later = later.display()
+    );
+    let own_in_child = own.clone();
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script])
+        .stdout(std::process::Stdio::piped());
+    // SAFETY: the closure only makes system calls (unshare, mount) and builds an error value
+    // on failure, as the plugin does in the forked task.
+    unsafe {
+        cmd.pre_exec(move || {
+            extnet::job::task::bind_resolv_conf(&own_in_child)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        });
+    }
+    let child = cmd.spawn().expect("spawn the task");
+    // a mount the node makes while the task runs
+    nix::mount::mount(
+        Some("tmpfs"),
+        &later,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    std::fs::write(later.join("seen"), "node mount\n").unwrap();
+    std::fs::write(&go, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let _ = nix::mount::umount2(&later, nix::mount::MntFlags::MNT_DETACH);
+    let _ = nix::mount::umount2(dir.path(), nix::mount::MntFlags::MNT_DETACH);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text, "nameserver 192.0.2.53\nnode mount\n");
+    assert_eq!(
+        std::fs::read("/etc/resolv.conf").ok(),
+        before,
+        "the machine's /etc/resolv.conf is untouched"
+    );
+    assert_eq!(mounts_under(dir.path()), Vec::<String>::new());
 }

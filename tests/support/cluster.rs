@@ -467,6 +467,13 @@ impl Cluster {
             if state.exists() {
                 left.push(format!("{node}: state file {}", state.display()));
             }
+            let resolv = self.state_dir(node).join(format!("resolv/{job}.conf"));
+            if resolv.exists() {
+                left.push(format!(
+                    "{node}: the job's resolv.conf {}",
+                    resolv.display()
+                ));
+            }
             let marker = self.state_dir(node).join(format!("jobs/{job}.lease"));
             if marker.exists() {
                 left.push(format!("{node}: lease marker {}", marker.display()));

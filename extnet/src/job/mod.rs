@@ -16,6 +16,7 @@ pub mod env;
 pub mod limits;
 pub mod netns;
 pub mod reconcile;
+pub mod resolv;
 pub mod setup;
 pub mod slurm_cgroup;
 pub mod task;
@@ -57,6 +58,9 @@ pub enum JobError {
     Counters(#[from] CounterError),
     #[error("destination allowlist: {0}")]
     Allowlist(#[from] NfnlError),
+    /// `node.interface` is missing when a netns job's veth should take its MTU.
+    #[error("node interface {iface:?} (node.interface) does not exist, and a netns job's veth takes its MTU; fix node.interface or set node.netns_mtu")]
+    NoInterface { iface: String },
     /// Something the setup had just made is gone (a concurrent admin action, a kernel fault).
     #[error("{0}")]
     Vanished(String),

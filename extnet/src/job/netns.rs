@@ -13,7 +13,7 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 /// The job's namespace, veth pair, addresses and routes (netns mode). Equals:
-/// `ip netns add NS; ip link add xjJOB type veth peer name eth0 netns NS;
+/// `ip netns add NS; ip link add xjJOB mtu MTU type veth peer name eth0 mtu MTU netns NS;
 ///  ip addr add HOST/30 dev xjJOB; ip link set xjJOB up; ip -n NS link set lo up;
 ///  ip -n NS addr add JOB/30 dev eth0; ip -n NS link set eth0 up;
 ///  ip -n NS route add default via HOST`.
@@ -35,9 +35,10 @@ pub fn setup(
     }
     let (host_addr, job_addr) = plan::netns_addrs(policy, slot);
     remove_stale_veth(nl, job_addr, &host)?;
+    let mtu = veth_mtu(policy, nl)?;
     let ns = netns::create(&layout.netns_dir, &name)?;
     failpoint::hit("prolog-after-netns-created");
-    nl.veth_add(&host, "eth0", ns.as_fd())?;
+    nl.veth_add(&host, "eth0", ns.as_fd(), Some(mtu))?;
     failpoint::hit("prolog-after-veth");
     let idx = nl
         .index(&host)?
@@ -69,6 +70,22 @@ pub fn setup(
     })?;
     failpoint::hit("prolog-after-addresses-routes");
     Ok(())
+}
+
+/// The MTU of a job's veth pair: `node.netns_mtu`, or else that of `node.interface`, the link
+/// by which the node reaches every gateway (the oif of its external routes). Why: with the
+/// kernel's default of 1500 on a smaller link, the node drops the job's packets that do not
+/// fit and have DF set (all TCP, most UDP with PMTU discovery), answering with an ICMP
+/// "fragmentation needed" that the job's path may never see; on a larger link (IPoIB's 2044,
+/// jumbo 9000) the job would not use it.
+pub fn veth_mtu(policy: &Policy, nl: &mut Netlink) -> Result<u32, JobError> {
+    if let Some(m) = policy.node.netns_mtu {
+        return Ok(m);
+    }
+    let iface = &policy.node.interface;
+    nl.mtu(iface)?.ok_or_else(|| JobError::NoInterface {
+        iface: iface.clone(),
+    })
 }
 
 /// Deletes the veth of an earlier job that still holds this slot's /30, so that the slot has

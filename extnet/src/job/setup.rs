@@ -9,8 +9,8 @@ use crate::diag::failpoint;
 use crate::diag::timings::done as step;
 use crate::job::cgroup as job_cgroup;
 use crate::job::env::JobEnv;
-use crate::job::netns;
 use crate::job::JobError;
+use crate::job::{netns, resolv};
 use crate::kernel::netlink::Netlink;
 use crate::node;
 use crate::plan::layout::Layout;
@@ -18,6 +18,7 @@ use crate::store::fs::Lock;
 use crate::store::lease::{self, LeaseRequest, LeaseTable, LogRecord};
 use crate::store::state::{Grant, JobState, Outcome, STATE_VERSION};
 use extnet_policy::{decide_skipping, Decision, Mode, Policy};
+use std::path::Path;
 
 /// What the prolog did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +189,7 @@ fn grant(
             cgroup: None,
             netns: None,
             slurm_cgroup: None,
+            resolv_conf: None,
         };
         match mode {
             Mode::Cgroup => {
@@ -196,6 +198,13 @@ fn grant(
             Mode::Netns => {
                 netns::setup(policy, layout, &mut nl, job.job_id, l.slot)?;
                 g.netns = Some(layout.netns_dir.join(layout.netns_name(job.job_id)));
+                g.resolv_conf = resolv::prepare(
+                    policy,
+                    layout,
+                    job.job_id,
+                    Path::new(resolv::NODE_RESOLV_CONF),
+                    Path::new(resolv::RESOLVED_UPSTREAM),
+                )?;
             }
         }
         step(if mode == Mode::Cgroup {
@@ -221,6 +230,7 @@ fn grant(
     if result.is_err() && new {
         // roll back: nothing ran with this lease, so no quarantine and no release record
         let _ = netns::teardown(layout, &mut nl, job.job_id);
+        let _ = resolv::remove(layout, job.job_id);
         let _ = job_cgroup::teardown(layout, job.job_id);
         let _ = node::allowlist::unbind(l.mark);
         if let Ok(mut t) = LeaseTable::load(&table_path, &layout.node) {

@@ -21,6 +21,12 @@ pub enum JoinError {
     NetnsUnsafe { path: PathBuf, why: String },
     #[error("cannot enter job network namespace {path}: {source}")]
     Setns { path: PathBuf, source: nix::Error },
+    #[error("cannot show the job's resolver configuration {path} as /etc/resolv.conf in this task: {step} failed: {source}; the task does not run, as its name lookups would fail (admins: see node.netns_nameservers in extnet.toml(5))")]
+    ResolvConf {
+        path: PathBuf,
+        step: &'static str,
+        source: nix::Error,
+    },
     #[error("job state names mode {mode} but no {what}; the state file is inconsistent")]
     Incomplete { mode: Mode, what: &'static str },
 }
@@ -40,7 +46,11 @@ pub fn join(grant: &Grant, pid: u32) -> Result<(), JoinError> {
                 mode: grant.mode,
                 what: "netns",
             })?;
-            enter_netns(path)
+            enter_netns(path)?;
+            match &grant.resolv_conf {
+                Some(r) => bind_resolv_conf(r),
+                None => Ok(()),
+            }
         }
     }
 }
@@ -74,4 +84,39 @@ pub fn enter_netns(path: &Path) -> Result<(), JoinError> {
             source,
         }
     })
+}
+
+/// Makes the job's resolver configuration `path` this task's `/etc/resolv.conf`: a mount
+/// namespace of the task's own (`unshare(CLONE_NEWNS)`), every mount in it made a slave of
+/// the node's (`mount --make-rslave /`: mounts the node makes later, autofs and NFS, still
+/// reach the task, and nothing of the task's goes back), then `mount --bind PATH
+/// /etc/resolv.conf`. Only this process and what it starts see the change. When
+/// `/etc/resolv.conf` is a link (to systemd-resolved's stub file) the mount covers its target.
+pub fn bind_resolv_conf(path: &Path) -> Result<(), JoinError> {
+    use nix::mount::{mount, MsFlags};
+    let err = |step| {
+        move |source| JoinError::ResolvConf {
+            path: path.to_owned(),
+            step,
+            source,
+        }
+    };
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(err("unshare(CLONE_NEWNS)"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(err("mount --make-rslave /"))?;
+    mount(
+        Some(path),
+        crate::job::resolv::NODE_RESOLV_CONF,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(err("mount --bind over /etc/resolv.conf"))
 }

@@ -110,6 +110,9 @@ pub fn run_as(
         }
         Err(e) => errors.push(e.to_string()),
     }
+    if let Err(e) = crate::job::resolv::remove(layout, job_id) {
+        errors.push(e.to_string());
+    }
     step("netns-teardown");
     // the slot's allowlist binding stays (no nft change on the epilog's path): nothing is left
     // that sends with its mark, and the slot's next holder binds it again before its tasks

@@ -52,6 +52,12 @@ impl Layout {
         self.jobs_dir.join(format!("{job_id}.json"))
     }
 
+    /// A netns job's own `resolv.conf` (see [`crate::job::resolv`]), bind-mounted over
+    /// `/etc/resolv.conf` in its tasks.
+    pub fn job_resolv_conf(&self, job_id: u32) -> PathBuf {
+        self.state_dir.join("resolv").join(format!("{job_id}.conf"))
+    }
+
     /// The lease table and its lock.
     pub fn lease_table(&self) -> PathBuf {
         self.state_dir.join("leases.table")

@@ -57,6 +57,11 @@ pub struct Grant {
     /// deletes exactly this element. Absent in state files of older versions: nothing bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slurm_cgroup: Option<BoundCgroup>,
+    /// netns mode where the node's `/etc/resolv.conf` does not work inside the job's namespace
+    /// (or the policy names nameservers): the job's own file, which its tasks see as
+    /// `/etc/resolv.conf` (see [`crate::job::resolv`]). Absent: the node's file as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolv_conf: Option<PathBuf>,
 }
 
 /// A cgroup that is not extnet's, bound in the node table's job cgroup map.
@@ -169,6 +174,7 @@ mod tests {
                 cgroup: Some("/sys/fs/cgroup/unified/extnet/n1/job_42".into()),
                 netns: None,
                 slurm_cgroup: None,
+                resolv_conf: None,
             }),
         }
     }

@@ -17,6 +17,10 @@ const DEFAULT_TABLE: u32 = 7700;
 const DEFAULT_FWMARK: u32 = 0x0001_0000;
 /// `node.checked_fwmark` when the file gives none.
 const DEFAULT_CHECKED_FWMARK: u32 = 0x0002_0000;
+/// The MTUs `node.netns_mtu` may name: IPv6's minimum link MTU up to the largest IPv4 packet.
+const NETNS_MTU: std::ops::RangeInclusive<u32> = 1280..=65535;
+/// The most nameservers glibc's resolver reads from `resolv.conf` (`MAXNS`).
+const MAX_NAMESERVERS: usize = 3;
 /// The bits of the packet mark that carry the job's slot.
 pub(super) const SLOT_MASK: u32 = 0xffff;
 /// The routing tables the kernel keeps for itself, as messages name them.
@@ -176,6 +180,52 @@ impl Validator<'_> {
                 }
             }
         }
+        let netns_mtu = raw.netns_mtu.as_ref().map(|m| *m.get_ref());
+        if let Some(mtu) = netns_mtu.filter(|m| !NETNS_MTU.contains(m)) {
+            self.err_at(
+                "node.netns_mtu",
+                raw.netns_mtu.as_ref().and_then(span),
+                format!(
+                    "{mtu} is outside {}..={} (IPv6's minimum MTU up to the largest IPv4 packet)",
+                    NETNS_MTU.start(),
+                    NETNS_MTU.end()
+                ),
+                "leave netns_mtu out to follow node.interface's MTU, or give that of the link towards the gateway (e.g. 1500, 2044 for IPoIB, 9000)",
+            );
+        }
+        let mut netns_nameservers = Vec::new();
+        for ns in &raw.netns_nameservers {
+            let text = ns.get_ref();
+            let problem = match text.parse::<std::net::Ipv4Addr>() {
+                Err(_) => Some(format!("{text:?} is not an IPv4 address")),
+                Ok(a) if a.is_loopback() || a.is_unspecified() => Some(format!(
+                    "{a} is not reachable from a job's network namespace"
+                )),
+                Ok(a) => {
+                    netns_nameservers.push(a);
+                    None
+                }
+            };
+            if let Some(problem) = problem {
+                self.err_at(
+                    "node.netns_nameservers",
+                    span(ns),
+                    problem,
+                    "name resolvers that the job reaches over its path out or the cluster network, e.g. [\"10.20.0.53\"]",
+                );
+            }
+        }
+        if netns_nameservers.len() > MAX_NAMESERVERS {
+            self.err_at(
+                "node.netns_nameservers",
+                raw.netns_nameservers.get(MAX_NAMESERVERS).and_then(span),
+                format!(
+                    "{} nameservers, but the C library uses only the first {MAX_NAMESERVERS}",
+                    netns_nameservers.len()
+                ),
+                "list at most 3",
+            );
+        }
         if self.errors.len() > start {
             return (None, subnet_span);
         }
@@ -194,6 +244,8 @@ impl Validator<'_> {
                 cgroup_root: raw.cgroup_root,
                 netns_subnet: netns_subnet?,
                 netns_dir: PathBuf::from(raw.netns_dir.unwrap_or_else(|| "/run/netns".into())),
+                netns_mtu,
+                netns_nameservers,
             })
         })();
         (node, subnet_span)

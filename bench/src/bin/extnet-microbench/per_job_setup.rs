@@ -49,7 +49,7 @@ fn setup_api(
     let mut node = Netlink::open_in(node_ns.as_fd()).unwrap();
     let mut job = Netlink::open_in(job_ns.as_fd()).unwrap();
     step("2 x Netlink::open_in");
-    node.veth_add(&veth, "eth0", job_ns.as_fd()).unwrap();
+    node.veth_add(&veth, "eth0", job_ns.as_fd(), None).unwrap();
     step("veth_add");
     let host_if = node.index(&veth).unwrap().unwrap();
     let job_if = job.index("eth0").unwrap().unwrap();

@@ -88,6 +88,17 @@ impl Netlink {
         Ok(Some(flags & libc::IFF_UP as libc::c_short != 0))
     }
 
+    /// The MTU of link `name`, or `None` when there is no such link. Equals the `mtu` of
+    /// `ip link show NAME`. One `SIOCGIFMTU` ioctl, like [`Netlink::index`].
+    pub fn mtu(&mut self, name: &str) -> Result<Option<u32>, NetlinkError> {
+        let Some(req) = self.link_ioctl(IfReq::Name(name), libc::SIOCGIFMTU, "SIOCGIFMTU")? else {
+            return Ok(None);
+        };
+        // SAFETY: a successful SIOCGIFMTU filled in the mtu member of the union.
+        let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+        Ok(u32::try_from(mtu).ok())
+    }
+
     /// One `ifreq` ioctl (`SIOCGIF*`) on this socket, for the link named or numbered by `link`
     /// (resolved in the socket's namespace): the filled-in request, or `None` when there is
     /// no such link.
@@ -135,35 +146,43 @@ impl Netlink {
 
     /// Creates the veth pair `name` (in this socket's namespace) and `peer`, the peer made
     /// directly inside the namespace `peer_netns` (no move afterwards, so no moment where both
-    /// ends share a namespace). Fails with `EEXIST` ([`NetlinkError::is_exists`]) when `name`
-    /// exists. Equals `ip link add NAME type veth peer name PEER netns NS`.
+    /// ends share a namespace), both ends with MTU `mtu` (`None`: the kernel's default, 1500).
+    /// Fails with `EEXIST` ([`NetlinkError::is_exists`]) when `name` exists. Equals
+    /// `ip link add NAME mtu MTU type veth peer name PEER mtu MTU netns NS`.
     pub fn veth_add(
         &mut self,
         name: &str,
         peer: &str,
         peer_netns: BorrowedFd<'_>,
+        mtu: Option<u32>,
     ) -> Result<(), NetlinkError> {
         check_name(name)?;
         check_name(peer)?;
         // The fd is only read by the kernel while it handles this request; `peer_netns`
         // borrows it for at least that long.
-        let peer_msg = LinkUnspec::new_with_name(peer)
-            .setns_by_fd(peer_netns.as_raw_fd())
-            .build();
-        let msg = LinkVeth::new(name, peer)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+        let mut peer_msg = LinkUnspec::new_with_name(peer).setns_by_fd(peer_netns.as_raw_fd());
+        let mut host = LinkVeth::new(name, peer);
+        if let Some(m) = mtu {
+            // why both: each end of a veth has its own MTU; the kernel gives the peer the
+            // default, not the MTU of the end it is created with
+            peer_msg = peer_msg.mtu(m);
+            host = host.mtu(m);
+        }
+        let msg = host
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())))
             .build();
         self.change(
             RouteNetlinkMessage::NewLink(msg),
             NLM_F_CREATE | NLM_F_EXCL,
             &|| {
                 format!(
-                    "add link {name} type veth peer name {peer} netns fd {}",
+                    "add link {name}{} type veth peer name {peer} netns fd {}",
+                    mtu.map(|m| format!(" mtu {m}")).unwrap_or_default(),
                     peer_netns.as_raw_fd()
                 )
             },
         )?;
-        tracing::debug!(link = name, peer, "veth pair added");
+        tracing::debug!(link = name, peer, ?mtu, "veth pair added");
         Ok(())
     }
 
@@ -233,6 +252,9 @@ mod tests {
         assert_eq!(nl.name_of(1).unwrap().as_deref(), Some("lo"));
         assert_eq!(nl.name_of(u32::MAX >> 1).unwrap(), None);
         assert_eq!(nl.index("xn-missing0").unwrap(), None);
+        // lo's MTU is 65536 unless someone changed it; any link has one above 0
+        assert!(nl.mtu("lo").unwrap().is_some_and(|m| m > 0));
+        assert_eq!(nl.mtu("xn-missing0").unwrap(), None);
         assert!(nl.is_up("lo").unwrap().is_some());
         assert_eq!(nl.is_up("xn-missing0").unwrap(), None);
         // names that no link can have are errors that say why, not a lookup
