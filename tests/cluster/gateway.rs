@@ -1,7 +1,8 @@
 //! The gateway pair on the real test cluster (`slurm-test-env/`): gw1 and gw2 with keepalived
 //! and conntrackd, each the VRRP master of one virtual address and the backup of the other.
 //! A master that dies, with a job connecting all along and a long transfer running; the
-//! master coming back; traffic of a cluster host that is no node.
+//! master coming back; a master whose conntrack table runs full, handing its address to the
+//! peer and taking it back; traffic of a cluster host that is no node.
 //!
 //! Every test leaves the pair as `up` made it (a failed gateway is restored by a guard, also
 //! when the test panics), so their order does not matter.
