@@ -28,10 +28,10 @@ use support::netns::{command_in, have, in_thread, ip_in, sh_in as sh, NetnsDir};
 
 const ROUNDS: usize = 9;
 /// The sizes compared: the small one first.
-const SIZES: [u32; 2] = [10, 27_648];
+pub(crate) const SIZES: [u32; 2] = [10, 27_648];
 /// The node that sends: in both policies, with the same address, slice and public address.
 const NODE: &str = "n1";
-const OUTSIDE: &str = "203.0.113.10";
+pub(crate) const OUTSIDE: &str = "203.0.113.10";
 const PORT: &str = "5201";
 /// Seconds of a TCP run, after one second left out (`-O 1`).
 const TCP_SECS: &str = "2";
@@ -42,11 +42,11 @@ const DATAGRAM: u32 = 64;
 
 /// n1's translation: its address, its slice and the public address it leaves as.
 #[derive(Clone, Copy)]
-struct Slice {
-    node: Ipv4Addr,
-    first: u16,
-    last: u16,
-    public: Ipv4Addr,
+pub(crate) struct Slice {
+    pub(crate) node: Ipv4Addr,
+    pub(crate) first: u16,
+    pub(crate) last: u16,
+    pub(crate) public: Ipv4Addr,
 }
 
 /// An `iperf3 -s`, stopped (SIGKILL to its pid) and reaped when dropped.
@@ -61,17 +61,17 @@ impl Drop for Server {
 
 /// One size's three namespaces and its server. The server goes first when dropped, then the
 /// namespaces with the directory.
-struct Lab {
-    nodes: u32,
+pub(crate) struct Lab {
+    pub(crate) nodes: u32,
     server: Option<Server>,
-    node: File,
-    gw: File,
-    out: File,
+    pub(crate) node: File,
+    pub(crate) gw: File,
+    pub(crate) out: File,
     dir: NetnsDir,
 }
 
 impl Lab {
-    fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         drop(self.server.take());
         let Lab {
             node, gw, out, dir, ..
@@ -109,7 +109,7 @@ fn piped(ns: &File, cmd: &mut Command, input: &str) {
 }
 
 /// The lab of the policy of `nodes` nodes, gateway gw1; and n1's slice in it.
-fn lab(nodes: u32) -> (Lab, Slice) {
+pub(crate) fn lab(nodes: u32) -> (Lab, Slice) {
     let policy = Policy::from_toml(&policy_text(nodes), "bench").unwrap();
     let rendering = gateway::render(&policy, "gw1", Path::new("/etc/extnet/gateway")).unwrap();
     let (g, h) = gateway::host(&policy, "gw1").unwrap();
@@ -358,14 +358,14 @@ fn client(lab: &Lab, args: &[&str]) -> std::process::Output {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
 /// One line: the sizes' medians, and the ratio big/small (median, lowest and highest of the
 /// rounds' ratios, the two figures of a round measured one after the other).
-fn report(what: &str, unit: &str, scale: f64, small: &[f64], big: &[f64]) {
+pub(crate) fn report(what: &str, unit: &str, scale: f64, small: &[f64], big: &[f64]) {
     let ratios: Vec<f64> = small.iter().zip(big).map(|(s, b)| b / s).collect();
     let (lo, hi) = ratios
         .iter()

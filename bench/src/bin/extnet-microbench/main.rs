@@ -10,6 +10,7 @@
 
 mod allowlist_bind;
 mod counters;
+mod gateway_connrate;
 mod gateway_forward;
 mod gateway_render;
 mod lease_table;
@@ -80,6 +81,12 @@ const BENCHES: &[Bench] = &[
         about: "iperf3 through a gateway's SNAT, 10 against 27,648 nodes: TCP, UDP packets/s",
         root: Some("network namespaces, nft tables, links and iperf3 processes"),
         run: gateway_forward::run,
+    },
+    Bench {
+        name: "gateway-connrate",
+        about: "new TCP connections/s through a gateway's SNAT, 10 against 27,648 nodes",
+        root: Some("network namespaces, nft tables, links and iperf3 processes"),
+        run: gateway_connrate::run,
     },
     Bench {
         name: "trace",
