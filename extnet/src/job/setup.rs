@@ -16,8 +16,7 @@ use crate::node;
 use crate::plan::layout::Layout;
 use crate::store::denials::{self, DenialReason};
 use crate::store::fs::Lock;
-use crate::store::lease::LeaseError;
-use crate::store::lease::{self, LeaseRequest, LeaseTable, LogRecord};
+use crate::store::lease::{self, LeaseError, LeaseRequest, LeaseTable, LogRecord};
 use crate::store::state::{Grant, JobState, Outcome, STATE_VERSION};
 use extnet_policy::{decide_skipping, Decision, Mode, Policy};
 
