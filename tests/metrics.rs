@@ -6,6 +6,7 @@
 
 use extnet::node::metrics::{self, Conntrack, TRIGGERS};
 use extnet::plan::layout::Layout;
+use extnet::store::denials::{self, DenialReason};
 use extnet::store::lease::{LeaseRequest, LeaseTable};
 use extnet_policy::Mode;
 use std::collections::HashMap;
@@ -103,6 +104,7 @@ fn every_family_passes_promtool() {
     .collect();
     let mut s = metrics::snapshot(&p, &table, Some(&counters), 1_765_000_000);
     s.denied_jobs = 2;
+    s.denials = DenialReason::ALL.into_iter().map(|r| (r, 4)).collect();
     s.repairs = Some(TRIGGERS.iter().map(|t| (*t, 1)).collect());
     s.conntrack = Some(Conntrack {
         entries: 10,
@@ -120,6 +122,7 @@ fn every_family_passes_promtool() {
         "extnet_unbound_dropped_packets_total",
         "extnet_nft_counters_readable",
         "extnet_denied_jobs",
+        "extnet_denials_total",
         "extnet_agent_repairs_total",
         "extnet_conntrack_entries",
         "extnet_conntrack_entries_max",
@@ -148,6 +151,10 @@ fn the_collected_file_passes_promtool() {
     std::fs::create_dir_all(&nf).unwrap();
     std::fs::write(nf.join("nf_conntrack_count"), "5\n").unwrap();
     std::fs::write(nf.join("nf_conntrack_max"), "1024\n").unwrap();
+    // two denials the prolog counted (as it does, under the node lock)
+    for why in [DenialReason::Policy, DenialReason::Policy] {
+        denials::count(&layout.denials(), &layout.lock_file(), why).unwrap();
+    }
     let repairs = TRIGGERS.iter().map(|t| (*t, 0)).collect();
     let s = metrics::collect(&p, &layout, dir.path(), Some(&repairs)).unwrap();
     let file = dir.path().join("extnet.prom");
@@ -163,6 +170,11 @@ fn the_collected_file_passes_promtool() {
         text.contains("\nextnet_conntrack_entries_max 1024\n"),
         "{text}"
     );
+    assert!(
+        text.contains("\nextnet_denials_total{reason=\"policy\"} 2\n")
+            && text.contains("\nextnet_denials_total{reason=\"pool_full\"} 0\n"),
+        "{text}"
+    );
     assert_valid(&text);
 }
 
@@ -173,12 +185,40 @@ fn the_gateway_file_passes_promtool() {
     std::fs::create_dir_all(&nf).unwrap();
     std::fs::write(nf.join("nf_conntrack_count"), "40000\n").unwrap();
     std::fs::write(nf.join("nf_conntrack_max"), "262144\n").unwrap();
-    let text = metrics::render_gateway(root.path(), 1_765_000_000);
-    assert!(
-        text.contains("\nextnet_conntrack_entries 40000\n"),
-        "{text}"
-    );
+    let vrrp = root.path().join("run/vrrp");
+    std::fs::create_dir_all(&vrrp).unwrap();
+    std::fs::write(vrrp.join("main"), "MASTER\n").unwrap();
+    std::fs::write(vrrp.join("bulk"), "FAULT\n").unwrap();
+    let figures = metrics::GatewayFigures {
+        vrrp: metrics::vrrp_states(&vrrp),
+        translated: Some(
+            [
+                (std::net::Ipv4Addr::new(203, 0, 113, 101), 39_000),
+                (std::net::Ipv4Addr::new(203, 0, 113, 102), 17),
+            ]
+            .into(),
+        ),
+    };
+    let text = metrics::render_gateway(root.path(), &figures, 1_765_000_000);
+    for line in [
+        "\nextnet_conntrack_entries 40000\n",
+        "\nextnet_gateway_vrrp_master{instance=\"main\"} 1\n",
+        "\nextnet_gateway_vrrp_master{instance=\"bulk\"} 0\n",
+        "\nextnet_gateway_vrrp_state{instance=\"bulk\",state=\"FAULT\"} 1\n",
+        "\nextnet_gateway_translated_connections{public=\"203.0.113.101\"} 39000\n",
+        "\nextnet_gateway_conntrack_dump_ok 1\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing in\n{text}");
+    }
     assert_valid(&text);
+    // without the dump and without keepalived's notes: still a valid file, saying so
+    let bare = metrics::render_gateway(root.path(), &Default::default(), 1_765_000_000);
+    assert!(
+        bare.contains("\nextnet_gateway_conntrack_dump_ok 0\n"),
+        "{bare}"
+    );
+    assert!(!bare.contains("vrrp"), "{bare}");
+    assert_valid(&bare);
 }
 
 /// The check can fail: promtool refuses what the format forbids.

@@ -168,20 +168,30 @@ enum GatewayCmd {
         /// Where the files go, and the directory they name each other by.
         #[arg(long, default_value = cmd::gateway::DEFAULT_DIR)]
         out: PathBuf,
+        /// Where keepalived's notify script records each VRRP instance's state
+        /// (DIR/vrrp/INSTANCE), for `extnet gateway metrics`.
+        #[arg(long, value_name = "DIR", default_value = extnet::plan::gateway::STATE_DIR)]
+        state_dir: PathBuf,
         /// Write nothing: compare this namespace's nft table and the files in --out with the
         /// rendering, print the differences (exit status 1 when any).
         #[arg(long)]
         check: bool,
     },
-    /// This gateway's metrics in Prometheus' text format: conntrack's entries and maximum.
+    /// This gateway's metrics in Prometheus' text format: VRRP states, translated
+    /// connections by public address, conntrack's entries and maximum.
     ///
     /// For node_exporter's textfile collector, from the unit extnet-gateway-metrics.timer
-    /// (every minute, when node_exporter's textfile directory exists). Reads no policy.
+    /// (every minute, when node_exporter's textfile directory exists). Reads no policy. The
+    /// translated connections come from one dump of this network namespace's conntrack table
+    /// (CAP_NET_ADMIN; without it extnet_gateway_conntrack_dump_ok is 0).
     Metrics {
         /// Replace FILE with them (temp file in its directory, fsync, rename; mode 0644)
         /// instead of printing them.
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Where keepalived's notify script records the VRRP states (render's --state-dir).
+        #[arg(long, value_name = "DIR", default_value = extnet::plan::gateway::STATE_DIR)]
+        state_dir: PathBuf,
     },
     /// Load the host's rendered ruleset into this network namespace (one nft transaction).
     Load {
@@ -426,21 +436,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             slurm_conf,
         } => cmd::reconcile::run(&cli.policy, &node_name(node)?, dry_run, slurm_conf),
         Cmd::Gateway {
-            cmd: GatewayCmd::Render { host, out, check },
+            cmd:
+                GatewayCmd::Render {
+                    host,
+                    out,
+                    state_dir,
+                    check,
+                },
         } => {
             let host = gateway_name(host)?;
             if check {
-                cmd::gateway::check(&cli.policy, &host, &out)
+                cmd::gateway::check(&cli.policy, &host, &out, &state_dir)
             } else {
-                cmd::gateway::render(&cli.policy, &host, &out)
+                cmd::gateway::render(&cli.policy, &host, &out, &state_dir)
             }
         }
         Cmd::Gateway {
             cmd: GatewayCmd::Load { host, out },
         } => cmd::gateway::load(&cli.policy, &gateway_name(host)?, &out),
         Cmd::Gateway {
-            cmd: GatewayCmd::Metrics { output },
-        } => cmd::gateway::metrics(output),
+            cmd: GatewayCmd::Metrics { output, state_dir },
+        } => cmd::gateway::metrics(output, &state_dir),
         Cmd::Trace {
             target,
             at,

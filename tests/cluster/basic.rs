@@ -72,6 +72,20 @@ fn job_without_flag_cannot_reach_outside_even_beside_an_external_job_of_the_same
 fn user_not_in_policy_is_denied_with_a_clear_message() {
     let c = Cluster::get();
     let p = c.probe();
+    // n1's lasting denial counter for the reason "policy", from `extnet node metrics`
+    let denied_by_policy = || -> u64 {
+        let m = c.extnet("n1", &["node", "metrics", "--node", "n1"]);
+        assert!(m.ok(), "extnet node metrics on n1:\n{m}");
+        m.stdout
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("extnet_denials_total{reason=\"policy\"} ")?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no extnet_denials_total for policy:\n{m}"))
+    };
+    let before = denied_by_policy();
     let r = c.srun(
         DENIED,
         &["-N1", "-w", "n1", "--external-net"],
@@ -84,6 +98,11 @@ fn user_not_in_policy_is_denied_with_a_clear_message() {
             .contains("extnet: external network access denied for job ")
             && r.stderr.contains(": no profile grants user xnbob"),
         "the user must see why:\n{r}"
+    );
+    assert_eq!(
+        denied_by_policy(),
+        before + 1,
+        "the prolog counts the denial on n1 once"
     );
     // the denied job's id: from the controller's record of xnbob's last job
     let q = c.login(

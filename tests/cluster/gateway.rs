@@ -159,6 +159,64 @@ fn master_dies_and_comes_back_new_and_running_connections_go_on() {
     c.gw_ctl(&["forget"]);
 }
 
+/// `extnet gateway metrics` follows the VRRP states keepalived's notify script records:
+/// before, gw1 is master of `main` and gw2 its backup; gw1 dies and gw2's metric says master
+/// (the dead keepalived notifies nothing: gw1's is not looked at meanwhile); gw1 comes back
+/// and both say so again. And the translated connections of a job's connection are counted
+/// for its public address on the gateway that translated it.
+#[test]
+#[ignore = "needs root and the test cluster: run slurm-test-env/test"]
+fn the_vrrp_metric_follows_a_failover_and_translations_are_counted() {
+    let c = Cluster::get();
+    let master = |gw: &str, want: u64| {
+        wait::until(Duration::from_secs(10), Duration::from_millis(200), || {
+            match c.vrrp_master(gw, "main") {
+                Some(v) if v == want => Ok(()),
+                got => Err(format!(
+                    "extnet_gateway_vrrp_master{{instance=\"main\"}} on {gw} is {got:?}, not {want}:\n{}",
+                    c.gateway_metrics(gw)
+                )),
+            }
+        });
+    };
+    master("gw1", 1);
+    master("gw2", 0);
+    assert_eq!(
+        c.vrrp_master("gw2", "bulk"),
+        Some(1),
+        "gw2 is master of bulk"
+    );
+    // a job's connection leaves as PUBLIC1 through gw1: gw1 counts it there
+    let r = c.srun(
+        ALLOWED,
+        &["-N1", "-w", "n1", "--external-net"],
+        &format!("{} tcp", c.probe()),
+    );
+    assert!(r.ok(), "srun --external-net:\n{r}");
+    assert_eq!(r.seen_one("tcp").0, PUBLIC1, "{r}");
+    c.assert_clean(r.job_id());
+    let m = c.gateway_metrics("gw1");
+    let count = m
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "extnet_gateway_translated_connections{{public=\"{PUBLIC1}\"}} "
+            ))?
+            .parse::<u64>()
+            .ok()
+        })
+        .unwrap_or_else(|| panic!("no translated connections of {PUBLIC1} on gw1:\n{m}"));
+    assert!(count >= 1, "gw1 counts no translated connection:\n{m}");
+    assert!(m.contains("\nextnet_gateway_conntrack_dump_ok 1\n"), "{m}");
+
+    let mut gw1 = c.fail_gateway("gw1");
+    master("gw2", 1);
+    gw1.restore();
+    master("gw1", 1);
+    master("gw2", 0);
+    c.gw_ctl(&["forget"]);
+}
+
 /// Seconds from `t` to the start of the first attempt after `t` that succeeded.
 fn gap_after(attempts: &[Attempt], t: f64) -> Option<f64> {
     attempts

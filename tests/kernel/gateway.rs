@@ -5,7 +5,8 @@
 //! slice leaves as its public address with the same port; a port outside its slice, a port
 //! of another node's slice and a non-node source are dropped and counted, never leave
 //! untranslated; a profile pool behind another virtual address leaves as that address's
-//! public address. As root; without root it prints why it was skipped.
+//! public address; a dump of the gateway's conntrack table counts the translated
+//! connections by public address. As root; without root it prints why it was skipped.
 
 use extnet::plan::gateway;
 use extnet_policy::Policy;
@@ -103,8 +104,13 @@ fn the_rendered_ruleset_translates_each_node_slice_to_its_public_address_and_dro
             ip_in(&gw, &["link", "set", "eth1", "up"]);
             ip_in(&out, &["addr", "add", "203.0.113.10/24", "dev", "eth0"]);
             sh(&gw, "sysctl -qw net.ipv4.ip_forward=1");
-            let rendering =
-                gateway::render(&policy(), "gw1", Path::new("/etc/extnet/gateway")).unwrap();
+            let rendering = gateway::render(
+                &policy(),
+                "gw1",
+                Path::new("/etc/extnet/gateway"),
+                Path::new(gateway::STATE_DIR),
+            )
+            .unwrap();
             let mut nft = command_in(Command::new("nft").args(["-f", "-"]), &gw)
                 .stdin(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
@@ -148,6 +154,16 @@ fn the_rendered_ruleset_translates_each_node_slice_to_its_public_address_and_dro
             assert_eq!(
                 connect_from(&node, at("10.99.0.11", 30500)).as_deref(),
                 Some("203.0.113.102:30500")
+            );
+            // `extnet gateway metrics`' translated connections: one conntrack dump of the
+            // gateway's namespace counts the three by the public address they left as
+            let translated = in_ns(&gw, extnet::kernel::conntrack::count_source_nat).unwrap();
+            assert_eq!(
+                translated.into_iter().collect::<Vec<_>>(),
+                [
+                    (Ipv4Addr::new(203, 0, 113, 101), 2),
+                    (Ipv4Addr::new(203, 0, 113, 102), 1)
+                ]
             );
             // n1 with a port of n2's slice, n1 with an ephemeral port, a non-node source: dropped
             let drops_before = counter(&gw);

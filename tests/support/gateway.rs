@@ -52,6 +52,25 @@ impl Cluster {
         guard
     }
 
+    /// `extnet gateway metrics` on gateway `gw`, with the state directory `up` renders its
+    /// notify script with (`$XN_DIR/GW/run`); panics when it fails.
+    pub fn gateway_metrics(&self, gw: &str) -> String {
+        let bin = self.xn_dir.join("bin/extnet").display().to_string();
+        let state = self.xn_dir.join(gw).join("run").display().to_string();
+        let r = self.on_host(gw, &[&bin, "gateway", "metrics", "--state-dir", &state]);
+        assert!(r.ok(), "extnet gateway metrics on {gw}:\n{r}");
+        r.stdout
+    }
+
+    /// The value of `extnet_gateway_vrrp_master{instance="INSTANCE"}` on gateway `gw`, if
+    /// its metrics have it.
+    pub fn vrrp_master(&self, gw: &str, instance: &str) -> Option<u64> {
+        let key = format!("extnet_gateway_vrrp_master{{instance=\"{instance}\"}} ");
+        self.gateway_metrics(gw)
+            .lines()
+            .find_map(|l| l.strip_prefix(&key)?.parse().ok())
+    }
+
     /// The rendered ruleset's drop of what it does not translate (`counter
     /// untranslated_drop` of gateway `gw`), in packets.
     pub fn gateway_drops(&self, gw: &str) -> u64 {

@@ -1,6 +1,7 @@
 //! `extnet gateway render`, `render --check` and `load`: a NAT gateway's files from the
 //! policy's `[gateways]` (`extnet::plan::gateway`), written, compared with what runs, or
-//! loaded; `extnet gateway metrics`: its conntrack fill for node_exporter.
+//! loaded; `extnet gateway metrics`: its VRRP states, translations and conntrack fill for
+//! node_exporter.
 
 use anyhow::Context;
 use extnet::plan::gateway::{self, nftables, GW_TABLE};
@@ -13,9 +14,14 @@ pub const DEFAULT_DIR: &str = "/etc/extnet/gateway";
 
 /// `extnet gateway render --host NAME [--out DIR]`: writes every file of the host into `dir`
 /// (scripts executable), each atomically, and lists them.
-pub fn render(policy_path: &Path, host: &str, dir: &Path) -> anyhow::Result<ExitCode> {
+pub fn render(
+    policy_path: &Path,
+    host: &str,
+    dir: &Path,
+    state_dir: &Path,
+) -> anyhow::Result<ExitCode> {
     let policy = Policy::load(policy_path)?;
-    let r = gateway::render(&policy, host, dir)?;
+    let r = gateway::render(&policy, host, dir, state_dir)?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for (name, text) in &r.files {
         let path = dir.join(name);
@@ -26,11 +32,23 @@ pub fn render(policy_path: &Path, host: &str, dir: &Path) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// `extnet gateway metrics [--output FILE]`: conntrack's fill and the time, on stdout or
-/// replacing FILE.
-pub fn metrics(output: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+/// `extnet gateway metrics [--output FILE] [--state-dir DIR]`: the VRRP states the notify
+/// script recorded under `state_dir`, the translated connections (one conntrack dump),
+/// conntrack's fill and the time, on stdout or replacing FILE.
+pub fn metrics(output: Option<PathBuf>, state_dir: &Path) -> anyhow::Result<ExitCode> {
     use extnet::node::metrics;
-    let text = metrics::render_gateway(Path::new("/"), extnet::store::lease::now());
+    let translated = match extnet::kernel::conntrack::count_source_nat() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("extnet gateway metrics: no translated connections: cannot dump the conntrack table: {e}");
+            None
+        }
+    };
+    let figures = metrics::GatewayFigures {
+        vrrp: metrics::vrrp_states(&state_dir.join("vrrp")),
+        translated,
+    };
+    let text = metrics::render_gateway(Path::new("/"), &figures, extnet::store::lease::now());
     match output {
         Some(path) => metrics::write(&path, &text)?,
         None => print!("{text}"),
@@ -55,9 +73,14 @@ const RULES: [(&str, usize); 3] = [("forward", 4), ("postrouting", 3), ("input",
 /// `extnet gateway render --check --host NAME [--out DIR]`: compares the running table (this
 /// network namespace's `nft -j list table ip extnet_gw`) and the files in `dir` with the
 /// rendering; prints every difference. Exit status 1 when anything differs.
-pub fn check(policy_path: &Path, host: &str, dir: &Path) -> anyhow::Result<ExitCode> {
+pub fn check(
+    policy_path: &Path,
+    host: &str,
+    dir: &Path,
+    state_dir: &Path,
+) -> anyhow::Result<ExitCode> {
     let policy = Policy::load(policy_path)?;
-    let r = gateway::render(&policy, host, dir)?;
+    let r = gateway::render(&policy, host, dir, state_dir)?;
     let (g, h) = gateway::host(&policy, host)?;
     let want = nftables::GatewayModel::of(&policy, g, h);
     let want_text = &r.files[0].1;
@@ -139,7 +162,8 @@ fn list_table() -> anyhow::Result<Option<String>> {
 /// one `nft -f` transaction.
 pub fn load(policy_path: &Path, host: &str, dir: &Path) -> anyhow::Result<ExitCode> {
     let policy = Policy::load(policy_path)?;
-    let r = gateway::render(&policy, host, dir)?;
+    // the ruleset only: it names neither directory
+    let r = gateway::render(&policy, host, dir, Path::new(gateway::STATE_DIR))?;
     extnet::kernel::nftables::apply(&r.files[0].1)?;
     println!(
         "gateway {host}: table ip {GW_TABLE} loaded ({})",

@@ -14,8 +14,9 @@ use crate::job::{netns, resolv};
 use crate::kernel::netlink::Netlink;
 use crate::node;
 use crate::plan::layout::Layout;
+use crate::store::denials::{self, DenialReason};
 use crate::store::fs::Lock;
-use crate::store::lease::{self, LeaseRequest, LeaseTable, LogRecord};
+use crate::store::lease::{self, LeaseError, LeaseRequest, LeaseTable, LogRecord};
 use crate::store::state::{Grant, JobState, Outcome, STATE_VERSION};
 use extnet_policy::{decide_skipping, Decision, Mode, Policy};
 use std::path::Path;
@@ -26,7 +27,10 @@ pub enum SetupOutcome {
     /// The job did not ask and no profile grants it without asking.
     NotRequested,
     Denied {
+        /// The sentence the job's tasks fail with.
         reason: String,
+        /// The counted reason.
+        why: DenialReason,
     },
     Granted(Grant),
 }
@@ -43,6 +47,8 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<SetupOutcom
     // did not name a profile gets the next one that grants it
     let mut full: Vec<String> = Vec::new();
     let mut limits: Vec<String> = Vec::new();
+    // why the last profile tried could not be had: the counted reason of a denial after it
+    let mut capacity = DenialReason::Limit;
     let report = loop {
         let decision = decide_skipping(policy, &identity, &job.request, &full);
         match decision {
@@ -50,14 +56,19 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<SetupOutcom
             Decision::NotRequested => {
                 break SetupOutcome::Denied {
                     reason: limits.join("; "),
+                    why: capacity,
                 }
             }
             Decision::Denied { reason } if limits.is_empty() => {
-                break SetupOutcome::Denied { reason }
+                break SetupOutcome::Denied {
+                    reason,
+                    why: DenialReason::Policy,
+                }
             }
             Decision::Denied { .. } => {
                 break SetupOutcome::Denied {
                     reason: limits.join("; "),
+                    why: capacity,
                 }
             }
             Decision::Granted {
@@ -74,9 +85,14 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<SetupOutcom
                     Ok(g) => break SetupOutcome::Granted(g),
                     Err(e) if e.is_capacity() => {
                         limits.push(e.to_string());
+                        capacity = match e {
+                            JobError::Lease(LeaseError::PoolFull { .. }) => DenialReason::PoolFull,
+                            _ => DenialReason::Limit,
+                        };
                         if matches!(job.request, extnet_policy::Request::Profile(_)) {
                             break SetupOutcome::Denied {
                                 reason: limits.join("; "),
+                                why: capacity,
                             };
                         }
                         tracing::info!(job_id = job.job_id, %profile, reason = %e, "trying the next profile");
@@ -88,6 +104,7 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<SetupOutcom
                                 "external network setup failed on node {}: {}; the job gets no external access (admins: see the extnet log on {})",
                                 layout.node, crate::diag::error_chain(&e), layout.node
                             ),
+                            why: DenialReason::SetupFailed,
                         }
                     }
                 }
@@ -97,8 +114,8 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<SetupOutcom
     failpoint::hit("prolog-before-state-file");
     let outcome = match &report {
         SetupOutcome::Granted(g) => Outcome::Granted(g.clone()),
-        SetupOutcome::Denied { reason } => {
-            tracing::warn!(job_id = job.job_id, user = %job.user, %reason, "denied");
+        SetupOutcome::Denied { reason, why } => {
+            tracing::warn!(job_id = job.job_id, user = %job.user, %reason, why = why.as_str(), "denied");
             Outcome::Denied {
                 reason: reason.clone(),
             }
@@ -116,6 +133,13 @@ pub fn run(policy: &Policy, layout: &Layout, job: &JobEnv) -> Result<SetupOutcom
     }
     .store(&layout.job_state(job.job_id))?;
     step("state-file");
+    if let SetupOutcome::Denied { why, .. } = report {
+        // counted after the state file: the job's answer does not wait for the counter, and
+        // a counter that cannot be written costs a count, never the job's answer
+        if let Err(e) = denials::count(&layout.denials(), &layout.lock_file(), why) {
+            tracing::warn!(job_id = job.job_id, error = %e, why = why.as_str(), "denial not counted");
+        }
+    }
     Ok(report)
 }
 

@@ -3,11 +3,21 @@
 
 use crate::kernel::netlink::socket::{Protocol, Socket, SocketError};
 use netlink_packet_core::NetlinkSerializable;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_NEW: u16 = 0;
+const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
 const CTA_MARK: u16 = 8;
 const CTA_MARK_MASK: u16 = 21;
+const NLA_TYPE_MASK: u16 = 0x3fff;
 const AF_INET: u8 = 2;
 
 /// An `IPCTNL_MSG_CT_DELETE` without a tuple: the kernel deletes every entry its attributes
@@ -54,9 +64,140 @@ pub fn delete_by_mark(mark: u32, mask: u32) -> Result<(), SocketError> {
     socket.request(&Delete { attrs }, 0, &mut |_| Ok(()))
 }
 
+/// An `IPCTNL_MSG_CT_GET` dump request of the IPv4 table (the family filters it in the
+/// kernel).
+struct Get;
+
+impl NetlinkSerializable for Get {
+    fn message_type(&self) -> u16 {
+        (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
+    }
+
+    fn buffer_len(&self) -> usize {
+        4
+    }
+
+    fn serialize(&self, buffer: &mut [u8]) {
+        buffer[..4].copy_from_slice(&[AF_INET, 0, 0, 0]);
+    }
+}
+
+/// The attributes of `data` as (type without flags, payload); a malformed rest is ignored.
+fn attrs(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if data.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
+        let kind = u16::from_ne_bytes([data[2], data[3]]) & NLA_TYPE_MASK;
+        if len < 4 || len > data.len() {
+            return None;
+        }
+        let payload = &data[4..len];
+        data = &data[len.next_multiple_of(4).min(data.len())..];
+        Some((kind, payload))
+    })
+}
+
+/// A tuple's (source, destination) IPv4 addresses.
+fn tuple_addrs(tuple: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    let (_, ip) = attrs(tuple).find(|&(k, _)| k == CTA_TUPLE_IP)?;
+    let (mut src, mut dst) = (None, None);
+    for (k, p) in attrs(ip) {
+        let a = <[u8; 4]>::try_from(p).ok().map(Ipv4Addr::from);
+        match k {
+            CTA_IP_V4_SRC => src = a,
+            CTA_IP_V4_DST => dst = a,
+            _ => {}
+        }
+    }
+    Some((src?, dst?))
+}
+
+/// The address an entry's source was translated to (SNAT, masquerade): the destination of
+/// its reply tuple when that is not the original source. `payload`: one ctnetlink entry
+/// after its netlink header (nfgenmsg, then attributes).
+fn translated_source(payload: &[u8]) -> Option<Ipv4Addr> {
+    let (mut orig, mut reply) = (None, None);
+    for (k, p) in attrs(payload.get(4..)?) {
+        match k {
+            CTA_TUPLE_ORIG => orig = tuple_addrs(p),
+            CTA_TUPLE_REPLY => reply = tuple_addrs(p),
+            _ => {}
+        }
+    }
+    let ((orig_src, _), (_, reply_dst)) = (orig?, reply?);
+    (orig_src != reply_dst).then_some(reply_dst)
+}
+
+/// The IPv4 entries whose source was translated, counted by the address they leave as, in
+/// the calling thread's network namespace. Equals `conntrack -L -f ipv4 --src-nat` grouped by
+/// the reply's destination. One dump of the whole table, decoded as it streams (nothing kept
+/// per entry): the kernel's walk and the copy of every entry is the cost, linear in the
+/// table's size (docs/PERFORMANCE.md).
+pub fn count_source_nat() -> Result<BTreeMap<Ipv4Addr, u64>, SocketError> {
+    let mut socket = Socket::open(Protocol::Netfilter, None)?;
+    let entry = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW;
+    socket.dump(&Get, |counts: &mut BTreeMap<Ipv4Addr, u64>, m| {
+        if m.msg_type == entry {
+            if let Some(a) = translated_source(m.payload) {
+                *counts.entry(a).or_default() += 1;
+            }
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One entry as the kernel sends it: nfgenmsg, then the two tuples (nested, flagged).
+    fn entry(orig: ([u8; 4], [u8; 4]), reply: ([u8; 4], [u8; 4])) -> Vec<u8> {
+        let tuple = |(src, dst): ([u8; 4], [u8; 4])| {
+            let mut ip = Vec::new();
+            attr(&mut ip, CTA_IP_V4_SRC, &src);
+            attr(&mut ip, CTA_IP_V4_DST, &dst);
+            let mut t = Vec::new();
+            attr(&mut t, CTA_TUPLE_IP | 0x8000, &ip);
+            t
+        };
+        let mut p = vec![AF_INET, 0, 0, 0];
+        attr(&mut p, CTA_TUPLE_ORIG | 0x8000, &tuple(orig));
+        attr(&mut p, CTA_TUPLE_REPLY | 0x8000, &tuple(reply));
+        attr(&mut p, CTA_MARK, &7u32.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn a_translated_entry_counts_for_its_reply_destination() {
+        // 10.99.0.11 -> 203.0.113.10, leaving as 203.0.113.101
+        let snat = entry(
+            ([10, 99, 0, 11], [203, 0, 113, 10]),
+            ([203, 0, 113, 10], [203, 0, 113, 101]),
+        );
+        assert_eq!(
+            translated_source(&snat),
+            Some(Ipv4Addr::new(203, 0, 113, 101))
+        );
+        // untranslated: the reply goes back to the original source
+        let plain = entry(
+            ([10, 99, 0, 11], [10, 99, 0, 1]),
+            ([10, 99, 0, 1], [10, 99, 0, 11]),
+        );
+        assert_eq!(translated_source(&plain), None);
+        // cut short: no tuple, no count
+        assert_eq!(translated_source(&snat[..12]), None);
+        assert_eq!(translated_source(&[]), None);
+    }
+
+    #[test]
+    fn the_dump_request_is_a_get_of_the_ipv4_table() {
+        assert_eq!(Get.message_type(), 0x0101);
+        let mut buf = vec![0; Get.buffer_len()];
+        Get.serialize(&mut buf);
+        assert_eq!(buf, [2, 0, 0, 0]);
+    }
 
     #[test]
     fn the_delete_carries_mark_and_mask_big_endian() {

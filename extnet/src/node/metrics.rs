@@ -1,7 +1,7 @@
 //! The node's figures for Prometheus, in the text format node_exporter's textfile collector
 //! reads (`extnet node metrics`, and the node agent after each repair and each periodic
 //! check): active external jobs and traffic by profile, port blocks by pool, allowlist drops,
-//! the agent's repairs, conntrack's fill.
+//! denials by reason, the agent's repairs, conntrack's fill.
 //!
 //! Three parts: [`Snapshot`] is what is measured and [`Snapshot::render`] turns it into the
 //! text (pure, sorted: the same snapshot is the same bytes); [`snapshot`] computes one from
@@ -9,21 +9,23 @@
 //! [`collect`] reads those from the node (paths from the layout, `/proc` from a root passed
 //! in); [`write`] replaces the file atomically.
 //!
-//! What is not here: denials by reason. A denial is kept only in the job's state file until
-//! its epilog, as one sentence for the user (names and all), so the agent counts the jobs on
-//! the node whose state says denied ([`Snapshot::denied_jobs`]) without a reason label.
+//! Denials come twice: the prolog's lasting counters by reason ([`crate::store::denials`],
+//! `extnet_denials_total`) and the jobs on the node whose state file says denied until their
+//! epilog ([`Snapshot::denied_jobs`]).
 
 use crate::node::counters::all_counters;
 use crate::plan::layout::Layout;
 use crate::plan::ruleset::allowlist::{profile_of_counter, UNBOUND_COUNTER};
 use crate::plan::ruleset::counters::counter_name;
 use crate::store::accounting::Counters;
+use crate::store::denials::{self, DenialReason};
 use crate::store::fs::{write_atomic, FsError};
 use crate::store::lease::{LeaseError, LeaseTable};
 use crate::store::state::{JobState, Outcome};
 use extnet_policy::Policy;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 /// Where node_exporter's textfile collector looks on Debian (`prometheus-node-exporter`).
@@ -85,6 +87,9 @@ pub struct Snapshot {
     pub unbound_drops: Option<Drops>,
     /// Jobs on the node whose prolog denied external access (state file until the epilog).
     pub denied_jobs: u64,
+    /// The prolog's denials on the node by reason, since its state directory was made; empty
+    /// when not read (every reason is there once read, 0 or more).
+    pub denials: BTreeMap<DenialReason, u64>,
     /// Repairs the agent made since it started, by trigger ([`TRIGGERS`]); `None` when not
     /// written by the agent.
     pub repairs: Option<BTreeMap<&'static str, u64>>,
@@ -247,6 +252,17 @@ impl Snapshot {
             "Jobs on the node that asked for external access and were denied (until their epilog).",
         )
         .sample(&[], self.denied_jobs);
+        if !self.denials.is_empty() {
+            let mut f = Family::new(
+                &mut s,
+                "extnet_denials_total",
+                "counter",
+                "Jobs the prolog denied external access on the node, by reason: policy (no rule grants it), limit (a profile's limit reached), pool_full (no free port block), setup_failed (a fault of the node).",
+            );
+            for (r, n) in &self.denials {
+                f.sample(&[("reason", r.as_str())], *n);
+            }
+        }
         if let Some(r) = &self.repairs {
             let mut f = Family::new(
                 &mut s,
@@ -290,10 +306,85 @@ fn host_families(s: &mut String, conntrack: Option<Conntrack>, time: u64) {
     .sample(&[], time);
 }
 
-/// A NAT gateway's metrics (`extnet gateway metrics`): conntrack's fill under `root` (the
-/// gateway's translations; a full table drops new connections) and the time `now`.
-pub fn render_gateway(root: &Path, now: u64) -> String {
-    let mut s = String::with_capacity(512);
+/// The states keepalived's instances can be in, as its notify script names them.
+pub const VRRP_STATES: [&str; 4] = ["MASTER", "BACKUP", "FAULT", "STOP"];
+
+/// What a NAT gateway measures besides conntrack's fill.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayFigures {
+    /// Each VRRP instance's last state (one of [`VRRP_STATES`]), by instance name.
+    pub vrrp: BTreeMap<String, &'static str>,
+    /// Translated connections by the public address they leave as; `None` when the conntrack
+    /// table could not be dumped.
+    pub translated: Option<BTreeMap<Ipv4Addr, u64>>,
+}
+
+/// The VRRP states the notify script wrote into `dir` (`<state dir>/vrrp`), one file per
+/// instance holding its state; temp files (dot files) and words that are no state are left
+/// out.
+pub fn vrrp_states(dir: &Path) -> BTreeMap<String, &'static str> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return BTreeMap::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            if name.starts_with('.') {
+                return None;
+            }
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            let state = VRRP_STATES.into_iter().find(|s| *s == text.trim())?;
+            Some((name, state))
+        })
+        .collect()
+}
+
+/// A NAT gateway's metrics (`extnet gateway metrics`): each VRRP instance's state and the
+/// translated connections by public address (`figures`), conntrack's fill under `root` (a
+/// full table drops new connections) and the time `now`.
+pub fn render_gateway(root: &Path, figures: &GatewayFigures, now: u64) -> String {
+    let mut s = String::with_capacity(1024);
+    if !figures.vrrp.is_empty() {
+        let mut f = Family::new(
+            &mut s,
+            "extnet_gateway_vrrp_master",
+            "gauge",
+            "1 when this gateway is master of the VRRP instance (holds its virtual addresses), else 0.",
+        );
+        for (i, st) in &figures.vrrp {
+            f.sample(&[("instance", i)], u64::from(*st == "MASTER"));
+        }
+        let mut f = Family::new(
+            &mut s,
+            "extnet_gateway_vrrp_state",
+            "gauge",
+            "The VRRP instance's state as keepalived last notified it: 1 for the state it is in, 0 for the others.",
+        );
+        for (i, st) in &figures.vrrp {
+            for v in VRRP_STATES {
+                f.sample(&[("instance", i), ("state", v)], u64::from(*st == v));
+            }
+        }
+    }
+    if let Some(t) = &figures.translated {
+        let mut f = Family::new(
+            &mut s,
+            "extnet_gateway_translated_connections",
+            "gauge",
+            "Conntrack entries whose source this gateway translated, by the public address they leave as.",
+        );
+        for (a, n) in t {
+            f.sample(&[("public", &a.to_string())], *n);
+        }
+    }
+    Family::new(
+        &mut s,
+        "extnet_gateway_conntrack_dump_ok",
+        "gauge",
+        "1 when the conntrack table could be dumped (translated connections above), 0 when not (not CAP_NET_ADMIN).",
+    )
+    .sample(&[], u64::from(figures.translated.is_some()));
     host_families(&mut s, conntrack(root), now);
     s
 }
@@ -377,6 +468,7 @@ pub fn snapshot(
         counters_readable: counters.is_some(),
         unbound_drops,
         denied_jobs: 0,
+        denials: BTreeMap::new(),
         repairs: None,
         conntrack: None,
         time: now,
@@ -449,6 +541,7 @@ pub fn collect(
         crate::store::lease::now(),
     );
     s.denied_jobs = denied_jobs(&layout.jobs_dir);
+    s.denials = denials::load(&layout.denials());
     s.repairs = repairs.cloned();
     s.conntrack = conntrack(proc_root);
     Ok(s)
@@ -532,6 +625,8 @@ mod tests {
         let p = node_policy("eth0", ALLOWLIST_PROFILES);
         let mut s = snapshot(&p, &table(), Some(&counters()), 1000);
         s.denied_jobs = 1;
+        s.denials = DenialReason::ALL.into_iter().map(|r| (r, 0)).collect();
+        s.denials.insert(DenialReason::PoolFull, 3);
         s.repairs = Some(TRIGGERS.iter().map(|t| (*t, 0)).collect());
         s.repairs.as_mut().unwrap().insert("events", 2);
         s.conntrack = Some(Conntrack {
@@ -578,6 +673,12 @@ extnet_nft_counters_readable 1
 # HELP extnet_denied_jobs Jobs on the node that asked for external access and were denied (until their epilog).
 # TYPE extnet_denied_jobs gauge
 extnet_denied_jobs 1
+# HELP extnet_denials_total Jobs the prolog denied external access on the node, by reason: policy (no rule grants it), limit (a profile's limit reached), pool_full (no free port block), setup_failed (a fault of the node).
+# TYPE extnet_denials_total counter
+extnet_denials_total{reason="policy"} 0
+extnet_denials_total{reason="limit"} 0
+extnet_denials_total{reason="pool_full"} 3
+extnet_denials_total{reason="setup_failed"} 0
 # HELP extnet_agent_repairs_total Repairs of the node's base the node agent made since it started, by what triggered the check.
 # TYPE extnet_agent_repairs_total counter
 extnet_agent_repairs_total{trigger="events"} 2
@@ -683,8 +784,11 @@ extnet_metrics_last_write_timestamp_seconds 1000
     fn a_gateway_says_conntrack_and_time() {
         let root = tempfile::tempdir().unwrap();
         assert_eq!(
-            render_gateway(root.path(), 7),
-            "# HELP extnet_metrics_last_write_timestamp_seconds Unix time these figures were taken.\n\
+            render_gateway(root.path(), &GatewayFigures::default(), 7),
+            "# HELP extnet_gateway_conntrack_dump_ok 1 when the conntrack table could be dumped (translated connections above), 0 when not (not CAP_NET_ADMIN).\n\
+             # TYPE extnet_gateway_conntrack_dump_ok gauge\n\
+             extnet_gateway_conntrack_dump_ok 0\n\
+             # HELP extnet_metrics_last_write_timestamp_seconds Unix time these figures were taken.\n\
              # TYPE extnet_metrics_last_write_timestamp_seconds gauge\n\
              extnet_metrics_last_write_timestamp_seconds 7\n"
         );
@@ -692,9 +796,9 @@ extnet_metrics_last_write_timestamp_seconds 1000
         std::fs::create_dir_all(&nf).unwrap();
         std::fs::write(nf.join("nf_conntrack_count"), "3\n").unwrap();
         std::fs::write(nf.join("nf_conntrack_max"), "8\n").unwrap();
-        let text = render_gateway(root.path(), 7);
+        let text = render_gateway(root.path(), &GatewayFigures::default(), 7);
         assert!(
-            text.starts_with("# HELP extnet_conntrack_entries Entries"),
+            text.contains("\n# HELP extnet_conntrack_entries Entries"),
             "{text}"
         );
         assert!(text.contains("\nextnet_conntrack_entries 3\n"), "{text}");
@@ -702,6 +806,45 @@ extnet_metrics_last_write_timestamp_seconds 1000
             text.contains("\nextnet_conntrack_entries_max 8\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_gateway_says_its_vrrp_states_and_translations() {
+        let root = tempfile::tempdir().unwrap();
+        let vrrp = root.path().join("vrrp");
+        assert!(vrrp_states(&vrrp).is_empty(), "no directory: no instance");
+        std::fs::create_dir_all(&vrrp).unwrap();
+        std::fs::write(vrrp.join("main"), "MASTER\n").unwrap();
+        std::fs::write(vrrp.join("bulk"), "BACKUP\n").unwrap();
+        std::fs::write(vrrp.join(".main.tmp"), "FAULT\n").unwrap();
+        std::fs::write(vrrp.join("odd"), "MAYBE\n").unwrap();
+        let states = vrrp_states(&vrrp);
+        assert_eq!(
+            states.into_iter().collect::<Vec<_>>(),
+            [("bulk".to_owned(), "BACKUP"), ("main".to_owned(), "MASTER")]
+        );
+        let figures = GatewayFigures {
+            vrrp: vrrp_states(&vrrp),
+            translated: Some(BTreeMap::from([
+                (Ipv4Addr::new(203, 0, 113, 101), 12),
+                (Ipv4Addr::new(203, 0, 113, 102), 0),
+            ])),
+        };
+        let text = render_gateway(root.path(), &figures, 7);
+        for line in [
+            "extnet_gateway_vrrp_master{instance=\"bulk\"} 0\n",
+            "extnet_gateway_vrrp_master{instance=\"main\"} 1\n",
+            "extnet_gateway_vrrp_state{instance=\"bulk\",state=\"BACKUP\"} 1\n",
+            "extnet_gateway_vrrp_state{instance=\"bulk\",state=\"MASTER\"} 0\n",
+            "extnet_gateway_vrrp_state{instance=\"main\",state=\"MASTER\"} 1\n",
+            "extnet_gateway_vrrp_state{instance=\"main\",state=\"FAULT\"} 0\n",
+            "extnet_gateway_translated_connections{public=\"203.0.113.101\"} 12\n",
+            "extnet_gateway_translated_connections{public=\"203.0.113.102\"} 0\n",
+            "extnet_gateway_conntrack_dump_ok 1\n",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        assert!(!text.contains("odd"), "{text}");
     }
 
     #[test]

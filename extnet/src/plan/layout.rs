@@ -63,6 +63,11 @@ impl Layout {
         self.state_dir.join("leases.table")
     }
 
+    /// The denial counters by reason ([`crate::store::denials`]).
+    pub fn denials(&self) -> PathBuf {
+        self.state_dir.join("denials")
+    }
+
     pub fn lock_file(&self) -> PathBuf {
         self.state_dir.join("lock")
     }

@@ -6,8 +6,10 @@
 //! - [`markers`]: per-job lease markers (the epilog's fast path).
 //! - [`state`]: the job state file the prolog writes and the plugin reads.
 //! - [`accounting`]: per-job traffic records, written by the epilog.
+//! - [`denials`]: the node's denial counters by reason, written by the prolog.
 
 pub mod accounting;
+pub mod denials;
 pub mod fs;
 pub mod lease;
 pub mod markers;

@@ -111,7 +111,13 @@ fn piped(ns: &File, cmd: &mut Command, input: &str) {
 /// The lab of the policy of `nodes` nodes, gateway gw1; and n1's slice in it.
 pub(crate) fn lab(nodes: u32) -> (Lab, Slice) {
     let policy = Policy::from_toml(&policy_text(nodes), "bench").unwrap();
-    let rendering = gateway::render(&policy, "gw1", Path::new("/etc/extnet/gateway")).unwrap();
+    let rendering = gateway::render(
+        &policy,
+        "gw1",
+        Path::new("/etc/extnet/gateway"),
+        Path::new(gateway::STATE_DIR),
+    )
+    .unwrap();
     let (g, h) = gateway::host(&policy, "gw1").unwrap();
     let e = policy.nat_entries(NODE).unwrap().remove(0);
     let slice = Slice {

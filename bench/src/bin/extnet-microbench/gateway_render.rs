@@ -116,7 +116,13 @@ pub fn run() {
                 let t0 = Instant::now();
                 let p = Policy::from_toml(&text, "bench").unwrap();
                 let t1 = Instant::now();
-                let r = gateway::render(&p, "gw1", Path::new("/etc/extnet/gateway")).unwrap();
+                let r = gateway::render(
+                    &p,
+                    "gw1",
+                    Path::new("/etc/extnet/gateway"),
+                    Path::new(gateway::STATE_DIR),
+                )
+                .unwrap();
                 let t2 = Instant::now();
                 let l = load(&r.files[0].1);
                 parse.push(t1 - t0);

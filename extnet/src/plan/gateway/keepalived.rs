@@ -125,14 +125,17 @@ fn advert_int(ms: u32) -> String {
     }
 }
 
-/// keepalived's notify script (`notify.sh TYPE NAME STATE PRIORITY`): conntrackd's
-/// primary-backup logic for a host that may be master of some addresses and backup of others.
+/// keepalived's notify script (`notify.sh TYPE NAME STATE PRIORITY`). First it records an
+/// instance's new state in `state_dir/vrrp/NAME` (one word, replaced by a rename: a reader
+/// sees the old state or the new one), which `extnet gateway metrics` exports. Then
+/// conntrackd's primary-backup logic for a host that may be master of some addresses and
+/// backup of others.
 /// MASTER: commit the external cache (the peer's synced connections) into the kernel, flush
 /// the caches, resync the internal cache from the kernel, send it to the peers in bulk, and
 /// ask them for theirs (their other addresses' connections). BACKUP or FAULT: ask the peers
 /// for a resync; and when the host holds no address any more, shorten the kernel's timers so
 /// that entries it no longer serves expire.
-pub fn notify_script(g: &Gateways, h: &GatewayHost, dir: &str) -> String {
+pub fn notify_script(g: &Gateways, h: &GatewayHost, dir: &str, state_dir: &str) -> String {
     let addrs: Vec<String> = g
         .vips_of_host(&h.name)
         .into_iter()
@@ -145,6 +148,12 @@ pub fn notify_script(g: &Gateways, h: &GatewayHost, dir: &str) -> String {
 conf={dir}/conntrackd.conf
 instance=$2
 state=$3
+# the instance's state for `extnet gateway metrics`, replaced whole
+if [ "$1" = INSTANCE ]; then
+    vrrp={state_dir}/vrrp
+    {{ mkdir -p "$vrrp" && echo "$state" >"$vrrp/.$instance.tmp" && mv -f "$vrrp/.$instance.tmp" "$vrrp/$instance"; }} ||
+        echo "extnet-gw {name}: cannot record $state of $instance in $vrrp" >&2
+fi
 [ -e "$conf" ] || exit 0
 ct() {{
     conntrackd -C "$conf" "$@" || echo "extnet-gw {name}: conntrackd $* failed ($?) on $state of $instance" >&2

@@ -15,6 +15,11 @@ use std::path::Path;
 
 pub use nftables::{GatewayModel, GW_TABLE};
 
+/// Where a gateway keeps what changes while it runs (`--state-dir`): `vrrp/INSTANCE`, each
+/// VRRP instance's state as keepalived's notify script last wrote it, which `extnet gateway
+/// metrics` reads.
+pub const STATE_DIR: &str = "/run/extnet/gateway";
+
 /// Why a gateway cannot be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -24,7 +29,7 @@ pub enum RenderError {
     NoGateways,
     #[error("{host:?} is no [[gateways.host]] of the policy (hosts: {known}); pass one of them to --host")]
     UnknownHost { host: String, known: String },
-    #[error("the directory {0:?} is not an absolute path without spaces or quotes; the rendered files name their scripts by it")]
+    #[error("the directory {0:?} is not an absolute path without spaces or quotes; the rendered files name it")]
     BadDir(String),
 }
 
@@ -64,21 +69,21 @@ pub fn host<'a>(
 }
 
 /// Every file of gateway `name`; `dir` is where they are installed (the scripts are named
-/// by it).
-pub fn render(policy: &Policy, name: &str, dir: &Path) -> Result<Rendering, RenderError> {
+/// by it), `state_dir` where the notify script writes the VRRP states ([`STATE_DIR`]).
+pub fn render(
+    policy: &Policy,
+    name: &str,
+    dir: &Path,
+    state_dir: &Path,
+) -> Result<Rendering, RenderError> {
     let (g, h) = host(policy, name)?;
-    let d = dir.to_str().unwrap_or_default();
-    if !dir.is_absolute()
-        || d.is_empty()
-        || d.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'')
-    {
-        return Err(RenderError::BadDir(dir.display().to_string()));
-    }
+    let d = checked_dir(dir)?;
+    let state = checked_dir(state_dir)?;
     let model = GatewayModel::of(policy, g, h);
     let mut files = vec![
         ("nftables.conf", nftables::render(&model)),
         ("keepalived.conf", keepalived::config(g, h, d)),
-        ("notify.sh", keepalived::notify_script(g, h, d)),
+        ("notify.sh", keepalived::notify_script(g, h, d, state)),
         ("check-path.sh", keepalived::check_path_script(g, h)),
         ("check-conntrack.sh", keepalived::check_conntrack_script(g)),
     ];
@@ -89,6 +94,19 @@ pub fn render(policy: &Policy, name: &str, dir: &Path) -> Result<Rendering, Rend
         host: name.to_owned(),
         files,
     })
+}
+
+/// `dir` as the rendered files name it: absolute, without spaces or quotes.
+fn checked_dir(dir: &Path) -> Result<&str, RenderError> {
+    match dir.to_str() {
+        Some(d)
+            if dir.is_absolute()
+                && !d.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') =>
+        {
+            Ok(d)
+        }
+        _ => Err(RenderError::BadDir(dir.display().to_string())),
+    }
 }
 
 /// The hosts that share a virtual address with `h` (its conntrackd peers), in file order.
@@ -136,6 +154,10 @@ mod tests {
     }
 
     const DIR: &str = "/etc/extnet/gateway";
+
+    fn render(p: &Policy, host: &str, dir: &Path) -> Result<Rendering, RenderError> {
+        super::render(p, host, dir, Path::new(STATE_DIR))
+    }
 
     /// The rendered files of both test gateways equal the golden files in
     /// `tests/golden/gateway/HOST/` (`EXTNET_BLESS=1` writes them after a deliberate change;

@@ -4,6 +4,12 @@
 conf=/etc/extnet/gateway/conntrackd.conf
 instance=$2
 state=$3
+# the instance's state for `extnet gateway metrics`, replaced whole
+if [ "$1" = INSTANCE ]; then
+    vrrp=/run/extnet/gateway/vrrp
+    { mkdir -p "$vrrp" && echo "$state" >"$vrrp/.$instance.tmp" && mv -f "$vrrp/.$instance.tmp" "$vrrp/$instance"; } ||
+        echo "extnet-gw gw1: cannot record $state of $instance in $vrrp" >&2
+fi
 [ -e "$conf" ] || exit 0
 ct() {
     conntrackd -C "$conf" "$@" || echo "extnet-gw gw1: conntrackd $* failed ($?) on $state of $instance" >&2
