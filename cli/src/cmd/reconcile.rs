@@ -40,6 +40,7 @@ pub fn run(
     let boot = extnet::kernel::boot::time()?;
     let closed = reconcile::close_unreleased(&layout, boot, lease::now(), dry_run)?;
     print_closed(node, &layout, &closed, dry_run);
+    print_pinned(node, &reconcile::check_pinned(&layout, dry_run), dry_run);
     Ok(if report.failed() {
         ExitCode::from(1)
     } else {
@@ -53,6 +54,27 @@ fn print_report(node: &str, report: &Report) {
     }
     for j in &report.jobs {
         println!("node {node}: {j}");
+    }
+}
+
+/// One line per pinned-namespace record [`reconcile::check_pinned`] looked at.
+fn print_pinned(node: &str, checks: &[reconcile::PinCheck], dry_run: bool) {
+    for c in checks {
+        let p = &c.pinned;
+        if c.gone {
+            let verb = if dry_run { "would be" } else { "is" };
+            println!(
+                "node {node}: job {}: its pinned namespace net:[{}] is gone, the record {verb} removed",
+                p.job_id, p.inode
+            );
+        } else {
+            println!(
+                "node {node}: job {}: its namespace net:[{}] is still pinned (only lo left) by {}",
+                p.job_id,
+                p.inode,
+                p.holders_line()
+            );
+        }
     }
 }
 
