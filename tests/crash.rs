@@ -233,6 +233,10 @@ impl Lab {
         if ns.exists() {
             left.push(format!("namespace file {}", ns.display()));
         }
+        let pinned = self.state_dir().join(format!("pinned/{job}.json"));
+        if pinned.exists() {
+            left.push(format!("pinned-namespace record {}", pinned.display()));
+        }
         let marker = self.state_dir().join(format!("jobs/{job}.lease"));
         if marker.exists() {
             left.push(format!("lease marker {}", marker.display()));
@@ -944,18 +948,84 @@ fn receive_fd(conn: &std::os::unix::net::UnixStream) -> std::os::fd::OwnedFd {
     panic!("no file descriptor received");
 }
 
-/// A user pins a netns job's namespace (opens its `/run/netns` file and keeps it) past the
-/// job's epilog: the namespace and its veth pair outlive the job. The next job on that slot
-/// still gets the slot's /30 as its only route (the stale veth is deleted by its prolog), and
-/// nothing of the old job is left once the pin is dropped.
+/// A user pins a netns job's namespace (a process keeps an fd on its `/run/netns` file) past
+/// the job's epilog. The epilog deletes the job's veth pair all the same, names the holder
+/// (log line and a record in the node's state, shown by `extnet status`); the next job on
+/// that slot gets the slot's /30 as its only route; once the holder exits, `extnet
+/// reconcile` drops the record, and nothing of the old job is left.
 fn a_pinned_namespace_does_not_take_the_slot_from_the_next_job() {
     if !root("a_pinned_namespace_does_not_take_the_slot_from_the_next_job") {
         return;
     }
+    use extnet::job::reconcile;
     let lab = Lab::new("pinned");
     let first = lab.granted(1, "isolated");
-    let pin = File::open(first.netns.as_ref().expect("a netns grant")).unwrap();
-    lab.epilog_ok(1);
+    let ns_path = first.netns.clone().expect("a netns grant");
+    let ino = netns::inode(&File::open(&ns_path).unwrap());
+    // a process of its own holding fd 7 on the namespace file (`sleep` after the exec)
+    let mut holder = Command::new("sh")
+        .arg("-c")
+        .arg("exec sleep 600 7<\"$0\"")
+        .arg(&ns_path)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn the holder");
+    let pid = holder.id() as i32;
+    wait::until(Duration::from_secs(5), Duration::from_millis(10), || {
+        let h = netns::holders(ino);
+        if h.iter().any(|h| h.pid == pid && h.comm == "sleep") {
+            Ok(())
+        } else {
+            let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| format!("{:?}", std::fs::read_link(e.path())))
+                .collect();
+            Err(format!(
+                "the holder has not opened the namespace net:[{ino}] yet: holders {h:?}, its fds {fds:?}"
+            ))
+        }
+    });
+    let r = lab.epilog(1, None);
+    assert!(r.status.success(), "epilog of job 1: {r}");
+    assert!(
+        r.stderr.contains("still held after its teardown")
+            && r.stderr.contains(&format!("pid={pid}")),
+        "the epilog names the holder: {r}"
+    );
+    // right after the epilog, before any other job: the pair is gone
+    let mut nl = Netlink::open_in(lab.node_ns.as_fd()).expect("netlink in the node");
+    assert_eq!(nl.index("xj1").unwrap(), None, "the old job's veth is gone");
+    let (_policy, layout) = lab_layout(&lab);
+    let (pinned, bad) = extnet::store::pinned::list(&layout);
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(pinned.len(), 1, "{pinned:?}");
+    let p = &pinned[0];
+    assert_eq!((p.job_id, p.inode), (1, ino));
+    assert_eq!(p.holders.len(), 1, "{p:?}");
+    let h = &p.holders[0];
+    assert_eq!(
+        (h.pid, h.uid, h.comm.as_str(), h.inside, h.fds.as_slice()),
+        (pid, 0, "sleep", false, &[7][..])
+    );
+    // `extnet status` lists it
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.env(AS_VAR, "extnet")
+        .args(["--policy".as_ref(), lab.policy.as_os_str()])
+        .args(["status", "--node", NODE]);
+    let out = command_in(&mut cmd, &lab.node_ns).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "extnet status: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("job 1: net:[{ino}]"))
+            && stdout.contains(&format!("pid {pid} (uid 0, sleep) fds 7")),
+        "extnet status shows the pinned namespace: {stdout}"
+    );
     let next = lab.granted(2, "isolated");
     assert_eq!(next.slot, first.slot, "the next job got the same slot");
     let policy = extnet_policy::Policy::load(&lab.policy).unwrap();
@@ -965,12 +1035,20 @@ fn a_pinned_namespace_does_not_take_the_slot_from_the_next_job() {
         route.contains(" dev xj2 "),
         "the slot's /30 must lead to the next job's veth only: {route}"
     );
-    let links = support::netns::ip_in(&lab.node_ns, &["-o", "link", "show"]);
-    assert!(
-        !links.contains("xj1"),
-        "the old job's veth is gone: {links}"
-    );
-    drop(pin);
+    // still held: reconcile keeps the record
+    let checks = reconcile::check_pinned(&layout, false);
+    assert_eq!(checks.len(), 1);
+    assert!(!checks[0].gone, "{checks:?}");
+    assert_eq!(extnet::store::pinned::list(&layout).0.len(), 1);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    // a dry run says so and changes nothing; the real run removes the record
+    let dry = reconcile::check_pinned(&layout, true);
+    assert!(dry.len() == 1 && dry[0].gone, "{dry:?}");
+    assert_eq!(extnet::store::pinned::list(&layout).0.len(), 1);
+    let done = reconcile::check_pinned(&layout, false);
+    assert!(done.len() == 1 && done[0].gone, "{done:?}");
+    assert_eq!(extnet::store::pinned::list(&layout), (vec![], vec![]));
     lab.assert_clean(1, "job 1 once the pin is dropped");
     lab.epilog_ok(2);
     lab.assert_clean(2, "job 2");

@@ -369,15 +369,10 @@ fn install_reinstall_remove_and_purge_in_a_scratch_root() {
         "etc/systemd/system/multi-user.target.wants/extnet-node-watch.service",
         "etc/systemd/system/timers.target.wants/extnet-interim.timer",
         "etc/systemd/system/multi-user.target.wants/extnet-gateway.service",
+        "etc/systemd/system/timers.target.wants/extnet-reconcile.timer",
     ] {
         assert!(root.join(link).is_symlink(), "{link} is not enabled");
     }
-    assert!(
-        !root
-            .join("etc/systemd/system/timers.target.wants/extnet-reconcile.timer")
-            .exists(),
-        "the reconcile timer is opt-in"
-    );
     // the example policy, as installed, grants nothing: `extnet policy check` says why
     let policy = root.join("etc/slurm/extnet.toml");
     let meta = std::fs::metadata(&policy).unwrap();

@@ -105,8 +105,11 @@ enum Cmd {
     ///
     /// Tears down jobs Slurm says no longer run on this node (their epilog never ran; the
     /// release record says reason "orphan"), and closes in the lease log the leases a reboot
-    /// ended (reason "reboot"). Jobs Slurm cannot be asked about are left alone. From a
-    /// timer: the unit extnet-reconcile.timer.
+    /// ended (reason "reboot"). A job with a live step socket in slurmd's spool directory
+    /// (SlurmdSpoolDir of slurm.conf) runs; only the others are asked about with squeue. Jobs
+    /// Slurm cannot be asked about are left alone. It also drops the records of pinned
+    /// namespaces that are gone (extnet status lists them). From a timer: the unit
+    /// extnet-reconcile.timer.
     Reconcile {
         /// The node (default: this host's name up to the first dot, as SLURMD_NODENAME
         /// would be).
@@ -115,7 +118,8 @@ enum Cmd {
         /// Say what would be done; change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// The slurm.conf squeue reads (default: SLURM_CONF, else Slurm's own default).
+        /// The slurm.conf squeue reads and SlurmdSpoolDir is taken from (default:
+        /// SLURM_CONF, else /etc/slurm/slurm.conf).
         #[arg(long)]
         slurm_conf: Option<PathBuf>,
     },

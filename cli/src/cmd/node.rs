@@ -253,6 +253,8 @@ fn reconcile_orphans(policy_path: &Path, node: &str, slurm_conf: Option<PathBuf>
         }
         Err(e) => tracing::error!(node, "reconcile failed: {}", extnet::diag::error_chain(&e)),
     }
+    // logs each record it removes or finds still pinned
+    extnet::job::reconcile::check_pinned(&layout, false);
 }
 
 /// The policy and the node's layout. The policy is read before the node's name is resolved,

@@ -66,6 +66,11 @@ pub fn show(policy_path: &Path, node: &str, json: bool) -> anyhow::Result<ExitCo
         if let Err(e) = &counters {
             v["counters_error"] = e.clone().into();
         }
+        let (pinned, unreadable) = extnet::store::pinned::list(&layout);
+        v["pinned_namespaces"] = serde_json::to_value(&pinned).expect("records serialize");
+        if !unreadable.is_empty() {
+            v["pinned_unreadable"] = unreadable.into();
+        }
         v["allowlist_drops"] = match allowlist_drops() {
             Ok(d) => d
                 .into_iter()
@@ -154,8 +159,31 @@ pub fn show(policy_path: &Path, node: &str, json: bool) -> anyhow::Result<ExitCo
             println!("traffic counters unavailable: {e}");
         }
     }
+    print_pinned(&layout);
     print_allowlist_drops(&policy);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The namespaces of ended netns-mode jobs that something still held after their teardown
+/// ([`extnet::store::pinned`]), as their records say (`extnet reconcile` looks again).
+fn print_pinned(layout: &Layout) {
+    let (pinned, unreadable) = extnet::store::pinned::list(layout);
+    if pinned.is_empty() && unreadable.is_empty() {
+        return;
+    }
+    println!("pinned namespaces of ended jobs (veth pair deleted, only lo left; extnet reconcile drops a record once its namespace is gone):");
+    for p in &pinned {
+        println!(
+            "  job {}: net:[{}] since {}, held by {}",
+            p.job_id,
+            p.inode,
+            lease::rfc3339(p.since),
+            p.holders_line()
+        );
+    }
+    for u in &unreadable {
+        println!("  unreadable record {u}");
+    }
 }
 
 /// One pool's use on a node.

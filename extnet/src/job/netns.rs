@@ -7,6 +7,7 @@ use crate::kernel::netlink::route::{Route, RouteKind};
 use crate::kernel::netlink::Netlink;
 use crate::kernel::{netns, sysctl};
 use crate::plan::{self, layout::Layout};
+use crate::store::pinned::Pinned;
 use extnet_policy::Policy;
 use ipnet::Ipv4Net;
 use std::os::fd::AsFd;
@@ -25,14 +26,10 @@ pub fn setup(
     slot: u32,
 ) -> Result<(), JobError> {
     let name = layout.netns_name(job_id);
-    // a prolog run twice: start from scratch
+    // a prolog run twice: start from scratch (also deletes a veth pair an earlier run for
+    // this job, killed midway, left behind)
     teardown(layout, nl, job_id)?;
     let host = Layout::veth_name(job_id);
-    // the kernel reaps a dropped namespace's veth pair asynchronously: one left by an earlier
-    // run for this job (killed midway) may still be there; deleting it is slow but rare
-    if nl.index(&host)?.is_some() {
-        nl.delete(&host)?;
-    }
     let (host_addr, job_addr) = plan::netns_addrs(policy, slot);
     remove_stale_veth(nl, job_addr, &host)?;
     let mtu = veth_mtu(policy, nl)?;
@@ -89,9 +86,9 @@ pub fn veth_mtu(policy: &Policy, nl: &mut Netlink) -> Result<u32, JobError> {
 }
 
 /// Deletes the veth of an earlier job that still holds this slot's /30, so that the slot has
-/// one route, to this job. That veth outlived its job when something pinned the job's
-/// namespace past its epilog (a process that opened its `/run/netns` file or joined it): the
-/// epilog drops the namespace, but a pinned one keeps its veth pair. One route lookup
+/// one route, to this job. The epilog deletes every job's pair itself ([`teardown`]); a pair
+/// can still be left by an epilog that never ran or failed midway, or by an extnet before
+/// that. One route lookup
 /// (`ip route get JOB_ADDR`); a delete only in that rare case. Only a link named like a job
 /// veth is touched, never what a node's own routes lead to.
 fn remove_stale_veth(
@@ -112,14 +109,27 @@ fn remove_stale_veth(
     Ok(())
 }
 
-/// Drops the job's namespace (netns mode), killing what still runs inside (any thread of a
-/// process in it); the kernel then reaps the veth pair (dropping the namespace is cheap; an
-/// explicit veth delete waits for the kernel's RCU grace periods). When something survives
-/// SIGKILL the pair is deleted here and the survivors are logged; a namespace pinned by an
-/// open file or a mount keeps its pair until the slot's next job (`remove_stale_veth`).
-pub fn teardown(layout: &Layout, nl: &mut Netlink, job_id: u32) -> Result<bool, JobError> {
+/// What [`teardown`] found of the job's namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// The job had a namespace (or a leftover file of one).
+    pub found: bool,
+    /// Something still held the namespace after it was unmounted and its processes killed.
+    pub pinned: Option<Pinned>,
+}
+
+/// Drops the job's namespace (netns mode): kills what still runs inside (any thread of a
+/// process in it), unmounts it, and deletes the job's veth pair, whatever holds the
+/// namespace: a namespace pinned by an open fd (any user can open `/run/netns/extnet-*`) then
+/// keeps only `lo`, and the slot's /30 leads nowhere. The pair is deleted explicitly (absent
+/// is fine: the kernel may have reaped it already), which waits for the kernel's RCU grace
+/// period (docs/PERFORMANCE.md). Then, if the job had a namespace, the processes that still
+/// hold it are looked up ([`netns::holders`]), logged, and returned.
+pub fn teardown(layout: &Layout, nl: &mut Netlink, job_id: u32) -> Result<Dropped, JobError> {
     let name = layout.netns_name(job_id);
-    let mut found = false;
+    let veth = Layout::veth_name(job_id);
+    let mut dropped = Dropped::default();
+    let mut inode = None;
     let opened = match netns::open(&layout.netns_dir, &name) {
         Ok(f) => f,
         // a plain file left by a prolog killed inside `netns::create`: the name is the job's,
@@ -127,14 +137,15 @@ pub fn teardown(layout: &Layout, nl: &mut Netlink, job_id: u32) -> Result<bool, 
         Err(netns::NetnsError::NotNetns { path, what }) => {
             tracing::warn!(job_id, path = %path.display(), %what, "removing a leftover namespace file");
             netns::delete(&layout.netns_dir, &name)?;
-            found = true;
+            dropped.found = true;
             None
         }
         Err(e) => return Err(e.into()),
     };
     if let Some(f) = opened {
-        found = true;
+        dropped.found = true;
         let ino = netns::inode(&f);
+        inode = Some(ino);
         drop(f);
         let mut left = Vec::new();
         for _ in 0..100 {
@@ -152,19 +163,42 @@ pub fn teardown(layout: &Layout, nl: &mut Netlink, job_id: u32) -> Result<bool, 
         }
         netns::delete(&layout.netns_dir, &name)?;
         if !left.is_empty() {
-            // processes that SIGKILL did not end within a second (stuck in the kernel) keep
-            // the namespace and with it the veth pair: delete the pair here, so that the
-            // slot's /30 leads nowhere and the next job on the slot gets it whole
-            let veth = Layout::veth_name(job_id);
             tracing::warn!(
                 job_id,
                 netns = %name,
                 pids = ?left,
-                %veth,
-                "processes in the job's network namespace did not die within 1 s of SIGKILL; deleting its veth pair (admins: see what they wait for in /proc/PID/stack)"
+                "processes in the job's network namespace did not die within 1 s of SIGKILL (admins: see what they wait for in /proc/PID/stack)"
             );
-            nl.delete(&veth)?;
         }
     }
-    Ok(found)
+    // ENODEV (no such link) is success: the pair may be gone with its namespace already
+    if nl.delete(&veth)? {
+        tracing::debug!(job_id, %veth, "job veth pair deleted");
+    }
+    if let Some(ino) = inode {
+        let holders = netns::holders(ino);
+        if !holders.is_empty() {
+            let p = Pinned {
+                job_id,
+                inode: ino,
+                since: crate::store::lease::now(),
+                holders,
+            };
+            for h in &p.holders {
+                tracing::warn!(
+                    job_id,
+                    netns = %name,
+                    inode = ino,
+                    pid = h.pid,
+                    uid = h.uid,
+                    comm = %h.comm,
+                    inside = h.inside,
+                    fds = ?h.fds,
+                    "the job's network namespace is still held after its teardown (its veth pair is deleted: it has only lo left); extnet reconcile drops the record once it is gone"
+                );
+            }
+            dropped.pinned = Some(p);
+        }
+    }
+    Ok(dropped)
 }

@@ -11,12 +11,17 @@
 //!   After a reboot the log's last `allocate` records have no `release` and the table that
 //!   held their leases is gone; this appends the `release` records
 //!   ([`crate::store::lease::unreleased`]). Idempotent: a second run finds them closed.
+//! - [`check_pinned`]: the records of namespaces that were still held after their job's
+//!   teardown ([`crate::store::pinned`]) are looked at again; a record whose namespace nothing
+//!   holds any more is removed.
 
 use crate::job::teardown::{self, Caller, TeardownOutcome};
 use crate::job::JobError;
+use crate::kernel::netns;
 use crate::plan::layout::Layout;
 use crate::store::fs::Lock;
 use crate::store::lease::{unreleased, LeaseTable, LogRecord};
+use crate::store::pinned::{self, Pinned};
 use extnet_policy::Policy;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -207,4 +212,52 @@ pub fn close_unreleased(
         }
     }
     Ok(records)
+}
+
+/// A pinned namespace's record, looked at again by [`check_pinned`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinCheck {
+    /// The record, with the holders found now.
+    pub pinned: Pinned,
+    /// Nothing holds the namespace any more: the record is removed (or would be, dry run).
+    pub gone: bool,
+}
+
+/// Looks again at every pinned-namespace record of the node: one whose namespace no process
+/// holds any more (no thread in it, no fd on it: [`netns::holders`] of its inode) is removed
+/// with a log line; the others are rewritten with the holders found now. A record that does
+/// not decode is left for the admin and logged. With `dry_run` nothing is changed.
+pub fn check_pinned(layout: &Layout, dry_run: bool) -> Vec<PinCheck> {
+    let (records, bad) = pinned::list(layout);
+    for b in bad {
+        tracing::warn!(node = %layout.node, record = %b, "unreadable pinned-namespace record left alone");
+    }
+    let mut out = Vec::new();
+    for mut p in records {
+        let holders = netns::holders(p.inode);
+        let gone = holders.is_empty();
+        if gone {
+            if !dry_run {
+                match pinned::remove(layout, p.job_id) {
+                    Ok(_) => {
+                        tracing::info!(job_id = p.job_id, node = %layout.node, inode = p.inode, "the job's pinned namespace is gone; its record is removed")
+                    }
+                    Err(e) => {
+                        tracing::warn!(job_id = p.job_id, node = %layout.node, error = %e, "cannot remove the pinned-namespace record")
+                    }
+                }
+            }
+        } else {
+            let changed = holders != p.holders;
+            p.holders = holders;
+            if changed && !dry_run {
+                if let Err(e) = pinned::store(layout, &p) {
+                    tracing::warn!(job_id = p.job_id, node = %layout.node, error = %e, "cannot update the pinned-namespace record");
+                }
+            }
+            tracing::warn!(job_id = p.job_id, node = %layout.node, inode = p.inode, holders = %p.holders_line(), "the job's network namespace is still pinned (it holds only lo)");
+        }
+        out.push(PinCheck { pinned: p, gone });
+    }
+    out
 }

@@ -104,8 +104,18 @@ pub fn run_as(
     step("cgroup-teardown");
     match Netlink::open() {
         Ok(mut nl) => {
-            if let Err(e) = netns::teardown(layout, &mut nl, job_id) {
-                errors.push(crate::diag::error_chain(&e));
+            match netns::teardown(layout, &mut nl, job_id) {
+                Ok(netns::Dropped {
+                    pinned: Some(p), ..
+                }) => {
+                    // not an error: the job's path out is gone with its veth pair; the record
+                    // is for the admin (`extnet status`) and `extnet reconcile`
+                    if let Err(e) = crate::store::pinned::store(layout, &p) {
+                        tracing::error!(job_id, node = %layout.node, error = %e, "cannot record the job's pinned namespace");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => errors.push(crate::diag::error_chain(&e)),
             }
         }
         Err(e) => errors.push(e.to_string()),

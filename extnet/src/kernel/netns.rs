@@ -359,19 +359,125 @@ pub fn pids_in(ns_inode: u64) -> Vec<i32> {
     pids
 }
 
-/// Whether the link at the path made of `parts` (relative to the open directory `dir`) reads
-/// `want`. Paths of /proc are short: one that does not fit the buffer is no match.
-fn link_is(dir: &File, parts: &[&[u8]], want: &[u8]) -> bool {
+/// A process that holds a network namespace: by a thread inside it, or by open file
+/// descriptors on it (a `/run/netns` file or a `/proc/PID/ns/net` it opened, or one passed to
+/// it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Holder {
+    pub pid: i32,
+    /// Real uid (`/proc/PID/status`).
+    pub uid: u32,
+    /// `/proc/PID/comm`.
+    pub comm: String,
+    /// One of its threads is in the namespace.
+    pub inside: bool,
+    /// Its file descriptors open on the namespace.
+    pub fds: Vec<i32>,
+}
+
+/// Every process that holds the network namespace with inode `ns_inode` by a thread in it
+/// ([`pids_in`]) or an open fd on it. O(processes + their open files): one pass over `/proc`
+/// and one `fstatat` per open file (what the fd is open on: device nsfs and the namespace's
+/// inode; its link does not say, since an fd opened through a `/run/netns` bind mount reads
+/// as that path, not `net:[INODE]`); meant for after a teardown, when the namespace is
+/// expected to be gone. A mount of the namespace in another mount namespace holds it too and
+/// is not found here. Processes that exit while we look are skipped.
+pub fn holders(ns_inode: u64) -> Vec<Holder> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let (Ok(proc_dir), Ok(nsfs)) = (File::open("/proc"), std::fs::metadata(THREAD_NETNS)) else {
+        return Vec::new();
+    };
+    let nsfs_dev = nsfs.dev();
+    let inside = pids_in(ns_inode);
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let fd_dir = format!("/proc/{pid}/fd");
+        let fds: Vec<i32> = std::fs::read_dir(&fd_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name();
+                let fd = n.to_str()?.parse::<i32>().ok()?;
+                (file_id(&proc_dir, &[name.as_bytes(), b"/fd/", n.as_bytes()])
+                    == Some((nsfs_dev, ns_inode)))
+                .then_some(fd)
+            })
+            .collect();
+        let is_inside = inside.binary_search(&pid).is_ok();
+        if fds.is_empty() && !is_inside {
+            continue;
+        }
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|c| c.trim_end().to_owned())
+            .unwrap_or_default();
+        let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| parse_status_uid(&s))
+            .unwrap_or(u32::MAX);
+        out.push(Holder {
+            pid,
+            uid,
+            comm,
+            inside: is_inside,
+            fds,
+        });
+    }
+    out.sort_by_key(|h| h.pid);
+    out
+}
+
+/// The device and inode of what the path made of `parts` (relative to the open directory
+/// `dir`) leads to, following a final link (for `/proc/PID/fd/N`: the open file itself).
+fn file_id(dir: &File, parts: &[&[u8]]) -> Option<(u64, u64)> {
+    let path = proc_path(parts)?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `path` is NUL-terminated within its 64 bytes ([`proc_path`]), `st` is
+    // writable, `dir` is an open directory for the whole call.
+    let rc = unsafe { libc::fstatat(dir.as_raw_fd(), path.as_ptr().cast(), st.as_mut_ptr(), 0) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: fstatat succeeded and filled `st`.
+    let st = unsafe { st.assume_init() };
+    Some((st.st_dev, st.st_ino))
+}
+
+/// The NUL-terminated path made of `parts`; `None` when it does not fit (paths under /proc
+/// are short).
+fn proc_path(parts: &[&[u8]]) -> Option<[u8; 64]> {
     let mut path = [0u8; 64];
     let mut len = 0;
     for p in parts {
         if len + p.len() >= path.len() {
-            return false;
+            return None;
         }
         path[len..len + p.len()].copy_from_slice(p);
         len += p.len();
     }
     // path[len] is the NUL the buffer was filled with
+    Some(path)
+}
+
+/// The real uid of a `/proc/PID/status` text (`Uid:\treal\teffective\tsaved\tfs`).
+fn parse_status_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+}
+
+/// Whether the link at the path made of `parts` (relative to the open directory `dir`) reads
+/// `want`. Paths of /proc are short: one that does not fit the buffer is no match.
+fn link_is(dir: &File, parts: &[&[u8]], want: &[u8]) -> bool {
+    let Some(path) = proc_path(parts) else {
+        return false;
+    };
     let mut link = [0u8; 40];
     // SAFETY: `path` is NUL-terminated within its 64 bytes, `link` is writable for its
     // length, and `dir` is an open directory for the whole call.
@@ -424,6 +530,36 @@ fn a_thread_in(pid: i32, name: &[u8], want: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_uid_is_the_real_uid() {
+        let status = "Name:\tsleep\nUmask:\t0022\nUid:\t1001\t0\t0\t0\nGid:\t100\t100\t100\t100\n";
+        assert_eq!(parse_status_uid(status), Some(1001));
+        assert_eq!(parse_status_uid("Name:\tx\n"), None);
+        assert_eq!(parse_status_uid("Uid:\tnope\n"), None);
+    }
+
+    /// No root needed: this process holds its own namespace by an open fd and by being in it.
+    #[test]
+    fn holders_finds_an_open_namespace_fd() {
+        let ns = current().unwrap();
+        let ino = inode(&ns);
+        let me = std::process::id() as i32;
+        let found = holders(ino);
+        let h = found
+            .iter()
+            .find(|h| h.pid == me)
+            .expect("this process holds its namespace");
+        assert!(h.inside);
+        assert!(h.fds.contains(&ns.as_raw_fd()), "{h:?}");
+        assert_eq!(h.uid, nix::unistd::getuid().as_raw());
+        assert!(!h.comm.is_empty());
+        let fd = ns.as_raw_fd();
+        drop(ns);
+        assert!(holders(ino)
+            .iter()
+            .all(|h| h.pid != me || !h.fds.contains(&fd)));
+    }
 
     #[test]
     fn names_are_one_path_component() {

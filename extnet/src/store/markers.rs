@@ -106,12 +106,13 @@ pub fn may_have_anything(layout: &Layout, job_id: u32) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::lease::Lease;
     use extnet_policy::{Mode, Policy};
 
-    fn layout(dir: &std::path::Path) -> Layout {
+    /// Node `n1` with everything under `dir` (the store's unit tests).
+    pub(crate) fn layout(dir: &std::path::Path) -> Layout {
         let policy = Policy::from_toml(
             &format!(
                 "version = 1\n[node]\ninterface = \"eth0\"\ngateway = \"10.0.0.1\"\ninternal = [\"10.0.0.0/8\"]\nstate_dir = \"{}/%n\"\nnetns_dir = \"{}/netns\"\n",

@@ -4,6 +4,7 @@
 //! - [`fs`]: atomic writes, appends, the node lock.
 //! - [`lease`]: the lease table of port blocks (slots) with quarantine, and the lease log.
 //! - [`markers`]: per-job lease markers (the epilog's fast path).
+//! - [`pinned`]: netns-mode jobs' namespaces still held after their teardown.
 //! - [`state`]: the job state file the prolog writes and the plugin reads.
 //! - [`accounting`]: per-job traffic records, written by the epilog.
 //! - [`denials`]: the node's denial counters by reason, written by the prolog.
@@ -13,5 +14,6 @@ pub mod denials;
 pub mod fs;
 pub mod lease;
 pub mod markers;
+pub mod pinned;
 pub mod state;
 pub mod trace;
