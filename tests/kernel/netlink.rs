@@ -591,7 +591,11 @@ fn netns_job_veth_takes_the_mtu_of_the_node_interface_or_the_policy() {
                         jnl.mtu("eth0").unwrap(),
                     );
                     drop((jnl, ns));
-                    assert!(extnet::job::netns::teardown(&layout, nl, job).unwrap().found);
+                    assert!(
+                        extnet::job::netns::teardown(&layout, nl, job)
+                            .unwrap()
+                            .found
+                    );
                     mtus
                 };
                 assert_eq!(
@@ -616,7 +620,11 @@ fn netns_job_veth_takes_the_mtu_of_the_node_interface_or_the_policy() {
                     e.to_string().contains("node.interface") && e.to_string().contains("netns_mtu"),
                     "{e}"
                 );
-                assert!(!extnet::job::netns::teardown(&layout, &mut nl, job).unwrap().found);
+                assert!(
+                    !extnet::job::netns::teardown(&layout, &mut nl, job)
+                        .unwrap()
+                        .found
+                );
             })
         },
     );
