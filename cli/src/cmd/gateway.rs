@@ -110,6 +110,15 @@ pub fn check(
             }
         }
     }
+    if h.cluster_address6.is_some() {
+        // the ruleset translates IPv6, but only a forwarding host passes it on
+        let path = "/proc/sys/net/ipv6/conf/all/forwarding";
+        match std::fs::read_to_string(path) {
+            Ok(v) if v.trim() == "1" => {}
+            Ok(v) => diffs.push(format!("{path} is {}: this gateway has IPv6 in the policy but does not forward it; set net.ipv6.conf.all.forwarding = 1 (see /usr/lib/sysctl.d/60-extnet-gateway.conf)", v.trim())),
+            Err(e) => diffs.push(format!("{path}: {e}: this gateway has IPv6 in the policy; IPv6 must be on and forwarding")),
+        }
+    }
     for (name, text) in &r.files {
         let path = dir.join(name);
         match std::fs::read_to_string(&path) {
