@@ -98,20 +98,24 @@ pub fn config(g: &Gateways, h: &GatewayHost, dir: &str) -> String {
             );
         }
         s.push_str("    }\n");
-        // validation: every holder of an address with IPv6 has IPv6 on both links
+        // validation: every holder of an address with IPv6 has IPv6 on both links. The
+        // moving addresses are deprecated (`preferred_lft 0`): they still answer and SNAT
+        // still translates to them, but the gateway's own connections keep its own address
+        // as their source (IPv6 source selection would otherwise pick a public address it
+        // holds for the nodes, and an outside host would see the gateway as a node).
         if let (Some(a6), Some(c6), Some(p6)) =
             (vip.address6, h.cluster_address6, h.public_address6)
         {
             let _ = writeln!(
                 s,
-                "    virtual_ipaddress_excluded {{\n        {a6}/{} dev {}",
+                "    virtual_ipaddress_excluded {{\n        {a6}/{} dev {} preferred_lft 0",
                 c6.prefix_len(),
                 h.cluster_interface
             );
             for p in &vip.public6 {
                 let _ = writeln!(
                     s,
-                    "        {p}/{} dev {}",
+                    "        {p}/{} dev {} preferred_lft 0",
                     p6.prefix_len(),
                     h.public_interface
                 );

@@ -394,7 +394,7 @@ mod tests {
         let k = &r.files[1].1;
         // in the same instance as the IPv4 addresses, after them
         assert!(
-            k.contains("virtual_router_id 77\n    priority 150\n") && k.contains("        203.0.113.101/24 dev eth1\n    }\n    virtual_ipaddress_excluded {\n        fd00:78e7::254/64 dev eth0\n        2001:db8::101/64 dev eth1\n    }\n"),
+            k.contains("virtual_router_id 77\n    priority 150\n") && k.contains("        203.0.113.101/24 dev eth1\n    }\n    virtual_ipaddress_excluded {\n        fd00:78e7::254/64 dev eth0 preferred_lft 0\n        2001:db8::101/64 dev eth1 preferred_lft 0\n    }\n"),
             "{k}"
         );
         assert_eq!(k.matches("virtual_ipaddress_excluded").count(), 2, "{k}");
