@@ -67,12 +67,19 @@ pub fn verdict(profile: &Profile) -> String {
     verdict_of(profile).to_string()
 }
 
-/// One nft rule that accepts `d`.
+/// One nft rule that accepts `d`: `ip daddr` or `ip6 daddr` by the entry's family, which
+/// matches only packets of that family (the table is `inet`); `icmp` of an IPv6 entry is
+/// ICMPv6.
 pub fn rule(d: &Destination) -> String {
-    let net = if d.net.prefix_len() == 32 {
+    let net = if d.net.prefix_len() == d.net.max_prefix_len() {
         d.net.addr().to_string()
     } else {
         d.net.to_string()
+    };
+    let (daddr, icmp) = if d.net.addr().is_ipv6() {
+        ("ip6 daddr", "ipv6-icmp")
+    } else {
+        ("ip daddr", "icmp")
     };
     let ports = || {
         let p = d.ports_text();
@@ -83,17 +90,18 @@ pub fn rule(d: &Destination) -> String {
         }
     };
     match (d.proto, d.ports.is_empty()) {
-        (Proto::Any, true) => format!("ip daddr {net} accept"),
+        (Proto::Any, true) => format!("{daddr} {net} accept"),
         (Proto::Any, false) => {
             format!(
-                "ip daddr {net} meta l4proto {{ tcp, udp }} th dport {} accept",
+                "{daddr} {net} meta l4proto {{ tcp, udp }} th dport {} accept",
                 ports()
             )
         }
         (Proto::Tcp | Proto::Udp, false) => {
-            format!("ip daddr {net} {} dport {} accept", d.proto, ports())
+            format!("{daddr} {net} {} dport {} accept", d.proto, ports())
         }
-        (p, _) => format!("ip daddr {net} meta l4proto {p} accept"),
+        (Proto::Icmp, _) => format!("{daddr} {net} meta l4proto {icmp} accept"),
+        (p, _) => format!("{daddr} {net} meta l4proto {p} accept"),
     }
 }
 
