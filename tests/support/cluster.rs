@@ -540,7 +540,7 @@ impl Cluster {
             // keeps it in a v2 job cgroup (mode v2), that one's; none of an ended job
             let m = self.on_node(
                 node,
-                &["nft", "-j", "list", "map", "ip", "extnet", "job_cgroup"],
+                &["nft", "-j", "list", "map", "inet", "extnet", "job_cgroup"],
             );
             if m.ok() {
                 let v: Value = serde_json::from_str(&m.stdout).expect("nft -j output");
@@ -558,7 +558,7 @@ impl Cluster {
             left.extend(self.stray_bindings(node));
             // per-slot elements only: as many as the pools have blocks, never one per job
             for map in ["slot_snat", "slot_netns"] {
-                let m = self.on_node(node, &["nft", "-j", "list", "map", "ip", "extnet", map]);
+                let m = self.on_node(node, &["nft", "-j", "list", "map", "inet", "extnet", map]);
                 if m.ok() {
                     let v: Value = serde_json::from_str(&m.stdout).expect("nft -j output");
                     let elems = v["nftables"][1]["map"]["elem"]
@@ -583,7 +583,7 @@ impl Cluster {
     pub fn stray_bindings(&self, node: &str) -> Vec<String> {
         let m = self.on_node(
             node,
-            &["nft", "-j", "list", "map", "ip", "extnet", "slot_profile"],
+            &["nft", "-j", "list", "map", "inet", "extnet", "slot_profile"],
         );
         if !m.ok() {
             return Vec::new(); // no table yet on this node
