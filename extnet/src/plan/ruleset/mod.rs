@@ -118,30 +118,54 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
         (0..blocks).map(|i| format!("{} : 0x{:x}", netns_addrs(policy, i).1, mark(policy, i))),
     );
     // each slot's block comes from its pool: blocks of different pools differ in size
-    let blocks_of = |addr: Option<String>| {
-        policy.pools.iter().flat_map(move |pool| {
-            let addr = addr.clone();
-            pool.slots().filter_map(move |i| {
-                let (lo, hi) = pool.block(i)?;
-                let m = mark(policy, i);
-                Some(match &addr {
-                    Some(a) => format!("0x{m:x} : {a} . {lo}-{hi}"),
-                    None => format!("0x{m:x} : {lo}-{hi}"),
-                })
-            })
-        })
-    };
     let _ = write!(
         s,
         "  map slot_snat {{ type mark : interval ipv4_addr . inet_service;"
     );
-    list(&mut s, blocks_of(Some(facts.node_addr.to_string())));
-    // a slot's IPv6 takes the same block, on the node's one IPv6 address (which is in the
-    // rule: nft cannot load `snat ip6 to` a map of `ipv6_addr . inet_service` intervals)
-    let _ = write!(s, "  map slot_ports6 {{ type mark : interval inet_service;");
-    match v6 {
-        Some(_) => list(&mut s, blocks_of(None)),
-        None => list(&mut s, std::iter::empty()),
+    list(
+        &mut s,
+        policy.pools.iter().flat_map(|pool| {
+            pool.slots().filter_map(move |i| {
+                let (lo, hi) = pool.block(i)?;
+                Some(format!(
+                    "0x{:x} : {} . {lo}-{hi}",
+                    mark(policy, i),
+                    facts.node_addr
+                ))
+            })
+        }),
+    );
+    // a slot's IPv6 takes the same block, on the node's one IPv6 address: one chain per slot
+    // whose rule names its block, reached through a verdict map by the slot's mark. (nft
+    // 1.0.6 cannot load `snat ip6 to` a map of `ipv6_addr . inet_service` intervals, and
+    // `snat ip6 to ADDR : meta mark map` of port intervals loads only each interval's first
+    // port: one connection per job.) The map is static like `slot_snat`: a job costs no
+    // nft change. `jump`, not `goto`: a packet no chain translates comes back to the drop.
+    let _ = write!(s, "  map slot_snat6 {{ type mark : verdict;");
+    let snat6_chains: Vec<(u32, u16, u16)> = match v6 {
+        Some(_) => policy
+            .pools
+            .iter()
+            .flat_map(|pool| {
+                pool.slots()
+                    .filter_map(move |i| pool.block(i).map(|(lo, hi)| (mark(policy, i), lo, hi)))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    list(
+        &mut s,
+        snat6_chains
+            .iter()
+            .map(|(m, _, _)| format!("0x{m:x} : jump snat6_{m:x}")),
+    );
+    if let Some(a) = v6 {
+        for (m, lo, hi) in &snat6_chains {
+            let _ = writeln!(
+                s,
+                "  chain snat6_{m:x} {{\n    meta l4proto {{ tcp, udp, ipv6-icmp }} snat ip6 to [{a}]:{lo}-{hi}\n  }}"
+            );
+        }
     }
     // per-slot traffic counters and their `mark : counter` maps (see counters)
     s.push_str(&counters::nft_objects(policy));
@@ -184,8 +208,8 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
   }}
 {accounting}}}"#,
         keep = !both,
-        snat6 = v6.map_or(String::new(), |a| format!(
-            "    meta mark & 0x{flag:x} == 0x{flag:x} meta l4proto {{ tcp, udp, ipv6-icmp }} snat ip6 to {a} : meta mark map @slot_ports6\n"
+        snat6 = v6.map_or(String::new(), |_| format!(
+            "    meta mark & 0x{flag:x} == 0x{flag:x} meta nfproto ipv6 meta l4proto {{ tcp, udp, ipv6-icmp }} meta mark vmap @slot_snat6\n"
         )),
         accounting = counters::nft_chains(policy)
     );
@@ -252,10 +276,10 @@ mod tests {
             r.contains("elements = { 10.99.0.0/24, 172.16.0.0/12 }"),
             "{r}"
         );
-        // slot_netns, slot_snat (slot_ports6 is empty without IPv6), the three accounting maps
+        // slot_netns, slot_snat (slot_snat6 is empty without IPv6), the three accounting maps
         assert_eq!(r.matches("0x30002").count(), 5, "{r}");
         assert!(
-            r.contains("map slot_ports6 { type mark : interval inet_service; }"),
+            r.contains("map slot_snat6 { type mark : verdict; }") && !r.contains("chain snat6_"),
             "{r}"
         );
         assert!(
@@ -318,9 +342,15 @@ mod tests {
         facts.cgroup_levels = vec![3];
         let r = base_ruleset(&p, &facts);
         assert!(r.contains("0x30001 : 10.99.0.11 . 20256-20511"), "{r}");
-        assert!(r.contains("map slot_ports6 { type mark : interval inet_service; elements = { 0x30000 : 20000-20255, 0x30001 : 20256-20511,"), "{r}");
+        // each slot's whole block, on the node's IPv6 address, through its own chain
+        assert!(r.contains("map slot_snat6 { type mark : verdict; elements = { 0x30000 : jump snat6_30000, 0x30001 : jump snat6_30001,"), "{r}");
         assert!(
-            r.contains("meta l4proto { tcp, udp, icmp } snat ip to meta mark map @slot_snat\n    meta mark & 0x10000 == 0x10000 meta l4proto { tcp, udp, ipv6-icmp } snat ip6 to fd00:78e7::11 : meta mark map @slot_ports6\n    meta mark & 0x10000 == 0x10000 counter drop"),
+            r.contains("  chain snat6_30001 {\n    meta l4proto { tcp, udp, ipv6-icmp } snat ip6 to [fd00:78e7::11]:20256-20511\n  }"),
+            "{r}"
+        );
+        assert_eq!(r.matches("snat ip6 to").count(), p.slots() as usize, "{r}");
+        assert!(
+            r.contains("meta l4proto { tcp, udp, icmp } snat ip to meta mark map @slot_snat\n    meta mark & 0x10000 == 0x10000 meta nfproto ipv6 meta l4proto { tcp, udp, ipv6-icmp } meta mark vmap @slot_snat6\n    meta mark & 0x10000 == 0x10000 counter drop"),
             "{r}"
         );
         assert!(
