@@ -16,6 +16,23 @@ pub const GATEWAY_PUBLIC: &str = "203.0.113.101";
 /// What the outside sees of jobs routed through the second virtual address (`bulk`, master
 /// gw2: profiles `bulk` and `bulkns`).
 pub const GATEWAY2_PUBLIC: &str = "203.0.113.102";
+/// The outside host's IPv6 address (`slurm-test-env/lib.sh`: the documentation prefix
+/// outside, unique local addresses inside).
+pub const OUTSIDE6: &str = "2001:db8::10";
+/// The IPv6 public address that moves with the nodes' virtual address (`main`): what the
+/// outside sees of a job's IPv6 through it ([`GATEWAY_PUBLIC`]'s twin).
+pub const GATEWAY_PUBLIC6: &str = "2001:db8::101";
+/// The IPv6 public address of the second virtual address (`bulk`).
+pub const GATEWAY2_PUBLIC6: &str = "2001:db8::102";
+/// The IPv6 virtual addresses the nodes route to (`main`, `bulk`), in the cluster's ULA
+/// network `fd00:78e7::/64`.
+pub const VIP6: &str = "fd00:78e7::254";
+pub const VIP2_6: &str = "fd00:78e7::253";
+/// The gateways' own addresses on the cluster network and on the outside, IPv6.
+pub const GW1_CLUSTER6: &str = "fd00:78e7::251";
+pub const GW2_CLUSTER6: &str = "fd00:78e7::252";
+pub const GW1_OUT6: &str = "2001:db8::1";
+pub const GW2_OUT6: &str = "2001:db8::2";
 pub const NODES: [&str; 2] = ["n1", "n2"];
 pub const ALLOWED: &str = "xnalice";
 pub const DENIED: &str = "xnbob";
@@ -148,6 +165,34 @@ impl Cluster {
         self.on_node(node, &a)
     }
 
+    /// `extnet trace ADDR:PORT --at AT --json` (`[ADDR]:PORT` for an IPv6 address) on n1, over
+    /// both nodes' lease logs: who held `port` of public address `ip` at `at` (seconds since
+    /// the epoch); panics when it fails.
+    pub fn trace(&self, ip: &str, port: u16, at: u64) -> Value {
+        let target = if ip.contains(':') {
+            format!("[{ip}]:{port}")
+        } else {
+            format!("{ip}:{port}")
+        };
+        let at = at.to_string();
+        let logs: Vec<String> = NODES
+            .iter()
+            .map(|n| {
+                self.xn_dir
+                    .join(format!("log/lease-{n}.log"))
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        let mut args = vec!["trace", target.as_str(), "--at", at.as_str(), "--json"];
+        for l in &logs {
+            args.extend(["--log", l.as_str()]);
+        }
+        let r = self.extnet("n1", &args);
+        assert!(r.ok(), "extnet trace {target} --at {at}:\n{r}");
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}:\n{r}"))
+    }
+
     /// `sbatch --parsable ARGS --wrap WRAP` as `user` (up to `secs` seconds, for `--wait`);
     /// asserts that sbatch succeeded and returns the job id it printed.
     pub fn sbatch(&self, user: &str, secs: u32, args: &[&str], wrap: &str) -> u32 {
@@ -248,6 +293,35 @@ impl Cluster {
             .output()
             .expect("nsenter");
         Run::from_output(o)
+    }
+
+    /// Whether the cluster's policy gives the nodes an IPv6 gateway (`[node] gateway6`), and
+    /// with it the virtual addresses IPv6 ones.
+    pub fn policy_has_ipv6(&self) -> bool {
+        let path = self.xn_dir.join("etc/extnet.toml");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+            .lines()
+            .any(|l| l.trim_start().starts_with("gateway6"))
+    }
+
+    /// The family of `node`'s nft table `extnet`: `inet` (both families in one table), or
+    /// `ip` for a build from before IPv6 (whose `ip6 extnet` only drops).
+    pub fn nft_family(&self, node: &str) -> &'static str {
+        if self
+            .on_node(node, &["nft", "list", "table", "inet", "extnet"])
+            .ok()
+        {
+            "inet"
+        } else {
+            "ip"
+        }
+    }
+
+    /// `nft -j list map FAMILY extnet MAP` on `node`, in the family of its table.
+    fn nft_map(&self, node: &str, map: &str) -> Run {
+        let family = self.nft_family(node);
+        self.on_node(node, &["nft", "-j", "list", "map", family, "extnet", map])
     }
 
     /// `extnet node setup --node NODE` on `node`: loads the node's base again when it is not
@@ -511,17 +585,20 @@ impl Cluster {
                     }
                 }
             }
-            let rules = self.on_node(node, &["ip", "rule", "show"]);
-            let n = rules
-                .stdout
-                .lines()
-                .filter(|l| l.contains("fwmark"))
-                .count();
-            if n > base_rules {
-                left.push(format!(
-                    "{node}: {n} fwmark rules ({base_rules} expected: the main and hold rules and the pools'):\n{}",
-                    rules.stdout
-                ));
+            // IPv6 has the same rules or fewer (pools with an IPv4 gateway of their own only)
+            for family in ["-4", "-6"] {
+                let rules = self.on_node(node, &["ip", family, "rule", "show"]);
+                let n = rules
+                    .stdout
+                    .lines()
+                    .filter(|l| l.contains("fwmark"))
+                    .count();
+                if n > base_rules {
+                    left.push(format!(
+                        "{node}: {n} fwmark rules of ip {family} ({base_rules} at most: the main and hold rules and the pools'):\n{}",
+                        rules.stdout
+                    ));
+                }
             }
             let mut tables = vec![policy.node.route_table, policy.node.hold_table];
             tables.extend(policy.routed_pools().map(|p| p.route_table));
@@ -538,10 +615,7 @@ impl Cluster {
             }
             // job cgroup elements: per running cgroup-mode job its own cgroup's and, where Slurm
             // keeps it in a v2 job cgroup (mode v2), that one's; none of an ended job
-            let m = self.on_node(
-                node,
-                &["nft", "-j", "list", "map", "ip", "extnet", "job_cgroup"],
-            );
+            let m = self.nft_map(node, "job_cgroup");
             if m.ok() {
                 let v: Value = serde_json::from_str(&m.stdout).expect("nft -j output");
                 let elems = v["nftables"][1]["map"]["elem"]
@@ -558,7 +632,7 @@ impl Cluster {
             left.extend(self.stray_bindings(node));
             // per-slot elements only: as many as the pools have blocks, never one per job
             for map in ["slot_snat", "slot_netns"] {
-                let m = self.on_node(node, &["nft", "-j", "list", "map", "ip", "extnet", map]);
+                let m = self.nft_map(node, map);
                 if m.ok() {
                     let v: Value = serde_json::from_str(&m.stdout).expect("nft -j output");
                     let elems = v["nftables"][1]["map"]["elem"]
@@ -581,10 +655,7 @@ impl Cluster {
     /// is not bound to its profile's verdict. An ended job's element stays for the slot's next
     /// holder (the epilog writes no nft change; see `extnet::allowlist`).
     pub fn stray_bindings(&self, node: &str) -> Vec<String> {
-        let m = self.on_node(
-            node,
-            &["nft", "-j", "list", "map", "ip", "extnet", "slot_profile"],
-        );
+        let m = self.nft_map(node, "slot_profile");
         if !m.ok() {
             return Vec::new(); // no table yet on this node
         }
