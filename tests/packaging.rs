@@ -770,7 +770,7 @@ fn the_gateway_unit_runs_with_only_its_capabilities() {
         String::from_utf8_lossy(&with.stdout).into_owned() + &String::from_utf8_lossy(&with.stderr);
     assert!(with.status.success(), "{said}");
     assert!(said.starts_with("1\n"), "forwarding on: {said}");
-    assert!(said.contains("table ip extnet_gw loaded"), "{said}");
+    assert!(said.contains("table inet extnet_gw loaded"), "{said}");
     assert!(said.contains("match the policy"), "{said}");
     let without = in_netns("-all");
     assert!(

@@ -134,9 +134,13 @@ enum Cmd {
     /// policy's mapping and the lease logs; with --job, the public addresses and ports the
     /// job used.
     Trace {
-        /// PUBLIC_ADDRESS:PORT as the outside saw it.
+        /// PUBLIC_ADDRESS:PORT as the outside saw it ([IPV6_ADDRESS]:PORT for IPv6), or the
+        /// address alone with the port as the next argument.
         #[arg(required_unless_present = "job", conflicts_with = "job")]
         target: Option<String>,
+        /// The port, when TARGET is the address alone (`extnet trace 2001:db8::101 20166`).
+        #[arg(requires = "target")]
+        port: Option<String>,
         /// The time (YYYY-MM-DDTHH:MM:SSZ, UTC, or Unix seconds); without it, every lease of
         /// the port's block in the logs.
         #[arg(long)]
@@ -463,6 +467,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => cmd::gateway::metrics(output, &state_dir),
         Cmd::Trace {
             target,
+            port,
             at,
             job,
             log,
@@ -470,7 +475,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => match (target, job) {
             (_, Some(j)) => cmd::trace::job(&cli.policy, j, log, node, json),
-            (Some(t), None) => cmd::trace::address(&cli.policy, &t, at, log, json),
+            (Some(t), None) => cmd::trace::address(&cli.policy, &t, port.as_deref(), at, log, json),
             (None, None) => anyhow::bail!("give PUBLIC_ADDRESS:PORT or --job N"),
         },
     }

@@ -11,15 +11,19 @@
 //! node's SNAT gives a job's connection is the public port too: the gateway only rewrites the
 //! address (no two nodes can ask it for the same public address and port, so it never remaps).
 //!
+//! IPv6 (optional, per virtual address: `address6`, `public6`) uses the same arithmetic with
+//! the same slices and ports: node `k` leaves as `V.public6[k / S]` from the same ports as
+//! its IPv4 connections, its source being its own IPv6 address (`nodes.first_address6`).
+//!
 //! What moves a node (changes its public address or ports): its place in the `nodes` list
 //! (inserting or removing a name before it, reordering), `ports`' first port,
 //! `ports_per_node`, the order of `public`, and the pools' ranges. Appending nodes at the end
 //! of a list, or public addresses at the end of `public`, moves nobody.
 
 use crate::{Policy, Pool};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The checked `[gateways]` section.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -42,6 +46,8 @@ pub struct Gateways {
     pub vips: Vec<Vip>,
     /// Every node's cluster address, by name.
     pub node_addresses: BTreeMap<String, Ipv4Addr>,
+    /// The nodes' IPv6 cluster addresses (`first_address6`), by name: only nodes that have one.
+    pub node_addresses6: BTreeMap<String, Ipv6Addr>,
 }
 
 /// One gateway machine.
@@ -54,6 +60,10 @@ pub struct GatewayHost {
     pub public_address: Ipv4Net,
     pub sync_interface: String,
     pub sync_address: Ipv4Net,
+    /// IPv6 on the cluster and public links (both or neither; needed to hold a virtual
+    /// address with `address6`).
+    pub cluster_address6: Option<Ipv6Net>,
+    pub public_address6: Option<Ipv6Net>,
 }
 
 /// One virtual address, its public addresses, its holders and its nodes.
@@ -63,6 +73,9 @@ pub struct Vip {
     pub address: Ipv4Addr,
     pub vrid: u8,
     pub public: Vec<Ipv4Addr>,
+    /// The IPv6 virtual address and its public addresses (`None`, empty: IPv4 only).
+    pub address6: Option<Ipv6Addr>,
+    pub public6: Vec<Ipv6Addr>,
     /// Host name and VRRP priority, in file order.
     pub holders: Vec<(String, u8)>,
     /// The host lists as written (for messages).
@@ -102,8 +115,12 @@ pub struct NatEntry {
     /// The node's ports of this pool (inclusive) = the public ports.
     pub ports: (u16, u16),
     pub public: Ipv4Addr,
-    /// The node's slice on `public` (0-based).
+    /// The node's slice on `public` (0-based), and on `public6`.
     pub slice: u32,
+    /// The node's IPv6 address and the public IPv6 address its pool leaves as (the same
+    /// ports and slice), when the virtual address has IPv6.
+    pub node_addr6: Option<Ipv6Addr>,
+    pub public6: Option<Ipv6Addr>,
 }
 
 /// Why a node has no place in the mapping.
@@ -147,7 +164,19 @@ impl Gateways {
         )
     }
 
-    /// Public addresses virtual address `vip` needs for its nodes.
+    /// The public IPv6 address of node number `position` of virtual address `vip` (its slice
+    /// is the IPv4 one), when the address has IPv6.
+    pub fn place6(&self, vip: usize, position: usize) -> Option<Ipv6Addr> {
+        let spa = self.slices_per_address() as usize;
+        self.vips[vip].public6.get(position / spa).copied()
+    }
+
+    /// The virtual address with this cluster-side IPv6 address.
+    pub fn vip_by_address6(&self, address: Ipv6Addr) -> Option<usize> {
+        self.vips.iter().position(|v| v.address6 == Some(address))
+    }
+
+    /// Public addresses virtual address `vip` needs for its nodes (per family).
     pub fn addresses_needed(&self, vip: usize) -> usize {
         self.vips[vip]
             .nodes
@@ -205,6 +234,7 @@ impl Policy {
                 node: node.to_owned(),
             })?;
         let node_addr = g.node_addresses[node];
+        let node_addr6 = g.node_addresses6.get(node).copied();
         let mut out = Vec::with_capacity(self.pools.len());
         for (i, pool) in self.pools.iter().enumerate() {
             let vip = self.pool_vip(g, home, pool);
@@ -214,6 +244,8 @@ impl Policy {
                 profile: pool.name().to_owned(),
             })?;
             let (public, slice) = g.place(vip, position);
+            // validation: every node of a virtual address with IPv6 has an IPv6 address
+            let public6 = node_addr6.and(g.place6(vip, position));
             let shift = slice * g.ports_per_node;
             out.push(NatEntry {
                 node: node.to_owned(),
@@ -226,6 +258,8 @@ impl Policy {
                 ),
                 public,
                 slice,
+                node_addr6: public6.and(node_addr6),
+                public6,
             });
         }
         Ok(out)
@@ -285,14 +319,26 @@ impl Policy {
         out
     }
 
-    /// Which node and pool public `address:port` belongs to: the inverse of the mapping.
-    pub fn nat_lookup(&self, address: Ipv4Addr, port: u16) -> Result<NatEntry, NatLookupError> {
+    /// Which node and pool public `address:port` belongs to (IPv4 `public` or IPv6
+    /// `public6`: the same arithmetic): the inverse of the mapping.
+    pub fn nat_lookup(
+        &self,
+        address: impl Into<IpAddr>,
+        port: u16,
+    ) -> Result<NatEntry, NatLookupError> {
+        let address = address.into();
         let g = self.gateways.as_ref().ok_or(NatLookupError::NoGateways)?;
         let (vip, index) = g
             .vips
             .iter()
             .enumerate()
-            .find_map(|(i, v)| v.public.iter().position(|&a| a == address).map(|a| (i, a)))
+            .find_map(|(i, v)| {
+                match address {
+                    IpAddr::V4(a) => v.public.iter().position(|&p| p == a),
+                    IpAddr::V6(a) => v.public6.iter().position(|&p| p == a),
+                }
+                .map(|a| (i, a))
+            })
             .ok_or(NatLookupError::NotPublic(address))?;
         if port < g.first_port || port > g.last_port {
             return Err(NatLookupError::PortOutside {
@@ -301,18 +347,18 @@ impl Policy {
                 last: g.last_port,
             });
         }
+        let at = SocketAddr::new(address, port);
         let slice = (u32::from(port) - u32::from(g.first_port)) / g.ports_per_node;
         let spa = g.slices_per_address();
         if slice >= spa {
-            return Err(NatLookupError::NoSlice { address, port });
+            return Err(NatLookupError::NoSlice { at });
         }
         let position = index * spa as usize + slice as usize;
         let node = g.vips[vip]
             .nodes
             .get(position)
             .ok_or(NatLookupError::NoNode {
-                address,
-                port,
+                at,
                 vip: g.vips[vip].name.clone(),
                 position,
             })?;
@@ -321,8 +367,7 @@ impl Policy {
             .into_iter()
             .find(|e| e.vip == vip && e.ports.0 <= port && port <= e.ports.1)
             .ok_or_else(|| NatLookupError::NoPool {
-                address,
-                port,
+                at,
                 node: node.clone(),
             })
     }
@@ -333,25 +378,20 @@ impl Policy {
 pub enum NatLookupError {
     #[error("the policy has no [gateways] section: public addresses are not mapped to nodes")]
     NoGateways,
-    #[error("{0} is none of the policy's public addresses ([[gateways.vip]] public)")]
-    NotPublic(Ipv4Addr),
+    #[error("{0} is none of the policy's public addresses ([[gateways.vip]] public, public6)")]
+    NotPublic(IpAddr),
     #[error("port {port} is outside the public port range {first}-{last} ([gateways] ports)")]
     PortOutside { port: u16, first: u16, last: u16 },
-    #[error("{address}:{port} is past the last whole node slice of the public port range: no node uses it")]
-    NoSlice { address: Ipv4Addr, port: u16 },
-    #[error("{address}:{port} is node slice {position} of virtual address {vip:?}, but its nodes list is shorter: no node uses it")]
+    #[error("{at} is past the last whole node slice of the public port range: no node uses it")]
+    NoSlice { at: SocketAddr },
+    #[error("{at} is node slice {position} of virtual address {vip:?}, but its nodes list is shorter: no node uses it")]
     NoNode {
-        address: Ipv4Addr,
-        port: u16,
+        at: SocketAddr,
         vip: String,
         position: usize,
     },
-    #[error("{address}:{port} is in node {node:?}'s slice but in none of its pools that leave through this address: no job of it uses that port")]
-    NoPool {
-        address: Ipv4Addr,
-        port: u16,
-        node: String,
-    },
+    #[error("{at} is in node {node:?}'s slice but in none of its pools that leave through this address: no job of it uses that port")]
+    NoPool { at: SocketAddr, node: String },
     #[error(transparent)]
     Node(NatError),
 }

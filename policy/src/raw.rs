@@ -74,6 +74,13 @@ pub struct RawGatewayHost {
     /// `ADDRESS/PREFIX` on the sync link (absent: `cluster_address`).
     #[serde(default)]
     pub sync_address: Option<S<String>>,
+    /// IPv6 `ADDRESS/PREFIX` on the cluster network (needed when the host holds a virtual
+    /// address with `address6`).
+    #[serde(default)]
+    pub cluster_address6: Option<S<String>>,
+    /// IPv6 `ADDRESS/PREFIX`: the host's own public IPv6 address (likewise).
+    #[serde(default)]
+    pub public_address6: Option<S<String>>,
 }
 
 /// `[[gateways.vip]]`: one virtual (VRRP) address the nodes route to, with the public
@@ -89,6 +96,14 @@ pub struct RawVip {
     pub vrid: S<u32>,
     /// The public addresses that move with `address`; nodes fill them in order.
     pub public: Vec<S<String>>,
+    /// The cluster-side IPv6 virtual address (the nodes' IPv6 next hop); absent: no IPv6
+    /// through this virtual address.
+    #[serde(default)]
+    pub address6: Option<S<String>>,
+    /// The public IPv6 addresses that move with it; nodes fill them as they fill `public`
+    /// (node `k` uses `public6[k / S]`, slice `k % S`, the same ports).
+    #[serde(default)]
+    pub public6: Vec<S<String>>,
     /// The gateways that may hold it and their VRRP priorities (the highest is master).
     pub holders: Vec<S<RawHolder>>,
     /// The nodes that route to it, by name or Slurm host list (`n[1-512]`), in order: a
@@ -111,6 +126,10 @@ pub struct RawNodeAddresses {
     pub names: S<String>,
     /// The address of the list's first node; the next nodes get the next addresses.
     pub first_address: S<String>,
+    /// The IPv6 (ULA) address of the list's first node, consecutive likewise; absent: these
+    /// nodes have no IPv6 through the gateways.
+    #[serde(default)]
+    pub first_address6: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

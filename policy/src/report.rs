@@ -177,6 +177,21 @@ pub fn gateways(policy: &Policy) -> String {
                 .join(", "),
             v.public.len() * spa as usize - v.nodes.len()
         );
+        if let Some(a6) = v.address6 {
+            let _ = writeln!(
+                s,
+                "    IPv6 {a6}: the same {} node(s) and slices need {} public IPv6 address(es), {} given ({}), room for {} more node(s)",
+                v.nodes.len(),
+                g.addresses_needed(i),
+                v.public6.len(),
+                v.public6
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                (v.public6.len() * spa as usize).saturating_sub(v.nodes.len())
+            );
+        }
     }
     for h in &g.hosts {
         let vips = g.vips_of_host(&h.name);
@@ -203,6 +218,9 @@ pub fn gateways(policy: &Policy) -> String {
             list_or_none(&master),
             list_or_none(&backup)
         );
+        if let (Some(c), Some(p)) = (h.cluster_address6, h.public_address6) {
+            let _ = writeln!(s, "    IPv6: cluster {c}, public {p}");
+        }
     }
     s
 }

@@ -5,7 +5,7 @@ mod support;
 
 use extnet_policy::gateways::NatLookupError;
 use std::net::Ipv4Addr;
-use support::{invalid_errors, parse_ok, ports, profile_x, with};
+use support::{parse_ok, ports, profile_x, refused, with};
 
 /// Two gateways, two virtual addresses (each master on one), `nodes` behind `main`, and the
 /// default pool 20000-20999 (blocks of 250) in slices of 1000 ports of 20000-23999: four
@@ -132,7 +132,7 @@ fn every_public_port_maps_back_to_exactly_the_node_that_uses_it() {
         Err(NatLookupError::NoNode { .. })
     ));
     assert!(matches!(
-        p.nat_lookup("203.0.113.1".parse().unwrap(), 20000),
+        p.nat_lookup("203.0.113.1".parse::<Ipv4Addr>().unwrap(), 20000),
         Err(NatLookupError::NotPublic(_))
     ));
     assert!(matches!(
@@ -201,22 +201,10 @@ fn a_profile_pool_behind_another_address_uses_the_nodes_place_there() {
     let v = p.for_node("n1").unwrap();
     assert_eq!(v.pools[1].gateway.to_string(), "10.99.0.253");
     assert_eq!(
-        p.nat_lookup("198.51.100.1".parse().unwrap(), 23100)
+        p.nat_lookup("198.51.100.1".parse::<Ipv4Addr>().unwrap(), 23100)
             .unwrap()
             .node,
         "n1"
-    );
-}
-
-#[track_caller]
-fn refused(text: &str, key: &str, problem: &str, hint: &str) {
-    let errors = invalid_errors(text);
-    assert!(
-        errors.iter().any(|e| e.key == key
-            && e.problem.contains(problem)
-            && e.hint.contains(hint)
-            && e.line.is_some()),
-        "no error on {key} with {problem:?} / {hint:?} in {errors:#?}"
     );
 }
 

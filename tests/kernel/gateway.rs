@@ -6,13 +6,16 @@
 //! of another node's slice and a non-node source are dropped and counted, never leave
 //! untranslated; a profile pool behind another virtual address leaves as that address's
 //! public address; a dump of the gateway's conntrack table counts the translated
-//! connections by public address. As root; without root it prints why it was skipped.
+//! connections by public address. The dual-stack rendering does the same for IPv6 (a node's
+//! unique local address and port of its slice leave as its public IPv6 address with the same
+//! port, the rest is dropped) and replaces a loaded IPv4-only `ip extnet_gw` in its load.
+//! As root; without root it prints why it was skipped.
 
 use extnet::plan::gateway;
 use extnet_policy::Policy;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -28,6 +31,34 @@ fn policy() -> Policy {
     Policy::from_toml(&text, "extnet-test.toml").unwrap()
 }
 
+/// The golden dual-stack policy (tests/golden/gateway/dual-stack.toml): the test cluster's
+/// gateways with IPv6: gw1 holds fd00:78e7::254 (public 2001:db8::101) and fd00:78e7::253
+/// (public 2001:db8::102); n1 = fd00:78e7::11, n2 = fd00:78e7::12.
+fn dual_policy() -> Policy {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/gateway/dual-stack.toml");
+    Policy::from_toml(&std::fs::read_to_string(&path).unwrap(), "dual-stack.toml").unwrap()
+}
+
+/// Loads `text` with `nft -f -` in namespace `ns`; panics with nft's error.
+fn nft_load(ns: &File, text: &str) {
+    let mut nft = command_in(Command::new("nft").args(["-f", "-"]), ns)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    nft.stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let o = nft.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "nft -f: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// Runs `f` on a thread of its own inside namespace `ns`.
 fn in_ns<T: Send>(ns: &File, f: impl FnOnce() -> T + Send) -> T {
     support::netns::in_thread(|| {
@@ -39,9 +70,28 @@ fn in_ns<T: Send>(ns: &File, f: impl FnOnce() -> T + Send) -> T {
 /// A TCP connection from `src` to the outside host's listener; `Some(what the outside saw)`
 /// or `None` when it did not connect within a second.
 fn connect_from(node: &File, src: SocketAddrV4) -> Option<String> {
+    connect(
+        node,
+        SocketAddr::V4(src),
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 7000)),
+    )
+}
+
+/// [`connect_from`] for IPv6: to the outside host's [2001:db8::10]:7000.
+fn connect_from6(node: &File, src: SocketAddrV6) -> Option<String> {
+    let dst = SocketAddrV6::new("2001:db8::10".parse().unwrap(), 7000, 0, 0);
+    connect(node, SocketAddr::V6(src), SocketAddr::V6(dst))
+}
+
+/// A TCP connection from `src` to `dst` in namespace `ns`, both of one family.
+fn connect(node: &File, src: SocketAddr, dst: SocketAddr) -> Option<String> {
     in_ns(node, || {
+        let family = match src {
+            SocketAddr::V4(_) => nix::sys::socket::AddressFamily::Inet,
+            SocketAddr::V6(_) => nix::sys::socket::AddressFamily::Inet6,
+        };
         let sock = nix::sys::socket::socket(
-            nix::sys::socket::AddressFamily::Inet,
+            family,
             nix::sys::socket::SockType::Stream,
             nix::sys::socket::SockFlag::empty(),
             None,
@@ -50,16 +100,13 @@ fn connect_from(node: &File, src: SocketAddrV4) -> Option<String> {
         nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReuseAddr, &true).unwrap();
         nix::sys::socket::bind(
             std::os::fd::AsRawFd::as_raw_fd(&sock),
-            &nix::sys::socket::SockaddrIn::from(src),
+            &nix::sys::socket::SockaddrStorage::from(src),
         )
         .unwrap();
         let s: TcpStream = sock.into();
         // a non-blocking connect with a deadline: std's connect_timeout needs an unbound socket
         s.set_nonblocking(true).unwrap();
-        let dst = nix::sys::socket::SockaddrIn::from(SocketAddrV4::new(
-            Ipv4Addr::new(203, 0, 113, 10),
-            7000,
-        ));
+        let dst = nix::sys::socket::SockaddrStorage::from(dst);
         let _ = nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&s), &dst);
         let mut fds = [nix::poll::PollFd::new(
             std::os::fd::AsFd::as_fd(&s),
@@ -111,22 +158,7 @@ fn the_rendered_ruleset_translates_each_node_slice_to_its_public_address_and_dro
                 Path::new(gateway::STATE_DIR),
             )
             .unwrap();
-            let mut nft = command_in(Command::new("nft").args(["-f", "-"]), &gw)
-                .stdin(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            nft.stdin
-                .take()
-                .unwrap()
-                .write_all(rendering.files[0].1.as_bytes())
-                .unwrap();
-            let o = nft.wait_with_output().unwrap();
-            assert!(
-                o.status.success(),
-                "nft -f: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
+            nft_load(&gw, &rendering.files[0].1);
             // the outside host: writes back the address and port it saw
             let listener = in_ns(&out, || TcpListener::bind("203.0.113.10:7000").unwrap());
             let server = std::thread::spawn(move || {
@@ -220,27 +252,144 @@ fn the_rendered_ruleset_translates_each_node_slice_to_its_public_address_and_dro
     );
 }
 
-/// One ICMP echo from `src` in `ns` to the outside host (a ping socket, no `ping` needed):
-/// true when answered within a second.
+#[test]
+fn the_dual_stack_ruleset_translates_a_node_ipv6_slice_to_its_public6_address_and_drops_the_rest() {
+    with_netns_dir(
+        "the_dual_stack_ruleset_translates_a_node_ipv6_slice_to_its_public6_address_and_drops_the_rest",
+        |dir| {
+            let (node, gw, out) = (dir.create("node"), dir.create("gw"), dir.create("out"));
+            let path = |n: &str| dir.path().join(n).display().to_string();
+            // no duplicate address detection on the links: a link-local address in it for
+            // a second cannot send neighbour discovery, which would delay the first reply to
+            // each node address by a retransmission (the test's one-second deadline)
+            for ns in [&node, &gw, &out] {
+                sh(
+                    ns,
+                    "sysctl -qw net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.all.accept_dad=0",
+                );
+            }
+            veth_to(&gw, "eth0", &path("node"));
+            veth_to(&gw, "eth1", &path("out"));
+            // nodad: the addresses are usable at once, not tentative for a second
+            let add6 = |ns: &File, a: &str, dev: &str| {
+                ip_in(ns, &["-6", "addr", "add", a, "dev", dev, "nodad"]);
+            };
+            // n1, n2 and an address that is no node's
+            for a in ["fd00:78e7::11/64", "fd00:78e7::12/64", "fd00:78e7::77/64"] {
+                add6(&node, a, "eth0");
+            }
+            for ns in [&node, &gw, &out] {
+                ip_in(ns, &["link", "set", "lo", "up"]);
+                ip_in(ns, &["link", "set", "eth0", "up"]);
+            }
+            ip_in(&node, &["-6", "route", "add", "default", "via", "fd00:78e7::254"]);
+            for a in ["fd00:78e7::251/64", "fd00:78e7::254/64", "fd00:78e7::253/64"] {
+                add6(&gw, a, "eth0");
+            }
+            for a in ["2001:db8::1/64", "2001:db8::101/64", "2001:db8::102/64"] {
+                add6(&gw, a, "eth1");
+            }
+            ip_in(&gw, &["link", "set", "eth1", "up"]);
+            add6(&out, "2001:db8::10/64", "eth0");
+            // the outside could answer the nodes' own addresses: a packet that left
+            // untranslated would connect, so a refused connection below is a drop
+            ip_in(&out, &["-6", "route", "add", "fd00:78e7::/48", "via", "2001:db8::1"]);
+            sh(&gw, "sysctl -qw net.ipv6.conf.all.forwarding=1");
+            // an IPv4-only table of an earlier version is loaded: the rendering replaces it
+            nft_load(&gw, "table ip extnet_gw {\n chain forward {\n type filter hook forward priority filter; policy accept;\n }\n}\n");
+            let rendering = gateway::render(
+                &dual_policy(),
+                "gw1",
+                Path::new("/etc/extnet/gateway"),
+                Path::new(gateway::STATE_DIR),
+            )
+            .unwrap();
+            nft_load(&gw, &rendering.files[0].1);
+            let tables = sh(&gw, "nft list tables");
+            assert_eq!(tables.trim(), "table inet extnet_gw", "{tables}");
+            // the outside host: writes back the address and port it saw
+            let listener = in_ns(&out, || TcpListener::bind("[2001:db8::10]:7000").unwrap());
+            let server = std::thread::spawn(move || {
+                for c in listener.incoming() {
+                    let Ok(mut c) = c else { break };
+                    let peer = c.peer_addr().unwrap().to_string();
+                    if peer.starts_with("[2001:db8::10]:") {
+                        break; // the stop connection
+                    }
+                    let _ = c.write_all(peer.as_bytes());
+                }
+            });
+            let at = |a: &str, p: u16| SocketAddrV6::new(a.parse().unwrap(), p, 0, 0);
+            // n1's default pool (20000-29999 on 2001:db8::101), n2's (its slice: +12288),
+            // n1's bulk pool (30000-32047, through fd00:78e7::253's 2001:db8::102): the outside
+            // sees the public IPv6 address and the node's own port
+            assert_eq!(
+                connect_from6(&node, at("fd00:78e7::11", 20123)).as_deref(),
+                Some("[2001:db8::101]:20123")
+            );
+            assert_eq!(
+                connect_from6(&node, at("fd00:78e7::12", 32300)).as_deref(),
+                Some("[2001:db8::101]:32300")
+            );
+            assert_eq!(
+                connect_from6(&node, at("fd00:78e7::11", 30500)).as_deref(),
+                Some("[2001:db8::102]:30500")
+            );
+            // n1 with a port of n2's slice, n1 with a port in no slice, a non-node source:
+            // dropped and counted, never out untranslated
+            let drops_before = counter(&gw);
+            for (src, why) in [
+                (at("fd00:78e7::11", 32300), "n1 in n2's slice"),
+                (at("fd00:78e7::11", 50000), "a port in no slice"),
+                (at("fd00:78e7::77", 20123), "a non-node source"),
+            ] {
+                assert_eq!(connect_from6(&node, src), None, "{why}");
+            }
+            assert!(counter(&gw) > drops_before, "the IPv6 drops are counted");
+            // ICMPv6 echo of a node leaves (as its public address), of a non-node not at all
+            sh(&node, "sysctl -qw net.ipv4.ping_group_range='0 0'");
+            assert!(
+                echo(&node, "fd00:78e7::11"),
+                "a node's ICMPv6 echo must be answered"
+            );
+            assert!(
+                !echo(&node, "fd00:78e7::77"),
+                "ICMPv6 of a non-node source must not leave"
+            );
+            let _ = in_ns(&out, || TcpStream::connect("[2001:db8::10]:7000"));
+            server.join().unwrap();
+            for n in ["node", "gw", "out"] {
+                extnet::kernel::netns::delete(dir.path(), n).unwrap();
+            }
+        },
+    );
+}
+
+/// One ICMP echo from `src` in `ns` to the outside host (a ping socket, no `ping` needed);
+/// ICMPv6 to 2001:db8::10 for an IPv6 `src`: true when answered within a second.
 fn echo(ns: &File, src: &str) -> bool {
-    let src: Ipv4Addr = src.parse().unwrap();
+    let src: IpAddr = src.parse().unwrap();
+    let dst: IpAddr = match src {
+        IpAddr::V4(_) => Ipv4Addr::new(203, 0, 113, 10).into(),
+        IpAddr::V6(_) => "2001:db8::10".parse().unwrap(),
+    };
+    // echo request, code 0; the kernel fills the checksum and the id
+    let (family, proto, request, reply) = match src {
+        IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_ICMP, 8u8, 0u8),
+        IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_ICMPV6, 128, 129),
+    };
     in_ns(ns, || {
+        let (local, remote) = (
+            nix::sys::socket::SockaddrStorage::from(SocketAddr::new(src, 0)),
+            nix::sys::socket::SockaddrStorage::from(SocketAddr::new(dst, 0)),
+        );
         // SAFETY: plain socket calls on a descriptor this closure owns and closes; the
         // buffers and addresses outlive the calls.
         unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP);
+            let fd = libc::socket(family, libc::SOCK_DGRAM, proto);
             assert!(fd >= 0, "ping socket: {}", std::io::Error::last_os_error());
-            let sin = |a: Ipv4Addr| libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: 0,
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(a).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            let local = sin(src);
-            assert_eq!(libc::bind(fd, (&raw const local).cast(), len), 0);
+            use nix::sys::socket::SockaddrLike;
+            assert_eq!(libc::bind(fd, local.as_ptr(), local.len()), 0);
             let tv = libc::timeval {
                 tv_sec: 1,
                 tv_usec: 0,
@@ -252,21 +401,19 @@ fn echo(ns: &File, src: &str) -> bool {
                 (&raw const tv).cast(),
                 std::mem::size_of::<libc::timeval>() as libc::socklen_t,
             );
-            // type 8 (echo request), code 0; the kernel fills the checksum and the id
-            let req = [8u8, 0, 0, 0, 0, 0, 0, 1];
-            let dst = sin(Ipv4Addr::new(203, 0, 113, 10));
+            let req = [request, 0, 0, 0, 0, 0, 0, 1];
             libc::sendto(
                 fd,
                 req.as_ptr().cast(),
                 req.len(),
                 0,
-                (&raw const dst).cast(),
-                len,
+                remote.as_ptr(),
+                remote.len(),
             );
             let mut buf = [0u8; 64];
             let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
             libc::close(fd);
-            n >= 8 && buf[0] == 0
+            n >= 8 && buf[0] == reply
         }
     })
 }
@@ -283,7 +430,7 @@ fn veth_to(ns: &File, name: &str, peer_ns: &str) {
 
 /// Packets counted in `untranslated_drop` on the gateway.
 fn counter(gw: &File) -> u64 {
-    let o = sh(gw, "nft list counter ip extnet_gw untranslated_drop");
+    let o = sh(gw, "nft list counter inet extnet_gw untranslated_drop");
     o.split_whitespace()
         .skip_while(|w| *w != "packets")
         .nth(1)

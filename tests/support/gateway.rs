@@ -82,7 +82,7 @@ impl Cluster {
                 "nft",
                 "list",
                 "counter",
-                "ip",
+                "inet",
                 "extnet_gw",
                 "untranslated_drop",
             ],

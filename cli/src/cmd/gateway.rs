@@ -4,7 +4,7 @@
 //! node_exporter.
 
 use anyhow::Context;
-use extnet::plan::gateway::{self, nftables, GW_TABLE};
+use extnet::plan::gateway::{self, nftables, GW_FAMILY, GW_TABLE};
 use extnet_policy::Policy;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -67,11 +67,12 @@ fn write_file(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
-/// Rules the rendered table has per chain (forward, postrouting, input).
-const RULES: [(&str, usize); 3] = [("forward", 4), ("postrouting", 3), ("input", 1)];
+/// Rules the rendered table has per chain (forward, postrouting, input): the translations
+/// and the input drop have one rule per family.
+const RULES: [(&str, usize); 3] = [("forward", 4), ("postrouting", 5), ("input", 2)];
 
 /// `extnet gateway render --check --host NAME [--out DIR]`: compares the running table (this
-/// network namespace's `nft -j list table ip extnet_gw`) and the files in `dir` with the
+/// network namespace's `nft -j list table inet extnet_gw`) and the files in `dir` with the
 /// rendering; prints every difference. Exit status 1 when anything differs.
 pub fn check(
     policy_path: &Path,
@@ -87,7 +88,7 @@ pub fn check(
     let want_stamp = nftables::stamp(want_text).expect("a rendering has its stamp");
     let mut diffs = Vec::new();
     match list_table()? {
-        None => diffs.push(format!("nft table ip {GW_TABLE} is not loaded")),
+        None => diffs.push(format!("nft table {GW_FAMILY} {GW_TABLE} is not loaded")),
         Some(json) => {
             let (have, stamp, rules) = nftables::from_json(&json, host)?;
             diffs.extend(nftables::differences(
@@ -107,6 +108,15 @@ pub fn check(
                     ));
                 }
             }
+        }
+    }
+    if h.cluster_address6.is_some() {
+        // the ruleset translates IPv6, but only a forwarding host passes it on
+        let path = "/proc/sys/net/ipv6/conf/all/forwarding";
+        match std::fs::read_to_string(path) {
+            Ok(v) if v.trim() == "1" => {}
+            Ok(v) => diffs.push(format!("{path} is {}: this gateway has IPv6 in the policy but does not forward it; set net.ipv6.conf.all.forwarding = 1 (see /usr/lib/sysctl.d/60-extnet-gateway.conf)", v.trim())),
+            Err(e) => diffs.push(format!("{path}: {e}: this gateway has IPv6 in the policy; IPv6 must be on and forwarding")),
         }
     }
     for (name, text) in &r.files {
@@ -135,11 +145,11 @@ pub fn check(
     Ok(ExitCode::from(1))
 }
 
-/// `nft -j list table ip extnet_gw`, `None` when the table does not exist.
+/// `nft -j list table inet extnet_gw`, `None` when the table does not exist.
 fn list_table() -> anyhow::Result<Option<String>> {
     let nft = extnet::kernel::nftables::program()?;
     let out = Command::new(&nft)
-        .args(["-j", "list", "table", "ip", GW_TABLE])
+        .args(["-j", "list", "table", GW_FAMILY, GW_TABLE])
         .env_clear()
         .env("LC_ALL", "C")
         .output()
@@ -152,21 +162,22 @@ fn list_table() -> anyhow::Result<Option<String>> {
         return Ok(None);
     }
     anyhow::bail!(
-        "{} -j list table ip {GW_TABLE} failed: {}",
+        "{} -j list table {GW_FAMILY} {GW_TABLE} failed: {}",
         nft.display(),
         err.trim()
     )
 }
 
 /// `extnet gateway load --host NAME`: loads the rendered ruleset in this network namespace,
-/// one `nft -f` transaction.
+/// one `nft -f` transaction (which also deletes the `ip extnet_gw` table of versions before
+/// IPv6).
 pub fn load(policy_path: &Path, host: &str, dir: &Path) -> anyhow::Result<ExitCode> {
     let policy = Policy::load(policy_path)?;
     // the ruleset only: it names neither directory
     let r = gateway::render(&policy, host, dir, Path::new(gateway::STATE_DIR))?;
     extnet::kernel::nftables::apply(&r.files[0].1)?;
     println!(
-        "gateway {host}: table ip {GW_TABLE} loaded ({})",
+        "gateway {host}: table {GW_FAMILY} {GW_TABLE} loaded ({})",
         nftables::stamp(&r.files[0].1).unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)

@@ -3,7 +3,10 @@
 //!
 //! The record is the policy's deterministic mapping (`[gateways]`: public address and port →
 //! node and its own port, the same number) plus the nodes' lease logs (which job held which
-//! block of the node's ports, when). Nothing per connection is needed. A lease's interval is
+//! block of the node's ports, when). Nothing per connection is needed. An IPv6 public
+//! address (`public6`) is traced by the same arithmetic: its node slice and ports are those
+//! of its IPv4 twin, and the lease of the block is the same lease (a job's block holds for
+//! both families). A lease's interval is
 //! closed at both ends, `[allocate, release]`: a time exactly at a release still belongs to
 //! the job that released; the block's next job can only begin after its quarantine, so two
 //! leases share an instant only with `quarantine_secs = 0`, and then both are reported.
@@ -13,7 +16,7 @@ use extnet_policy::gateways::NatLookupError;
 use extnet_policy::Policy;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 /// Why a trace could not be made.
@@ -188,13 +191,17 @@ pub fn spans(mut records: Vec<LogRecord>) -> Vec<LeaseSpan> {
 /// The answer for one public address and port.
 #[derive(Debug, Clone, Serialize)]
 pub struct Trace {
-    pub public: Ipv4Addr,
+    pub public: IpAddr,
     pub port: u16,
     pub node: String,
     pub node_addr: Ipv4Addr,
+    /// The node's IPv6 address, when `public` is an IPv6 one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_addr6: Option<Ipv6Addr>,
     /// The node's pool the port is in (`[ports]` or a profile's name).
     pub pool: String,
-    pub virtual_address: Ipv4Addr,
+    /// The virtual address the node's pool leaves through, of `public`'s family.
+    pub virtual_address: IpAddr,
     pub at: Option<u64>,
     /// With `at`: the leases that held the port's block then (two only at a boundary with no
     /// quarantine); without: every lease of the block in the logs.
@@ -204,14 +211,16 @@ pub struct Trace {
 }
 
 /// Traces `public:port` (at `at`, or over the whole logs) through `policy` and the lease
-/// records `records` (those of the node, at least).
+/// records `records` (those of the node, at least); `public` is an IPv4 or IPv6 public
+/// address.
 pub fn trace(
     policy: &Policy,
-    public: Ipv4Addr,
+    public: impl Into<IpAddr>,
     port: u16,
     at: Option<u64>,
     records: Vec<LogRecord>,
 ) -> Result<Trace, TraceError> {
+    let public = public.into();
     let e = policy.nat_lookup(public, port)?;
     let pool = &policy.pools[e.pool];
     let g = policy
@@ -270,13 +279,23 @@ pub fn trace(
             e.node
         ));
     }
+    let vip = &g.vips[e.vip];
+    let (node_addr6, virtual_address) = match public {
+        IpAddr::V4(_) => (None, IpAddr::V4(vip.address)),
+        // nat_lookup found it in public6: the address has IPv6
+        IpAddr::V6(_) => (
+            e.node_addr6,
+            vip.address6.map_or(IpAddr::V4(vip.address), IpAddr::V6),
+        ),
+    };
     Ok(Trace {
         public,
         port,
         node: e.node,
         node_addr: e.node_addr,
+        node_addr6,
         pool: pool.name().to_owned(),
-        virtual_address: g.vips[e.vip].address,
+        virtual_address,
         at,
         leases,
         unknown,
@@ -296,6 +315,9 @@ pub struct JobUse {
     /// `None`: the node or its port is not in the policy's mapping (a changed policy).
     pub public: Option<Ipv4Addr>,
     pub virtual_address: Option<Ipv4Addr>,
+    /// The public IPv6 address of the same ports, when the virtual address has IPv6.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public6: Option<Ipv6Addr>,
 }
 
 /// The public addresses and ports job `job` used, per lease, from the lease records.
@@ -310,6 +332,7 @@ pub fn job(policy: &Policy, job: u32, records: Vec<LogRecord>) -> Vec<JobUse> {
             let g = policy.gateways.as_ref();
             JobUse {
                 public: entry.as_ref().map(|e| e.public),
+                public6: entry.as_ref().and_then(|e| e.public6),
                 virtual_address: entry.and_then(|e| g.map(|g| g.vips[e.vip].address)),
                 lease,
             }
@@ -330,8 +353,10 @@ mod tests {
     /// n[1-8] behind one virtual address, 4 nodes per public address, pool 20000-20999 in
     /// blocks of 500 (two slots per node), quarantine 60 s.
     fn policy() -> Policy {
-        Policy::from_toml(
-            r#"version = 1
+        Policy::from_toml(TEXT, "t").unwrap()
+    }
+
+    const TEXT: &str = r#"version = 1
 [node]
 interface = "eth0"
 gateway = "10.99.0.254"
@@ -362,10 +387,25 @@ nodes = ["n[1-8]"]
 [[gateways.nodes]]
 names = "n[1-8]"
 first_address = "10.99.0.11"
-"#,
-            "t",
-        )
-        .unwrap()
+"#;
+
+    /// [`policy`] with IPv6: `main` has fd00:78e7::254 and public 2001:db8::101 and ::102
+    /// (the twins of .101 and .102), n[1-8] are fd00:78e7::11 onwards.
+    fn policy6() -> Policy {
+        let text = TEXT
+            .replace(
+                "public_address = \"203.0.113.1/24\"\n",
+                "public_address = \"203.0.113.1/24\"\ncluster_address6 = \"fd00:78e7::251/64\"\npublic_address6 = \"2001:db8::1/64\"\n",
+            )
+            .replace(
+                "vrid = 1\n",
+                "vrid = 1\naddress6 = \"fd00:78e7::254\"\npublic6 = [\"2001:db8::101\", \"2001:db8::102\"]\n",
+            )
+            .replace(
+                "first_address = \"10.99.0.11\"\n",
+                "first_address = \"10.99.0.11\"\nfirst_address6 = \"fd00:78e7::11\"\n",
+            );
+        Policy::from_toml(&text, "t6").unwrap()
     }
 
     fn rec(event: &str, job: u32, node: &str, first: u16, unix: u64) -> LogRecord {
@@ -542,11 +582,80 @@ first_address = "10.99.0.11"
             // .102 slice 3 would be node 8 (n8 exists) but slice... .102 has nodes 4..=7
             ("203.0.113.102", 23999, "n8"),
         ] {
-            match trace(&p, addr.parse().unwrap(), port, Some(T0), log()) {
+            match trace(&p, addr.parse::<Ipv4Addr>().unwrap(), port, Some(T0), log()) {
                 Err(e) => assert!(e.to_string().contains(why), "{e}"),
                 Ok(t) => assert_eq!(t.node, why, "{addr}:{port}"),
             }
         }
+    }
+
+    #[test]
+    fn an_ipv6_public_address_and_port_name_the_same_node_and_job_as_its_ipv4_twin() {
+        let p = policy6();
+        let six: IpAddr = "2001:db8::102".parse().unwrap();
+        let t = trace(&p, six, 21077, Some(T0 + 10), log()).unwrap();
+        assert_eq!(t.node, "n6");
+        assert_eq!(t.node_addr6, Some("fd00:78e7::16".parse().unwrap()));
+        assert_eq!(t.virtual_address.to_string(), "fd00:78e7::254");
+        assert_eq!(jobs(&t), [1]);
+        assert!(t.unknown.is_empty(), "{:?}", t.unknown);
+        // every time and port answers as for the IPv4 twin, quarantine and gaps included
+        for port in [21000, 21077, 21499, 21500, 21999, 20001] {
+            for at in [
+                None,
+                Some(T0),
+                Some(T0 + 100),
+                Some(T0 + 130),
+                Some(T0 + 260),
+            ] {
+                let four = trace(&p, public(), port, at, log()).unwrap();
+                let t = trace(&p, six, port, at, log()).unwrap();
+                assert_eq!(
+                    (&t.node, t.node_addr, jobs(&t), &t.unknown),
+                    (&four.node, four.node_addr, jobs(&four), &four.unknown),
+                    "port {port} at {at:?}"
+                );
+            }
+        }
+        // the JSON names the IPv6 addresses as such
+        let j = serde_json::to_string(&t).unwrap();
+        assert!(
+            j.contains("\"public\":\"2001:db8::102\"")
+                && j.contains("\"node_addr6\":\"fd00:78e7::"),
+            "{j}"
+        );
+        // the IPv4 trace of a dual-stack policy has no IPv6 fields
+        let j = serde_json::to_string(&trace(&p, public(), 21077, None, log()).unwrap()).unwrap();
+        assert!(
+            !j.contains("node_addr6") && j.contains("\"virtual_address\":\"10.99.0.254\""),
+            "{j}"
+        );
+        for (addr, port, why) in [
+            (
+                "2001:db8::1",
+                21000,
+                "none of the policy's public addresses",
+            ),
+            (
+                "2001:db8::103",
+                21000,
+                "none of the policy's public addresses",
+            ),
+            ("2001:db8::102", 24000, "outside the public port range"),
+        ] {
+            let a: IpAddr = addr.parse().unwrap();
+            let e = trace(&p, a, port, Some(T0), log()).unwrap_err().to_string();
+            assert!(e.contains(why), "{addr}: {e}");
+        }
+        // a policy without IPv6 knows no IPv6 public address
+        let e = trace(&policy(), six, 21077, None, log())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("none of the policy's public addresses"), "{e}");
+        // a job's uses name its IPv6 public address too
+        let uses = job(&p, 2, log());
+        assert_eq!(uses[0].public6, Some("2001:db8::102".parse().unwrap()));
+        assert_eq!(job(&policy(), 2, log())[0].public6, None);
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //! Checked here: every name, address and number on its own; that names and addresses are
 //! unique; that every pool fits one node's slice; that every virtual address has the public
 //! addresses its nodes need; that the nodes' gateways (`node.gateway`, a profile's
-//! `gateway`) are virtual addresses of the section and list the nodes they carry.
+//! `gateway`) are virtual addresses of the section and list the nodes they carry. IPv6
+//! (`address6`, `public6`, `cluster_address6`, `public_address6`, `first_address6`) is
+//! checked as its IPv4 twin, and for consistency: a virtual address with `address6` has
+//! `public6` enough for its nodes, holders with IPv6 on both links and nodes with IPv6
+//! addresses.
 
 use super::pools::PoolDraft;
 use super::{span, Span, Validator};
@@ -11,9 +15,9 @@ use crate::gateways::{GatewayHost, Gateways, Vip};
 use crate::hostlist;
 use crate::raw::{RawGatewayHost, RawGateways, RawVip, S};
 use crate::{NodeConfig, Pool};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 impl Validator<'_> {
     /// The whole section; `None` when anything in it is invalid (errors recorded).
@@ -130,6 +134,7 @@ impl Validator<'_> {
             );
         }
         let node_addresses = self.node_addresses(&raw);
+        let node_addresses6 = self.node_addresses6(&raw);
         let host_names: HashSet<&str> = raw
             .hosts
             .iter()
@@ -137,9 +142,14 @@ impl Validator<'_> {
             .collect();
         let public_of_hosts: HashSet<Ipv4Addr> =
             hosts.iter().map(|h| h.public_address.addr()).collect();
+        let public6_of_hosts: HashSet<Ipv6Addr> = hosts
+            .iter()
+            .filter_map(|h| h.public_address6.map(|a| a.addr()))
+            .collect();
         let mut vips = Vec::new();
         for (i, v) in raw.vips.iter().enumerate() {
-            if let Some(v) = self.vip(i, v, &host_names, &node_addresses, &public_of_hosts, node) {
+            let own_publics = (&public_of_hosts, &public6_of_hosts);
+            if let Some(v) = self.vip(i, v, &host_names, &node_addresses, own_publics, node) {
                 vips.push(v);
             }
         }
@@ -188,6 +198,27 @@ impl Validator<'_> {
             }),
             "public address",
         );
+        // IPv6 addresses compared as addresses: one address has many spellings
+        let canonical = |s: &S<String>| {
+            let t = s.get_ref().trim();
+            t.parse::<Ipv6Addr>()
+                .map_or(t.to_owned(), |a| a.to_string())
+        };
+        self.unique(
+            "gateways.vip",
+            raw.vips.iter().filter_map(|v| {
+                let a = v.get_ref().address6.as_ref()?;
+                Some((canonical(a), span(a)))
+            }),
+            "IPv6 virtual address",
+        );
+        self.unique(
+            "gateways.vip",
+            raw.vips
+                .iter()
+                .flat_map(|v| v.get_ref().public6.iter().map(|p| (canonical(p), span(p)))),
+            "public IPv6 address",
+        );
         if self.errors.len() != start || vips.len() != raw.vips.len() {
             return None;
         }
@@ -202,8 +233,10 @@ impl Validator<'_> {
             hosts,
             vips,
             node_addresses,
+            node_addresses6,
         };
         self.capacity(&g, &raw.vips);
+        self.ipv6_consistency(&g, &raw.vips);
         if let (Some(node), Some(pools)) = (node, pools) {
             self.pool_vips(&g, node, pools, drafts, &raw.vips);
         }
@@ -296,6 +329,68 @@ impl Validator<'_> {
         n
     }
 
+    /// IPv6 `ADDRESS/PREFIX` of an interface; `Err` (recorded) when it is not one.
+    fn iface_address6(&mut self, key: &str, s: &S<String>, example: &str) -> Result<Ipv6Net, ()> {
+        let text = s.get_ref().trim();
+        match text.parse::<Ipv6Net>() {
+            Ok(n) if usable6(n.addr()) => Ok(n),
+            Ok(n) => {
+                self.err_at(
+                    key,
+                    span(s),
+                    format!(
+                        "{} is not a unicast address an interface can hold",
+                        n.addr()
+                    ),
+                    &format!("give the link's own IPv6 address with its prefix, e.g. {example:?}"),
+                );
+                Err(())
+            }
+            Err(_) => {
+                let problem = if text.parse::<Ipv4Net>().is_ok() {
+                    format!("{text:?} is an IPv4 address; this key is the IPv6 one")
+                } else {
+                    format!("{text:?} is not an IPv6 address with its prefix")
+                };
+                self.err_at(
+                    key,
+                    span(s),
+                    problem,
+                    &format!("write ADDRESS/PREFIX, e.g. {example:?}"),
+                );
+                Err(())
+            }
+        }
+    }
+
+    /// One IPv6 unicast address (a virtual or public address); `None` (recorded) otherwise.
+    fn address6(&mut self, key: &str, s: &S<String>, hint: &str) -> Option<Ipv6Addr> {
+        let text = s.get_ref().trim();
+        match text.parse::<Ipv6Addr>() {
+            Ok(a) if usable6(a) => Some(a),
+            Ok(a) => {
+                self.err_at(
+                    key,
+                    span(s),
+                    format!("{a} is not a unicast address a gateway can hold (unspecified, loopback, multicast, link-local or IPv4-mapped)"),
+                    hint,
+                );
+                None
+            }
+            Err(_) => {
+                let problem = if text.parse::<Ipv4Addr>().is_ok() {
+                    format!("{text:?} is an IPv4 address; this key is the IPv6 one")
+                } else if text.contains('/') {
+                    format!("{text:?} has a prefix; this key is a single address")
+                } else {
+                    format!("{text:?} is not an IPv6 address")
+                };
+                self.err_at(key, span(s), problem, hint);
+                None
+            }
+        }
+    }
+
     fn gateway_host(&mut self, i: usize, h: &S<RawGatewayHost>) -> Option<GatewayHost> {
         let h = h.get_ref();
         let key = format!("gateways.host[{}]", i + 1);
@@ -323,6 +418,28 @@ impl Validator<'_> {
             Some(s) => self.iface_address(&format!("{key}.sync_address"), s),
             None => cluster_address,
         };
+        let cluster_address6 = h.cluster_address6.as_ref().map(|s| {
+            self.iface_address6(&format!("{key}.cluster_address6"), s, "fd00:78e7::251/64")
+        });
+        let public_address6 = h
+            .public_address6
+            .as_ref()
+            .map(|s| self.iface_address6(&format!("{key}.public_address6"), s, "2001:db8::1/64"));
+        match (&h.cluster_address6, &h.public_address6) {
+            (Some(c), None) => self.err_at(
+                &format!("{key}.public_address6"),
+                span(c),
+                "cluster_address6 without public_address6".into(),
+                "a gateway translates IPv6 only with IPv6 on both links: give public_address6 (ADDRESS/PREFIX) too, or remove cluster_address6",
+            ),
+            (None, Some(p)) => self.err_at(
+                &format!("{key}.cluster_address6"),
+                span(p),
+                "public_address6 without cluster_address6".into(),
+                "a gateway translates IPv6 only with IPv6 on both links: give cluster_address6 (ADDRESS/PREFIX) too, or remove public_address6",
+            ),
+            _ => {}
+        }
         Some(GatewayHost {
             name,
             cluster_interface,
@@ -331,6 +448,8 @@ impl Validator<'_> {
             public_address: public_address?,
             sync_interface,
             sync_address: sync_address?,
+            cluster_address6: cluster_address6.transpose().ok()?,
+            public_address6: public_address6.transpose().ok()?,
         })
     }
 
@@ -393,13 +512,64 @@ impl Validator<'_> {
         out
     }
 
+    /// `[[gateways.nodes]] first_address6`: names to consecutive IPv6 addresses (lists
+    /// without it: no IPv6); addresses unique. The names were checked by `node_addresses`.
+    fn node_addresses6(&mut self, raw: &RawGateways) -> BTreeMap<String, Ipv6Addr> {
+        let mut out = BTreeMap::new();
+        let mut by_addr: HashMap<Ipv6Addr, String> = HashMap::new();
+        for (i, n) in raw.nodes.iter().enumerate() {
+            let n = n.get_ref();
+            let Some(first6) = &n.first_address6 else {
+                continue;
+            };
+            let key = format!("gateways.nodes[{}].first_address6", i + 1);
+            let Some(first) = self.address6(
+                &key,
+                first6,
+                "give the first node's IPv6 cluster address (its unique local address), e.g. \"fd00:78e7::11\"",
+            ) else {
+                continue;
+            };
+            let Ok(names) = hostlist::expand(n.names.get_ref().trim()) else {
+                continue;
+            };
+            let last = u128::from(first)
+                .checked_add(names.len().saturating_sub(1) as u128)
+                .map(Ipv6Addr::from);
+            if !last.is_some_and(usable6) {
+                self.err_at(
+                    &key,
+                    span(first6),
+                    format!("the list of {} nodes runs past the unicast addresses (into multicast or past the last IPv6 address)", names.len()),
+                    "lower first_address6, e.g. to an address of your unique local prefix such as \"fd00:78e7::11\"",
+                );
+                continue;
+            }
+            for (j, name) in names.into_iter().enumerate() {
+                let addr = Ipv6Addr::from(u128::from(first) + j as u128);
+                if let Some(other) = by_addr.get(&addr) {
+                    self.err_at(
+                        &key,
+                        span(first6),
+                        format!("node {name:?} would get {addr}, which node {other:?} has already"),
+                        "give each node its own IPv6 address",
+                    );
+                    break;
+                }
+                by_addr.insert(addr, name.clone());
+                out.insert(name, addr);
+            }
+        }
+        out
+    }
+
     fn vip(
         &mut self,
         i: usize,
         v: &S<RawVip>,
         hosts: &HashSet<&str>,
         addresses: &BTreeMap<String, Ipv4Addr>,
-        host_publics: &HashSet<Ipv4Addr>,
+        (host_publics, host_publics6): (&HashSet<Ipv4Addr>, &HashSet<Ipv6Addr>),
         node: Option<&NodeConfig>,
     ) -> Option<Vip> {
         let start = self.errors.len();
@@ -452,6 +622,37 @@ impl Validator<'_> {
                 "no public address".into(),
                 "list at least one public address that moves with this virtual address",
             );
+        }
+        let address6 = v.address6.as_ref().and_then(|a| {
+            self.address6(
+                &format!("{key}.address6"),
+                a,
+                "give the nodes' IPv6 next hop, a unicast address on the cluster network, e.g. \"fd00:78e7::254\"",
+            )
+        });
+        let mut public6 = Vec::new();
+        for p in &v.public6 {
+            let hint = "list the public IPv6 addresses that move with this virtual address, e.g. [\"2001:db8::101\"]";
+            match self.address6(&format!("{key}.public6"), p, hint) {
+                Some(a) if host_publics6.contains(&a) => self.err_at(&format!("{key}.public6"), span(p), format!("{a} is a gateway's own public_address6; the addresses that move with a virtual address must be others"), "give addresses no host holds of its own"),
+                Some(a) => public6.push(a),
+                None => {}
+            }
+        }
+        match (&v.address6, v.public6.first()) {
+            (Some(a), None) => self.err_at(
+                &format!("{key}.public6"),
+                span(a),
+                "address6 without public6: the nodes' IPv6 would have no public address to leave as".into(),
+                "list the public IPv6 addresses that move with this virtual address, e.g. public6 = [\"2001:db8::101\"], or remove address6",
+            ),
+            (None, Some(p)) => self.err_at(
+                &format!("{key}.address6"),
+                span(p),
+                "public6 without address6: no node routes IPv6 to this virtual address".into(),
+                "give the cluster-side IPv6 virtual address, e.g. address6 = \"fd00:78e7::254\", or remove public6",
+            ),
+            _ => {}
         }
         let mut holders = Vec::new();
         let mut prios = HashSet::new();
@@ -530,6 +731,8 @@ impl Validator<'_> {
             address: address.expect("checked"),
             vrid: vrid as u8,
             public,
+            address6,
+            public6,
             holders,
             nodes_written: v
                 .nodes
@@ -551,6 +754,59 @@ impl Validator<'_> {
                     span(raw[i].get_ref().public.first().unwrap_or(&raw[i].get_ref().name)),
                     format!("virtual address {:?} has {} nodes but its {} public addresses hold {} ({spa} node slices of {} ports per address in {}-{})", v.name, v.nodes.len(), v.public.len(), v.public.len() * spa, g.ports_per_node, g.first_port, g.last_port),
                     &format!("add {} public addresses at the end of public, or lower ports_per_node (smaller pools)", needed - v.public.len()),
+                );
+            }
+        }
+    }
+
+    /// A virtual address with IPv6: public6 holds its nodes, every holder has IPv6 on both
+    /// links (the virtual address inside its cluster network), every node an IPv6 address.
+    fn ipv6_consistency(&mut self, g: &Gateways, raw: &[S<RawVip>]) {
+        let spa = g.slices_per_address() as usize;
+        for (i, v) in g.vips.iter().enumerate() {
+            let Some(a6) = v.address6 else { continue };
+            let key = format!("gateways.vip[{}]", i + 1);
+            let r = raw[i].get_ref();
+            let a6_span = r.address6.as_ref().and_then(span);
+            let needed = g.addresses_needed(i);
+            if needed > v.public6.len() {
+                self.err_at(
+                    &format!("{key}.public6"),
+                    r.public6.first().and_then(span).or(a6_span.clone()),
+                    format!("virtual address {:?} has {} nodes but its {} public IPv6 addresses hold {} ({spa} node slices per address, as for public)", v.name, v.nodes.len(), v.public6.len(), v.public6.len() * spa),
+                    &format!("add {} public IPv6 addresses at the end of public6 (nodes fill public6 as they fill public)", needed - v.public6.len()),
+                );
+            }
+            for (h, raw_h) in v.holders.iter().zip(&r.holders) {
+                let Some(host) = g.host(&h.0) else { continue };
+                match (host.cluster_address6, host.public_address6) {
+                    (Some(c), Some(_)) if !c.contains(&a6) => self.err_at(
+                        &format!("{key}.address6"),
+                        a6_span.clone(),
+                        format!("{a6} is not in holder {:?}'s IPv6 cluster network {}", h.0, c.trunc()),
+                        "the IPv6 virtual address must lie in the cluster network of every holder's cluster_address6 (keepalived adds it with that prefix)",
+                    ),
+                    (Some(_), Some(_)) => {}
+                    _ => self.err_at(
+                        &format!("{key}.holders"),
+                        span(&raw_h.get_ref().host),
+                        format!("{:?} holds {:?}, which has address6, but has no cluster_address6 and public_address6", h.0, v.name),
+                        "give that [[gateways.host]] its IPv6 addresses (cluster_address6, public_address6, ADDRESS/PREFIX), or remove address6 and public6 from the virtual address",
+                    ),
+                }
+            }
+            let missing: Vec<&str> = v
+                .nodes
+                .iter()
+                .filter(|n| !g.node_addresses6.contains_key(*n))
+                .map(String::as_str)
+                .collect();
+            if let Some(first) = missing.first() {
+                self.err_at(
+                    &format!("{key}.nodes"),
+                    r.nodes.first().and_then(span).or(a6_span.clone()),
+                    format!("virtual address {:?} has address6 but {} of its nodes have no IPv6 address (first: {first:?})", v.name, missing.len()),
+                    "give their [[gateways.nodes]] list a first_address6 (the first node's unique local address; the next nodes get the next addresses)",
                 );
             }
         }
@@ -601,6 +857,16 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+/// A unicast address a gateway or node can hold and route: not unspecified, loopback,
+/// multicast, link-local (`fe80::/10`, only on one link) or IPv4-mapped.
+fn usable6(a: Ipv6Addr) -> bool {
+    !(a.is_unspecified()
+        || a.is_loopback()
+        || a.is_multicast()
+        || (a.segments()[0] & 0xffc0) == 0xfe80
+        || a.to_ipv4_mapped().is_some())
 }
 
 fn valid_name(n: &str) -> bool {

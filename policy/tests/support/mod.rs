@@ -105,3 +105,17 @@ pub fn denied(d: Decision) -> String {
         d => panic!("expected a denial: {d:?}"),
     }
 }
+
+/// `text` must be refused with an error on `key` whose problem and hint contain these, and
+/// that names its line.
+#[track_caller]
+pub fn refused(text: &str, key: &str, problem: &str, hint: &str) {
+    let errors = invalid_errors(text);
+    assert!(
+        errors.iter().any(|e| e.key == key
+            && e.problem.contains(problem)
+            && e.hint.contains(hint)
+            && e.line.is_some()),
+        "no error on {key} with {problem:?} / {hint:?} in {errors:#?}"
+    );
+}

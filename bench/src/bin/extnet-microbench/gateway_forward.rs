@@ -215,7 +215,7 @@ pub(crate) fn lab(nodes: u32) -> (Lab, Slice) {
         Command::new("nft").args(["-f", "-"]),
         &rendering.files[0].1,
     );
-    let loaded = sh(&lab.gw, "nft list map ip extnet_gw node_public")
+    let loaded = sh(&lab.gw, "nft list map inet extnet_gw node_public")
         .lines()
         .filter(|l| l.contains(" . ") && l.contains(" : "))
         .count();

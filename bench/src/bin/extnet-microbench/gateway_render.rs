@@ -137,7 +137,7 @@ pub fn run() {
             }
             assert_eq!(elements as u32, nodes, "every node in node_public");
             let listed = Command::new("nft")
-                .args(["list", "map", "ip", "extnet_gw", "node_public"])
+                .args(["list", "map", "inet", "extnet_gw", "node_public"])
                 .output()
                 .unwrap();
             let n = String::from_utf8_lossy(&listed.stdout)

@@ -2,7 +2,9 @@
 //! address with, over the sync link, so that a connection a peer translated is in this host's
 //! external cache and is committed into its kernel when this host becomes master
 //! (`notify.sh`): established connections survive a failover. One peer: unicast UDP; more:
-//! multicast on the sync link. No peer: no conntrackd (`None`).
+//! multicast on the sync link. No peer: no conntrackd (`None`). Both families are synced
+//! (no family filter); a host with IPv6 also accepts ICMPv6 and ignores its own IPv6
+//! addresses.
 //!
 //! The lock file and the control socket live in the rendering's directory, so that two
 //! gateways on one machine (the test cluster's namespaces) do not share them.
@@ -51,10 +53,26 @@ pub fn config(g: &Gateways, h: &GatewayHost, dir: &str) -> Option<String> {
     .collect();
     own.sort();
     own.dedup();
+    let mut own6: Vec<String> = [h.cluster_address6, h.public_address6]
+        .iter()
+        .flatten()
+        .map(|a| a.addr().to_string())
+        .collect();
+    own6.sort();
+    own6.dedup();
+    if !own6.is_empty() {
+        own6.insert(0, "::1".to_owned());
+    }
     let _ = write!(
         s,
-        "}}\n\nGeneral {{\n    HashSize 32768\n    HashLimit 262144\n    LogFile off\n    Syslog on\n    LockFile {dir}/conntrackd.lock\n    UNIX {{\n        Path {dir}/conntrackd.ctl\n        Backlog 20\n    }}\n    NetlinkBufferSize 2097152\n    NetlinkBufferSizeMaxGrowth 8388608\n    Filter From Userspace {{\n        Protocol Accept {{\n            TCP\n            UDP\n            ICMP\n        }}\n        Address Ignore {{\n            IPv4_address 127.0.0.1\n{}        }}\n    }}\n}}\n",
-        own.iter().map(|a| format!("            IPv4_address {a}\n")).collect::<String>()
+        "}}\n\nGeneral {{\n    HashSize 32768\n    HashLimit 262144\n    LogFile off\n    Syslog on\n    LockFile {dir}/conntrackd.lock\n    UNIX {{\n        Path {dir}/conntrackd.ctl\n        Backlog 20\n    }}\n    NetlinkBufferSize 2097152\n    NetlinkBufferSizeMaxGrowth 8388608\n    Filter From Userspace {{\n        Protocol Accept {{\n            TCP\n            UDP\n            ICMP\n{}        }}\n        Address Ignore {{\n            IPv4_address 127.0.0.1\n{}{}        }}\n    }}\n}}\n",
+        if own6.is_empty() {
+            ""
+        } else {
+            "            IPv6-ICMP\n"
+        },
+        own.iter().map(|a| format!("            IPv4_address {a}\n")).collect::<String>(),
+        own6.iter().map(|a| format!("            IPv6_address {a}\n")).collect::<String>()
     );
     Some(s)
 }

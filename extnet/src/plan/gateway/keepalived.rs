@@ -2,7 +2,11 @@
 //!
 //! One VRRP instance per virtual address the host may hold: the cluster-side address and the
 //! public addresses that move with it are in the same instance, so they always move together
-//! and a node keeps its public address across a failover. Every instance starts as BACKUP and
+//! and a node keeps its public address across a failover. An instance cannot mix families,
+//! so the IPv6 virtual and public addresses (`address6`, `public6`) are in the same
+//! instance's `virtual_ipaddress_excluded` (not advertised, added and removed with the
+//! others): one instance decides both families and a failover moves a node's two public
+//! addresses together. Every instance starts as BACKUP and
 //! the priorities of the policy decide (preemption on: a master that comes back takes its
 //! addresses back). Advertisements go unicast to the other holders.
 //!
@@ -94,6 +98,26 @@ pub fn config(g: &Gateways, h: &GatewayHost, dir: &str) -> String {
             );
         }
         s.push_str("    }\n");
+        // validation: every holder of an address with IPv6 has IPv6 on both links
+        if let (Some(a6), Some(c6), Some(p6)) =
+            (vip.address6, h.cluster_address6, h.public_address6)
+        {
+            let _ = writeln!(
+                s,
+                "    virtual_ipaddress_excluded {{\n        {a6}/{} dev {}",
+                c6.prefix_len(),
+                h.cluster_interface
+            );
+            for p in &vip.public6 {
+                let _ = writeln!(
+                    s,
+                    "        {p}/{} dev {}",
+                    p6.prefix_len(),
+                    h.public_interface
+                );
+            }
+            s.push_str("    }\n");
+        }
         let tracks: Vec<&str> = [
             g.check.map(|_| "extnet_path_out"),
             fill.filter(|&(f, _)| f == v)

@@ -13,7 +13,7 @@ use extnet_policy::Policy;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-pub use nftables::{GatewayModel, GW_TABLE};
+pub use nftables::{GatewayModel, GW_FAMILY, GW_TABLE};
 
 /// Where a gateway keeps what changes while it runs (`--state-dir`): `vrrp/INSTANCE`, each
 /// VRRP instance's state as keepalived's notify script last wrote it, which `extnet gateway
@@ -41,13 +41,14 @@ pub struct Rendering {
 }
 
 /// One node's translation on this gateway: its source address and ports and the public
-/// address they leave as (the ports unchanged).
+/// address they leave as (the ports unchanged); `A` is the family's address type
+/// (`Ipv6Addr`: the node's IPv6 address to its public IPv6 address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SnatElement {
-    pub node: Ipv4Addr,
+pub struct SnatElement<A = Ipv4Addr> {
+    pub node: A,
     pub first: u16,
     pub last: u16,
-    pub public: Ipv4Addr,
+    pub public: A,
 }
 
 /// The host `name` of the policy's `[gateways]`.
@@ -153,6 +154,13 @@ mod tests {
         Policy::from_toml(&text, "extnet-test.toml").unwrap()
     }
 
+    /// The golden dual-stack policy (tests/golden/gateway/dual-stack.toml): the test
+    /// cluster's gateways with IPv6 on both virtual addresses.
+    fn dual_policy() -> Policy {
+        let path = repo().join("tests/golden/gateway/dual-stack.toml");
+        Policy::from_toml(&std::fs::read_to_string(&path).unwrap(), "dual-stack.toml").unwrap()
+    }
+
     const DIR: &str = "/etc/extnet/gateway";
 
     fn render(p: &Policy, host: &str, dir: &Path) -> Result<Rendering, RenderError> {
@@ -160,13 +168,19 @@ mod tests {
     }
 
     /// The rendered files of both test gateways equal the golden files in
-    /// `tests/golden/gateway/HOST/` (`EXTNET_BLESS=1` writes them after a deliberate change;
-    /// review the diff).
+    /// `tests/golden/gateway/HOST/`, and those of the dual-stack policy the ones in
+    /// `tests/golden/gateway/dual-stack/HOST/` (`EXTNET_BLESS=1` writes them after a
+    /// deliberate change; review the diff).
     #[test]
     fn renderings_of_the_test_policy_match_the_golden_files() {
-        let p = test_policy();
+        for (p, sub) in [(test_policy(), ""), (dual_policy(), "dual-stack")] {
+            golden(&p, sub);
+        }
+    }
+
+    fn golden(p: &Policy, sub: &str) {
         for host in ["gw1", "gw2"] {
-            let r = render(&p, host, Path::new(DIR)).unwrap();
+            let r = render(p, host, Path::new(DIR)).unwrap();
             let names: Vec<&str> = r.files.iter().map(|(n, _)| *n).collect();
             assert_eq!(
                 names,
@@ -179,7 +193,7 @@ mod tests {
                     "conntrackd.conf"
                 ]
             );
-            let dir = repo().join("tests/golden/gateway").join(host);
+            let dir = repo().join("tests/golden/gateway").join(sub).join(host);
             for (name, text) in &r.files {
                 let path = dir.join(name);
                 if std::env::var_os("EXTNET_BLESS").is_some() {
@@ -324,13 +338,117 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_maps_key_the_node_ula_to_public6_with_the_ipv4_ports() {
+        let p = dual_policy();
+        let (g, h) = host(&p, "gw1").unwrap();
+        let m = GatewayModel::of(&p, g, h);
+        let show = |e: &SnatElement<std::net::Ipv6Addr>| {
+            format!("{} . {}-{} : {}", e.node, e.first, e.last, e.public)
+        };
+        // the IPv4 elements' ports, node address and public address of the same slice
+        assert_eq!(
+            m.snat6.iter().map(show).collect::<Vec<_>>(),
+            [
+                "fd00:78e7::11 . 20000-29999 : 2001:db8::101",
+                "fd00:78e7::11 . 30000-32047 : 2001:db8::102",
+                "fd00:78e7::12 . 32288-42287 : 2001:db8::101",
+                "fd00:78e7::12 . 42288-44335 : 2001:db8::102",
+            ]
+        );
+        assert_eq!(
+            m.snat.iter().map(|e| (e.first, e.last)).collect::<Vec<_>>(),
+            m.snat6
+                .iter()
+                .map(|e| (e.first, e.last))
+                .collect::<Vec<_>>()
+        );
+        let a = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+        assert_eq!(
+            m.icmp6,
+            [(a("fd00:78e7::11"), a("fd00:78e7::12"), a("2001:db8::101"))]
+        );
+        // the IPv4 half is the IPv4-only policy's
+        let four = test_policy();
+        let (g4, h4) = host(&four, "gw1").unwrap();
+        let m4 = GatewayModel::of(&four, g4, h4);
+        assert_eq!((&m.snat, &m.icmp), (&m4.snat, &m4.icmp));
+        assert!(m4.snat6.is_empty() && m4.icmp6.is_empty());
+        let text = nftables::render(&m);
+        assert!(text.contains("table ip extnet_gw\ndelete table ip extnet_gw\ntable inet extnet_gw\ndelete table inet extnet_gw\n"), "{text}");
+        assert!(
+            text.contains("snat ip6 to ip6 saddr . th sport map @node_public6"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "elements = {\n            2001:db8::101,\n            2001:db8::102\n        }"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn keepalived_and_conntrackd_carry_ipv6_only_with_ipv6() {
+        let p = dual_policy();
+        let r = render(&p, "gw1", Path::new(DIR)).unwrap();
+        let k = &r.files[1].1;
+        // in the same instance as the IPv4 addresses, after them
+        assert!(
+            k.contains("virtual_router_id 77\n    priority 150\n") && k.contains("        203.0.113.101/24 dev eth1\n    }\n    virtual_ipaddress_excluded {\n        fd00:78e7::254/64 dev eth0\n        2001:db8::101/64 dev eth1\n    }\n"),
+            "{k}"
+        );
+        assert_eq!(k.matches("virtual_ipaddress_excluded").count(), 2, "{k}");
+        let c = &r.files[5].1;
+        assert!(
+            c.contains("            ICMP\n            IPv6-ICMP\n"),
+            "{c}"
+        );
+        assert!(
+            c.contains("            IPv6_address ::1\n            IPv6_address 2001:db8::1\n            IPv6_address fd00:78e7::251\n"),
+            "{c}"
+        );
+        // without IPv6 keys: none of it
+        let r4 = render(&test_policy(), "gw1", Path::new(DIR)).unwrap();
+        assert!(!r4.files[1].1.contains("excluded"));
+        assert!(!r4.files[5].1.contains("IPv6"));
+    }
+
+    #[test]
+    fn the_check_reads_ipv6_maps_back() {
+        let p = dual_policy();
+        let (g, h) = host(&p, "gw1").unwrap();
+        let want = GatewayModel::of(&p, g, h);
+        let stamp = nftables::stamp(&nftables::render(&want)).unwrap();
+        let e = &want.snat6[1];
+        // `nft -j` prints one element of node_public6 and a range of node_icmp_public6
+        let json = format!(
+            r#"{{"nftables":[{{"map":{{"name":"node_public6","elem":[[{{"concat":["{}",{{"range":[{},{}]}}]}},"{}"]]}}}},{{"map":{{"name":"node_icmp_public6","elem":[[{{"range":["fd00:78e7::11","fd00:78e7::12"]}},"2001:db8::101"]]}}}}]}}"#,
+            e.node, e.first, e.last, e.public
+        );
+        let (have, _, _) = nftables::from_json(&json, "gw1").unwrap();
+        assert_eq!(have.snat6, [*e]);
+        assert_eq!(have.icmp6, want.icmp6);
+        let d = nftables::differences(&want, &stamp, &have, Some(&stamp));
+        assert!(
+            d.iter()
+                .any(|l| l.starts_with("map node_public6: 3 element(s) missing")),
+            "{d:?}"
+        );
+        let bad = json.replace("2001:db8::102", "203.0.113.102");
+        assert!(nftables::from_json(&bad, "gw1")
+            .unwrap_err()
+            .to_string()
+            .contains("an element of node_public6"));
+    }
+
+    #[test]
     fn the_check_reads_a_running_table_back_and_names_what_differs() {
         let p = test_policy();
         let (g, h) = host(&p, "gw1").unwrap();
         let want = GatewayModel::of(&p, g, h);
         let text = nftables::render(&want);
         let stamp = nftables::stamp(&text).unwrap();
-        // what `nft -j list table ip extnet_gw` prints for a table with one element less
+        // what `nft -j list table inet extnet_gw` prints for a table with one element less
         let e = &want.snat[0];
         let json = format!(
             r#"{{"nftables":[{{"metainfo":{{}}}},{{"map":{{"name":"node_public","elem":[[{{"concat":["{}",{{"range":[{},{}]}}]}},"{}"]]}}}},{{"map":{{"name":"node_icmp_public","elem":[[{{"range":["10.99.0.11","10.99.0.12"]}},"203.0.113.101"]]}}}},{{"rule":{{"chain":"forward","comment":"{stamp}","expr":[{{"match":{{"left":{{"meta":{{"key":"iifname"}}}},"right":"eth0"}}}},{{"match":{{"left":{{"meta":{{"key":"oifname"}}}},"right":"eth1"}}}}]}}}}]}}"#,
