@@ -268,12 +268,8 @@ pair_settled6() {
         ! vip_on gw1 "$XN_VIP2_6" && ! vip_on gw1 "$XN_GW2_PUBLIC6"
 }
 
-# base_loaded NODE: the node's nft table is there (the agent or a prolog loaded it): `inet
-# extnet` (both families), or `ip extnet` of a build from before IPv6.
-base_loaded() {
-    in_ns "xn-$1" nft list table inet extnet >/dev/null 2>&1 ||
-        in_ns "xn-$1" nft list table ip extnet >/dev/null 2>&1
-}
+# base_loaded NODE: the node's nft table is there (the agent or a prolog loaded it).
+base_loaded() { in_ns "xn-$1" nft list table inet extnet >/dev/null 2>&1; }
 
 # stop_recorded NAME: SIGTERM to the recorded daemon NAME, up to 10 s, then SIGKILL; its PID
 # file is removed. Nothing when it does not run.

@@ -99,6 +99,11 @@ struct Lab {
 
 impl Lab {
     fn new(tag: &str) -> Lab {
+        Lab::with_policy(tag, |p| p)
+    }
+
+    /// [`Lab::new`] with the node policy of [`node_policy`] changed by `edit`.
+    fn with_policy(tag: &str, edit: impl FnOnce(TestPolicy) -> TestPolicy) -> Lab {
         let exe = std::env::current_exe().expect("path of this test executable");
         let prolog = Role {
             exe: exe.clone(),
@@ -117,7 +122,7 @@ impl Lab {
             .join(format!("extnet-crash-{}-{tag}", std::process::id()));
         let node_ns = netns::create(&dir.join("nodens"), "node").expect("create node namespace");
         let policy = dir.join("extnet.toml");
-        node_policy(&dir, &cgroup_base).write(&policy);
+        edit(node_policy(&dir, &cgroup_base)).write(&policy);
         let lab = Lab {
             tmp: Some(tmp),
             dir,
@@ -1242,7 +1247,276 @@ fn reconcile_after_a_reboot_closes_the_lease_log_once() {
 
 type TestFn = fn();
 
+/// The IPv6 server of [`ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says`]: TCP on
+/// ports 443 and 80, UDP on 443, both families; prints one line per connection or datagram
+/// (`tcp|udp SRC_ADDR SRC_PORT DST_PORT TAG`) and answers `ok`.
+const SERVER6: &str = r#"import socket, select
+socks = []
+for port in (443, 80):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(('::', port))
+    s.listen(16)
+    socks.append(s)
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+u.bind(('::', 443))
+socks.append(u)
+print('ready', flush=True)
+while True:
+    r, _, _ = select.select(socks, [], [])
+    for s in r:
+        if s.type == socket.SOCK_DGRAM:
+            d, a = s.recvfrom(100)
+            print('udp', a[0], a[1], 443, d.decode(), flush=True)
+            s.sendto(b'ok', a)
+        else:
+            c, a = s.accept()
+            d = c.recv(100)
+            print('tcp', a[0], a[1], s.getsockname()[1], d.decode(), flush=True)
+            c.sendall(b'ok')
+            c.close()
+"#;
+
+/// A job's task that sends `TAG` over `PROTO` to `HOST PORT` once it is in its cgroup (a
+/// line on stdin) and exits 0 when the answer came back within 2 s.
+const CLIENT: &str = r#"import socket, sys
+sys.stdin.readline()
+proto, host, port, tag = sys.argv[1:5]
+fam = socket.AF_INET6 if ':' in host else socket.AF_INET
+try:
+    kind = socket.SOCK_STREAM if proto == 'tcp' else socket.SOCK_DGRAM
+    s = socket.socket(fam, kind)
+    s.settimeout(2)
+    if proto == 'tcp':
+        s.connect((host, int(port)))
+        s.sendall(tag.encode())
+    else:
+        s.sendto(tag.encode(), (host, int(port)))
+    sys.exit(0 if s.recv(10) == b'ok' else 1)
+except Exception as e:
+    print(e)
+    sys.exit(1)
+"#;
+
+/// IPv6 of cgroup-mode jobs on a node with `node.gateway6` (issue 19): the node (eth0,
+/// 10.77.0.11 and fd00:78e7::11) and a gateway namespace (10.77.0.254, fd00:78e7::1) that
+/// also is the outside (2001:db8:5::10, 2001:db8:6::10, 203.0.113.10 on its loopback). A
+/// granted job's IPv6 TCP and UDP reach the outside through gateway6, translated to the
+/// node's IPv6 address and a port of the job's block; a profile with `ipv6 = false` gets no
+/// IPv6 (its IPv4 still works); an allowlist with an IPv6 entry lets only that net and port
+/// through, an IPv4-only one no IPv6; a socket outside every job (even with the job's full
+/// mark) gets nothing out; the IPv6 main rule deleted or the nft table flushed lets nothing
+/// out, and the next prolog's base check puts it back.
+fn ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says() {
+    if !root("ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says") {
+        return;
+    }
+    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        println!("SKIPPED ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says: the kernel has no IPv6");
+        return;
+    }
+    use std::io::{BufRead as _, Write as _};
+    let lab = Lab::with_policy("ipv6", |p| {
+        p.node(r#"gateway6 = "fd00:78e7::1""#)
+            .node(r#"internal6 = ["fd00:78e7::/48"]"#)
+            .profile("v4only", &["*"], &["ipv6 = false"])
+            .profile(
+                "web6",
+                &["*"],
+                &[r#"destinations = [ { net = "2001:db8:5::/48", proto = "tcp", ports = 443 }, { net = "203.0.113.10" } ]"#],
+            )
+            .profile(
+                "web4",
+                &["*"],
+                &[r#"destinations = [ { net = "203.0.113.0/24" } ]"#],
+            )
+    });
+    let node_ns = &lab.node_ns;
+    let gw_ns = netns::create(&lab.dir.join("nodens"), "gw").expect("create gateway namespace");
+    let sh = |ns: &File, cmd: &str| {
+        let out = command_in(Command::new("sh").args(["-ec", cmd]), ns)
+            .env("NETNS_RUN_DIR", lab.dir.join("nodens"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // `ip link set ... netns PID` of a process in the gateway's namespace
+    let mut holder = command_in(Command::new("sleep").arg("600"), &gw_ns)
+        .spawn()
+        .expect("sleep");
+    sh(
+        node_ns,
+        &format!(
+            "ip link set eth0p netns {}; ip -6 addr add fd00:78e7::11/64 dev eth0 nodad",
+            holder.id()
+        ),
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    sh(
+        &gw_ns,
+        "ip link set lo up; ip addr add 10.77.0.254/24 dev eth0p; ip -6 addr add fd00:78e7::1/64 dev eth0p nodad; ip link set eth0p up; \
+         ip addr add 203.0.113.10/32 dev lo; ip -6 addr add 2001:db8:5::10/128 dev lo; ip -6 addr add 2001:db8:6::10/128 dev lo",
+    );
+    let log = lab.dir.join("server6.log");
+    let mut server = command_in(
+        Command::new("python3")
+            .args(["-c", SERVER6])
+            .stdout(File::create(&log).unwrap()),
+        &gw_ns,
+    )
+    .spawn()
+    .expect("python3");
+    wait::until(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || match std::fs::read_to_string(&log) {
+            Ok(t) if t.starts_with("ready") => Ok(()),
+            _ => Err("the IPv6 server did not start".to_owned()),
+        },
+    );
+    // what the server saw of `tag`: (protocol, source address, source port, port)
+    let seen = |tag: &str| -> Option<(String, String, u16, u16)> {
+        let f = std::io::BufReader::new(File::open(&log).unwrap());
+        f.lines().map_while(Result::ok).find_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() == 5 && w[4] == tag).then(|| {
+                (
+                    w[0].to_owned(),
+                    w[1].to_owned(),
+                    w[2].parse().unwrap(),
+                    w[3].parse().unwrap(),
+                )
+            })
+        })
+    };
+    // `proto` to `host:port` from a task in `cgroup` (None: the node, outside every job)
+    let reach = |cgroup: Option<&Path>, proto: &str, host: &str, port: u16, tag: &str| {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", CLIENT, proto, host, &port.to_string(), tag])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null());
+        let mut task = command_in(&mut cmd, node_ns).spawn().expect("python3");
+        if let Some(cg) = cgroup {
+            std::fs::write(cg.join("cgroup.procs"), task.id().to_string()).unwrap();
+        }
+        task.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        task.wait().unwrap().success()
+    };
+    let v6 = "2001:db8:5::10";
+
+    // a granted job: TCP and UDP over IPv6 leave as the node's IPv6 address, in its block
+    let g = lab.granted(1, "default");
+    let cg = g.cgroup.clone().expect("a cgroup-mode grant");
+    for proto in ["tcp", "udp"] {
+        let tag = format!("granted-{proto}");
+        assert!(reach(Some(&cg), proto, v6, 443, &tag), "{tag}");
+        let (p, src, sport, _) = seen(&tag).unwrap_or_else(|| panic!("{tag} not seen"));
+        assert_eq!(
+            (p.as_str(), src.as_str()),
+            (proto, "fd00:78e7::11"),
+            "{tag}"
+        );
+        assert!(
+            (g.port_first..=g.port_last).contains(&sport),
+            "{tag}: source port {sport} outside the job's block {}-{}",
+            g.port_first,
+            g.port_last
+        );
+    }
+    // its IPv4 as before, in the same block
+    assert!(reach(Some(&cg), "tcp", "203.0.113.10", 443, "granted-v4"));
+    let (_, src, sport, _) = seen("granted-v4").expect("granted-v4 seen");
+    assert_eq!(src, "::ffff:10.77.0.11");
+    assert!((g.port_first..=g.port_last).contains(&sport), "{sport}");
+
+    // outside every job: the node's own IPv6 has no way out (no default route), and a
+    // socket that sets the job's full mark itself is no job either
+    assert!(!reach(None, "tcp", v6, 443, "node"));
+    let forged = netns::run_in(node_ns.as_fd(), || {
+        let s = std::net::UdpSocket::bind("[::]:0").unwrap();
+        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Mark, &g.mark)
+            .expect("SO_MARK");
+        let _ = s.send_to(b"forged", (v6, 443));
+    })
+    .unwrap();
+    let _ = forged;
+
+    // a profile with ipv6 = false: no IPv6, its IPv4 still leaves
+    let g2 = lab.granted(2, "v4only");
+    let cg2 = g2.cgroup.clone().unwrap();
+    assert!(!reach(Some(&cg2), "tcp", v6, 443, "v4only-tcp"));
+    assert!(!reach(Some(&cg2), "udp", v6, 443, "v4only-udp"));
+    assert!(reach(Some(&cg2), "tcp", "203.0.113.10", 443, "v4only-v4"));
+
+    // an allowlist with an IPv6 entry: only that net and port
+    let g3 = lab.granted(3, "web6");
+    let cg3 = g3.cgroup.clone().unwrap();
+    assert!(reach(Some(&cg3), "tcp", v6, 443, "web6-ok"));
+    assert!(!reach(Some(&cg3), "tcp", v6, 80, "web6-port"));
+    assert!(!reach(Some(&cg3), "udp", v6, 443, "web6-udp"));
+    assert!(!reach(Some(&cg3), "tcp", "2001:db8:6::10", 443, "web6-net"));
+    // an IPv4-only allowlist lets no IPv6 through
+    let g4 = lab.granted(4, "web4");
+    let cg4 = g4.cgroup.clone().unwrap();
+    assert!(reach(Some(&cg4), "tcp", "203.0.113.10", 80, "web4-v4"));
+    assert!(!reach(Some(&cg4), "tcp", v6, 443, "web4-v6"));
+    for tag in [
+        "node",
+        "forged",
+        "v4only-tcp",
+        "v4only-udp",
+        "web6-port",
+        "web6-udp",
+        "web6-net",
+        "web4-v6",
+    ] {
+        assert_eq!(seen(tag), None, "{tag} must not reach the outside");
+    }
+
+    // fail closed: the IPv6 main rule deleted, then the nft table flushed: nothing leaves;
+    // the next prolog's base check puts each back
+    let pref = "7700";
+    sh(node_ns, &format!("ip -6 rule del pref {pref}"));
+    assert!(!reach(Some(&cg), "tcp", v6, 443, "no-rule"));
+    assert!(!reach(Some(&cg), "udp", v6, 443, "no-rule-udp"));
+    lab.granted(5, "default");
+    assert!(
+        sh(node_ns, "ip -6 rule show").contains("lookup 7700"),
+        "the prolog re-asserts the IPv6 rule"
+    );
+    assert!(reach(Some(&cg), "tcp", v6, 443, "rule-back"));
+    sh(node_ns, "nft flush ruleset");
+    assert!(!reach(Some(&cg), "tcp", v6, 443, "flushed"));
+    assert!(!reach(Some(&cg), "udp", v6, 443, "flushed-udp"));
+    for tag in ["no-rule", "no-rule-udp", "flushed", "flushed-udp"] {
+        assert_eq!(seen(tag), None, "{tag} must not reach the outside");
+    }
+    lab.granted(6, "default");
+    assert!(reach(Some(&cg), "tcp", v6, 443, "table-back"));
+
+    let _ = server.kill();
+    let _ = server.wait();
+    for job in 1..=6 {
+        lab.epilog_ok(job);
+        lab.assert_clean(job, &format!("job {job}"));
+    }
+    drop(gw_ns);
+    lab.finish();
+}
+
 const TESTS: &[(&str, TestFn)] = &[
+    (
+        "ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says",
+        ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says,
+    ),
     (
         "prolog_killed_at_each_step_then_epilog_leaves_nothing",
         prolog_killed_at_each_step_then_epilog_leaves_nothing,

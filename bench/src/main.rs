@@ -17,7 +17,7 @@
 //!   the rounds' ratios.
 //!
 //! Everything it makes lives under `$XN_DIR/bench`, in cgroups `extnet/bench-*`, in the nft
-//! tables `ip extnet` and `ip extnet_sh` of the node's namespace and in `extnet-*` namespaces;
+//! tables `inet extnet` and `ip extnet_sh` of the node's namespace and in `extnet-*` namespaces;
 //! `extnet-bench cleanup` (run before and after) removes all of it.
 
 use anyhow::{bail, Context, Result};
@@ -858,7 +858,7 @@ mode = "netns"
                 .filter(|(m, _)| present.contains(m))
                 .map(|(m, f)| {
                     let elems: Vec<String> = (0..fill).map(f).collect();
-                    format!("add element ip extnet {m} {{ {} }}\n", elems.join(", "))
+                    format!("add element inet extnet {m} {{ {} }}\n", elems.join(", "))
                 })
                 .collect();
             let dels: String = maps
@@ -868,7 +868,7 @@ mode = "netns"
                     let keys: Vec<String> = (0..fill)
                         .map(|i| f(i).split(" : ").next().unwrap().to_owned())
                         .collect();
-                    format!("delete element ip extnet {m} {{ {} }}\n", keys.join(", "))
+                    format!("delete element inet extnet {m} {{ {} }}\n", keys.join(", "))
                 })
                 .collect();
             report

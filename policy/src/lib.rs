@@ -24,8 +24,8 @@ pub use decide::{
 };
 pub use validate::{PolicyError, ValidationError};
 
-use ipnet::Ipv4Net;
-use std::net::Ipv4Addr;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -81,6 +81,11 @@ pub struct NodeConfig {
     pub gateway: Ipv4Addr,
     /// Destinations that always stay on the node's normal path (storage, Slurm, MPI fabric).
     pub internal: Vec<Ipv4Net>,
+    /// The gateways' IPv6 virtual address, next hop of the external table's IPv6 default
+    /// route (inside one of `internal6`). `None`: every job's IPv6 is dropped.
+    pub gateway6: Option<Ipv6Addr>,
+    /// IPv6 destinations that always stay on the node's normal path.
+    pub internal6: Vec<Ipv6Net>,
     /// Routing table whose default route is the gateway.
     pub route_table: u32,
     /// Priority of the one `ip rule` that sends marked packets to `route_table`.
@@ -244,6 +249,9 @@ pub struct Profile {
     /// QOS the profile applies to (empty: all).
     pub qos: Vec<String>,
     pub mode: Mode,
+    /// Whether the profile's jobs may send IPv6 outside (`ipv6`, default true). It takes
+    /// effect only on a node with `node.gateway6`: see [`Policy::ipv6_of`].
+    pub ipv6: bool,
     /// External destinations the job may reach (`None`: all). Everything else external is
     /// dropped on the node and counted.
     pub destinations: Option<Vec<Destination>>,
@@ -286,10 +294,11 @@ impl std::fmt::Display for Proto {
     }
 }
 
-/// One allowed external destination: a network, a protocol, and ports.
+/// One allowed external destination: a network (of either family: the entry applies to
+/// that family's packets only), a protocol, and ports.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Destination {
-    pub net: Ipv4Net,
+    pub net: IpNet,
     pub proto: Proto,
     /// Inclusive port ranges, sorted and disjoint; empty: every port (and protocols without
     /// ports). Only TCP and UDP have ports.
@@ -319,8 +328,8 @@ impl Destination {
     }
 
     /// True when the entry lets a UDP packet to `addr`, port `port` through.
-    pub fn allows_udp(&self, addr: Ipv4Addr, port: u16) -> bool {
-        self.net.contains(&addr)
+    pub fn allows_udp(&self, addr: impl Into<IpAddr>, port: u16) -> bool {
+        self.net.contains(&addr.into())
             && matches!(self.proto, Proto::Any | Proto::Udp)
             && (self.ports.is_empty() || self.ports.iter().any(|&(a, b)| a <= port && port <= b))
     }
@@ -349,7 +358,7 @@ pub(crate) fn port_range_text((lo, hi): (u16, u16)) -> String {
 
 impl std::fmt::Display for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let net = if self.net.prefix_len() == 32 {
+        let net = if self.net.prefix_len() == self.net.max_prefix_len() {
             self.net.addr().to_string()
         } else {
             self.net.to_string()
@@ -398,6 +407,12 @@ impl Policy {
     /// can skip everything (the prolog's fast path).
     pub fn has_auto(&self) -> bool {
         self.profiles.iter().any(|p| !p.auto.is_empty())
+    }
+
+    /// True when jobs of `profile` get IPv6 out: the node has `node.gateway6` and the
+    /// profile did not say `ipv6 = false`. Otherwise their IPv6 is dropped on the node.
+    pub fn ipv6_of(&self, profile: &Profile) -> bool {
+        self.node.gateway6.is_some() && profile.ipv6
     }
 
     /// True when some profile uses netns mode (the node then needs forwarding for job veths).

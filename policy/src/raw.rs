@@ -141,6 +141,12 @@ pub struct RawNode {
     pub gateway: S<String>,
     #[serde(default)]
     pub internal: Vec<S<String>>,
+    /// The gateways' IPv6 virtual address (absent: jobs' IPv6 is dropped).
+    #[serde(default)]
+    pub gateway6: Option<S<String>>,
+    /// IPv6 networks that never go to the gateway.
+    #[serde(default)]
+    pub internal6: Vec<S<String>>,
     #[serde(default)]
     pub route_table: Option<S<u32>>,
     #[serde(default)]
@@ -220,6 +226,9 @@ pub struct RawProfile {
     pub auto: Option<S<RawPrincipals>>,
     #[serde(default)]
     pub mode: Option<crate::Mode>,
+    /// Whether the profile's jobs get IPv6 out (absent: true; only with `node.gateway6`).
+    #[serde(default)]
+    pub ipv6: Option<S<bool>>,
     /// Absent: every external destination.
     #[serde(default)]
     pub destinations: Option<S<Vec<S<RawDestination>>>>,

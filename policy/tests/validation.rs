@@ -218,9 +218,126 @@ fn node_internal_networks() {
     let e = check(&t, "node.internal", "\"10.98.0.1/16\"", "host bits set");
     assert!(e.hint.contains("10.98.0.0/16"), "{e}");
     let t = with_internal("[\"10.99.0.0/24\", \"ten/8\"]");
-    check(&t, "node.internal", "\"ten/8\"", "not an IPv4 network");
+    check(
+        &t,
+        "node.internal",
+        "\"ten/8\"",
+        "not an IPv4 or IPv6 network",
+    );
     let t = with_internal("[\"10.99.0.0/24\", \"fd00::/8\"]");
-    check(&t, "node.internal", "\"fd00::/8\"", "IPv6");
+    let e = check(&t, "node.internal", "\"fd00::/8\"", "is an IPv6 network");
+    assert!(e.hint.contains("node.internal6"), "{e}");
+}
+
+/// `[node]` of [`NODE`] with IPv6: `internal6` and `gateway6` as given.
+fn with_ipv6(internal6: &str, gateway6: &str) -> String {
+    with(&format!("internal6 = {internal6}\ngateway6 = {gateway6}\n"))
+}
+
+#[test]
+fn node_ipv6_gateway_and_internal_networks() {
+    let p = parse_ok(&with_ipv6("[\"fd00:78e7::/48\"]", "\"fd00:78e7::1\""));
+    assert_eq!(p.node.gateway6, Some("fd00:78e7::1".parse().unwrap()));
+    assert_eq!(p.node.internal6, ["fd00:78e7::/48".parse().unwrap()]);
+    // no gateway6: IPv6 stays dropped, whatever the profiles say
+    let p = parse_ok(&with(&support::profile_x("p", "")));
+    assert_eq!(p.node.gateway6, None);
+    assert!(p.profiles[0].ipv6 && !p.ipv6_of(&p.profiles[0]));
+    // the gateway must be inside internal6, which must hold it
+    let e = check(
+        &with_ipv6("[\"fd00:1::/48\"]", "\"fd00:78e7::1\""),
+        "node.gateway6",
+        "\"fd00:78e7::1\"",
+        "not inside any network of node.internal6",
+    );
+    assert!(e.hint.contains("internal6"), "{e}");
+    check(
+        &with("gateway6 = \"fd00:78e7::1\"\n"),
+        "node.gateway6",
+        "\"fd00:78e7::1\"",
+        "not inside any network of node.internal6",
+    );
+    for (gw, problem) in [
+        ("\"10.99.0.9\"", "not an IPv6 address"),
+        ("\"fd00:78e7::/64\"", "not an IPv6 address"),
+        ("\"fe80::1\"", "link-local"),
+        ("\"ff02::1\"", "not a unicast address"),
+    ] {
+        check(
+            &with_ipv6("[\"fd00:78e7::/48\"]", gw),
+            "node.gateway6",
+            gw,
+            problem,
+        );
+    }
+    // internal6: IPv6 only, network addresses, no overlap
+    for (list, needle, problem) in [
+        (
+            "[\"fd00:78e7::/48\", \"fd00:78e7:0:1::/64\"]",
+            "\"fd00:78e7:0:1::/64\"",
+            "overlap",
+        ),
+        (
+            "[\"fd00:78e7::/48\", \"fd01::1/64\"]",
+            "\"fd01::1/64\"",
+            "host bits set",
+        ),
+        (
+            "[\"fd00:78e7::/48\", \"10.0.0.0/8\"]",
+            "\"10.0.0.0/8\"",
+            "is an IPv4 network",
+        ),
+        (
+            "[\"fd00:78e7::/48\", \"fd01::/129\"]",
+            "\"fd01::/129\"",
+            "not an IPv4 or IPv6",
+        ),
+    ] {
+        check(
+            &with_ipv6(list, "\"fd00:78e7::1\""),
+            "node.internal6",
+            needle,
+            problem,
+        );
+    }
+    let e = check(
+        &with_ipv6("[\"fd00:78e7::/48\", \"fd01::1/64\"]", "\"fd00:78e7::1\""),
+        "node.internal6",
+        "\"fd01::1/64\"",
+        "host bits set",
+    );
+    assert!(e.hint.contains("fd01::/64"), "{e}");
+}
+
+#[test]
+fn profile_ipv6_flag() {
+    let node = |rest: &str| {
+        with_ipv6("[\"fd00:78e7::/48\"]", "\"fd00:78e7::1\"")
+            + &support::profile_x("a", "")
+            + &support::profile_x("b", &format!("ipv6 = false\n{rest}"))
+    };
+    let p = parse_ok(&node(""));
+    assert!(
+        p.ipv6_of(p.profile("a").unwrap()),
+        "default: true with gateway6"
+    );
+    assert!(!p.ipv6_of(p.profile("b").unwrap()));
+    // an IPv6 destination of a profile without IPv6 can never be reached
+    let t = node("destinations = [ { net = \"192.0.2.0/24\" }, { net = \"2001:db8::/32\" } ]\n");
+    let e = check(
+        &t,
+        "profile[2].destinations[2].net",
+        "false",
+        "ipv6 = false",
+    );
+    assert!(e.hint.contains("ipv6 = false"), "{e}");
+    check(
+        &(with_ipv6("[\"fd00:78e7::/48\"]", "\"fd00:78e7::1\"")
+            + &support::profile_x("a", "ipv6 = \"yes\"\n")),
+        "profile[1].ipv6",
+        "\"yes\"",
+        "",
+    );
 }
 
 #[test]
@@ -565,7 +682,7 @@ fn destination_networks() {
     );
     // (the entry's network, problem)
     for (net, problem) in [
-        ("\"1.2.3.0/33\"", "not an IPv4 network"),
+        ("\"1.2.3.0/33\"", "not an IPv4 or IPv6 network"),
         ("\"1.2.3.4/24\"", "host bits set"),
         (
             "\"10.99.0.0/25\"",
@@ -579,13 +696,40 @@ fn destination_networks() {
             problem,
         );
     }
-    let e = check(
-        &dests("  { net = \"1.2.3.4\" },\n  { net = \"2001:db8::/32\" },\n"),
-        "profile[1].destinations[2].net",
-        "\"2001:db8::/32\"",
-        "IPv6",
+    // IPv6 entries: host bits, internal6, redundancy within the family only
+    let v6 = |list: &str| {
+        with(&format!(
+            "internal6 = [\"fd00:78e7::/48\"]\ngateway6 = \"fd00:78e7::1\"\n{}",
+            support::profile_x("p", &format!("destinations = [\n{list}]\n"))
+        ))
+    };
+    for (net, problem) in [
+        ("\"2001:db8::1/32\"", "host bits set"),
+        (
+            "\"fd00:78e7:0:5::/64\"",
+            "inside the internal network fd00:78e7::/48",
+        ),
+        ("\"2001:db8::/129\"", "not an IPv4 or IPv6 network"),
+    ] {
+        check(
+            &v6(&format!("  {{ net = {net} }},\n")),
+            "profile[1].destinations[1].net",
+            net,
+            problem,
+        );
+    }
+    check(
+        &v6("  { net = \"2001:db8::/32\" },\n  { net = \"2001:db8:1::/48\", proto = \"tcp\" },\n"),
+        "profile[1].destinations[2]",
+        "{ net = \"2001:db8:1::/48\"",
+        "already allowed by entry 1",
     );
-    assert!(e.problem.contains("IPv4 only"), "{e}");
+    let p = parse_ok(&v6(
+        "  { net = \"0.0.0.0/0\", proto = \"tcp\", ports = 443 },\n  { net = \"::/0\", proto = \"tcp\", ports = 443 },\n  { net = \"2001:db8::5\" },\n",
+    ));
+    let d = p.profiles[0].destinations.as_ref().unwrap();
+    assert_eq!(d[2].to_string(), "2001:db8::5 (any protocol)");
+    assert!(!d[1].allows_udp("2001:db8::5".parse::<std::net::Ipv6Addr>().unwrap(), 443));
     // a destination that contains the internal network is fine: internal traffic never leaves
     parse_ok(&dests(
         "  { net = \"0.0.0.0/0\", proto = \"tcp\", ports = 443 },\n",

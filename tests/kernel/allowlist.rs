@@ -200,7 +200,7 @@ fn bind_writes_only_when_the_slots_verdict_changes() {
         );
 
         // an element of a verdict extnet never writes (an admin's hand edit) is replaced too
-        nft::apply("add element ip extnet slot_profile { 0x10001 : drop }\n").unwrap();
+        nft::apply("add element inet extnet slot_profile { 0x10001 : drop }\n").unwrap();
         assert_eq!(allowlist::current(WEB).unwrap(), Some(Verdict::Drop));
         assert_eq!(
             allowlist::bind(WEB, web).unwrap(),
@@ -209,7 +209,7 @@ fn bind_writes_only_when_the_slots_verdict_changes() {
         assert_eq!(send(WEB, "203.0.113.10:7001"), Ok(()));
         // nft sees what netlink wrote (the key in the mark's byte order)
         let out = std::process::Command::new("nft")
-            .args(["list", "map", "ip", "extnet", allowlist_plan::MAP])
+            .args(["list", "map", "inet", "extnet", allowlist_plan::MAP])
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -230,7 +230,7 @@ fn errors_name_what_is_missing_and_how_to_fix_it() {
         assert!(matches!(e, NfnlError::TableMissing { .. }), "{e:?}");
         assert_eq!(
             e.to_string(),
-            "nftables table ip extnet does not exist: the node's base table is not loaded; run `extnet node setup` on the node"
+            "nftables table inet extnet does not exist: the node's base table is not loaded; run `extnet node setup` on the node"
         );
         assert!(matches!(
             allowlist::current(WEB),
@@ -241,7 +241,7 @@ fn errors_name_what_is_missing_and_how_to_fix_it() {
             "no table: nothing to unbind"
         );
         // a table without the map (an older base)
-        nft::apply("table ip extnet {\n  chain dest_web { }\n}\n").unwrap();
+        nft::apply("table inet extnet {\n  chain dest_web { }\n}\n").unwrap();
         let e = allowlist::bind(WEB, web).unwrap_err();
         assert!(matches!(e, NfnlError::SetMissing { .. }), "{e:?}");
         assert!(
@@ -250,7 +250,7 @@ fn errors_name_what_is_missing_and_how_to_fix_it() {
             "{e}"
         );
         // the map without the profile's chain (a base of another policy)
-        nft::apply("delete table ip extnet\ntable ip extnet {\n  map slot_profile { type mark : verdict; }\n}\n").unwrap();
+        nft::apply("delete table inet extnet\ntable inet extnet {\n  map slot_profile { type mark : verdict; }\n}\n").unwrap();
         let e = allowlist::bind(WEB, web).unwrap_err();
         assert!(
             matches!(&e, NfnlError::ChainMissing { chain, .. } if chain == "dest_web"),
@@ -270,7 +270,7 @@ fn errors_name_what_is_missing_and_how_to_fix_it() {
             .unwrap_err();
         assert!(
             e.to_string().starts_with(
-                "cannot get element slot_profile { 0102 } in nftables table ip extnet: "
+                "cannot get element slot_profile { 0102 } in nftables table inet extnet: "
             ),
             "{e}"
         );

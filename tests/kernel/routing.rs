@@ -249,3 +249,128 @@ fn a_jobs_ipv6_has_no_route_whatever_the_nft_tables() {
         assert!(route_get(out, plan::socket_mark(&p, 1)).is_err());
     });
 }
+
+/// With `node.gateway6` and an IPv6 address on the node interface, IPv6 is routed as IPv4:
+/// only the checked mark reaches `gateway6`; a socket's own mark goes to the hold table's
+/// IPv6 default, `extnet0`, where it is dropped (a job's `connect` succeeds and waits for
+/// extnet's chain); internal IPv6 stays on the node's path. The main IPv6 rule deleted:
+/// still nothing reaches the gateway (the hold rule catches it), until it is put back.
+/// Without an IPv6 address on the interface, IPv6 stays unreachable as without gateway6.
+#[test]
+fn with_gateway6_only_checked_ipv6_reaches_it_and_the_rest_is_held() {
+    if !is_root(
+        "with_gateway6_only_checked_ipv6_reaches_it_and_the_rest_is_held",
+        "a network namespace, links, rules and routes",
+    ) {
+        return;
+    }
+    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        println!("SKIPPED with_gateway6_only_checked_ipv6_reaches_it_and_the_rest_is_held: the kernel has no IPv6");
+        return;
+    }
+    in_private_netns(|| {
+        node_link("eth0", "10.99.0.11/24", None);
+        let p = support::policy::TestPolicy::new("eth0", "10.99.0", "20000-20767")
+            .node(r#"gateway6 = "fd00:78e7::1""#)
+            .node(r#"internal6 = ["fd00:78e7::/48"]"#)
+            .policy();
+        let mut nl = Netlink::open().unwrap();
+        let idx = nl.index("eth0").unwrap().expect("eth0");
+        let out = "2001:db8:2::10";
+        // no IPv6 address on eth0 yet: IPv6 stays closed
+        ensure_routing(&p, &mut nl, idx).unwrap();
+        for mark in [plan::socket_mark(&p, 1), plan::mark(&p, 1)] {
+            let err = route_get(out, mark).unwrap_err();
+            assert!(err.contains("No route to host"), "mark {mark:#x}: {err}");
+        }
+        ip(&[
+            "-6",
+            "addr",
+            "add",
+            "fd00:78e7::11/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        ensure_routing(&p, &mut nl, idx).unwrap();
+        assert_eq!(
+            route_get(out, plan::mark(&p, 1)).unwrap(),
+            "eth0 via fd00:78e7::1"
+        );
+        assert_eq!(
+            route_get(out, plan::socket_mark(&p, 1)).unwrap(),
+            format!("{HOLD_LINK} via -")
+        );
+        // internal IPv6 keeps the node's path with any mark
+        for mark in [plan::socket_mark(&p, 1), plan::mark(&p, 1)] {
+            assert_eq!(route_get("fd00:78e7::5", mark).unwrap(), "eth0 via -");
+        }
+        // unmarked: the node's own IPv6 has no way out here
+        assert!(route_get(out, 0).is_err());
+        // a job's socket: its first route lookup works (the send does not fail at once);
+        // the hold link has no neighbour to send it to, so it goes nowhere
+        send_marked(&format!("[{out}]:7001"), plan::socket_mark(&p, 1)).unwrap();
+        // the main IPv6 rule deleted: a checked packet is held, not sent
+        let main = plan::main_rule(&p).priority.to_string();
+        let layout = extnet::plan::layout::Layout::new(&p, "n1");
+        let drift = |nl: &mut Netlink| {
+            extnet::node::drift::describe(
+                &extnet::node::drift::check(&p, &layout, nl, idx, "10.99.0.11".parse().unwrap())
+                    .unwrap(),
+            )
+        };
+        assert!(!drift(&mut nl).contains("IPv6"), "{}", drift(&mut nl));
+        ip(&["-6", "rule", "del", "pref", &main]);
+        assert_eq!(
+            route_get(out, plan::mark(&p, 1)).unwrap(),
+            format!("{HOLD_LINK} via -")
+        );
+        // the node agent sees it (and repairs what its check reports)
+        assert!(
+            drift(&mut nl).contains("IPv6 rule fwmark"),
+            "{}",
+            drift(&mut nl)
+        );
+        ip(&[
+            "-6",
+            "route",
+            "del",
+            "default",
+            "table",
+            &p.node.route_table.to_string(),
+        ]);
+        assert!(
+            drift(&mut nl).contains("IPv6 route default via fd00:78e7::1"),
+            "{}",
+            drift(&mut nl)
+        );
+        ensure_routing(&p, &mut nl, idx).unwrap();
+        assert!(!drift(&mut nl).contains("IPv6"), "{}", drift(&mut nl));
+        assert_eq!(
+            route_get(out, plan::mark(&p, 1)).unwrap(),
+            "eth0 via fd00:78e7::1"
+        );
+        // the hold table's IPv6 routes flushed: no route at all (still closed), then back
+        ip(&[
+            "-6",
+            "route",
+            "flush",
+            "table",
+            &p.node.hold_table.to_string(),
+        ]);
+        assert!(route_get(out, plan::socket_mark(&p, 1)).is_err());
+        ensure_routing(&p, &mut nl, idx).unwrap();
+        assert_eq!(
+            route_get(out, plan::socket_mark(&p, 1)).unwrap(),
+            format!("{HOLD_LINK} via -")
+        );
+        // the address gone: back to unreachable, and the stale IPv6 routes go
+        ip(&["-6", "addr", "del", "fd00:78e7::11/64", "dev", "eth0"]);
+        ensure_routing(&p, &mut nl, idx).unwrap();
+        for mark in [plan::socket_mark(&p, 1), plan::mark(&p, 1)] {
+            let err = route_get(out, mark).unwrap_err();
+            assert!(err.contains("No route to host"), "mark {mark:#x}: {err}");
+        }
+        assert!(!ip(&["-6", "rule", "show"]).contains(&format!("lookup {}", p.node.route_table)));
+    });
+}

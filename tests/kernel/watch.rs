@@ -54,10 +54,13 @@ fn time_until(what: &str, back: impl Fn() -> bool) -> Duration {
     t.elapsed()
 }
 
-/// Both of extnet's nft tables are loaded in the calling thread's namespace.
+/// extnet's nft table is loaded in the calling thread's namespace, and no table of an
+/// earlier version is there.
 fn tables_in_place() -> bool {
     let t = nft(&["list", "tables"]);
-    t.contains("table ip extnet") && t.contains("table ip6 extnet")
+    t.contains("table inet extnet")
+        && !t.contains("table ip extnet")
+        && !t.contains("table ip6 extnet")
 }
 
 /// The agent's loop on node [`NODE`] of `policy`, with only `caps` when given
@@ -130,13 +133,13 @@ fn the_agent_puts_the_base_back_within_2_s_of_each_drift_and_repairs_once() {
 
             // the chains that the edits below change, as loaded (no traffic here: their
             // counters stay at zero)
-            let postrouting = || nft(&["list", "chain", "ip", "extnet", "postrouting"]);
-            let ip6_output = || nft(&["list", "chain", "ip6", "extnet", "output"]);
-            let (postrouting_loaded, ip6_output_loaded) = (postrouting(), ip6_output());
+            let postrouting = || nft(&["list", "chain", "inet", "extnet", "postrouting"]);
+            let allow_out = || nft(&["list", "chain", "inet", "extnet", "allow_out"]);
+            let (postrouting_loaded, allow_out_loaded) = (postrouting(), allow_out());
             assert!(postrouting_loaded.contains("never leave untranslated"));
 
             // the drifts, each broken on the kernel and put back by the agent
-            let drifts: [Case<'_>; 7] = [
+            let drifts: [Case<'_>; 8] = [
                 (
                     "nft flush ruleset",
                     &|| {
@@ -148,7 +151,7 @@ fn the_agent_puts_the_base_back_within_2_s_of_each_drift_and_repairs_once() {
                     // the rule that keeps marked packets without a block from leaving raw
                     "a drop rule deleted inside extnet's table",
                     &|| {
-                        let listed = nft(&["-a", "list", "chain", "ip", "extnet", "postrouting"]);
+                        let listed = nft(&["-a", "list", "chain", "inet", "extnet", "postrouting"]);
                         let handle = listed
                             .lines()
                             .find(|l| l.contains("never leave untranslated"))
@@ -159,7 +162,7 @@ fn the_agent_puts_the_base_back_within_2_s_of_each_drift_and_repairs_once() {
                         nft(&[
                             "delete",
                             "rule",
-                            "ip",
+                            "inet",
                             "extnet",
                             "postrouting",
                             "handle",
@@ -171,9 +174,17 @@ fn the_agent_puts_the_base_back_within_2_s_of_each_drift_and_repairs_once() {
                 (
                     "an accept rule inserted before extnet's IPv6 drop",
                     &|| {
-                        nft(&["insert", "rule", "ip6", "extnet", "output", "accept"]);
+                        nft(&["insert", "rule", "inet", "extnet", "allow_out", "accept"]);
                     },
-                    &|| ip6_output() == ip6_output_loaded,
+                    &|| allow_out() == allow_out_loaded,
+                ),
+                (
+                    // an earlier version's table (an upgrade, or someone's `nft -f` of it)
+                    "an ip6 extnet table of an earlier version",
+                    &|| {
+                        nft(&["add", "table", "ip6", "extnet"]);
+                    },
+                    &tables_back,
                 ),
                 (
                     "main rule deleted",

@@ -305,23 +305,9 @@ impl Cluster {
             .any(|l| l.trim_start().starts_with("gateway6"))
     }
 
-    /// The family of `node`'s nft table `extnet`: `inet` (both families in one table), or
-    /// `ip` for a build from before IPv6 (whose `ip6 extnet` only drops).
-    pub fn nft_family(&self, node: &str) -> &'static str {
-        if self
-            .on_node(node, &["nft", "list", "table", "inet", "extnet"])
-            .ok()
-        {
-            "inet"
-        } else {
-            "ip"
-        }
-    }
-
-    /// `nft -j list map FAMILY extnet MAP` on `node`, in the family of its table.
+    /// `nft -j list map inet extnet MAP` on `node`.
     fn nft_map(&self, node: &str, map: &str) -> Run {
-        let family = self.nft_family(node);
-        self.on_node(node, &["nft", "-j", "list", "map", family, "extnet", map])
+        self.on_node(node, &["nft", "-j", "list", "map", "inet", "extnet", map])
     }
 
     /// `extnet node setup --node NODE` on `node`: loads the node's base again when it is not

@@ -16,21 +16,22 @@ pub fn main_routing(p: &Policy, nl: &mut Netlink, ifindex: u32) {
     }
 }
 
-/// The allowlist part of the node table `ip extnet` (as the base ruleset declares it), with
-/// the set `internal` holding 10.98.0.0/24 (the net of [`crate::policy::allowlist`]).
+/// The allowlist part of the node table `inet extnet` (as the base ruleset declares it),
+/// with the set `internal` holding 10.98.0.0/24 (the net of [`crate::policy::allowlist`]),
+/// `internal6` empty, and jobs' IPv6 dropped (no `gateway6`).
 pub fn allowlist_table(p: &Policy) -> String {
     format!(
-        "table ip extnet {{\n  set internal {{ type ipv4_addr; flags interval; elements = {{ 10.98.0.0/24 }}; }}\n{}}}\n",
-        allowlist::nft_objects(p)
+        "table inet extnet {{\n  set internal {{ type ipv4_addr; flags interval; elements = {{ 10.98.0.0/24 }}; }}\n  set internal6 {{ type ipv6_addr; flags interval; }}\n{}}}\n",
+        allowlist::nft_objects(p, false)
     )
 }
 
-/// A table `ip extnet` (replacing any) with the accounting objects and chains, `internal` =
+/// A table `inet extnet` (replacing any) with the accounting objects and chains, `internal` =
 /// 127.0.0.2, and a test chain that gives UDP to port 9999 the mark of slot 1 (as the cgroup
 /// or netns marking of a job would).
 pub fn accounting_table(p: &Policy) -> String {
     format!(
-        "table ip extnet\ndelete table ip extnet\ntable ip extnet {{\n  set internal {{ type ipv4_addr; flags interval; elements = {{ 127.0.0.2 }}; }}\n{}  chain mark_test {{\n    type route hook output priority mangle; policy accept;\n    udp dport 9999 meta mark set 0x{:x}\n  }}\n{}}}\n",
+        "table inet extnet\ndelete table inet extnet\ntable inet extnet {{\n  set internal {{ type ipv4_addr; flags interval; elements = {{ 127.0.0.2 }}; }}\n  set internal6 {{ type ipv6_addr; flags interval; }}\n{}  chain mark_test {{\n    type route hook output priority mangle; policy accept;\n    udp dport 9999 meta mark set 0x{:x}\n  }}\n{}}}\n",
         counters::nft_objects(p),
         extnet::plan::mark(p, 1),
         counters::nft_chains(p)

@@ -229,7 +229,7 @@ fn allowlist_drops() -> Result<Vec<(String, u64, u64)>, String> {
 
 /// Packets each allowlist dropped on this node (since the table was loaded).
 fn print_allowlist_drops(policy: &Policy) {
-    if !policy.profiles.iter().any(|p| p.destinations.is_some()) {
+    if !policy.profiles.iter().any(|p| p.destinations.is_some()) && policy.node.gateway6.is_none() {
         return;
     }
     match allowlist_drops() {
@@ -239,8 +239,10 @@ fn print_allowlist_drops(policy: &Policy) {
         Ok(d) => {
             println!("destination allowlists, packets dropped on this node since its table was loaded:");
             for (name, packets, bytes) in d {
-                match extnet::plan::ruleset::allowlist::profile_of_counter(&name) {
+                use extnet::plan::ruleset::allowlist::{profile_of_counter, IPV6_COUNTER};
+                match profile_of_counter(&name) {
                     Some(p) => println!("  profile {p}: {packets} packets dropped ({bytes} bytes)"),
+                    None if name == IPV6_COUNTER => println!("  IPv6 of jobs without IPv6 out (no node.gateway6 or node IPv6 address, or profile ipv6 = false): {packets} packets dropped ({bytes} bytes)"),
                     None => println!("  no binding (fail closed): {packets} packets dropped ({bytes} bytes)"),
                 }
             }

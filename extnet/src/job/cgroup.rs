@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// Makes the job's cgroup, with the socket-mark program of `slot`, and binds it to the slot's
 /// checked mark. Idempotent (a prolog run again for the job). Equals `mkdir`, `bpftool cgroup
-/// attach ... sock_create`, `nft add element ip extnet job_cgroup { "PATH" : MARK }`.
+/// attach ... sock_create`, `nft add element inet extnet job_cgroup { "PATH" : MARK }`.
 pub fn setup(
     policy: &Policy,
     layout: &Layout,

@@ -2,7 +2,7 @@
 //! map), over nf_tables netlink; what they mean is [`crate::plan::ruleset::allowlist`].
 
 use crate::kernel::nftables::netlink::{Change, NfSocket, NfnlError, Verdict};
-use crate::plan::ruleset::allowlist::{verdict, verdict_of, MAP, UNBOUND_COUNTER};
+use crate::plan::ruleset::allowlist::{verdict, verdict_of, IPV6_COUNTER, MAP, UNBOUND_COUNTER};
 use crate::plan::TABLE;
 use crate::store::lease::Lease;
 use extnet_policy::{Policy, Profile};
@@ -26,12 +26,15 @@ pub fn rebind(policy: &Policy, leases: &[Lease]) -> (String, Vec<String>) {
     let cmds = if elems.is_empty() {
         String::new()
     } else {
-        format!("add element ip {TABLE} {MAP} {{ {} }}\n", elems.join(", "))
+        format!(
+            "add element inet {TABLE} {MAP} {{ {} }}\n",
+            elems.join(", ")
+        )
     };
     (cmds, unbound)
 }
 
-/// Binds the job with mark `mark` to its profile's verdict (`nft add element ip extnet
+/// Binds the job with mark `mark` to its profile's verdict (`nft add element inet extnet
 /// slot_profile { MARK : VERDICT }`), over one netlink socket opened for it. When the slot's
 /// element carries that verdict already (the slot's last job had the same profile), nothing is
 /// written; an element with another verdict is replaced in one transaction. Returns what
@@ -81,7 +84,11 @@ pub fn drops() -> Result<Vec<(String, u64, u64)>, String> {
     let all = crate::node::counters::all_counters().map_err(|e| e.to_string())?;
     let mut v: Vec<(String, u64, u64)> = all
         .into_iter()
-        .filter(|(n, _)| n == UNBOUND_COUNTER || (n.starts_with("dest_") && n.ends_with("_drop")))
+        .filter(|(n, _)| {
+            n == UNBOUND_COUNTER
+                || n == IPV6_COUNTER
+                || (n.starts_with("dest_") && n.ends_with("_drop"))
+        })
         .map(|(n, (packets, bytes))| (n, packets, bytes))
         .collect();
     v.sort();
@@ -120,7 +127,7 @@ mod tests {
         );
         assert_eq!(
             cmds,
-            "add element ip extnet slot_profile { 0x10001 : accept, 0x10002 : jump dest_web-only }\n"
+            "add element inet extnet slot_profile { 0x10001 : accept, 0x10002 : jump dest_web-only }\n"
         );
         assert_eq!(unbound.len(), 1);
         assert!(

@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 /// Why a slot's counters could not be read or reset.
 #[derive(Debug, thiserror::Error)]
 pub enum CounterError {
-    #[error("nftables counter {name} does not exist in table ip {TABLE}: the node's base table is not loaded or older than this extnet; run `extnet node setup` on the node")]
+    #[error("nftables counter {name} does not exist in table inet {TABLE}: the node's base table is not loaded or older than this extnet; run `extnet node setup` on the node")]
     Missing { name: String },
-    #[error("cannot {op} nftables counter {name} in table ip {TABLE} over netlink: {source}; run as root in the node's network namespace")]
+    #[error("cannot {op} nftables counter {name} in table inet {TABLE} over netlink: {source}; run as root in the node's network namespace")]
     Netlink {
         op: &'static str,
         name: String,
@@ -22,14 +22,14 @@ pub enum CounterError {
 }
 
 /// Reads the counters of `slots` (and of no other slot): three netlink requests per slot on
-/// one socket (`nft list counter ip extnet slotN_out` ..., without the libnftables cache,
+/// one socket (`nft list counter inet extnet slotN_out` ..., without the libnftables cache,
 /// which would fetch the whole table, cgroup maps included).
 pub fn read(slots: &[u32]) -> Result<BTreeMap<u32, Counters>, CounterError> {
     get_slots(slots, false)
 }
 
 /// Sets the counters of `slot` to zero (the prolog, when it grants the slot to a job) and
-/// returns what they held: `nft reset counter ip extnet slotN_out` ..., over netlink.
+/// returns what they held: `nft reset counter inet extnet slotN_out` ..., over netlink.
 pub fn reset(slot: u32) -> Result<Counters, CounterError> {
     Ok(get_slots(&[slot], true)?[&slot])
 }
@@ -71,7 +71,7 @@ fn get_slots(slots: &[u32], reset: bool) -> Result<BTreeMap<u32, Counters>, Coun
     Ok(out)
 }
 
-/// Every named counter of table `ip extnet` (packets, bytes) by name: one netlink dump,
+/// Every named counter of table `inet extnet` (packets, bytes) by name: one netlink dump,
 /// without libnftables' cache (which would fetch the cgroup maps too). O(counters): for
 /// reloads and overviews, never per job.
 pub fn all_counters() -> Result<HashMap<String, (u64, u64)>, CounterError> {

@@ -11,6 +11,7 @@
 //! drift too. It only reads (netlink dumps and gets, `stat`s,
 //! one sysctl file), so a check causes no notification of its own.
 
+use crate::kernel::netlink::route::Route6;
 use crate::kernel::netlink::{FwmarkRule, Netlink, Route};
 use crate::kernel::nftables::{self as nft, netlink::Family};
 use crate::node::{inputs_key, BaseRecord, NodeError};
@@ -38,6 +39,11 @@ pub enum Drift {
     NftTable {
         family: Family,
     },
+    /// A table `ip extnet` or `ip6 extnet` of an earlier version is still there (the load
+    /// deletes them).
+    OldNftTable {
+        family: Family,
+    },
     /// The chains or rules of the base's nft tables are not those extnet loaded: someone
     /// deleted, added or replaced one (`nft delete rule ...`, `nft flush chain ...`).
     TableEdited,
@@ -61,6 +67,10 @@ pub enum Drift {
     Ipv6HoldRoute {
         table: u32,
     },
+    /// An IPv6 route of extnet's tables that the plan has ([`plan::routes6`]) is missing.
+    MissingRoute6(Route6),
+    /// An IPv6 route of extnet's tables that the plan does not have.
+    StaleRoute6(Route6),
     /// A route of a pool's table that the policy does not plan.
     StaleRoute(Route),
     /// Forwarding is off on `node.interface`, which netns jobs need.
@@ -91,6 +101,15 @@ impl fmt::Display for Drift {
             Drift::NftTable { family } => {
                 write!(f, "nft table {family} {} missing", plan::TABLE)
             }
+            Drift::OldNftTable { family } => {
+                write!(
+                    f,
+                    "nft table {family} {} of an earlier version present",
+                    plan::TABLE
+                )
+            }
+            Drift::MissingRoute6(r) => write!(f, "IPv6 route {r} missing"),
+            Drift::StaleRoute6(r) => write!(f, "stale IPv6 route {r}"),
             Drift::CgroupRoot { path } => {
                 write!(f, "job cgroup directory {} missing", path.display())
             }
@@ -129,6 +148,7 @@ pub fn check(
 ) -> Result<Vec<Drift>, NodeError> {
     let n = &policy.node;
     let mut drift = Vec::new();
+    let node_addr6 = crate::node::node_addr6(policy, nl, iface_index)?;
     if nl.is_up(&n.interface)? == Some(false) {
         drift.push(Drift::InterfaceDown {
             iface: n.interface.clone(),
@@ -140,7 +160,8 @@ pub fn check(
     match &record {
         None => drift.push(Drift::NoBaseRecord),
         Some(m) => {
-            if m.inputs.as_deref() != Some(inputs_key(policy, layout, node_addr).as_str()) {
+            let inputs = inputs_key(policy, layout, node_addr, node_addr6);
+            if m.inputs.as_deref() != Some(inputs.as_str()) {
                 drift.push(Drift::OtherInputs);
             }
             if m.netns != crate::node::current_netns() {
@@ -154,10 +175,15 @@ pub fn check(
         });
     }
     let mut tables = true;
+    if !nft::table_exists_in(Family::Inet, plan::TABLE)? {
+        drift.push(Drift::NftTable {
+            family: Family::Inet,
+        });
+        tables = false;
+    }
     for family in [Family::Ip, Family::Ip6] {
-        if !nft::table_exists_in(family, plan::TABLE)? {
-            drift.push(Drift::NftTable { family });
-            tables = false;
+        if nft::table_exists_in(family, plan::TABLE)? {
+            drift.push(Drift::OldNftTable { family });
         }
     }
     // with both tables there, their chains and rules as loaded (a record of an earlier
@@ -187,7 +213,8 @@ pub fn check(
 
     // the hold link, then the routes of every table of extnet's
     let mut planned = plan::main_routes(policy, iface_index);
-    match nl.index(plan::HOLD_LINK)? {
+    let hold_index = nl.index(plan::HOLD_LINK)?;
+    match hold_index {
         None => drift.push(Drift::HoldLink),
         Some(hold) => {
             if nl.is_up(plan::HOLD_LINK)? != Some(true) {
@@ -220,21 +247,34 @@ pub fn check(
     }
 
     if crate::kernel::sysctl::ipv6_available() {
-        let hold = plan::hold_rule(policy);
+        let ipv6 = n.gateway6.is_some() && node_addr6.is_some();
+        let want = plan::rules6(policy, ipv6);
         let have = nl.rules_v6()?;
-        if !have.contains(&hold) {
-            drift.push(Drift::MissingRule6(hold));
+        for rule in want.iter().filter(|r| !have.contains(r)) {
+            drift.push(Drift::MissingRule6(*rule));
         }
         for rule in have
             .iter()
-            .filter(|r| crate::node::is_main_or_hold_rule(policy, r) && **r != hold)
+            .filter(|r| crate::node::is_main_or_hold_rule(policy, r) && !want.contains(r))
         {
             drift.push(Drift::StaleRule6(*rule));
         }
-        if !nl.has_route6_unreachable_default(n.hold_table)? {
+        if !ipv6 && !nl.has_route6_unreachable_default(n.hold_table)? {
             drift.push(Drift::Ipv6HoldRoute {
                 table: n.hold_table,
             });
+        }
+        // without the hold link its routes are gone too (reported above)
+        if let Some(hold) = hold_index {
+            let want = plan::routes6(policy, iface_index, hold, ipv6);
+            let mut have = nl.routes6(n.route_table)?;
+            have.extend(nl.routes6(n.hold_table)?);
+            for r in want.iter().filter(|r| !have.contains(r)) {
+                drift.push(Drift::MissingRoute6(*r));
+            }
+            for r in have.iter().filter(|r| !want.contains(r)) {
+                drift.push(Drift::StaleRoute6(*r));
+            }
         }
     }
 
@@ -271,7 +311,9 @@ mod tests {
             },
         };
         let d = [
-            Drift::NftTable { family: Family::Ip },
+            Drift::NftTable {
+                family: Family::Inet,
+            },
             Drift::MissingRule(rule),
             Drift::MissingRoute(route),
             Drift::CgroupRoot {
@@ -280,7 +322,7 @@ mod tests {
         ];
         let text = describe(&d);
         assert!(
-            text.starts_with("nft table ip extnet missing; rule "),
+            text.starts_with("nft table inet extnet missing; rule "),
             "{text}"
         );
         assert!(text.contains("; route default via 10.99.0.254"), "{text}");

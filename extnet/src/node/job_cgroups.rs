@@ -8,7 +8,7 @@ use crate::kernel::nftables::netlink::{NfSocket, NfnlError};
 use crate::plan::ruleset::JOB_CGROUP_MAP;
 use crate::plan::TABLE;
 
-/// Adds the job cgroup of id `cgroup_id` with `mark` (`nft add element ip extnet job_cgroup
+/// Adds the job cgroup of id `cgroup_id` with `mark` (`nft add element inet extnet job_cgroup
 /// { "PATH" : MARK }`). The same element again (a prolog run twice) is fine.
 pub fn bind(cgroup_id: u64, mark: u32) -> Result<(), NfnlError> {
     NfSocket::open()

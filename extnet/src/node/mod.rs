@@ -27,7 +27,7 @@ use crate::store::fs::write_replace;
 use crate::store::state::JobState;
 use extnet_policy::Policy;
 use serde::{Deserialize, Serialize};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::MetadataExt;
 
 #[derive(Debug, thiserror::Error)]
@@ -88,12 +88,18 @@ impl BaseRecord {
 /// the validated policy, the node's address and cgroup layout. The values are hashed as they
 /// are (every policy type derives `Hash`), not formatted first: this runs in every prolog,
 /// and formatting the whole policy would grow with its size.
-pub fn inputs_key(policy: &Policy, layout: &Layout, node_addr: Ipv4Addr) -> String {
+pub fn inputs_key(
+    policy: &Policy,
+    layout: &Layout,
+    node_addr: Ipv4Addr,
+    node_addr6: Option<Ipv6Addr>,
+) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = plan::Fnv::default();
     env!("CARGO_PKG_VERSION").hash(&mut h);
     policy.hash(&mut h);
     node_addr.hash(&mut h);
+    node_addr6.hash(&mut h);
     layout.node.hash(&mut h);
     layout.cgroup_root.hash(&mut h);
     layout.job_cgroup_levels().hash(&mut h);
@@ -122,13 +128,36 @@ pub fn node_addr(
     Ok((idx, addr))
 }
 
-/// A hash of the chains and rules of extnet's `ip` and `ip6` tables as the kernel has them
-/// now (not their elements or counter values: see
-/// [`crate::kernel::nftables::netlink::NfSocket::hash_structure`]). A missing table hashes too.
+/// The node's IPv6 address on `node.interface` that jobs' IPv6 is translated to: its first
+/// global or unique local address (not link-local, not tentative). Read only when the policy
+/// has `node.gateway6` (`None` otherwise, at no cost); `None` with a warning when the
+/// interface has none: jobs' IPv6 then stays dropped.
+pub fn node_addr6(
+    policy: &Policy,
+    nl: &mut Netlink,
+    iface_index: u32,
+) -> Result<Option<Ipv6Addr>, NodeError> {
+    if policy.node.gateway6.is_none() || !sysctl::ipv6_available() {
+        return Ok(None);
+    }
+    let addr = nl.addrs_v6_global(iface_index)?.first().copied();
+    if addr.is_none() {
+        tracing::warn!(
+            iface = %policy.node.interface,
+            "node.gateway6 is set but the interface has no global or unique local IPv6 address: jobs' IPv6 is dropped; give the interface its cluster IPv6 address"
+        );
+    }
+    Ok(addr)
+}
+
+/// A hash of the chains and rules of extnet's `inet` table as the kernel has them now (not
+/// its elements or counter values: see
+/// [`crate::kernel::nftables::netlink::NfSocket::hash_structure`]), and of the `ip` and `ip6`
+/// tables of earlier versions, which must stay absent. A missing table hashes too.
 pub fn table_structure() -> Result<String, NodeError> {
     use std::hash::{Hash, Hasher};
     let mut h = plan::Fnv::default();
-    for family in [Family::Ip, Family::Ip6] {
+    for family in [Family::Inet, Family::Ip, Family::Ip6] {
         family.to_string().hash(&mut h);
         nft::hash_structure_in(family, plan::TABLE, &mut h)?.hash(&mut h);
     }
@@ -152,7 +181,8 @@ pub fn ensure(
     node_addr: Ipv4Addr,
 ) -> Result<bool, NodeError> {
     let n = &policy.node;
-    ensure_routing(policy, nl, iface_index)?;
+    let node_addr6 = node_addr6(policy, nl, iface_index)?;
+    ensure_routing_with(policy, nl, iface_index, node_addr6)?;
     if policy.uses_netns() {
         sysctl::enable_forwarding(&n.interface)?;
     }
@@ -161,7 +191,7 @@ pub fn ensure(
     let marker = BaseRecord::read(layout);
     // the loaded table is in this namespace
     let in_place = |m: &BaseRecord| m.netns == netns;
-    let inputs = inputs_key(policy, layout, node_addr);
+    let inputs = inputs_key(policy, layout, node_addr, node_addr6);
     // fast path (every job while nothing changed): same inputs, so the same ruleset
     if let Some(m) = &marker {
         if m.inputs.as_deref() == Some(inputs.as_str())
@@ -171,7 +201,7 @@ pub fn ensure(
             return Ok(false);
         }
     }
-    let facts = BaseFacts::new(layout, node_addr)?;
+    let facts = BaseFacts::new(layout, node_addr, node_addr6)?;
     let ruleset = ruleset::base_ruleset(policy, &facts);
     let fingerprint = plan::fingerprint(&ruleset);
     if let Some(m) = &marker {
@@ -212,14 +242,15 @@ pub fn reload(
     iface_index: u32,
     node_addr: Ipv4Addr,
 ) -> Result<(), NodeError> {
-    ensure_routing(policy, nl, iface_index)?;
+    let node_addr6 = node_addr6(policy, nl, iface_index)?;
+    ensure_routing_with(policy, nl, iface_index, node_addr6)?;
     if policy.uses_netns() {
         sysctl::enable_forwarding(&policy.node.interface)?;
     }
-    let facts = BaseFacts::new(layout, node_addr)?;
+    let facts = BaseFacts::new(layout, node_addr, node_addr6)?;
     let ruleset = ruleset::base_ruleset(policy, &facts);
     let fingerprint = plan::fingerprint(&ruleset);
-    let inputs = inputs_key(policy, layout, node_addr);
+    let inputs = inputs_key(policy, layout, node_addr, node_addr6);
     load(
         policy,
         layout,
@@ -303,9 +334,10 @@ pub fn teardown(policy: &Policy, layout: &Layout, nl: &mut Netlink) -> Vec<Strin
     if let Err(e) = nft::delete_table(plan::TABLE) {
         errors.push(e.to_string());
     }
-    // the IPv6 table: created if missing and deleted in one transaction (absent is fine)
+    // the tables of earlier versions: created if missing and deleted in one transaction
+    // (absent is fine)
     if let Err(e) = nft::apply(&format!(
-        "table ip6 {t}\ndelete table ip6 {t}\n",
+        "table ip {t}\ndelete table ip {t}\ntable ip6 {t}\ndelete table ip6 {t}\n",
         t = plan::TABLE
     )) {
         errors.push(e.to_string());
@@ -316,8 +348,17 @@ pub fn teardown(policy: &Policy, layout: &Layout, nl: &mut Netlink) -> Vec<Strin
         }
     }
     if sysctl::ipv6_available() {
-        if let Err(e) = nl.rule6_del(&plan::hold_rule(policy)) {
-            errors.push(e.to_string());
+        for rule in [plan::main_rule(policy), plan::hold_rule(policy)] {
+            if let Err(e) = nl.rule6_del(&rule) {
+                errors.push(e.to_string());
+            }
+        }
+        for table in [n.route_table, n.hold_table] {
+            for r in nl.routes6(table).unwrap_or_default() {
+                if let Err(e) = nl.route6_del(&r) {
+                    errors.push(e.to_string());
+                }
+            }
         }
         if let Err(e) = nl.route6_del_default(n.hold_table) {
             errors.push(e.to_string());
@@ -368,6 +409,17 @@ pub fn ensure_routing(
     nl: &mut Netlink,
     iface_index: u32,
 ) -> Result<(), NodeError> {
+    let node_addr6 = node_addr6(policy, nl, iface_index)?;
+    ensure_routing_with(policy, nl, iface_index, node_addr6)
+}
+
+/// [`ensure_routing`] with the node's IPv6 address already read ([`node_addr6`]).
+pub fn ensure_routing_with(
+    policy: &Policy,
+    nl: &mut Netlink,
+    iface_index: u32,
+    node_addr6: Option<Ipv6Addr>,
+) -> Result<(), NodeError> {
     // routing: checked job packets to the gateway's table, unchecked ones to the hold table,
     // whose default route is a link that drops them; one rule each for all jobs. One rule
     // dump serves the main, hold and pool rules.
@@ -376,51 +428,86 @@ pub fn ensure_routing(
     for r in plan::main_routes(policy, iface_index) {
         nl.route_replace(&r)?;
     }
-    let hold_link = hold_link(nl)?;
+    let ipv6 = policy.node.gateway6.is_some() && node_addr6.is_some();
+    let hold_link = hold_link(nl, ipv6)?;
     for r in plan::hold_routes(policy, hold_link) {
         nl.route_replace(&r)?;
     }
-    ensure_ipv6_hold(policy, nl)?;
+    ensure_ipv6_routing(policy, nl, iface_index, hold_link, ipv6)?;
     // pools with a gateway of their own: their rules and tables (and none left from an
     // earlier policy)
     pool_routing(policy, nl, iface_index, &have)
 }
 
-/// The IPv6 side of fail closed by construction: the data path is IPv4 only, so every IPv6
-/// packet with a job's flag, checked or not, is routed by the hold table's IPv6 side, whose
-/// default is `unreachable` (the job's `connect` fails at once with `EHOSTUNREACH`). The nft
-/// drop in `ip6 extnet` is a second layer and the counter; this rule holds with the nft
-/// tables flushed. Local destinations (the node's own addresses, `::1`) are routed by the
-/// `local` table before any fwmark rule. Stale rules of an earlier policy at the same
-/// priorities go, as for IPv4. Nothing on a kernel without IPv6. Equals `ip -6 rule add
-/// fwmark F/F lookup H priority P+1` and `ip -6 route replace unreachable default table H`.
-pub fn ensure_ipv6_hold(policy: &Policy, nl: &mut Netlink) -> Result<(), NodeError> {
+/// The IPv6 side of the routing. Without IPv6 out (`ipv6` false: no `node.gateway6`, or no
+/// IPv6 address on `node.interface`), fail closed by construction: every IPv6 packet with a
+/// job's flag, checked or not, is routed by the hold table's IPv6 side, whose default is
+/// `unreachable` (the job's `connect` fails at once with `EHOSTUNREACH`), but for
+/// `node.internal6`, thrown back to the main table. With IPv6 out, as for IPv4
+/// ([`plan::routes6`]): checked packets (`fwmark | checked_fwmark`) to `route_table`,
+/// `default via gateway6`; unchecked ones to the hold table, `default dev extnet0`, a link
+/// that drops them, so a job's `connect` succeeds and its packets wait for extnet's chain.
+/// Local destinations (the node's own addresses, `::1`) are routed by the `local` table
+/// before any fwmark rule. Stale rules of an earlier policy at the same priorities go, as for
+/// IPv4. Nothing on a kernel without IPv6. Equals `ip -6 rule add fwmark F|C/F|C lookup T
+/// priority P` (with IPv6 out), `ip -6 rule add fwmark F/F lookup H priority P+1`, and `ip -6
+/// route replace` of each route.
+pub fn ensure_ipv6_routing(
+    policy: &Policy,
+    nl: &mut Netlink,
+    iface_index: u32,
+    hold_link: u32,
+    ipv6: bool,
+) -> Result<(), NodeError> {
     if !sysctl::ipv6_available() {
         return Ok(());
     }
-    let hold = plan::hold_rule(policy);
+    let want = plan::rules6(policy, ipv6);
     let have = nl.rules_v6()?;
     for stale in have
         .iter()
-        .filter(|r| is_main_or_hold_rule(policy, r) && **r != hold)
+        .filter(|r| is_main_or_hold_rule(policy, r) && !want.contains(r))
     {
         nl.rule6_del(stale)?;
         tracing::info!(rule = %stale, "removed an IPv6 rule of an earlier extnet or policy");
     }
-    if !have.contains(&hold) {
-        nl.rule6_ensure(&hold)?;
+    for r in &want {
+        if !have.contains(r) {
+            nl.rule6_ensure(r)?;
+        }
     }
-    nl.route6_unreachable_default(policy.node.hold_table)?;
+    let n = &policy.node;
+    let routes = plan::routes6(policy, iface_index, hold_link, ipv6);
+    // the wanted routes first (a replace of the same table and destination changes the
+    // route in place, so there is no moment without a default), then the stale ones go
+    if !ipv6 {
+        nl.route6_unreachable_default(n.hold_table)?;
+    }
+    for r in &routes {
+        nl.route6_replace(r)?;
+    }
+    for table in [n.route_table, n.hold_table] {
+        for stale in nl.routes6(table)?.iter().filter(|a| !routes.contains(a)) {
+            nl.route6_del(stale)?;
+        }
+    }
     Ok(())
 }
 
 /// The hold table's link ([`plan::HOLD_LINK`]): made if missing, up, its peer down and not
-/// forwarding (so a packet that reached the peer would be dropped too), no IPv6 on either.
-/// Returns its index.
-fn hold_link(nl: &mut Netlink) -> Result<u32, NodeError> {
+/// forwarding (so a packet that reached the peer would be dropped too), no IPv6 on the
+/// peer, and IPv6 on the link itself only with `ipv6` (jobs' IPv6 goes out: the hold table's
+/// IPv6 default route needs a link with IPv6). Returns its index.
+fn hold_link(nl: &mut Netlink, ipv6: bool) -> Result<u32, NodeError> {
     let index = nl.veth_pair_ensure(plan::HOLD_LINK, plan::HOLD_PEER)?;
-    for name in [plan::HOLD_LINK, plan::HOLD_PEER] {
-        sysctl::disable_ipv6(name)?;
+    sysctl::disable_ipv6(plan::HOLD_PEER)?;
+    if ipv6 {
+        sysctl::set(
+            &format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", plan::HOLD_LINK),
+            "0",
+        )?;
+    } else {
+        sysctl::disable_ipv6(plan::HOLD_LINK)?;
     }
     sysctl::set(
         &format!("/proc/sys/net/ipv4/conf/{}/forwarding", plan::HOLD_PEER),
@@ -492,7 +579,7 @@ fn rebind_job_cgroups(
         String::new()
     } else {
         format!(
-            "add element ip {} {} {{ {} }}\n",
+            "add element inet {} {} {{ {} }}\n",
             plan::TABLE,
             ruleset::JOB_CGROUP_MAP,
             elems.join(", ")
@@ -642,28 +729,38 @@ mod tests {
         let addr = Ipv4Addr::new(10, 99, 0, 11);
         let p = policy(same);
         let l = Layout::new(&p, "n1");
-        let k = inputs_key(&p, &l, addr);
+        let k = inputs_key(&p, &l, addr, None);
         assert_eq!(k.len(), 16);
-        assert_eq!(k, inputs_key(&policy(same), &Layout::new(&p, "n1"), addr));
+        assert_eq!(
+            k,
+            inputs_key(&policy(same), &Layout::new(&p, "n1"), addr, None)
+        );
         // a comment changes no value: same key
-        assert_eq!(k, inputs_key(&policy(|t| t + "\n# a comment\n"), &l, addr));
+        assert_eq!(
+            k,
+            inputs_key(&policy(|t| t + "\n# a comment\n"), &l, addr, None)
+        );
         let other = [
-            inputs_key(&p, &l, Ipv4Addr::new(10, 99, 0, 12)),
-            inputs_key(&p, &Layout::new(&p, "n2"), addr),
+            inputs_key(&p, &l, Ipv4Addr::new(10, 99, 0, 12), None),
+            inputs_key(&p, &l, addr, Some("fd00:78e7::11".parse().unwrap())),
+            inputs_key(&p, &Layout::new(&p, "n2"), addr, None),
             inputs_key(
                 &policy(|t| t.replace("mode = \"cgroup\"", "mode = \"netns\"")),
                 &l,
                 addr,
+                None,
             ),
             inputs_key(
                 &policy(|t| t.replace("quarantine_secs = 2", "quarantine_secs = 3")),
                 &l,
                 addr,
+                None,
             ),
             inputs_key(
                 &policy(|t| t + "\n[[profile]]\nname = \"second\"\nusers = [\"bob\"]\n"),
                 &l,
                 addr,
+                None,
             ),
         ];
         for (i, o) in other.iter().enumerate() {

@@ -10,13 +10,13 @@ pub mod gateway;
 pub mod layout;
 pub mod ruleset;
 
-use crate::kernel::netlink::route::{Route, RouteKind};
+use crate::kernel::netlink::route::{Route, Route6, RouteKind};
 use crate::kernel::netlink::rule::FwmarkRule;
 use extnet_policy::Policy;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::Ipv4Addr;
 
-/// Name of the node's nftables table (family `ip`).
+/// Name of the node's nftables table (family `inet`).
 pub const TABLE: &str = "extnet";
 
 /// Interface-name prefix of job veths (host side), matched as `xj*` by the ruleset.
@@ -109,6 +109,47 @@ fn throw_internal(policy: &Policy, table: u32) -> impl Iterator<Item = Route> + 
         dst: *net,
         kind: RouteKind::Throw,
     })
+}
+
+/// The IPv6 `ip -6 rule`s: the hold rule always (every IPv6 packet with a job's flag that
+/// is not routed otherwise goes to the hold table), and with IPv6 out (`ipv6`: the node has
+/// `gateway6` and an IPv6 address) the main rule too, as for IPv4.
+pub fn rules6(policy: &Policy, ipv6: bool) -> Vec<FwmarkRule> {
+    let mut rules = vec![hold_rule(policy)];
+    if ipv6 {
+        rules.insert(0, main_rule(policy));
+    }
+    rules
+}
+
+/// The IPv6 routes of the main external and the hold table: a `throw` per `internal6`
+/// network in both (internal IPv6 stays on the node's normal path), and with IPv6 out
+/// (`ipv6`) `default via gateway6 dev IFACE` in the main one and `default dev extnet0` in the
+/// hold one. Without IPv6 out the hold table's default is `unreachable`
+/// ([`crate::node::ensure_ipv6_routing`]) and the main one has none.
+pub fn routes6(policy: &Policy, iface_index: u32, hold_link_index: u32, ipv6: bool) -> Vec<Route6> {
+    let n = &policy.node;
+    let mut routes = Vec::new();
+    if let (true, Some(gw)) = (ipv6, n.gateway6) {
+        routes.push(Route6 {
+            table: n.route_table,
+            dst: Ipv6Net::default(),
+            via: Some((Some(gw), iface_index)),
+        });
+        routes.push(Route6 {
+            table: n.hold_table,
+            dst: Ipv6Net::default(),
+            via: Some((None, hold_link_index)),
+        });
+    }
+    for table in [n.route_table, n.hold_table] {
+        routes.extend(n.internal6.iter().map(|net| Route6 {
+            table,
+            dst: *net,
+            via: None,
+        }));
+    }
+    routes
 }
 
 /// The `/30` of slot `slot` in `netns_subnet`: (host side, job side).
@@ -387,7 +428,7 @@ ports = { range = "40000-41535", block_size = 512 }
         assert_eq!(p.pool_of_profile("default").unwrap().slots(), 0..3);
         assert_eq!(p.pool_of_profile("big").unwrap().slots(), 5..8);
         let layout = Layout::new(&p, "n1");
-        let facts = BaseFacts::new(&layout, "10.99.0.11".parse().unwrap()).unwrap();
+        let facts = BaseFacts::new(&layout, "10.99.0.11".parse().unwrap(), None).unwrap();
         let r = base_ruleset(&p, &facts);
         let snat = r
             .lines()

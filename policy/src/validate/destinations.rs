@@ -9,7 +9,7 @@
 use super::{span, Span, Validator};
 use crate::raw::{RawDestination, RawPortList, S};
 use crate::{port_range_text, Destination, Proto};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 impl Validator<'_> {
     /// A profile's destination allowlist. `None` when an entry is invalid (errors recorded).
@@ -18,6 +18,7 @@ impl Validator<'_> {
         key: &str,
         raw: &S<Vec<S<RawDestination>>>,
         internal: &[Ipv4Net],
+        internal6: &[Ipv6Net],
     ) -> Option<Vec<Destination>> {
         let start = self.errors.len();
         if raw.get_ref().is_empty() {
@@ -34,21 +35,25 @@ impl Validator<'_> {
             let ekey = format!("{key}[{}]", j + 1);
             let e_span = span(e);
             let e = e.get_ref();
-            let net = self.ipv4_net(
-                &format!("{ekey}.net"),
-                &e.net,
-                "a destination",
-                "203.0.113.0/24",
-            );
-            if let Some(n) = net {
-                if let Some(i) = internal.iter().find(|i| i.contains(&n)) {
-                    self.err_at(
-                        &format!("{ekey}.net"),
-                        span(&e.net),
-                        format!("{n} is inside the internal network {i}: internal destinations never go through the gateway and are always reachable"),
-                        "remove the entry; node.internal decides what stays on the cluster network",
-                    );
-                }
+            let net = self.ip_net(&format!("{ekey}.net"), &e.net, "203.0.113.0/24");
+            let inside = match net {
+                Some(IpNet::V4(n)) => internal
+                    .iter()
+                    .find(|i| i.contains(&n))
+                    .map(|i| (i.to_string(), "node.internal")),
+                Some(IpNet::V6(n)) => internal6
+                    .iter()
+                    .find(|i| i.contains(&n))
+                    .map(|i| (i.to_string(), "node.internal6")),
+                None => None,
+            };
+            if let (Some(n), Some((i, ikey))) = (net, inside) {
+                self.err_at(
+                    &format!("{ekey}.net"),
+                    span(&e.net),
+                    format!("{n} is inside the internal network {i}: internal destinations never go through the gateway and are always reachable"),
+                    &format!("remove the entry; {ikey} decides what stays on the cluster network"),
+                );
             }
             let proto = e.proto.as_ref().map_or(Proto::Any, |p| *p.get_ref());
             let ports = match &e.ports {

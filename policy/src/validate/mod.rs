@@ -243,11 +243,16 @@ impl Validator<'_> {
             .as_ref()
             .map(|n| n.internal.clone())
             .unwrap_or_default();
+        let internal6 = node
+            .as_ref()
+            .map(|n| n.internal6.clone())
+            .unwrap_or_default();
         let ctx = ProfileContext {
             default_mode: node.as_ref().map(|n| n.mode).unwrap_or(Mode::Cgroup),
             default_pool: ports,
             node_gateway: node.as_ref().map(|n| n.gateway),
             internal: &internal,
+            internal6: &internal6,
         };
         // the default pool first, then the profiles' own pools in file order
         let mut drafts: Vec<PoolDraft> = vec![PoolDraft {

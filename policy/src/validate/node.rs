@@ -1,6 +1,6 @@
 //! `[node]`: how job traffic leaves the node. The interface must be a name the kernel
-//! accepts; the internal networks must not overlap and must hold the gateway, which the node
-//! reaches directly; the routing table must be one the kernel does not keep for itself; the
+//! accepts; the internal networks of each family must not overlap and must hold that
+//! family's gateway, which the node reaches directly; the routing table must be one the kernel does not keep for itself; the
 //! packet mark must leave its low 16 bits to the job's slot; and the netns link range must
 //! hold at least one /30 and be clear of every internal network, or job links would shadow
 //! real hosts.
@@ -8,7 +8,8 @@
 use super::{span, Span, Validator};
 use crate::raw::RawNode;
 use crate::{Mode, NodeConfig};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use std::net::Ipv6Addr;
 use std::path::PathBuf;
 
 /// `node.route_table` when the file gives none.
@@ -53,25 +54,27 @@ impl Validator<'_> {
         );
         let mut internal: Vec<(Ipv4Net, Span)> = Vec::new();
         for s in &raw.internal {
-            if let Some(n) =
-                self.ipv4_net("node.internal", s, "an internal network", "10.20.0.0/16")
-            {
+            if let Some(n) = self.ipv4_net(
+                "node.internal",
+                s,
+                "internal networks",
+                "10.20.0.0/16",
+                "node.internal6",
+            ) {
                 internal.push((n, span(s)));
             }
         }
-        for (i, (a, at)) in internal.iter().enumerate() {
-            for (b, _) in &internal[..i] {
-                if a.contains(b) || b.contains(a) {
-                    self.err_at(
-                        "node.internal",
-                        at.clone(),
-                        format!("{a} and {b} overlap"),
-                        "list each internal network once; keep the larger one",
-                    );
-                }
-            }
-        }
-        let internal: Vec<Ipv4Net> = internal.into_iter().map(|(n, _)| n).collect();
+        let internal: Vec<Ipv4Net> = self
+            .disjoint(
+                "node.internal",
+                internal.into_iter().map(|(n, at)| (n.into(), at)),
+            )
+            .into_iter()
+            .filter_map(|n| match n {
+                IpNet::V4(n) => Some(n),
+                IpNet::V6(_) => None,
+            })
+            .collect();
         if let Some(gw) = gateway {
             self.gateway_is_internal(
                 "node.internal",
@@ -81,6 +84,7 @@ impl Validator<'_> {
                 "list the cluster network that holds the gateway's address in `internal`",
             );
         }
+        let (gateway6, internal6) = self.node_ipv6(&raw);
         let route_table = raw
             .route_table
             .as_ref()
@@ -235,6 +239,8 @@ impl Validator<'_> {
                 interface: raw.interface.into_inner(),
                 gateway: gateway?,
                 internal,
+                gateway6,
+                internal6,
                 route_table,
                 rule_priority,
                 fwmark,
@@ -249,5 +255,67 @@ impl Validator<'_> {
             })
         })();
         (node, subnet_span)
+    }
+
+    /// The networks of `key`, each reported where it overlaps an earlier one.
+    fn disjoint(&mut self, key: &str, nets: impl Iterator<Item = (IpNet, Span)>) -> Vec<IpNet> {
+        let nets: Vec<(IpNet, Span)> = nets.collect();
+        for (i, (a, at)) in nets.iter().enumerate() {
+            for (b, _) in &nets[..i] {
+                if a.contains(b) || b.contains(a) {
+                    self.err_at(
+                        key,
+                        at.clone(),
+                        format!("{a} and {b} overlap"),
+                        "list each internal network once; keep the larger one",
+                    );
+                }
+            }
+        }
+        nets.into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// `node.gateway6` and `node.internal6`: IPv6 networks that never go to the gateway, not
+    /// overlapping, and the gateways' IPv6 virtual address, which must lie inside one of them
+    /// (the node reaches it directly, as `node.gateway`).
+    fn node_ipv6(&mut self, raw: &RawNode) -> (Option<Ipv6Addr>, Vec<Ipv6Net>) {
+        let mut internal6: Vec<(Ipv6Net, Span)> = Vec::new();
+        for s in &raw.internal6 {
+            if let Some(n) = self.ipv6_net(
+                "node.internal6",
+                s,
+                "internal IPv6 networks",
+                "fd00:78e7::/48",
+                "node.internal",
+            ) {
+                internal6.push((n, span(s)));
+            }
+        }
+        let internal6: Vec<Ipv6Net> = self
+            .disjoint(
+                "node.internal6",
+                internal6.into_iter().map(|(n, at)| (n.into(), at)),
+            )
+            .into_iter()
+            .filter_map(|n| match n {
+                IpNet::V6(n) => Some(n),
+                IpNet::V4(_) => None,
+            })
+            .collect();
+        let gateway6 = raw
+            .gateway6
+            .as_ref()
+            .and_then(|g| Some((g, self.gateway6("node.gateway6", g, "fd00:78e7::1")?)));
+        if let Some((s, gw)) = gateway6 {
+            if !internal6.iter().any(|n| n.contains(&gw)) {
+                self.err_at(
+                    "node.gateway6",
+                    span(s),
+                    format!("the IPv6 gateway {gw} is not inside any network of node.internal6"),
+                    "list the cluster's IPv6 network that holds it in node.internal6, e.g. internal6 = [\"fd00:78e7::/48\"]",
+                );
+            }
+        }
+        (gateway6.map(|(_, g)| g), internal6)
     }
 }

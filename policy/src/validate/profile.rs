@@ -8,7 +8,7 @@ use super::pools::PoolDraft;
 use super::{span, Span, Validator};
 use crate::raw::{RawPrincipals, RawProfile, S};
 use crate::{Mode, PortPool, Profile};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::Ipv4Addr;
 
 /// What checking a profile needs from the rest of the file.
@@ -19,6 +19,7 @@ pub(super) struct ProfileContext<'a> {
     /// `node.gateway` (`None` when `[node]` is invalid).
     pub(super) node_gateway: Option<Ipv4Addr>,
     pub(super) internal: &'a [Ipv4Net],
+    pub(super) internal6: &'a [Ipv6Net],
 }
 
 /// The pool a profile's jobs take blocks from, as its limits are checked against.
@@ -134,10 +135,25 @@ impl Validator<'_> {
         let qos = self.names(&format!("{key}.qos"), &raw.qos, false);
         self.can_match(&key, name, header, &allow, &deny, span(deny_raw));
         self.auto_is_allowed(&key, &allow, &deny, &auto, auto_raw.get_ref());
-        let destinations = raw
-            .destinations
-            .as_ref()
-            .map(|d| self.destinations(&format!("{key}.destinations"), d, ctx.internal));
+        let ipv6 = raw.ipv6.as_ref().is_none_or(|v| *v.get_ref());
+        let destinations = raw.destinations.as_ref().map(|d| {
+            let dkey = format!("{key}.destinations");
+            let dests = self.destinations(&dkey, d, ctx.internal, ctx.internal6);
+            if let (Some(v), false, Some(ds)) = (&raw.ipv6, ipv6, &dests) {
+                if let Some(j) = ds.iter().position(|d| d.net.addr().is_ipv6()) {
+                    self.err_at(
+                        &format!("{dkey}[{}].net", j + 1),
+                        span(v),
+                        format!(
+                            "{} is an IPv6 destination, but the profile says ipv6 = false, so its jobs send no IPv6",
+                            ds[j].net
+                        ),
+                        "remove the IPv6 entries, or remove `ipv6 = false`",
+                    );
+                }
+            }
+            dests
+        });
         let max_node = raw.max_jobs_per_node.as_ref().map(|m| *m.get_ref());
         let limits = [
             ("max_jobs_per_node", raw.max_jobs_per_node.as_ref(), None),
@@ -163,6 +179,7 @@ impl Validator<'_> {
             partitions,
             qos,
             mode: raw.mode.unwrap_or(ctx.default_mode),
+            ipv6,
             destinations: destinations.flatten(),
             max_jobs_per_node: max_node,
             max_jobs_per_user: raw.max_jobs_per_user.map(|m| m.into_inner()),

@@ -38,7 +38,7 @@ fn at(others: u32) {
             .map(|m| format!("0x{:x} : jump dest_web", 0x20000 | m))
             .collect();
         nft::apply(&format!(
-            "add element ip extnet slot_profile {{ {} }}\n",
+            "add element inet extnet slot_profile {{ {} }}\n",
             elems.join(", ")
         ))
         .unwrap();

@@ -1,7 +1,7 @@
 //! `watch-repair`: the node agent's reaction time. Its loop (`extnet::node::watch`, what
 //! `extnet node watch` runs) on a thread of a private network namespace with a node of its own
 //! (`support::node`: three slots), then `nft flush ruleset` again and again: the time from the
-//! kernel's notification that table `ip extnet` was deleted to its notification that it is
+//! kernel's notification that table `inet extnet` was deleted to its notification that it is
 //! there again, both read by the benchmark's own nf_tables listener; and, from the agent's
 //! report, its repair alone (node lock, `ensure` loading the table, the checks around it).
 //! With the agent's default quiet period (100 ms, which coalesces a burst) and with none.
@@ -57,7 +57,7 @@ pub fn run() {
                                 let Some(c) = nfnl::change(&m) else { return };
                                 if c.what == "table"
                                     && c.table == extnet::plan::TABLE
-                                    && c.family == Some(Family::Ip)
+                                    && c.family == Some(Family::Inet)
                                 {
                                     if !c.new {
                                         gone.get_or_insert(Instant::now());

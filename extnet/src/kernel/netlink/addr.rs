@@ -1,6 +1,6 @@
-//! IPv4 addresses of links (`ip addr`).
+//! IPv4 addresses of links (`ip addr`), and the global IPv6 addresses of a link.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
@@ -88,6 +88,46 @@ impl Netlink {
                     _ => None,
                 });
                 local.or(address).map(|ip| (ip, a.header.prefix_len))
+            })
+            .collect())
+    }
+
+    /// The IPv6 addresses of link `index` of global scope (global and unique local; not
+    /// link-local), not tentative, not failed DAD, in the kernel's order. Equals `ip -6 addr
+    /// show dev X scope global -tentative -dadfailed`.
+    pub fn addrs_v6_global(&mut self, index: u32) -> Result<Vec<Ipv6Addr>, NetlinkError> {
+        // IFA_F_TENTATIVE, IFA_F_DADFAILED
+        const UNUSABLE: u32 = 0x40 | 0x08;
+        let mut req = AddressMessage::default();
+        req.header.family = AddressFamily::Inet6;
+        req.header.index = index;
+        let answers = self.dump(RouteNetlinkMessage::GetAddress(req), &|| {
+            format!("show IPv6 addresses of the link with index {index}")
+        })?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a)
+                    if a.header.index == index
+                        && a.header.scope
+                            == netlink_packet_route::address::AddressScope::Universe =>
+                {
+                    Some(a)
+                }
+                _ => None,
+            })
+            .filter_map(|a| {
+                let flags = a.attributes.iter().find_map(|attr| match attr {
+                    AddressAttribute::Flags(f) => Some(f.bits()),
+                    _ => None,
+                });
+                if flags.unwrap_or(u32::from(a.header.flags.bits())) & UNUSABLE != 0 {
+                    return None;
+                }
+                a.attributes.iter().find_map(|attr| match attr {
+                    AddressAttribute::Address(IpAddr::V6(ip)) => Some(*ip),
+                    _ => None,
+                })
             })
             .collect())
     }

@@ -1,10 +1,11 @@
-//! IPv4 routes in numbered tables (`ip route ... table N`), and the one kind of IPv6 route
-//! extnet makes: a table's `unreachable default`.
+//! IPv4 routes in numbered tables (`ip route ... table N`), and the IPv6 routes extnet makes
+//! (`ip -6 route ... table N`): a table's `unreachable default`, and with `node.gateway6`
+//! the external table's and the hold table's routes ([`Route6`]).
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -295,6 +296,139 @@ impl Netlink {
             _ => false,
         }))
     }
+}
+
+/// One IPv6 route of a numbered table: `default via GW dev X`, `default dev X` or `throw
+/// NET` (metric 0, as `ip -6 route replace` makes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Route6 {
+    pub table: u32,
+    pub dst: Ipv6Net,
+    /// `None`: a `throw` route.
+    pub via: Option<(Option<Ipv6Addr>, u32)>,
+}
+
+impl fmt::Display for Route6 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dst = if self.dst.prefix_len() == 0 {
+            "default".to_string()
+        } else {
+            self.dst.to_string()
+        };
+        match self.via {
+            None => write!(f, "throw {dst}")?,
+            Some((gw, oif)) => {
+                write!(f, "{dst}")?;
+                if let Some(gw) = gw {
+                    write!(f, " via {gw}")?;
+                }
+                write!(f, " dev if#{oif}")?;
+            }
+        }
+        write!(f, " table {}", self.table)
+    }
+}
+
+impl Netlink {
+    /// Creates `route`, or replaces the IPv6 route with the same table and destination.
+    /// Equals `ip -6 route replace ...`.
+    pub fn route6_replace(&mut self, route: &Route6) -> Result<(), NetlinkError> {
+        let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(route.dst.network(), route.dst.prefix_len())
+            .table_id(route.table);
+        match route.via {
+            None => b = b.kind(RouteType::Throw),
+            Some((gw, oif)) => {
+                b = b.kind(RouteType::Unicast).output_interface(oif);
+                if let Some(gw) = gw {
+                    b = b.gateway(gw);
+                }
+            }
+        }
+        let mut msg = b.build();
+        if route.table > 255 {
+            msg.header.table = RouteHeader::RT_TABLE_UNSPEC;
+        }
+        self.change(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            &|| format!("replace IPv6 route {route}"),
+        )?;
+        tracing::debug!(%route, "IPv6 route replaced");
+        Ok(())
+    }
+
+    /// Deletes the IPv6 route of `route`'s table and destination, of any kind: `Ok(false)`
+    /// when there is none. Equals `ip -6 route del DST table T`.
+    pub fn route6_del(&mut self, route: &Route6) -> Result<bool, NetlinkError> {
+        let mut msg = RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(route.dst.network(), route.dst.prefix_len())
+            .table_id(route.table)
+            .build();
+        if route.table > 255 {
+            msg.header.table = RouteHeader::RT_TABLE_UNSPEC;
+        }
+        msg.header.scope = RouteScope::NoWhere;
+        msg.header.protocol = RouteProtocol::Unspec;
+        msg.header.kind = RouteType::Unspec;
+        match self.change(RouteNetlinkMessage::DelRoute(msg), 0, &|| {
+            format!("delete IPv6 route {route}")
+        }) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The IPv6 unicast and throw routes of table `table` (others are left out). Equals `ip
+    /// -6 route show table T`.
+    pub fn routes6(&mut self, table: u32) -> Result<Vec<Route6>, NetlinkError> {
+        let mut req = RouteMessage::default();
+        req.header.address_family = AddressFamily::Inet6;
+        req.attributes.push(RouteAttribute::Table(table));
+        let answers = match self.dump(RouteNetlinkMessage::GetRoute(req), &|| {
+            format!("show IPv6 routes of table {table}")
+        }) {
+            Ok(a) => a,
+            Err(e) if e.errno() == Some(nix::errno::Errno::ENOENT) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(answers
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => parse6(r),
+                _ => None,
+            })
+            .filter(|r| r.table == table)
+            .collect())
+    }
+}
+
+/// A dumped route as a [`Route6`], when it is IPv6 unicast or throw.
+fn parse6(msg: &RouteMessage) -> Option<Route6> {
+    if msg.header.address_family != AddressFamily::Inet6 {
+        return None;
+    }
+    let mut table = u32::from(msg.header.table);
+    let mut dst = Ipv6Addr::UNSPECIFIED;
+    let mut gateway = None;
+    let mut oif = None;
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(RouteAddress::Inet6(a)) => dst = *a,
+            RouteAttribute::Gateway(RouteAddress::Inet6(a)) => gateway = Some(*a),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            _ => {}
+        }
+    }
+    let via = match msg.header.kind {
+        RouteType::Unicast => Some((gateway, oif?)),
+        RouteType::Throw => None,
+        _ => return None,
+    };
+    let dst = Ipv6Net::new(dst, msg.header.destination_prefix_length).ok()?;
+    Some(Route6 { table, dst, via })
 }
 
 /// A dumped route as a [`Route`], when it is IPv4 and of a kind we know.

@@ -12,18 +12,18 @@
 //!
 //! - [`NfSocket::table_exists`], [`NfSocket::set_exists`], [`NfSocket::chain_exists`]:
 //!   `nft list table|map|chain ...` reduced to its header (no element is read);
-//! - [`NfSocket::get_verdict`]: `nft get element ip T S { KEY }` on a verdict map (one
+//! - [`NfSocket::get_verdict`]: `nft get element inet T S { KEY }` on a verdict map (one
 //!   `NFT_MSG_GETSETELEM` without `NLM_F_DUMP`: kernel 4.20 or later);
-//! - [`NfSocket::set_verdict`]: `nft add element ip T S { KEY : VERDICT }`, as
+//! - [`NfSocket::set_verdict`]: `nft add element inet T S { KEY : VERDICT }`, as
 //!   `delete element` + `add element` in one transaction when the key holds another verdict;
-//! - [`NfSocket::delete_element`]: `nft delete element ip T S { KEY }`;
-//! - [`NfSocket::delete_table`]: `nft delete table ip T`;
-//! - [`NfSocket::counter`], [`NfSocket::all_counters`]: `nft list|reset counter ip T NAME`,
-//!   `nft list counters table ip T`;
+//! - [`NfSocket::delete_element`]: `nft delete element inet T S { KEY }`;
+//! - [`NfSocket::delete_table`]: `nft delete table inet T`;
+//! - [`NfSocket::counter`], [`NfSocket::all_counters`]: `nft list|reset counter inet T NAME`,
+//!   `nft list counters table inet T`;
 //! - [`NfSocket::generation`]: the ruleset generation (`nft list ruleset` prints none; it is
 //!   the number every committed transaction increments);
-//! - [`NfSocket::table_exists_in`]: `nft list table ip|ip6 T` reduced to its header;
-//! - [`NfSocket::hash_structure`]: `nft list table ip|ip6 T` without its elements and
+//! - [`NfSocket::table_exists_in`]: `nft list table inet|ip|ip6 T` reduced to its header;
+//! - [`NfSocket::hash_structure`]: `nft list table inet|ip|ip6 T` without its elements and
 //!   counter values, hashed (two dumps: chains, rules);
 //! - [`listen`] and [`change`]: `nft monitor`, the kernel's notification of every change of
 //!   any table in the namespace, and what one is about.
@@ -34,8 +34,9 @@
 //! kernel frees deleted objects after an RCU grace period, and closing a socket whose batch
 //! deleted something waits for that grace period; an add returns at once.
 //!
-//! Family `ip` (NFPROTO_IPV4) is used for everything but the existence check of the `ip6`
-//! table: extnet's table is `ip extnet`, beside which `ip6 extnet` only drops a job's IPv6.
+//! Family `inet` (NFPROTO_INET) is used for everything: extnet's table is `inet extnet`, one
+//! table for both IP families. The existence checks also ask about `ip` and `ip6`, the
+//! families of the two tables of earlier versions, which a load deletes.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -132,6 +133,7 @@ const NFT_GOTO: i32 = -4;
 const NFT_RETURN: i32 = -5;
 
 const NFPROTO_UNSPEC: u8 = 0;
+const NFPROTO_INET: u8 = 1;
 const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
 const NLA_F_NESTED: u16 = 0x8000;
@@ -202,6 +204,8 @@ impl Verdict {
 /// The address family of a table (the nft keyword before its name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
+    /// `inet`: both IP families (extnet's node table).
+    Inet,
     /// `ip`: IPv4.
     Ip,
     /// `ip6`: IPv6.
@@ -211,6 +215,7 @@ pub enum Family {
 impl Family {
     fn number(self) -> u8 {
         match self {
+            Family::Inet => NFPROTO_INET,
             Family::Ip => NFPROTO_IPV4,
             Family::Ip6 => NFPROTO_IPV6,
         }
@@ -218,6 +223,7 @@ impl Family {
 
     fn of(number: u8) -> Option<Family> {
         match number {
+            NFPROTO_INET => Some(Family::Inet),
             NFPROTO_IPV4 => Some(Family::Ip),
             NFPROTO_IPV6 => Some(Family::Ip6),
             _ => None,
@@ -228,6 +234,7 @@ impl Family {
 impl fmt::Display for Family {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Family::Inet => "inet",
             Family::Ip => "ip",
             Family::Ip6 => "ip6",
         })
@@ -250,11 +257,11 @@ pub enum Change {
 pub enum NfnlError {
     #[error("cannot open a netfilter netlink socket: {0}; extnet needs root (CAP_NET_ADMIN) in the node's network namespace and a kernel with nf_tables")]
     Open(#[source] io::Error),
-    #[error("nftables table ip {table} does not exist: the node's base table is not loaded; run `extnet node setup` on the node")]
+    #[error("nftables table inet {table} does not exist: the node's base table is not loaded; run `extnet node setup` on the node")]
     TableMissing { table: String },
-    #[error("nftables table ip {table} has no map {set}: the node's base table is older than this extnet; run `extnet node setup` on the node")]
+    #[error("nftables table inet {table} has no map {set}: the node's base table is older than this extnet; run `extnet node setup` on the node")]
     SetMissing { table: String, set: String },
-    #[error("nftables table ip {table} has no chain {chain}, which the verdict `{verdict}` of map {set} needs: the node's base table does not match the policy; run `extnet node setup` on the node")]
+    #[error("nftables table inet {table} has no chain {chain}, which the verdict `{verdict}` of map {set} needs: the node's base table does not match the policy; run `extnet node setup` on the node")]
     ChainMissing {
         table: String,
         set: String,
@@ -262,7 +269,7 @@ pub enum NfnlError {
         verdict: Verdict,
     },
     /// The errno's hint (what the admin can do) is in `source`.
-    #[error("cannot {op} in nftables table ip {table}: {source}")]
+    #[error("cannot {op} in nftables table inet {table}: {source}")]
     Kernel {
         /// What was asked, in nft's words (`add element slot_profile { 0x10003 : accept }`).
         op: String,
@@ -379,7 +386,7 @@ struct NfMessage<'a> {
 impl<'a> NfMessage<'a> {
     /// An nf_tables request of family `ip`.
     fn nft(msg_type: u16, attrs: &'a [u8]) -> NfMessage<'a> {
-        NfMessage::nft_in(Family::Ip, msg_type, attrs)
+        NfMessage::nft_in(Family::Inet, msg_type, attrs)
     }
 
     /// An nf_tables request of family `family`.
@@ -503,7 +510,7 @@ fn parse_counter(payload: &[u8]) -> Option<(String, (u64, u64))> {
     ))
 }
 
-/// An object of table `ip TABLE` whose existence is asked for (table, set or map, chain).
+/// An object of table `inet TABLE` whose existence is asked for (table, set or map, chain).
 enum Object<'a> {
     Table(&'a str),
     Set(&'a str, &'a str),
@@ -542,7 +549,7 @@ impl NfSocket {
         attrs: &[u8],
         on_msg: impl FnMut(u16, &[u8]),
     ) -> Result<bool, SocketError> {
-        self.request_in(Family::Ip, msg_type, attrs, on_msg)
+        self.request_in(Family::Inet, msg_type, attrs, on_msg)
     }
 
     /// [`Self::request`] for a table of family `family`.
@@ -584,7 +591,7 @@ impl NfSocket {
         self.socket.batch(&parts)
     }
 
-    /// Whether table `ip TABLE` exists (one netlink round trip; no element is read).
+    /// Whether table `inet TABLE` exists (one netlink round trip; no element is read).
     pub fn table_exists(&mut self, table: &str) -> io::Result<bool> {
         Ok(self.exists(Object::Table(table))?)
     }
@@ -596,12 +603,12 @@ impl NfSocket {
         Ok(self.request_in(family, NFT_MSG_GETTABLE, &a, |_, _| {})?)
     }
 
-    /// Whether set or map `set` of table `ip TABLE` exists (its header only, not its elements).
+    /// Whether set or map `set` of table `inet TABLE` exists (its header only, not its elements).
     pub fn set_exists(&mut self, table: &str, set: &str) -> io::Result<bool> {
         Ok(self.exists(Object::Set(table, set))?)
     }
 
-    /// Whether chain `chain` of table `ip TABLE` exists (its header only, not its rules).
+    /// Whether chain `chain` of table `inet TABLE` exists (its header only, not its rules).
     pub fn chain_exists(&mut self, table: &str, chain: &str) -> io::Result<bool> {
         Ok(self.exists(Object::Chain(table, chain))?)
     }
@@ -823,7 +830,7 @@ impl NfSocket {
         }
     }
 
-    /// Adds element `key : value` to map `set` (`nft add element ip TABLE SET { KEY : VALUE }`,
+    /// Adds element `key : value` to map `set` (`nft add element inet TABLE SET { KEY : VALUE }`,
     /// with the key and value as the kernel stores them, e.g. a cgroup id, which `nft` itself
     /// only takes as a path). The same element again is fine; the same key with another value
     /// is refused by the kernel.
@@ -867,7 +874,7 @@ impl NfSocket {
         }
     }
 
-    /// Deletes table `ip TABLE` with everything in it (`nft delete table`); returns whether it
+    /// Deletes table `inet TABLE` with everything in it (`nft delete table`); returns whether it
     /// existed.
     pub fn delete_table(&mut self, table: &str) -> Result<bool, NfnlError> {
         let mut a = Vec::new();
@@ -930,7 +937,7 @@ impl NfSocket {
         Ok(())
     }
 
-    /// (packets, bytes) of counter `name` of table `ip TABLE`, reset to zero when `reset`;
+    /// (packets, bytes) of counter `name` of table `inet TABLE`, reset to zero when `reset`;
     /// `None` when there is no such counter (or table).
     pub fn counter(
         &mut self,
@@ -964,7 +971,7 @@ impl NfSocket {
             .ok_or_else(|| io::Error::other("the kernel acknowledged without the counter"))
     }
 
-    /// Every named counter of table `ip TABLE`: one dump, O(counters) (never per job).
+    /// Every named counter of table `inet TABLE`: one dump, O(counters) (never per job).
     pub fn all_counters(&mut self, table: &str) -> io::Result<HashMap<String, (u64, u64)>> {
         let mut a = Vec::new();
         attr(&mut a, NFTA_OBJ_TABLE, &cstr(table));
@@ -1058,7 +1065,7 @@ mod tests {
 
     /// The kernel's answer to a GETSETELEM: a NEWSETELEM message's payload (after nlmsghdr).
     fn newsetelem_payload(key: u32, v: &Verdict) -> Vec<u8> {
-        let mut p = vec![NFPROTO_IPV4, 0, 0, 0];
+        let mut p = vec![NFPROTO_INET, 0, 0, 0];
         p.extend(element_attrs(
             "extnet",
             "slot_profile",
@@ -1156,7 +1163,7 @@ mod tests {
             NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE
         );
         assert_eq!(u32::from_ne_bytes(m[8..12].try_into().unwrap()), 7);
-        assert_eq!(&m[16..24], &[NFPROTO_IPV4, 0, 0, 0, 1, 2, 3, 4]);
+        assert_eq!(&m[16..24], &[NFPROTO_INET, 0, 0, 0, 1, 2, 3, 4]);
         // batch begin: family unspec, resource id = the nftables subsystem, big-endian
         let mut b = Vec::new();
         encode(&mut b, &NfMessage::batch_frame(NFNL_MSG_BATCH_BEGIN), 0, 1);
@@ -1178,7 +1185,7 @@ mod tests {
             p.extend(a);
             ((NFNL_SUBSYS_NFTABLES << 8) | msg, p)
         };
-        let (t, p) = note(NFT_MSG_DELCHAIN, NFPROTO_IPV4, Some("extnet"));
+        let (t, p) = note(NFT_MSG_DELCHAIN, NFPROTO_INET, Some("extnet"));
         let c = change(&Notification {
             msg_type: t,
             payload: &p,
@@ -1189,7 +1196,7 @@ mod tests {
             TableChange {
                 what: "chain",
                 new: false,
-                family: Some(Family::Ip),
+                family: Some(Family::Inet),
                 table: "extnet".into()
             }
         );
@@ -1203,8 +1210,8 @@ mod tests {
             (c.what, c.new, c.family),
             ("table", true, Some(Family::Ip6))
         );
-        // inet is a family extnet does not use
-        let (t, p) = note(NFT_MSG_NEWRULE, 1, Some("filter"));
+        // netdev is a family extnet does not use
+        let (t, p) = note(NFT_MSG_NEWRULE, 5, Some("filter"));
         let c = change(&Notification {
             msg_type: t,
             payload: &p,
@@ -1232,7 +1239,7 @@ mod tests {
         let mut data = Vec::new();
         attr(&mut data, NFTA_COUNTER_BYTES, &4096u64.to_be_bytes());
         attr(&mut data, NFTA_COUNTER_PACKETS, &3u64.to_be_bytes());
-        let mut p = vec![NFPROTO_IPV4, 0, 0, 0];
+        let mut p = vec![NFPROTO_INET, 0, 0, 0];
         attr(&mut p, NFTA_OBJ_TABLE, &cstr("extnet"));
         attr(&mut p, NFTA_OBJ_NAME, &cstr("slot12_in"));
         attr(&mut p, NFTA_OBJ_TYPE, &1u32.to_be_bytes());
@@ -1258,7 +1265,7 @@ mod tests {
         };
         let s = e.to_string();
         assert!(
-            s.starts_with("cannot add element slot_profile { 0x10003 : accept } in nftables table ip extnet: EPERM")
+            s.starts_with("cannot add element slot_profile { 0x10003 : accept } in nftables table inet extnet: EPERM")
                 && s.ends_with("; hint: needs root (CAP_NET_ADMIN in the user namespace that owns the network namespace)"),
             "{s}"
         );

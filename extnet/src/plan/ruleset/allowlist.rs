@@ -54,11 +54,17 @@ pub fn drop_counter(profile: &str) -> String {
     format!("dest_{profile}_drop")
 }
 
-/// What a job of `profile` gets: `accept` (no allowlist) or `jump dest_<profile>`.
+/// Counter of a job's IPv6 packets that may not leave: every one when the node has no
+/// `gateway6` or no IPv6 address, those of profiles with `ipv6 = false` otherwise.
+pub const IPV6_COUNTER: &str = "ipv6_drop";
+
+/// What a job of `profile` gets: `accept` (no allowlist, IPv6 allowed) or `jump
+/// dest_<profile>` (its allowlist, or the drop of its IPv6).
 pub fn verdict_of(profile: &Profile) -> Verdict {
-    match profile.destinations {
-        None => Verdict::Accept,
-        Some(_) => Verdict::Jump(chain(&profile.name)),
+    if profile.destinations.is_none() && profile.ipv6 {
+        Verdict::Accept
+    } else {
+        Verdict::Jump(chain(&profile.name))
     }
 }
 
@@ -67,12 +73,19 @@ pub fn verdict(profile: &Profile) -> String {
     verdict_of(profile).to_string()
 }
 
-/// One nft rule that accepts `d`.
+/// One nft rule that accepts `d`: `ip daddr` or `ip6 daddr` by the entry's family, which
+/// matches only packets of that family (the table is `inet`); `icmp` of an IPv6 entry is
+/// ICMPv6.
 pub fn rule(d: &Destination) -> String {
-    let net = if d.net.prefix_len() == 32 {
+    let net = if d.net.prefix_len() == d.net.max_prefix_len() {
         d.net.addr().to_string()
     } else {
         d.net.to_string()
+    };
+    let (daddr, icmp) = if d.net.addr().is_ipv6() {
+        ("ip6 daddr", "ipv6-icmp")
+    } else {
+        ("ip daddr", "icmp")
     };
     let ports = || {
         let p = d.ports_text();
@@ -83,40 +96,62 @@ pub fn rule(d: &Destination) -> String {
         }
     };
     match (d.proto, d.ports.is_empty()) {
-        (Proto::Any, true) => format!("ip daddr {net} accept"),
+        (Proto::Any, true) => format!("{daddr} {net} accept"),
         (Proto::Any, false) => {
             format!(
-                "ip daddr {net} meta l4proto {{ tcp, udp }} th dport {} accept",
+                "{daddr} {net} meta l4proto {{ tcp, udp }} th dport {} accept",
                 ports()
             )
         }
         (Proto::Tcp | Proto::Udp, false) => {
-            format!("ip daddr {net} {} dport {} accept", d.proto, ports())
+            format!("{daddr} {net} {} dport {} accept", d.proto, ports())
         }
-        (p, _) => format!("ip daddr {net} meta l4proto {p} accept"),
+        (Proto::Icmp, _) => format!("{daddr} {net} meta l4proto {icmp} accept"),
+        (p, _) => format!("{daddr} {net} meta l4proto {p} accept"),
     }
 }
 
 /// The map, the counters, the per-profile chains and the two filter chains, as lines of the
-/// base table (after `set internal`).
-pub fn nft_objects(policy: &Policy) -> String {
+/// base table (after the `internal` sets). `ipv6`: the node sends jobs' IPv6 out at all
+/// (`node.gateway6` and an IPv6 address to translate to); otherwise every IPv6 packet of a
+/// job is dropped before the verdict map.
+pub fn nft_objects(policy: &Policy, ipv6: bool) -> String {
     let flag = policy.node.fwmark;
     let mut s = String::new();
     let _ = writeln!(s, "  map {MAP} {{ type mark : verdict; }}");
     let _ = writeln!(s, "  counter {UNBOUND_COUNTER} {{ }}");
     let _ = writeln!(s, "  counter {PROTO_COUNTER} {{ }}");
+    let _ = writeln!(s, "  counter {IPV6_COUNTER} {{ }}");
     for p in &policy.profiles {
-        let Some(dests) = &p.destinations else {
+        if verdict_of(p) == Verdict::Accept {
             continue;
-        };
-        let _ = writeln!(s, "  counter {} {{ }}", drop_counter(&p.name));
-        let _ = writeln!(s, "  chain {} {{", chain(&p.name));
-        for d in dests {
-            let _ = writeln!(s, "    {}", rule(d));
         }
-        let _ = writeln!(s, "    counter name {} drop", drop_counter(&p.name));
+        if p.destinations.is_some() {
+            let _ = writeln!(s, "  counter {} {{ }}", drop_counter(&p.name));
+        }
+        let _ = writeln!(s, "  chain {} {{", chain(&p.name));
+        if !p.ipv6 {
+            let _ = writeln!(s, "    meta nfproto ipv6 counter name {IPV6_COUNTER} drop");
+        }
+        match &p.destinations {
+            Some(dests) => {
+                for d in dests {
+                    let _ = writeln!(s, "    {}", rule(d));
+                }
+                let _ = writeln!(s, "    counter name {} drop", drop_counter(&p.name));
+            }
+            None => {
+                let _ = writeln!(s, "    accept");
+            }
+        }
         let _ = writeln!(s, "  }}");
     }
+    // every job's IPv6 when the node sends none; netns jobs' IPv6 always (not built)
+    let v6_out = if ipv6 {
+        String::new()
+    } else {
+        format!("    meta nfproto ipv6 counter name {IPV6_COUNTER} drop\n")
+    };
     // priority filter - 5: before any other filter chain of these hooks; a drop here is final
     let _ = write!(
         s,
@@ -125,13 +160,16 @@ pub fn nft_objects(policy: &Policy) -> String {
     meta mark & 0x{flag:x} != 0x{flag:x} return
     oifname "lo" return
     ip daddr @internal return
-    meta l4proto != {{ tcp, udp, icmp }} counter name {PROTO_COUNTER} drop
+    ip6 daddr @internal6 return
+{v6_out}    meta nfproto ipv4 meta l4proto != {{ tcp, udp, icmp }} counter name {PROTO_COUNTER} drop
+    meta nfproto ipv6 meta l4proto != {{ tcp, udp, ipv6-icmp }} counter name {PROTO_COUNTER} drop
     meta mark vmap @{MAP}
     counter name {UNBOUND_COUNTER} drop
   }}
   chain allow_forward {{
     type filter hook forward priority filter - 5; policy accept;
     iifname != "{VETH_PREFIX}*" return
+    meta nfproto ipv6 counter name {IPV6_COUNTER} drop
     ip daddr @internal return
     meta mark & 0x{flag:x} == 0x{flag:x} meta l4proto != {{ tcp, udp, icmp }} counter name {PROTO_COUNTER} drop
     meta mark & 0x{flag:x} == 0x{flag:x} meta mark vmap @{MAP}
@@ -178,7 +216,7 @@ mod tests {
             verdict(p.profile("web-only").unwrap()),
             "jump dest_web-only"
         );
-        let s = nft_objects(&p);
+        let s = nft_objects(&p, true);
         assert!(s.contains("  counter dest_web-only_drop { }\n"), "{s}");
         assert!(
             s.contains("    counter name dest_web-only_drop drop\n  }\n"),
@@ -200,6 +238,55 @@ mod tests {
         .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{out}");
         assert!(s.contains("iifname != \"xj*\" return"), "{s}");
+    }
+
+    #[test]
+    fn ipv6_entries_match_their_family_and_ipv4_less_profiles_drop_ipv6_first() {
+        let p = node_policy(
+            "eth0",
+            r#"
+[[profile]]
+name = "v4only"
+users = ["a"]
+ipv6 = false
+[[profile]]
+name = "v4list"
+users = ["a"]
+ipv6 = false
+destinations = [ { net = "192.0.2.0/24" } ]
+[[profile]]
+name = "mixed"
+users = ["a"]
+destinations = [
+  { net = "2001:db8::/32", proto = "tcp", ports = 443 },
+  { net = "2001:db8:1::7", proto = "icmp" },
+  { net = "2001:db8:2::/48" },
+]
+"#,
+        );
+        let d = p.profile("mixed").unwrap().destinations.clone().unwrap();
+        let rules: Vec<String> = d.iter().map(rule).collect();
+        assert_eq!(
+            rules,
+            [
+                "ip6 daddr 2001:db8::/32 tcp dport 443 accept",
+                "ip6 daddr 2001:db8:1::7 meta l4proto ipv6-icmp accept",
+                "ip6 daddr 2001:db8:2::/48 accept",
+            ]
+        );
+        // a profile without IPv6 always gets a chain, whose first rule drops its IPv6
+        assert_eq!(verdict(p.profile("v4only").unwrap()), "jump dest_v4only");
+        let s = nft_objects(&p, true);
+        assert!(
+            s.contains("  chain dest_v4only {\n    meta nfproto ipv6 counter name ipv6_drop drop\n    accept\n  }\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("  chain dest_v4list {\n    meta nfproto ipv6 counter name ipv6_drop drop\n    ip daddr 192.0.2.0/24 accept\n    counter name dest_v4list_drop drop\n  }\n"),
+            "{s}"
+        );
+        assert!(!s.contains("counter dest_v4only_drop"), "{s}");
+        assert!(s.contains("  chain dest_mixed {\n    ip6 daddr"), "{s}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! chains that count through `mark : counter` maps. Text only; reading and resetting them is
 //! [`crate::node::counters`], the records the epilog writes are [`crate::store::accounting`].
 //!
-//! Every slot owns three named counters in table `ip extnet`, declared once with the base
+//! Every slot owns three named counters in table `inet extnet`, declared once with the base
 //! ruleset (so a job costs no nft object change, and nothing here grows with the number of
 //! jobs):
 //!

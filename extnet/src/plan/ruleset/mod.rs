@@ -9,13 +9,17 @@ use crate::plan::layout::Layout;
 use crate::plan::{mark, netns_addrs, TABLE, VETH_PREFIX};
 use extnet_policy::Policy;
 use std::fmt::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// What the base ruleset is built from (facts read from the node at setup).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseFacts {
     /// The node's address on `node.interface`: what job traffic is translated to.
     pub node_addr: Ipv4Addr,
+    /// The node's IPv6 address on `node.interface` (its first global or unique local one),
+    /// what job IPv6 is translated to; read only with `node.gateway6`. `None`: every job's
+    /// IPv6 is dropped.
+    pub node_addr6: Option<Ipv6Addr>,
     /// The `socket cgroupv2` levels of the job cgroups (extnet's own and Slurm's).
     pub cgroup_levels: Vec<usize>,
 }
@@ -23,12 +27,23 @@ pub struct BaseFacts {
 impl BaseFacts {
     /// Facts for `layout`, given the node address. Fails when the cgroup root is not below
     /// `/sys/fs/cgroup` (nft resolves cgroup paths relative to it).
-    pub fn new(layout: &Layout, node_addr: Ipv4Addr) -> Result<BaseFacts, CgroupRootError> {
+    pub fn new(
+        layout: &Layout,
+        node_addr: Ipv4Addr,
+        node_addr6: Option<Ipv6Addr>,
+    ) -> Result<BaseFacts, CgroupRootError> {
         cgroup_path(layout, &layout.cgroup_root)?;
         Ok(BaseFacts {
             node_addr,
+            node_addr6,
             cgroup_levels: layout.job_cgroup_levels(),
         })
+    }
+
+    /// The node's IPv6 address when jobs' IPv6 goes out at all: `node.gateway6` is set and
+    /// the node has an address to translate to.
+    pub fn ipv6(&self, policy: &Policy) -> Option<Ipv6Addr> {
+        policy.node.gateway6.and(self.node_addr6)
     }
 }
 
@@ -72,29 +87,28 @@ pub fn cgroup_element(
 /// ([`crate::node::job_cgroups`]); a cgroup that is gone matches nothing.
 pub const JOB_CGROUP_MAP: &str = "job_cgroup";
 
-/// The node's complete nftables table, as one atomic `nft -f` transaction that replaces any
-/// earlier version (running jobs keep working: their slots' elements are the same, and their
-/// job cgroups' elements are added again in the same transaction).
+/// The node's complete nftables table `inet extnet`, for both IP families, as one atomic
+/// `nft -f` transaction that replaces any earlier version (running jobs keep working: their
+/// slots' elements are the same, and their job cgroups' elements are added again in the same
+/// transaction) and deletes the `ip extnet` and `ip6 extnet` tables of earlier versions.
+/// The mark check, the job cgroup map, the allowlist verdict map and the per-slot counters
+/// serve both families; a job's IPv6 leaves only when [`BaseFacts::ipv6`] says so and its
+/// profile has IPv6 ([`Policy::ipv6_of`], decided in its allowlist chain), translated into
+/// the same port block as its IPv4.
 pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
     let n = &policy.node;
     let flag = n.fwmark;
     let blocks = policy.slots();
-    let mut s = String::with_capacity(256 + blocks as usize * 160);
-    // `table; delete table; table {..}` in one transaction: create-if-missing, then replace.
-    let _ = writeln!(
-        s,
-        "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{"
-    );
-    let internal: Vec<String> = n.internal.iter().map(|i| i.to_string()).collect();
-    if internal.is_empty() {
-        let _ = writeln!(s, "  set internal {{ type ipv4_addr; flags interval; }}");
-    } else {
-        let _ = writeln!(
-            s,
-            "  set internal {{ type ipv4_addr; flags interval; elements = {{ {} }}; }}",
-            internal.join(", ")
-        );
+    let v6 = facts.ipv6(policy);
+    let mut s = String::with_capacity(256 + blocks as usize * 200);
+    // `table; delete table` in one transaction: create-if-missing, then delete; then the
+    // new table. The same for the two tables of earlier versions, which stay deleted.
+    for family in ["ip", "ip6", "inet"] {
+        let _ = writeln!(s, "table {family} {TABLE}\ndelete table {family} {TABLE}");
     }
+    let _ = writeln!(s, "table inet {TABLE} {{");
+    interval_set(&mut s, "internal", "ipv4_addr", n.internal.iter());
+    interval_set(&mut s, "internal6", "ipv6_addr", n.internal6.iter());
     // job cgroup → mark (elements per running job); slot → job address, slot → port block
     // (static, one element per slot)
     let _ = writeln!(s, "  map {JOB_CGROUP_MAP} {{ type cgroupsv2 : mark; }}");
@@ -103,28 +117,36 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
         &mut s,
         (0..blocks).map(|i| format!("{} : 0x{:x}", netns_addrs(policy, i).1, mark(policy, i))),
     );
+    // each slot's block comes from its pool: blocks of different pools differ in size
+    let blocks_of = |addr: Option<String>| {
+        policy.pools.iter().flat_map(move |pool| {
+            let addr = addr.clone();
+            pool.slots().filter_map(move |i| {
+                let (lo, hi) = pool.block(i)?;
+                let m = mark(policy, i);
+                Some(match &addr {
+                    Some(a) => format!("0x{m:x} : {a} . {lo}-{hi}"),
+                    None => format!("0x{m:x} : {lo}-{hi}"),
+                })
+            })
+        })
+    };
     let _ = write!(
         s,
         "  map slot_snat {{ type mark : interval ipv4_addr . inet_service;"
     );
-    // each slot's block comes from its pool: blocks of different pools differ in size
-    list(
-        &mut s,
-        policy.pools.iter().flat_map(|pool| {
-            pool.slots().filter_map(move |i| {
-                let (lo, hi) = pool.block(i)?;
-                Some(format!(
-                    "0x{:x} : {} . {lo}-{hi}",
-                    mark(policy, i),
-                    facts.node_addr
-                ))
-            })
-        }),
-    );
+    list(&mut s, blocks_of(Some(facts.node_addr.to_string())));
+    // a slot's IPv6 takes the same block, on the node's one IPv6 address (which is in the
+    // rule: nft cannot load `snat ip6 to` a map of `ipv6_addr . inet_service` intervals)
+    let _ = write!(s, "  map slot_ports6 {{ type mark : interval inet_service;");
+    match v6 {
+        Some(_) => list(&mut s, blocks_of(None)),
+        None => list(&mut s, std::iter::empty()),
+    }
     // per-slot traffic counters and their `mark : counter` maps (see counters)
     s.push_str(&counters::nft_objects(policy));
     // per-profile destination allowlists and their filter chains (see allowlist)
-    s.push_str(&allowlist::nft_objects(policy));
+    s.push_str(&allowlist::nft_objects(policy, v6.is_some()));
     // one lookup per level: a socket's job cgroup is extnet's own or Slurm's; a lookup that
     // finds nothing leaves the mark alone
     let lookups: String = facts
@@ -139,6 +161,7 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
     type route hook output priority mangle; policy accept;
     meta mark & 0x{both:x} != 0 meta mark set meta mark & 0x{keep:x}
     ip daddr @internal return
+    ip6 daddr @internal6 return
 {lookups}  }}
   chain prerouting_mark {{
     type filter hook prerouting priority mangle; policy accept;
@@ -155,41 +178,37 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
     type nat hook postrouting priority srcnat; policy accept;
     iifname "{VETH_PREFIX}*" ip daddr @internal masquerade
     ip daddr @internal return
+    ip6 daddr @internal6 return
     meta mark & 0x{flag:x} == 0x{flag:x} meta l4proto {{ tcp, udp, icmp }} snat ip to meta mark map @slot_snat
-    meta mark & 0x{flag:x} == 0x{flag:x} counter drop comment "marked without a port block: never leave untranslated"
+{snat6}    meta mark & 0x{flag:x} == 0x{flag:x} counter drop comment "marked without a port block: never leave untranslated"
   }}
 {accounting}}}"#,
         keep = !both,
+        snat6 = v6.map_or(String::new(), |a| format!(
+            "    meta mark & 0x{flag:x} == 0x{flag:x} meta l4proto {{ tcp, udp, ipv6-icmp }} snat ip6 to {a} : meta mark map @slot_ports6\n"
+        )),
         accounting = counters::nft_chains(policy)
     );
-    s.push_str(&ipv6_table(policy));
     s
 }
 
-/// The IPv6 table `ip6 extnet`, in the same transaction: the data path is IPv4 only, so a
-/// job's IPv6 packets (its sockets carry the mark whatever their family; netns jobs' come
-/// from `xj*`) are dropped and counted, and no allowlist can be bypassed over IPv6 on a
-/// dual-stack node. Loopback stays.
-fn ipv6_table(policy: &Policy) -> String {
-    let flag = policy.node.fwmark;
-    format!(
-        r#"table ip6 {TABLE}
-delete table ip6 {TABLE}
-table ip6 {TABLE} {{
-  counter ipv6_drop {{ }}
-  chain output {{
-    type filter hook output priority filter - 5; policy accept;
-    meta mark & 0x{flag:x} != 0x{flag:x} return
-    oifname "lo" return
-    counter name ipv6_drop drop
-  }}
-  chain forward {{
-    type filter hook forward priority filter - 5; policy accept;
-    iifname "{VETH_PREFIX}*" counter name ipv6_drop drop
-  }}
-}}
-"#
-    )
+/// `set NAME { type TYPE; flags interval; elements = { ... }; }` of `nets`.
+fn interval_set<T: std::fmt::Display>(
+    s: &mut String,
+    name: &str,
+    ty: &str,
+    nets: impl Iterator<Item = T>,
+) {
+    let nets: Vec<String> = nets.map(|n| n.to_string()).collect();
+    if nets.is_empty() {
+        let _ = writeln!(s, "  set {name} {{ type {ty}; flags interval; }}");
+    } else {
+        let _ = writeln!(
+            s,
+            "  set {name} {{ type {ty}; flags interval; elements = {{ {} }}; }}",
+            nets.join(", ")
+        );
+    }
 }
 
 fn list(s: &mut String, elems: impl Iterator<Item = String>) {
@@ -218,7 +237,7 @@ mod tests {
             job_cgroup_element(&layout, 17, 0x30002).unwrap(),
             "\"unified/extnet/n1/job_17\" : 0x30002"
         );
-        let mut facts = BaseFacts::new(&layout, "10.99.0.11".parse().unwrap()).unwrap();
+        let mut facts = BaseFacts::new(&layout, "10.99.0.11".parse().unwrap(), None).unwrap();
         facts.cgroup_levels = vec![3];
         let r = base_ruleset(&p, &facts);
         // job cgroups come and go with the jobs: the map starts empty
@@ -233,8 +252,12 @@ mod tests {
             r.contains("elements = { 10.99.0.0/24, 172.16.0.0/12 }"),
             "{r}"
         );
-        // slot_netns, slot_snat, and the three accounting maps
+        // slot_netns, slot_snat (slot_ports6 is empty without IPv6), the three accounting maps
         assert_eq!(r.matches("0x30002").count(), 5, "{r}");
+        assert!(
+            r.contains("map slot_ports6 { type mark : interval inet_service; }"),
+            "{r}"
+        );
         assert!(
             !r.contains("\"unified/extnet/n1/job"),
             "no per-job element in the base ruleset: {r}"
@@ -242,7 +265,7 @@ mod tests {
         // only this chain says a packet was checked: flag and checked bits set by anyone
         // else (a socket of no running job, SO_MARK) are cleared first
         assert!(
-            r.contains("meta mark & 0x30000 != 0 meta mark set meta mark & 0xfffcffff\n    ip daddr @internal return\n    meta mark set socket cgroupv2"),
+            r.contains("meta mark & 0x30000 != 0 meta mark set meta mark & 0xfffcffff\n    ip daddr @internal return\n    ip6 daddr @internal6 return\n    meta mark set socket cgroupv2"),
             "{r}"
         );
         // protocols other than TCP, UDP and ICMP are dropped in both filter chains
@@ -259,8 +282,73 @@ mod tests {
             "{r}"
         );
         assert!(!r.contains("snat ip to 10.99.0.11"), "{r}");
-        // IPv6 of jobs: dropped in a table of its own, loaded in the same transaction
-        assert!(r.contains("table ip6 extnet {"), "{r}");
-        assert!(r.contains("counter name ipv6_drop drop"), "{r}");
+        // one inet table; the tables of earlier versions go in the same transaction
+        assert!(
+            r.starts_with("table ip extnet\ndelete table ip extnet\ntable ip6 extnet\ndelete table ip6 extnet\ntable inet extnet\ndelete table inet extnet\ntable inet extnet {\n"),
+            "{r}"
+        );
+        assert_eq!(r.matches("table inet extnet {").count(), 1, "{r}");
+        // without gateway6, every IPv6 packet of a job is dropped before the verdict map
+        let out = &r[r.find("chain allow_out").unwrap()..];
+        let out = &out[..out.find("\n  }").unwrap()];
+        assert!(
+            out.find("meta nfproto ipv6 counter name ipv6_drop drop")
+                .unwrap()
+                < out.find("vmap @slot_profile").unwrap(),
+            "{out}"
+        );
+        assert!(
+            r.contains(
+                "iifname != \"xj*\" return\n    meta nfproto ipv6 counter name ipv6_drop drop"
+            ),
+            "netns jobs get no IPv6: {r}"
+        );
+    }
+
+    #[test]
+    fn with_gateway6_a_slots_ipv6_takes_the_same_block_on_the_nodes_ipv6_address() {
+        let text = crate::plan::testing::policy_text().replace(
+            "internal = [",
+            "internal6 = [\"fd00:78e7::/48\"]\ngateway6 = \"fd00:78e7::1\"\ninternal = [",
+        );
+        let p = Policy::from_toml(&text, "t").unwrap();
+        let layout = Layout::new(&p, "n1");
+        let v6: Ipv6Addr = "fd00:78e7::11".parse().unwrap();
+        let mut facts = BaseFacts::new(&layout, "10.99.0.11".parse().unwrap(), Some(v6)).unwrap();
+        facts.cgroup_levels = vec![3];
+        let r = base_ruleset(&p, &facts);
+        assert!(r.contains("0x30001 : 10.99.0.11 . 20256-20511"), "{r}");
+        assert!(r.contains("map slot_ports6 { type mark : interval inet_service; elements = { 0x30000 : 20000-20255, 0x30001 : 20256-20511,"), "{r}");
+        assert!(
+            r.contains("meta l4proto { tcp, udp, icmp } snat ip to meta mark map @slot_snat\n    meta mark & 0x10000 == 0x10000 meta l4proto { tcp, udp, ipv6-icmp } snat ip6 to fd00:78e7::11 : meta mark map @slot_ports6\n    meta mark & 0x10000 == 0x10000 counter drop"),
+            "{r}"
+        );
+        assert!(
+            r.contains(
+                "set internal6 { type ipv6_addr; flags interval; elements = { fd00:78e7::/48 }; }"
+            ),
+            "{r}"
+        );
+        // internal IPv6 is never marked, never translated
+        assert!(
+            r.contains("ip daddr @internal return\n    ip6 daddr @internal6 return\n    meta mark set socket cgroupv2"),
+            "{r}"
+        );
+        let out = &r[r.find("chain allow_out").unwrap()..];
+        let out = &out[..out.find("\n  }").unwrap()];
+        assert!(!out.contains("ipv6_drop"), "{out}");
+        assert!(
+            out.contains("meta nfproto ipv6 meta l4proto != { tcp, udp, ipv6-icmp } counter name proto_drop drop"),
+            "{out}"
+        );
+        // the node has gateway6 but no IPv6 address: IPv6 stays dropped
+        facts.node_addr6 = None;
+        let r = base_ruleset(&p, &facts);
+        assert!(!r.contains("fd00:78e7::11"), "{r}");
+        let out = &r[r.find("chain allow_out").unwrap()..];
+        assert!(
+            out.contains("meta nfproto ipv6 counter name ipv6_drop drop"),
+            "{out}"
+        );
     }
 }
