@@ -193,8 +193,8 @@ fn the_gateway_file_passes_promtool() {
         vrrp: metrics::vrrp_states(&vrrp),
         translated: Some(
             [
-                (std::net::Ipv4Addr::new(203, 0, 113, 101), 39_000),
-                (std::net::Ipv4Addr::new(203, 0, 113, 102), 17),
+                (std::net::Ipv4Addr::new(203, 0, 113, 101).into(), 39_000),
+                (std::net::Ipv4Addr::new(203, 0, 113, 102).into(), 17),
             ]
             .into(),
         ),

@@ -193,8 +193,8 @@ fn the_rendered_ruleset_translates_each_node_slice_to_its_public_address_and_dro
             assert_eq!(
                 translated.into_iter().collect::<Vec<_>>(),
                 [
-                    (Ipv4Addr::new(203, 0, 113, 101), 2),
-                    (Ipv4Addr::new(203, 0, 113, 102), 1)
+                    (Ipv4Addr::new(203, 0, 113, 101).into(), 2),
+                    (Ipv4Addr::new(203, 0, 113, 102).into(), 1)
                 ]
             );
             // n1 with a port of n2's slice, n1 with an ephemeral port, a non-node source: dropped
@@ -334,6 +334,15 @@ fn the_dual_stack_ruleset_translates_a_node_ipv6_slice_to_its_public6_address_an
             assert_eq!(
                 connect_from6(&node, at("fd00:78e7::11", 30500)).as_deref(),
                 Some("[2001:db8::102]:30500")
+            );
+            // `extnet gateway metrics`' dump counts the IPv6 translations too
+            let translated = in_ns(&gw, extnet::kernel::conntrack::count_source_nat).unwrap();
+            assert_eq!(
+                translated.into_iter().collect::<Vec<_>>(),
+                [
+                    ("2001:db8::101".parse::<IpAddr>().unwrap(), 2),
+                    ("2001:db8::102".parse::<IpAddr>().unwrap(), 1)
+                ]
             );
             // n1 with a port of n2's slice, n1 with a port in no slice, a non-node source:
             // dropped and counted, never out untranslated

@@ -4,7 +4,7 @@
 use crate::kernel::netlink::socket::{Protocol, Socket, SocketError};
 use netlink_packet_core::NetlinkSerializable;
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;
@@ -15,10 +15,14 @@ const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_IP_V4_SRC: u16 = 1;
 const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
 const CTA_MARK: u16 = 8;
 const CTA_MARK_MASK: u16 = 21;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 const AF_INET: u8 = 2;
+/// In a dump request: every family.
+const AF_UNSPEC: u8 = 0;
 
 /// An `IPCTNL_MSG_CT_DELETE` without a tuple: the kernel deletes every entry its attributes
 /// match (a filtered flush).
@@ -64,8 +68,8 @@ pub fn delete_by_mark(mark: u32, mask: u32) -> Result<(), SocketError> {
     socket.request(&Delete { attrs }, 0, &mut |_| Ok(()))
 }
 
-/// An `IPCTNL_MSG_CT_GET` dump request of the IPv4 table (the family filters it in the
-/// kernel).
+/// An `IPCTNL_MSG_CT_GET` dump request of the whole table, both families (`AF_UNSPEC`: the
+/// kernel filters by family only when one is given).
 struct Get;
 
 impl NetlinkSerializable for Get {
@@ -78,7 +82,7 @@ impl NetlinkSerializable for Get {
     }
 
     fn serialize(&self, buffer: &mut [u8]) {
-        buffer[..4].copy_from_slice(&[AF_INET, 0, 0, 0]);
+        buffer[..4].copy_from_slice(&[AF_UNSPEC, 0, 0, 0]);
     }
 }
 
@@ -99,15 +103,26 @@ fn attrs(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-/// A tuple's (source, destination) IPv4 addresses.
-fn tuple_addrs(tuple: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
+/// A tuple's (source, destination) addresses, IPv4 or IPv6.
+fn tuple_addrs(tuple: &[u8]) -> Option<(IpAddr, IpAddr)> {
     let (_, ip) = attrs(tuple).find(|&(k, _)| k == CTA_TUPLE_IP)?;
     let (mut src, mut dst) = (None, None);
     for (k, p) in attrs(ip) {
-        let a = <[u8; 4]>::try_from(p).ok().map(Ipv4Addr::from);
+        let v4 = || {
+            <[u8; 4]>::try_from(p)
+                .ok()
+                .map(|a| Ipv4Addr::from(a).into())
+        };
+        let v6 = || {
+            <[u8; 16]>::try_from(p)
+                .ok()
+                .map(|a| Ipv6Addr::from(a).into())
+        };
         match k {
-            CTA_IP_V4_SRC => src = a,
-            CTA_IP_V4_DST => dst = a,
+            CTA_IP_V4_SRC => src = v4(),
+            CTA_IP_V4_DST => dst = v4(),
+            CTA_IP_V6_SRC => src = v6(),
+            CTA_IP_V6_DST => dst = v6(),
             _ => {}
         }
     }
@@ -117,7 +132,7 @@ fn tuple_addrs(tuple: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
 /// The address an entry's source was translated to (SNAT, masquerade): the destination of
 /// its reply tuple when that is not the original source. `payload`: one ctnetlink entry
 /// after its netlink header (nfgenmsg, then attributes).
-fn translated_source(payload: &[u8]) -> Option<Ipv4Addr> {
+fn translated_source(payload: &[u8]) -> Option<IpAddr> {
     let (mut orig, mut reply) = (None, None);
     for (k, p) in attrs(payload.get(4..)?) {
         match k {
@@ -130,15 +145,15 @@ fn translated_source(payload: &[u8]) -> Option<Ipv4Addr> {
     (orig_src != reply_dst).then_some(reply_dst)
 }
 
-/// The IPv4 entries whose source was translated, counted by the address they leave as, in
-/// the calling thread's network namespace. Equals `conntrack -L -f ipv4 --src-nat` grouped by
-/// the reply's destination. One dump of the whole table, decoded as it streams (nothing kept
+/// The entries of both families whose source was translated, counted by the address they
+/// leave as, in the calling thread's network namespace. Equals `conntrack -L -f ipv4
+/// --src-nat` and `-f ipv6` grouped by the reply's destination. One dump of the whole table, decoded as it streams (nothing kept
 /// per entry): the kernel's walk and the copy of every entry is the cost, linear in the
 /// table's size (docs/PERFORMANCE.md).
-pub fn count_source_nat() -> Result<BTreeMap<Ipv4Addr, u64>, SocketError> {
+pub fn count_source_nat() -> Result<BTreeMap<IpAddr, u64>, SocketError> {
     let mut socket = Socket::open(Protocol::Netfilter, None)?;
     let entry = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW;
-    socket.dump(&Get, |counts: &mut BTreeMap<Ipv4Addr, u64>, m| {
+    socket.dump(&Get, |counts: &mut BTreeMap<IpAddr, u64>, m| {
         if m.msg_type == entry {
             if let Some(a) = translated_source(m.payload) {
                 *counts.entry(a).or_default() += 1;
@@ -178,7 +193,7 @@ mod tests {
         );
         assert_eq!(
             translated_source(&snat),
-            Some(Ipv4Addr::new(203, 0, 113, 101))
+            Some(Ipv4Addr::new(203, 0, 113, 101).into())
         );
         // untranslated: the reply goes back to the original source
         let plain = entry(
@@ -192,11 +207,40 @@ mod tests {
     }
 
     #[test]
-    fn the_dump_request_is_a_get_of_the_ipv4_table() {
+    fn a_translated_ipv6_entry_counts_for_its_reply_destination() {
+        let a = |s: &str| s.parse::<Ipv6Addr>().unwrap().octets();
+        let tuple = |src: [u8; 16], dst: [u8; 16]| {
+            let mut ip = Vec::new();
+            attr(&mut ip, CTA_IP_V6_SRC, &src);
+            attr(&mut ip, CTA_IP_V6_DST, &dst);
+            let mut t = Vec::new();
+            attr(&mut t, CTA_TUPLE_IP | 0x8000, &ip);
+            t
+        };
+        // fd00:78e7::11 -> 2001:db8::10, leaving as 2001:db8::101
+        let mut p = vec![10, 0, 0, 0];
+        attr(
+            &mut p,
+            CTA_TUPLE_ORIG | 0x8000,
+            &tuple(a("fd00:78e7::11"), a("2001:db8::10")),
+        );
+        attr(
+            &mut p,
+            CTA_TUPLE_REPLY | 0x8000,
+            &tuple(a("2001:db8::10"), a("2001:db8::101")),
+        );
+        assert_eq!(
+            translated_source(&p),
+            Some("2001:db8::101".parse::<IpAddr>().unwrap())
+        );
+    }
+
+    #[test]
+    fn the_dump_request_is_a_get_of_both_families() {
         assert_eq!(Get.message_type(), 0x0101);
         let mut buf = vec![0; Get.buffer_len()];
         Get.serialize(&mut buf);
-        assert_eq!(buf, [2, 0, 0, 0]);
+        assert_eq!(buf, [0, 0, 0, 0]);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::store::state::{JobState, Outcome};
 use extnet_policy::Policy;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::Path;
 
 /// Where node_exporter's textfile collector looks on Debian (`prometheus-node-exporter`).
@@ -316,7 +316,7 @@ pub struct GatewayFigures {
     pub vrrp: BTreeMap<String, &'static str>,
     /// Translated connections by the public address they leave as; `None` when the conntrack
     /// table could not be dumped.
-    pub translated: Option<BTreeMap<Ipv4Addr, u64>>,
+    pub translated: Option<BTreeMap<IpAddr, u64>>,
 }
 
 /// The VRRP states the notify script wrote into `dir` (`<state dir>/vrrp`), one file per
@@ -826,8 +826,9 @@ extnet_metrics_last_write_timestamp_seconds 1000
         let figures = GatewayFigures {
             vrrp: vrrp_states(&vrrp),
             translated: Some(BTreeMap::from([
-                (Ipv4Addr::new(203, 0, 113, 101), 12),
-                (Ipv4Addr::new(203, 0, 113, 102), 0),
+                (std::net::Ipv4Addr::new(203, 0, 113, 101).into(), 12),
+                (std::net::Ipv4Addr::new(203, 0, 113, 102).into(), 0),
+                ("2001:db8::101".parse().unwrap(), 3),
             ])),
         };
         let text = render_gateway(root.path(), &figures, 7);
@@ -840,6 +841,7 @@ extnet_metrics_last_write_timestamp_seconds 1000
             "extnet_gateway_vrrp_state{instance=\"main\",state=\"FAULT\"} 0\n",
             "extnet_gateway_translated_connections{public=\"203.0.113.101\"} 12\n",
             "extnet_gateway_translated_connections{public=\"203.0.113.102\"} 0\n",
+            "extnet_gateway_translated_connections{public=\"2001:db8::101\"} 3\n",
             "extnet_gateway_conntrack_dump_ok 1\n",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");

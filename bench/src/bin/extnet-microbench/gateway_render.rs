@@ -2,6 +2,8 @@
 //! site's 27,648 nodes (and 10, for the slope): the policy is parsed and validated, the
 //! ruleset rendered, and loaded in one transaction into a private network namespace with the
 //! gateway's two interfaces. Runs a few times each; checks that every node has its element.
+//! Then the same with IPv6 on both virtual addresses ([`policy_text6`]): the dual-stack
+//! ruleset has each node's element in both families' maps.
 
 use crate::stats::show;
 use extnet::plan::gateway;
@@ -81,6 +83,43 @@ first_address = "10.1.0.1"
     )
 }
 
+/// [`policy_text`] with IPv6: both gateways with IPv6 legs, both virtual addresses with an
+/// IPv6 address and as many public IPv6 addresses (2001:db8:V::/48 for virtual address V) as
+/// IPv4 ones, every node
+/// a unique local address.
+pub fn policy_text6(nodes: u32) -> String {
+    let text = policy_text(nodes);
+    let public6 = |line: &str, vip: u32| {
+        let n = line.matches('"').count() / 2;
+        let list: Vec<String> = (1..=n)
+            .map(|i| format!("\"2001:db8:{vip}::{i:x}\""))
+            .collect();
+        format!("public6 = [{}]", list.join(", "))
+    };
+    let mut out = String::with_capacity(text.len() * 3);
+    let mut vip = 0;
+    for line in text.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if let Some(a) = line.strip_prefix("public_address = \"203.0.113.") {
+            let host = a.trim_end_matches("/24\"");
+            out.push_str(&format!(
+                "cluster_address6 = \"fd00:a::25{host}/48\"\npublic_address6 = \"2001:db8:ff::{host}/64\"\n"
+            ));
+        }
+        if line.starts_with("public = [") {
+            vip += 1;
+            out.push_str(&format!("address6 = \"fd00:a::25{}\"\n", 5 - vip));
+            out.push_str(&public6(line, vip));
+            out.push('\n');
+        }
+        if line.starts_with("first_address = ") {
+            out.push_str("first_address6 = \"fd00:a:1::1\"\n");
+        }
+    }
+    out
+}
+
 fn load(text: &str) -> Duration {
     let t = Instant::now();
     let mut nft = Command::new("nft")
@@ -108,10 +147,20 @@ pub fn run() {
         ip(&[
             "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
         ]);
-        for nodes in [10u32, 27_648] {
-            let text = policy_text(nodes);
+        for (family, nodes) in [
+            ("", 10u32),
+            ("", 27_648),
+            ("dual-stack, ", 10),
+            ("dual-stack, ", 27_648),
+        ] {
+            let dual = !family.is_empty();
+            let text = if dual {
+                policy_text6(nodes)
+            } else {
+                policy_text(nodes)
+            };
             let (mut parse, mut render, mut loads, mut total) = (vec![], vec![], vec![], vec![]);
-            let mut elements = 0;
+            let (mut elements, mut elements6) = (0, 0);
             for _ in 0..RUNS {
                 let t0 = Instant::now();
                 let p = Policy::from_toml(&text, "bench").unwrap();
@@ -129,28 +178,44 @@ pub fn run() {
                 render.push(t2 - t1);
                 loads.push(l);
                 total.push(t2 - t0 + l);
-                elements = r.files[0]
-                    .1
-                    .lines()
-                    .filter(|l| l.contains(" . ") && l.contains(" : 198.18."))
-                    .count();
+                let count = |public: &str| {
+                    r.files[0]
+                        .1
+                        .lines()
+                        .filter(|l| l.contains(" . ") && l.contains(public))
+                        .count()
+                };
+                (elements, elements6) = (count(" : 198.18."), count(" : 2001:db8:"));
             }
             assert_eq!(elements as u32, nodes, "every node in node_public");
-            let listed = Command::new("nft")
-                .args(["list", "map", "inet", "extnet_gw", "node_public"])
-                .output()
-                .unwrap();
-            let n = String::from_utf8_lossy(&listed.stdout)
-                .matches(" : 198.18.")
-                .count();
-            assert_eq!(n as u32, nodes, "every node's element is loaded");
+            assert_eq!(
+                elements6 as u32,
+                if dual { nodes } else { 0 },
+                "every node in node_public6 with IPv6, none without"
+            );
+            for (map, public, want) in [
+                ("node_public", " : 198.18.", nodes),
+                ("node_public6", " : 2001:db8:", if dual { nodes } else { 0 }),
+            ] {
+                let listed = Command::new("nft")
+                    .args(["list", "map", "inet", "extnet_gw", map])
+                    .output()
+                    .unwrap();
+                let n = String::from_utf8_lossy(&listed.stdout)
+                    .matches(public)
+                    .count();
+                assert_eq!(n as u32, want, "every node's element is loaded in {map}");
+            }
             show(
-                &format!("{nodes} nodes: parse + validate the policy"),
+                &format!("{family}{nodes} nodes: parse + validate the policy"),
                 parse,
             );
-            show(&format!("{nodes} nodes: render gw1"), render);
-            show(&format!("{nodes} nodes: nft -f (one transaction)"), loads);
-            show(&format!("{nodes} nodes: all of it"), total);
+            show(&format!("{family}{nodes} nodes: render gw1"), render);
+            show(
+                &format!("{family}{nodes} nodes: nft -f (one transaction)"),
+                loads,
+            );
+            show(&format!("{family}{nodes} nodes: all of it"), total);
         }
     });
 }
