@@ -175,14 +175,12 @@ impl Cluster {
             format!("{ip}:{port}")
         };
         let at = at.to_string();
+        // a node that ran no granted job yet has no lease log
         let logs: Vec<String> = NODES
             .iter()
-            .map(|n| {
-                self.xn_dir
-                    .join(format!("log/lease-{n}.log"))
-                    .display()
-                    .to_string()
-            })
+            .map(|n| self.xn_dir.join(format!("log/lease-{n}.log")))
+            .filter(|l| l.exists())
+            .map(|l| l.display().to_string())
             .collect();
         let mut args = vec!["trace", target.as_str(), "--at", at.as_str(), "--json"];
         for l in &logs {
@@ -298,11 +296,7 @@ impl Cluster {
     /// Whether the cluster's policy gives the nodes an IPv6 gateway (`[node] gateway6`), and
     /// with it the virtual addresses IPv6 ones.
     pub fn policy_has_ipv6(&self) -> bool {
-        let path = self.xn_dir.join("etc/extnet.toml");
-        std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-            .lines()
-            .any(|l| l.trim_start().starts_with("gateway6"))
+        self.policy().node.gateway6.is_some()
     }
 
     /// `nft -j list map inet extnet MAP` on `node`.
@@ -513,6 +507,7 @@ impl Cluster {
         let policy = self.policy();
         let base_rules = 2 + extnet::plan::pool_rules(&policy).len();
         let table_routes = 1 + policy.node.internal.len();
+        let table_routes6 = 1 + policy.node.internal6.len();
         let slots = policy.slots() as usize;
         for node in NODES {
             let ns = format!("/run/netns/extnet-{node}-{job}");
@@ -595,6 +590,18 @@ impl Cluster {
                 if n > table_routes {
                     left.push(format!(
                         "{node}: {n} routes in table {t} ({table_routes} expected):\n{}",
+                        routes.stdout
+                    ));
+                }
+            }
+            // IPv6: a default (or the hold table's unreachable one) and a throw per internal6
+            for table in [policy.node.route_table, policy.node.hold_table] {
+                let t = table.to_string();
+                let routes = self.on_node(node, &["ip", "-6", "route", "show", "table", &t]);
+                let n = routes.stdout.lines().count();
+                if n > table_routes6 {
+                    left.push(format!(
+                        "{node}: {n} IPv6 routes in table {t} ({table_routes6} at most):\n{}",
                         routes.stdout
                     ));
                 }
