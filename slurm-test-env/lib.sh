@@ -55,6 +55,22 @@ XN_VIP2=10.99.0.253
 XN_GW2_PUBLIC=203.0.113.102
 XN_OUT_IP=203.0.113.10
 XN_GATEWAYS=(gw1 gw2)
+# IPv6 (dual stack, docs/ipv6.md): unique local addresses inside (the cluster network
+# fd00:78e7::/64 of the ULA prefix fd00:78e7::/48: nodes, the gateways' cluster legs, the
+# virtual addresses), the documentation prefix outside (2001:db8::/64: the gateways' public
+# legs and public addresses, the outside host). The host parts mirror the IPv4 ones. The
+# sync link stays IPv4 only (conntrackd syncs both families over it).
+XN_CLUSTER6=fd00:78e7::/64
+XN_OUTSIDE6=2001:db8::/64
+XN_GW1_IP6=fd00:78e7::251
+XN_GW2_IP6=fd00:78e7::252
+XN_GW1_OUT_IP6=2001:db8::1
+XN_GW2_OUT_IP6=2001:db8::2
+XN_VIP6=fd00:78e7::254
+XN_GW_PUBLIC6=2001:db8::101
+XN_VIP2_6=fd00:78e7::253
+XN_GW2_PUBLIC6=2001:db8::102
+XN_OUT_IP6=2001:db8::10
 # Where up installs extnet's packages (dpkg --root): the programs in usr/sbin, the plugin in
 # Slurm's plugin directory under it (see up: install_packages).
 XN_ROOT=$XN_DIR/root
@@ -222,9 +238,17 @@ start_gateway() {
 # conntrackd_up GW: gateway GW's conntrackd answers on its socket.
 conntrackd_up() { in_ns "xn-$1" conntrackd -C "$XN_DIR/$1/conntrackd.conf" -s >/dev/null 2>&1; }
 
-# vip_on GW ADDR: gateway GW holds ADDR on one of its links.
+# vip_on GW ADDR: gateway GW holds ADDR (IPv4 or IPv6) on one of its links.
 # (no `| grep -q`: grep's early exit would make ip fail with SIGPIPE under pipefail)
-vip_on() { [[ $(in_ns "xn-$1" ip -4 -o addr show) == *" $2/"* ]]; }
+vip_on() {
+    local family=-4
+    [[ $2 == *:* ]] && family=-6
+    [[ $(in_ns "xn-$1" ip "$family" -o addr show) == *" $2/"* ]]
+}
+
+# policy_has_ipv6: the cluster's policy gives the virtual addresses IPv6 ones
+# ([[gateways.vip]] address6), which keepalived then moves with the IPv4 ones.
+policy_has_ipv6() { grep -Eq '^[[:space:]]*address6[[:space:]]*=' "$XN_DIR/etc/extnet.toml" 2>/dev/null; }
 
 # pair_settled: the gateway pair as `up` makes it: each virtual address (with its public
 # address) on its master only, both conntrackd answering.
@@ -233,7 +257,15 @@ pair_settled() {
         vip_on gw2 "$XN_VIP2" && vip_on gw2 "$XN_GW2_PUBLIC" &&
         ! vip_on gw2 "$XN_VIP" && ! vip_on gw2 "$XN_GW_PUBLIC" &&
         ! vip_on gw1 "$XN_VIP2" && ! vip_on gw1 "$XN_GW2_PUBLIC" &&
-        conntrackd_up gw1 && conntrackd_up gw2
+        conntrackd_up gw1 && conntrackd_up gw2 && { ! policy_has_ipv6 || pair_settled6; }
+}
+
+# pair_settled6: the IPv6 virtual and public addresses likewise on their masters only.
+pair_settled6() {
+    vip_on gw1 "$XN_VIP6" && vip_on gw1 "$XN_GW_PUBLIC6" &&
+        vip_on gw2 "$XN_VIP2_6" && vip_on gw2 "$XN_GW2_PUBLIC6" &&
+        ! vip_on gw2 "$XN_VIP6" && ! vip_on gw2 "$XN_GW_PUBLIC6" &&
+        ! vip_on gw1 "$XN_VIP2_6" && ! vip_on gw1 "$XN_GW2_PUBLIC6"
 }
 
 # base_loaded NODE: the node's nft table is there (the agent or a prolog loaded it).

@@ -3,7 +3,10 @@
 
 Runs in the xn-out network namespace and tells every client which source
 address and port it saw, so tests can check that a job's traffic left the
-cluster through the NAT gateway (and with which port):
+cluster through the NAT gateway (and with which port). It answers on both
+families: TCP, UDP, UDP-Lite, HTTP and ICMP echo on the IPv4 address (--bind)
+and, each on a socket of its own, on the IPv6 one (--bind6); DNS on IPv4 only.
+An IPv6 client's SEEN line has its IPv6 address ("SEEN tcp 2001:db8::101 20001"):
 
   TCP  7000  on connect: writes "SEEN tcp <src_ip> <src_port>\n" and closes
   UDP  7001  answers every datagram with "SEEN udp <src_ip> <src_port>\n"
@@ -11,7 +14,8 @@ cluster through the NAT gateway (and with which port):
              a protocol that is neither TCP, UDP nor ICMP, for the fail-closed tests;
              left out with a warning when the kernel has no UDP-Lite
   ICMP       every echo request to the bind address is logged as "SEEN icmp <src_ip> <id>"
-             (the echo identifier, which NAT translates like a port); the kernel answers it
+             (the echo identifier, which NAT translates like a port); the kernel answers it.
+             ICMPv6 echo requests to --bind6 likewise, also as "SEEN icmp"
   DNS  UDP 53  a tiny authoritative answer: NAME_A (outside.extnet.test) has the A record
              of the bind address (or --dns-address); every other name is NXDOMAIN, other
              types of NAME_A have no answer; every query is logged as "SEEN dns <src_ip>
@@ -228,10 +232,58 @@ class HttpServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
 
+class Ipv6Only:
+    """A server on an IPv6 socket that takes IPv6 only: IPv4 clients stay with the IPv4
+    socket, so their SEEN lines never show an IPv4-mapped address (::ffff:a.b.c.d)."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        super().server_bind()
+
+
+class TcpServer6(Ipv6Only, TcpServer):
+    pass
+
+
+class UdpServer6(Ipv6Only, UdpServer):
+    pass
+
+
+class UdpliteServer6(Ipv6Only, UdpliteServer):
+    pass
+
+
+class HttpServer6(Ipv6Only, HttpServer):
+    pass
+
+
+class Icmp6EchoLog:
+    """Logs every ICMPv6 echo request to `bind` (the raw socket is bound to it: the kernel
+    hands it only packets to that address, any when "::"); the kernel answers them. An
+    ICMPv6 raw socket gets the ICMPv6 message without the IPv6 header."""
+
+    def __init__(self, bind):
+        self.socket = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        self.socket.bind((bind, 0))
+
+    def serve_forever(self):
+        while True:
+            data, addr = self.socket.recvfrom(65535)
+            if len(data) < 8:
+                continue
+            icmp_type, _code, _sum, ident, _seq = struct.unpack("!BBHHH", data[:8])
+            if icmp_type == 128 and addr[0] not in IGNORED:
+                seen("icmp", (addr[0], ident))
+
+
 def main():
     global LOG_PATH
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bind", default="0.0.0.0")
+    ap.add_argument("--bind6", default="::",
+                    help="the IPv6 address to answer on (default ::, all; '' for none)")
     ap.add_argument("--tcp-port", type=int, default=7000)
     ap.add_argument("--udp-port", type=int, default=7001)
     ap.add_argument("--http-port", type=int, default=8080)
@@ -262,6 +314,21 @@ def main():
         print("outside-server: no UDP-Lite listener (%s)" % exc, file=sys.stderr, flush=True)
     servers.append(IcmpEchoLog(args.bind))
     listening += " icmp-echo"
+    if args.bind6:
+        servers += [
+            TcpServer6((args.bind6, args.tcp_port), TcpHandler),
+            UdpServer6((args.bind6, args.udp_port), UdpHandler),
+            HttpServer6((args.bind6, args.http_port), HttpHandler),
+            Icmp6EchoLog(args.bind6),
+        ]
+        listening += "; on [%s] tcp/%d udp/%d http/%d icmp6-echo" % (
+            args.bind6, args.tcp_port, args.udp_port, args.http_port)
+        try:
+            servers.append(UdpliteServer6((args.bind6, args.udplite_port), UdpliteHandler))
+            listening += " udplite/%d" % args.udplite_port
+        except OSError as exc:
+            print("outside-server: no IPv6 UDP-Lite listener (%s)" % exc, file=sys.stderr,
+                  flush=True)
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
     for t in threads:
         t.start()

@@ -300,26 +300,7 @@ fn two_nodes_at_once_each_public_port_traces_to_its_job_user_and_node() {
     for &(_, job) in &jobs {
         c.wait_gone(job);
     }
-    let logs: Vec<String> = NODES
-        .iter()
-        .map(|n| {
-            c.xn_dir
-                .join(format!("log/lease-{n}.log"))
-                .display()
-                .to_string()
-        })
-        .collect();
-    let trace = |ip: &str, port: u16| -> Value {
-        let target = format!("{ip}:{port}");
-        let at = at.to_string();
-        let mut args = vec!["trace", target.as_str(), "--at", at.as_str(), "--json"];
-        for l in &logs {
-            args.extend(["--log", l.as_str()]);
-        }
-        let r = c.extnet("n1", &args);
-        assert!(r.ok(), "extnet trace {target} --at {at}:\n{r}");
-        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}:\n{r}"))
-    };
+    let trace = |ip: &str, port: u16| c.trace(ip, port, at);
     let mut seen_by = Vec::new();
     for &(node, job) in &jobs {
         let out = Run::from_job_output(c.job_output(ALLOWED, job));

@@ -16,6 +16,23 @@ pub const GATEWAY_PUBLIC: &str = "203.0.113.101";
 /// What the outside sees of jobs routed through the second virtual address (`bulk`, master
 /// gw2: profiles `bulk` and `bulkns`).
 pub const GATEWAY2_PUBLIC: &str = "203.0.113.102";
+/// The outside host's IPv6 address (`slurm-test-env/lib.sh`: the documentation prefix
+/// outside, unique local addresses inside).
+pub const OUTSIDE6: &str = "2001:db8::10";
+/// The IPv6 public address that moves with the nodes' virtual address (`main`): what the
+/// outside sees of a job's IPv6 through it ([`GATEWAY_PUBLIC`]'s twin).
+pub const GATEWAY_PUBLIC6: &str = "2001:db8::101";
+/// The IPv6 public address of the second virtual address (`bulk`).
+pub const GATEWAY2_PUBLIC6: &str = "2001:db8::102";
+/// The IPv6 virtual addresses the nodes route to (`main`, `bulk`), in the cluster's ULA
+/// network `fd00:78e7::/64`.
+pub const VIP6: &str = "fd00:78e7::254";
+pub const VIP2_6: &str = "fd00:78e7::253";
+/// The gateways' own addresses on the cluster network and on the outside, IPv6.
+pub const GW1_CLUSTER6: &str = "fd00:78e7::251";
+pub const GW2_CLUSTER6: &str = "fd00:78e7::252";
+pub const GW1_OUT6: &str = "2001:db8::1";
+pub const GW2_OUT6: &str = "2001:db8::2";
 pub const NODES: [&str; 2] = ["n1", "n2"];
 pub const ALLOWED: &str = "xnalice";
 pub const DENIED: &str = "xnbob";
@@ -148,6 +165,32 @@ impl Cluster {
         self.on_node(node, &a)
     }
 
+    /// `extnet trace ADDR:PORT --at AT --json` (`[ADDR]:PORT` for an IPv6 address) on n1, over
+    /// both nodes' lease logs: who held `port` of public address `ip` at `at` (seconds since
+    /// the epoch); panics when it fails.
+    pub fn trace(&self, ip: &str, port: u16, at: u64) -> Value {
+        let target = if ip.contains(':') {
+            format!("[{ip}]:{port}")
+        } else {
+            format!("{ip}:{port}")
+        };
+        let at = at.to_string();
+        // a node that ran no granted job yet has no lease log
+        let logs: Vec<String> = NODES
+            .iter()
+            .map(|n| self.xn_dir.join(format!("log/lease-{n}.log")))
+            .filter(|l| l.exists())
+            .map(|l| l.display().to_string())
+            .collect();
+        let mut args = vec!["trace", target.as_str(), "--at", at.as_str(), "--json"];
+        for l in &logs {
+            args.extend(["--log", l.as_str()]);
+        }
+        let r = self.extnet("n1", &args);
+        assert!(r.ok(), "extnet trace {target} --at {at}:\n{r}");
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}:\n{r}"))
+    }
+
     /// `sbatch --parsable ARGS --wrap WRAP` as `user` (up to `secs` seconds, for `--wait`);
     /// asserts that sbatch succeeded and returns the job id it printed.
     pub fn sbatch(&self, user: &str, secs: u32, args: &[&str], wrap: &str) -> u32 {
@@ -248,6 +291,17 @@ impl Cluster {
             .output()
             .expect("nsenter");
         Run::from_output(o)
+    }
+
+    /// Whether the cluster's policy gives the nodes an IPv6 gateway (`[node] gateway6`), and
+    /// with it the virtual addresses IPv6 ones.
+    pub fn policy_has_ipv6(&self) -> bool {
+        self.policy().node.gateway6.is_some()
+    }
+
+    /// `nft -j list map inet extnet MAP` on `node`.
+    fn nft_map(&self, node: &str, map: &str) -> Run {
+        self.on_node(node, &["nft", "-j", "list", "map", "inet", "extnet", map])
     }
 
     /// `extnet node setup --node NODE` on `node`: loads the node's base again when it is not
@@ -453,6 +507,7 @@ impl Cluster {
         let policy = self.policy();
         let base_rules = 2 + extnet::plan::pool_rules(&policy).len();
         let table_routes = 1 + policy.node.internal.len();
+        let table_routes6 = 1 + policy.node.internal6.len();
         let slots = policy.slots() as usize;
         for node in NODES {
             let ns = format!("/run/netns/extnet-{node}-{job}");
@@ -511,17 +566,20 @@ impl Cluster {
                     }
                 }
             }
-            let rules = self.on_node(node, &["ip", "rule", "show"]);
-            let n = rules
-                .stdout
-                .lines()
-                .filter(|l| l.contains("fwmark"))
-                .count();
-            if n > base_rules {
-                left.push(format!(
-                    "{node}: {n} fwmark rules ({base_rules} expected: the main and hold rules and the pools'):\n{}",
-                    rules.stdout
-                ));
+            // IPv6 has the same rules or fewer (pools with an IPv4 gateway of their own only)
+            for family in ["-4", "-6"] {
+                let rules = self.on_node(node, &["ip", family, "rule", "show"]);
+                let n = rules
+                    .stdout
+                    .lines()
+                    .filter(|l| l.contains("fwmark"))
+                    .count();
+                if n > base_rules {
+                    left.push(format!(
+                        "{node}: {n} fwmark rules of ip {family} ({base_rules} at most: the main and hold rules and the pools'):\n{}",
+                        rules.stdout
+                    ));
+                }
             }
             let mut tables = vec![policy.node.route_table, policy.node.hold_table];
             tables.extend(policy.routed_pools().map(|p| p.route_table));
@@ -536,12 +594,21 @@ impl Cluster {
                     ));
                 }
             }
+            // IPv6: a default (or the hold table's unreachable one) and a throw per internal6
+            for table in [policy.node.route_table, policy.node.hold_table] {
+                let t = table.to_string();
+                let routes = self.on_node(node, &["ip", "-6", "route", "show", "table", &t]);
+                let n = routes.stdout.lines().count();
+                if n > table_routes6 {
+                    left.push(format!(
+                        "{node}: {n} IPv6 routes in table {t} ({table_routes6} at most):\n{}",
+                        routes.stdout
+                    ));
+                }
+            }
             // job cgroup elements: per running cgroup-mode job its own cgroup's and, where Slurm
             // keeps it in a v2 job cgroup (mode v2), that one's; none of an ended job
-            let m = self.on_node(
-                node,
-                &["nft", "-j", "list", "map", "inet", "extnet", "job_cgroup"],
-            );
+            let m = self.nft_map(node, "job_cgroup");
             if m.ok() {
                 let v: Value = serde_json::from_str(&m.stdout).expect("nft -j output");
                 let elems = v["nftables"][1]["map"]["elem"]
@@ -558,7 +625,7 @@ impl Cluster {
             left.extend(self.stray_bindings(node));
             // per-slot elements only: as many as the pools have blocks, never one per job
             for map in ["slot_snat", "slot_netns"] {
-                let m = self.on_node(node, &["nft", "-j", "list", "map", "inet", "extnet", map]);
+                let m = self.nft_map(node, map);
                 if m.ok() {
                     let v: Value = serde_json::from_str(&m.stdout).expect("nft -j output");
                     let elems = v["nftables"][1]["map"]["elem"]
@@ -581,10 +648,7 @@ impl Cluster {
     /// is not bound to its profile's verdict. An ended job's element stays for the slot's next
     /// holder (the epilog writes no nft change; see `extnet::allowlist`).
     pub fn stray_bindings(&self, node: &str) -> Vec<String> {
-        let m = self.on_node(
-            node,
-            &["nft", "-j", "list", "map", "inet", "extnet", "slot_profile"],
-        );
+        let m = self.nft_map(node, "slot_profile");
         if !m.ok() {
             return Vec::new(); // no table yet on this node
         }

@@ -16,6 +16,8 @@ pub const PUBLIC1: &str = crate::cluster::GATEWAY_PUBLIC;
 pub const PUBLIC2: &str = crate::cluster::GATEWAY2_PUBLIC;
 /// A cluster address that belongs to no node (nor to anything else of the test cluster).
 pub const NOT_A_NODE: &str = "10.99.0.250";
+/// Its IPv6 address.
+pub const NOT_A_NODE6: &str = "fd00:78e7::250";
 /// The namespace of the host at [`NOT_A_NODE`]: `slurm-test-env/down` removes it too.
 const NOT_A_NODE_NETNS: &str = "xn-check";
 
@@ -33,9 +35,9 @@ impl Cluster {
         r
     }
 
-    /// Whether gateway `gw` (`gw1`, `gw2`) holds `addr` on one of its links.
+    /// Whether gateway `gw` (`gw1`, `gw2`) holds `addr` (IPv4 or IPv6) on one of its links.
     pub fn holds(&self, gw: &str, addr: &str) -> bool {
-        let r = self.on_host(gw, &["ip", "-4", "-o", "addr", "show"]);
+        let r = self.on_host(gw, &["ip", "-o", "addr", "show"]);
         r.stdout.contains(&format!(" {addr}/"))
     }
 
@@ -94,8 +96,8 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no packet count in {gw}'s untranslated_drop:\n{r}"))
     }
 
-    /// A host on the cluster bridge at [`NOT_A_NODE`], with a default route via `via`;
-    /// removed when the guard is dropped.
+    /// A host on the cluster bridge at [`NOT_A_NODE`] and [`NOT_A_NODE6`], with a default
+    /// route via `via` (of its family); removed when the guard is dropped.
     pub fn not_a_node(&self, via: &str) -> NotANode<'_> {
         let guard = NotANode { cluster: self };
         guard.remove();
@@ -117,6 +119,11 @@ impl Cluster {
         run(inside(&["ip", "link", "set", "lo", "up"]), "lo up");
         let addr = format!("{NOT_A_NODE}/24");
         run(inside(&["ip", "addr", "add", &addr, "dev", "eth0"]), "addr");
+        let addr6 = format!("{NOT_A_NODE6}/64");
+        run(
+            inside(&["ip", "-6", "addr", "add", &addr6, "dev", "eth0", "nodad"]),
+            "IPv6 addr",
+        );
         run(inside(&["ip", "link", "set", "eth0", "up"]), "eth0 up");
         run(
             inside(&["ip", "route", "add", "default", "via", via]),

@@ -9,10 +9,12 @@
 //! - [`wait`]: a check polled until it holds, with a deadline;
 //! - [`jsonl`]: extnet's JSON-lines logs, read back;
 //! - [`cluster`]: the running test cluster: jobs as users, the nodes' state, residue checks.
+//! - [`fail_closed`]: a node's base broken and repaired under a probing job, and the verdict.
 //! - [`gateway`]: the test cluster's gateway pair: who holds which address, a gateway failed
 //!   and restored, a cluster host that is no node.
 
 pub mod cluster;
+pub mod fail_closed;
 pub mod gateway;
 pub mod jsonl;
 pub mod netns;
