@@ -281,6 +281,12 @@ impl Policy {
             pool.gateway = g.vips[e.vip].address;
         }
         p.node.gateway = g.vips[home].address;
+        // on a node with IPv6 (`node.gateway6` set), IPv6 goes to the home address's IPv6
+        // twin; a pool on another virtual address still sends its IPv6 there (per-pool IPv6
+        // routing is not built: docs/ipv6.md)
+        if let (Some(_), Some(a6)) = (p.node.gateway6, g.vips[home].address6) {
+            p.node.gateway6 = Some(a6);
+        }
         p.ports = p.pools[0].ports;
         Ok(p)
     }
