@@ -126,8 +126,11 @@ fn a_granted_cgroup_job_gets_out_over_ipv6_from_its_block_and_is_traced() {
     let r = c.srun(
         ALLOWED,
         &["-N1", "-w", NODE, "--external-net"],
+        // the probes start a second after the allocate, so that the moment traced below is
+        // not the second in which the previous test's job may have released the same block
+        // (the test policy's quarantine is 0; trace rightly answers "one of two" then)
         &format!(
-            "{p} tcp {OUTSIDE6} && {p} udp {OUTSIDE6} && {p} http {OUTSIDE6} && \
+            "sleep 1.1 && {p} tcp {OUTSIDE6} && {p} udp {OUTSIDE6} && {p} http {OUTSIDE6} && \
              {p} icmp {OUTSIDE6} --port 29000 && {p} tcp"
         ),
     );
