@@ -745,6 +745,19 @@ fn the_gateway_unit_runs_with_only_its_capabilities() {
     std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = root.join("etc/extnet/gateway");
     let extnet = root.join("usr/sbin/extnet");
+    // the test policy is dual-stack: its admin uncomments the package's IPv6 forwarding line
+    // (commented out by default; see the file), which `render --check` demands
+    let sysctl_file = root.join("usr/lib/sysctl.d/60-extnet-gateway.conf");
+    let sysctl_text = std::fs::read_to_string(&sysctl_file).unwrap();
+    assert!(sysctl_text.contains("\n#net.ipv6.conf.all.forwarding = 1"));
+    std::fs::write(
+        &sysctl_file,
+        sysctl_text.replace(
+            "\n#net.ipv6.conf.all.forwarding = 1",
+            "\nnet.ipv6.conf.all.forwarding = 1",
+        ),
+    )
+    .unwrap();
     let script = format!(
         "/usr/lib/systemd/systemd-sysctl {sysctl} && cat /proc/sys/net/ipv4/ip_forward && \
          {x} --policy {p} gateway render --host gw1 --out {o} >/dev/null && \
