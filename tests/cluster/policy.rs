@@ -164,7 +164,7 @@ fn drops(c: &Cluster, node: &str, profile: &str) -> u64 {
             "-j",
             "list",
             "counter",
-            "ip",
+            "inet",
             "extnet",
             &format!("dest_{profile}_drop"),
         ],
