@@ -238,7 +238,7 @@ fn body(m: &GatewayModel, stamp: &str) -> String {
     chain forward {{
         type filter hook forward priority filter; policy drop;
         ct state established,related accept comment "{stamp}"
-        iifname "{c}" oifname "{p}" meta l4proto {{ tcp, udp, icmp, ipv6-icmp }} accept
+        iifname "{c}" oifname "{p}" meta l4proto {{ tcp, udp, icmp, icmpv6 }} accept
         iifname "{c}" counter name untranslated_drop drop
         counter name other_drop drop
     }}
@@ -253,7 +253,7 @@ fn body(m: &GatewayModel, stamp: &str) -> String {
         iifname "{c}" oifname "{p}" meta l4proto {{ tcp, udp }} snat ip to ip saddr . th sport map @node_public
         iifname "{c}" oifname "{p}" meta l4proto icmp snat ip to ip saddr map @node_icmp_public
         iifname "{c}" oifname "{p}" meta l4proto {{ tcp, udp }} snat ip6 to ip6 saddr . th sport map @node_public6
-        iifname "{c}" oifname "{p}" meta l4proto ipv6-icmp snat ip6 to ip6 saddr map @node_icmp_public6
+        iifname "{c}" oifname "{p}" meta l4proto icmpv6 snat ip6 to ip6 saddr map @node_icmp_public6
         iifname "{c}" oifname "{p}" counter name untranslated_drop drop
     }}
 

@@ -83,7 +83,7 @@ pub fn rule(d: &Destination) -> String {
         d.net.to_string()
     };
     let (daddr, icmp) = if d.net.addr().is_ipv6() {
-        ("ip6 daddr", "ipv6-icmp")
+        ("ip6 daddr", "icmpv6")
     } else {
         ("ip daddr", "icmp")
     };
@@ -162,7 +162,7 @@ pub fn nft_objects(policy: &Policy, ipv6: bool) -> String {
     ip daddr @internal return
     ip6 daddr @internal6 return
 {v6_out}    meta nfproto ipv4 meta l4proto != {{ tcp, udp, icmp }} counter name {PROTO_COUNTER} drop
-    meta nfproto ipv6 meta l4proto != {{ tcp, udp, ipv6-icmp }} counter name {PROTO_COUNTER} drop
+    meta nfproto ipv6 meta l4proto != {{ tcp, udp, icmpv6 }} counter name {PROTO_COUNTER} drop
     meta mark vmap @{MAP}
     counter name {UNBOUND_COUNTER} drop
   }}
@@ -270,7 +270,7 @@ destinations = [
             rules,
             [
                 "ip6 daddr 2001:db8::/32 tcp dport 443 accept",
-                "ip6 daddr 2001:db8:1::7 meta l4proto ipv6-icmp accept",
+                "ip6 daddr 2001:db8:1::7 meta l4proto icmpv6 accept",
                 "ip6 daddr 2001:db8:2::/48 accept",
             ]
         );

@@ -163,7 +163,7 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
         for (m, lo, hi) in &snat6_chains {
             let _ = writeln!(
                 s,
-                "  chain snat6_{m:x} {{\n    meta l4proto {{ tcp, udp, ipv6-icmp }} snat ip6 to [{a}]:{lo}-{hi}\n  }}"
+                "  chain snat6_{m:x} {{\n    meta l4proto {{ tcp, udp, icmpv6 }} snat ip6 to [{a}]:{lo}-{hi}\n  }}"
             );
         }
     }
@@ -209,7 +209,7 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
 {accounting}}}"#,
         keep = !both,
         snat6 = v6.map_or(String::new(), |_| format!(
-            "    meta mark & 0x{flag:x} == 0x{flag:x} meta nfproto ipv6 meta l4proto {{ tcp, udp, ipv6-icmp }} meta mark vmap @slot_snat6\n"
+            "    meta mark & 0x{flag:x} == 0x{flag:x} meta nfproto ipv6 meta l4proto {{ tcp, udp, icmpv6 }} meta mark vmap @slot_snat6\n"
         )),
         accounting = counters::nft_chains(policy)
     );
@@ -345,12 +345,12 @@ mod tests {
         // each slot's whole block, on the node's IPv6 address, through its own chain
         assert!(r.contains("map slot_snat6 { type mark : verdict; elements = { 0x30000 : jump snat6_30000, 0x30001 : jump snat6_30001,"), "{r}");
         assert!(
-            r.contains("  chain snat6_30001 {\n    meta l4proto { tcp, udp, ipv6-icmp } snat ip6 to [fd00:78e7::11]:20256-20511\n  }"),
+            r.contains("  chain snat6_30001 {\n    meta l4proto { tcp, udp, icmpv6 } snat ip6 to [fd00:78e7::11]:20256-20511\n  }"),
             "{r}"
         );
         assert_eq!(r.matches("snat ip6 to").count(), p.slots() as usize, "{r}");
         assert!(
-            r.contains("meta l4proto { tcp, udp, icmp } snat ip to meta mark map @slot_snat\n    meta mark & 0x10000 == 0x10000 meta nfproto ipv6 meta l4proto { tcp, udp, ipv6-icmp } meta mark vmap @slot_snat6\n    meta mark & 0x10000 == 0x10000 counter drop"),
+            r.contains("meta l4proto { tcp, udp, icmp } snat ip to meta mark map @slot_snat\n    meta mark & 0x10000 == 0x10000 meta nfproto ipv6 meta l4proto { tcp, udp, icmpv6 } meta mark vmap @slot_snat6\n    meta mark & 0x10000 == 0x10000 counter drop"),
             "{r}"
         );
         assert!(
@@ -368,7 +368,7 @@ mod tests {
         let out = &out[..out.find("\n  }").unwrap()];
         assert!(!out.contains("ipv6_drop"), "{out}");
         assert!(
-            out.contains("meta nfproto ipv6 meta l4proto != { tcp, udp, ipv6-icmp } counter name proto_drop drop"),
+            out.contains("meta nfproto ipv6 meta l4proto != { tcp, udp, icmpv6 } counter name proto_drop drop"),
             "{out}"
         );
         // the node has gateway6 but no IPv6 address: IPv6 stays dropped
