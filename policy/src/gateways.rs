@@ -279,11 +279,15 @@ impl Policy {
             pool.ports.first = e.ports.0;
             pool.ports.last = e.ports.1;
             pool.gateway = g.vips[e.vip].address;
+            // each pool's IPv6 leaves through the IPv6 twin of the address its IPv4 leaves
+            // through, whose master translates it to that address's `public6`
+            if p.node.gateway6.is_some() {
+                pool.gateway6 = g.vips[e.vip].address6;
+            }
         }
         p.node.gateway = g.vips[home].address;
         // on a node with IPv6 (`node.gateway6` set), IPv6 goes to the home address's IPv6
-        // twin; a pool on another virtual address still sends its IPv6 there (per-pool IPv6
-        // routing is not built: docs/ipv6.md)
+        // twin, as IPv4 goes to the home address
         if let (Some(_), Some(a6)) = (p.node.gateway6, g.vips[home].address6) {
             p.node.gateway6 = Some(a6);
         }

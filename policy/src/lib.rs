@@ -175,6 +175,11 @@ pub struct Pool {
     /// `node.gateway`; otherwise a table of its own, `node.route_table + index of the pool`,
     /// selected by `ip rule`s that cover exactly the pool's marks.
     pub route_table: u32,
+    /// Where the pool's jobs' IPv6 goes: `node.gateway6`, or the profile's `gateway6` (with
+    /// `[gateways]`: the `address6` of the pool's virtual address). `None` without
+    /// `node.gateway6`. A pool whose `gateway6` is not `node.gateway6` has a routing table
+    /// of its own, as for `gateway`.
+    pub gateway6: Option<Ipv6Addr>,
 }
 
 impl Pool {

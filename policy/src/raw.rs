@@ -242,6 +242,9 @@ pub struct RawProfile {
     /// The gateway of the profile's own pool (absent: `node.gateway`).
     #[serde(default)]
     pub gateway: Option<S<String>>,
+    /// The IPv6 gateway of the profile's own pool (absent: `node.gateway6`).
+    #[serde(default)]
+    pub gateway6: Option<S<String>>,
 }
 
 /// One entry of a profile's destination allowlist.

@@ -455,3 +455,95 @@ fn a_failover_keeps_ipv6_connections() {
     );
     c.assert_clean(job);
 }
+
+/// Profile `bulk` leaves through the gateways' second virtual address (`bulk`: 10.99.0.253
+/// and fd00:78e7::253, master gw2): its jobs' IPv6 takes the same way as their IPv4, to
+/// fd00:78e7::253 by the pool's own IPv6 rule and table, and leaves from that address's
+/// `public6` (2001:db8::102) with a port of the job's block, which `extnet trace` leads back
+/// to the job. Through the main address instead, gw1 would translate it to 2001:db8::102,
+/// which gw2 holds: the replies would go to gw2, which has no such connection.
+#[test]
+#[ignore = "needs root and the test cluster: run slurm-test-env/test"]
+fn a_pool_behind_the_second_virtual_address_gets_out_over_ipv6_through_it() {
+    let c = Cluster::get();
+    let p = c.probe();
+    let policy = c.policy().for_node(NODE).unwrap();
+    let bulk = policy.pool_of_profile("bulk").expect("profile bulk");
+    assert_eq!(
+        bulk.gateway6.map(|a| a.to_string()).as_deref(),
+        Some("fd00:78e7::253")
+    );
+    // the node's IPv6 routing of the pool: its rules, and its table's default
+    let rules = c.on_node(NODE, &["ip", "-6", "rule", "show"]);
+    for r in extnet::plan::pool_rules(&policy) {
+        let rule = format!(
+            "{}:\tfrom all fwmark {:#x}/{:#x} lookup {}",
+            r.priority, r.fwmark, r.mask, r.table
+        );
+        assert!(rules.stdout.contains(&rule), "{rule:?} in:\n{rules}");
+    }
+    let table = c.on_node(
+        NODE,
+        &[
+            "ip",
+            "-6",
+            "route",
+            "show",
+            "table",
+            &bulk.route_table.to_string(),
+        ],
+    );
+    assert!(
+        table.stdout.contains("default via fd00:78e7::253 dev eth0"),
+        "the pool's table:\n{table}"
+    );
+    let mark = c.seen_log_mark();
+    let r = c.srun(
+        ALLOWED,
+        &["-N1", "-w", NODE, "--external-net=bulk"],
+        &format!("sleep 1.1 && {p} tcp {OUTSIDE6} && {p} udp {OUTSIDE6} && {p} tcp"),
+    );
+    assert!(r.ok(), "a bulk job must get out over IPv6:\n{r}");
+    let job = r.job_id();
+    let block = c.block(job, NODE);
+    assert!(
+        (bulk.ports.first..=bulk.ports.last).contains(&block.0),
+        "job {job}'s block {block:?} is the bulk pool's ({}-{})",
+        bulk.ports.first,
+        bulk.ports.last
+    );
+    let mut seen = Vec::new();
+    for proto in ["tcp", "udp"] {
+        let v6: Vec<_> = r
+            .seen(proto)
+            .into_iter()
+            .filter(|(ip, _)| ip.contains(':'))
+            .collect();
+        assert!(
+            v6.len() == 1 && v6[0].0 == GATEWAY2_PUBLIC6 && in_block(v6[0].1, block),
+            "{proto}: the outside must see one IPv6 packet from {GATEWAY2_PUBLIC6} with a port of \
+             the block {block:?}: {v6:?}\n{r}"
+        );
+        seen.push(v6[0].clone());
+    }
+    let v4 = r.seen("tcp");
+    assert!(
+        v4.iter()
+            .any(|(ip, port)| ip == GATEWAY2_PUBLIC && in_block(*port, block)),
+        "IPv4 as before, from {GATEWAY2_PUBLIC}: {v4:?}\n{r}"
+    );
+    // a moment the job held its lease: when the outside host saw its first IPv6 packet
+    let at = seen6_since(&c, mark)
+        .first()
+        .expect("the job's IPv6 reached the outside host")
+        .at as u64;
+    for (ip, port) in &seen {
+        let t = c.trace(ip, *port, at);
+        let leases = t["leases"].as_array().cloned().unwrap_or_default();
+        assert!(
+            t["node"] == NODE && leases.iter().any(|l| l["job_id"] == job),
+            "[{ip}]:{port} (job {job} on {NODE}) traced to {t}"
+        );
+    }
+    c.assert_clean(job);
+}

@@ -15,6 +15,19 @@ use support::netns::{in_private_netns, ip, node_link};
 use support::policy::pools_a;
 use support::root::is_root;
 
+/// Whether test `name` can run: as root (network namespaces, links, rules and routes), on a
+/// kernel with IPv6; says why not otherwise.
+fn can_run_ipv6(name: &str) -> bool {
+    if !is_root(name, "a network namespace, links, rules and routes") {
+        return false;
+    }
+    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        println!("SKIPPED {name}: the kernel has no IPv6");
+        return false;
+    }
+    true
+}
+
 /// `ip route get DST mark M`: the device and next hop the kernel picks, or its error.
 fn route_get(dst: &str, mark: u32) -> Result<String, String> {
     let family = if dst.contains(':') { "-6" } else { "-4" };
@@ -258,14 +271,7 @@ fn a_jobs_ipv6_has_no_route_whatever_the_nft_tables() {
 /// Without an IPv6 address on the interface, IPv6 stays unreachable as without gateway6.
 #[test]
 fn with_gateway6_only_checked_ipv6_reaches_it_and_the_rest_is_held() {
-    if !is_root(
-        "with_gateway6_only_checked_ipv6_reaches_it_and_the_rest_is_held",
-        "a network namespace, links, rules and routes",
-    ) {
-        return;
-    }
-    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
-        println!("SKIPPED with_gateway6_only_checked_ipv6_reaches_it_and_the_rest_is_held: the kernel has no IPv6");
+    if !can_run_ipv6("with_gateway6_only_checked_ipv6_reaches_it_and_the_rest_is_held") {
         return;
     }
     in_private_netns(|| {
@@ -372,5 +378,139 @@ fn with_gateway6_only_checked_ipv6_reaches_it_and_the_rest_is_held() {
             assert!(err.contains("No route to host"), "mark {mark:#x}: {err}");
         }
         assert!(!ip(&["-6", "rule", "show"]).contains(&format!("lookup {}", p.node.route_table)));
+    });
+}
+
+/// A pool with a gateway6 of its own: its checked IPv6 leaves through that gateway and the
+/// default pool's through `node.gateway6`, the node agent's check sees a deleted pool rule
+/// or route and `ensure_routing` puts it back, and a policy without the pool, or the pools'
+/// teardown, leaves no IPv6 rule or route of it.
+#[test]
+fn a_pools_ipv6_leaves_through_its_own_gateway6_and_its_rules_are_kept_and_removed() {
+    if !can_run_ipv6(
+        "a_pools_ipv6_leaves_through_its_own_gateway6_and_its_rules_are_kept_and_removed",
+    ) {
+        return;
+    }
+    in_private_netns(|| {
+        node_link("eth0", "10.99.0.11/24", None);
+        ip(&[
+            "-6",
+            "addr",
+            "add",
+            "fd00:78e7::11/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        let base = support::policy::TestPolicy::new("eth0", "10.99.0", "20000-20767")
+            .node(r#"gateway6 = "fd00:78e7::1""#)
+            .node(r#"internal6 = ["fd00:78e7::/48"]"#);
+        let p = base
+            .clone()
+            .profile(
+                "bulk",
+                &["*"],
+                &[
+                    r#"gateway6 = "fd00:78e7::2""#,
+                    r#"ports = { range = "30000-30511", block_size = 256 }"#,
+                ],
+            )
+            .policy();
+        let bulk = p.pool_of_profile("bulk").unwrap().clone();
+        let bulk_slot = bulk.first_slot + 1;
+        let mut nl = Netlink::open().unwrap();
+        let idx = nl.index("eth0").unwrap().expect("eth0");
+        ensure_routing(&p, &mut nl, idx).unwrap();
+        let out = "2001:db8:2::10";
+        assert_eq!(
+            route_get(out, plan::mark(&p, bulk_slot)).unwrap(),
+            "eth0 via fd00:78e7::2"
+        );
+        assert_eq!(
+            route_get(out, plan::mark(&p, 0)).unwrap(),
+            "eth0 via fd00:78e7::1"
+        );
+        // unchecked: held, whatever the pool
+        assert_eq!(
+            route_get(out, plan::socket_mark(&p, bulk_slot)).unwrap(),
+            format!("{HOLD_LINK} via -")
+        );
+        // internal IPv6 of the pool's jobs stays on the node's path
+        assert_eq!(
+            route_get("fd00:78e7::5", plan::mark(&p, bulk_slot)).unwrap(),
+            "eth0 via -"
+        );
+        let layout = extnet::plan::layout::Layout::new(&p, "n1");
+        let drift = |p: &extnet_policy::Policy, nl: &mut Netlink| {
+            extnet::node::drift::describe(
+                &extnet::node::drift::check(p, &layout, nl, idx, "10.99.0.11".parse().unwrap())
+                    .unwrap(),
+            )
+        };
+        assert!(
+            !drift(&p, &mut nl).contains("IPv6"),
+            "{}",
+            drift(&p, &mut nl)
+        );
+        // the pool's IPv6 rule deleted: seen, and put back
+        let pool_pref = plan::pool_rules(&p)[0].priority.to_string();
+        ip(&["-6", "rule", "del", "pref", &pool_pref]);
+        assert!(
+            drift(&p, &mut nl).contains("IPv6 rule fwmark"),
+            "{}",
+            drift(&p, &mut nl)
+        );
+        ensure_routing(&p, &mut nl, idx).unwrap();
+        assert!(
+            !drift(&p, &mut nl).contains("IPv6"),
+            "{}",
+            drift(&p, &mut nl)
+        );
+        // the pool table's IPv6 default deleted: seen, and put back
+        let table = bulk.route_table.to_string();
+        ip(&["-6", "route", "del", "default", "table", &table]);
+        assert!(
+            drift(&p, &mut nl).contains("IPv6 route default via fd00:78e7::2"),
+            "{}",
+            drift(&p, &mut nl)
+        );
+        ensure_routing(&p, &mut nl, idx).unwrap();
+        assert_eq!(
+            route_get(out, plan::mark(&p, bulk_slot)).unwrap(),
+            "eth0 via fd00:78e7::2"
+        );
+        // a policy without the pool: its IPv6 rules and routes are stale, then gone
+        let q = base.clone().policy();
+        assert!(
+            drift(&q, &mut nl).contains("stale IPv6 rule"),
+            "{}",
+            drift(&q, &mut nl)
+        );
+        ensure_routing(&q, &mut nl, idx).unwrap();
+        assert!(
+            !drift(&q, &mut nl).contains("IPv6"),
+            "{}",
+            drift(&q, &mut nl)
+        );
+        assert!(
+            !ip(&["-6", "rule", "show"]).contains(&format!("lookup {table}")),
+            "{}",
+            ip(&["-6", "rule", "show"])
+        );
+        assert_eq!(ip(&["-6", "route", "show", "table", &table]).trim(), "");
+        // back with the pool, then the pools' teardown leaves no IPv6 rule or route of it
+        // (and the main and hold rules to the node's teardown, which this test leaves alone:
+        // it also removes the node's cgroups)
+        ensure_routing(&p, &mut nl, idx).unwrap();
+        let errors = extnet::node::teardown_pool_routing(&p, &mut nl);
+        assert!(errors.is_empty(), "{errors:?}");
+        let rules = ip(&["-6", "rule", "show"]);
+        assert!(!rules.contains(&format!("lookup {table}")), "{rules}");
+        assert_eq!(ip(&["-6", "route", "show", "table", &table]).trim(), "");
+        assert!(
+            rules.contains(&format!("lookup {}", p.node.route_table)),
+            "the main rule is not the pools' teardown's: {rules}"
+        );
     });
 }

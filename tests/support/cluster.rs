@@ -566,7 +566,7 @@ impl Cluster {
                     }
                 }
             }
-            // IPv6 has the same rules or fewer (pools with an IPv4 gateway of their own only)
+            // IPv6 has the same rules (with IPv6 out: a pool's IPv6 follows its IPv4) or fewer
             for family in ["-4", "-6"] {
                 let rules = self.on_node(node, &["ip", family, "rule", "show"]);
                 let n = rules
@@ -583,7 +583,7 @@ impl Cluster {
             }
             let mut tables = vec![policy.node.route_table, policy.node.hold_table];
             tables.extend(policy.routed_pools().map(|p| p.route_table));
-            for table in tables {
+            for &table in &tables {
                 let t = table.to_string();
                 let routes = self.on_node(node, &["ip", "route", "show", "table", &t]);
                 let n = routes.stdout.lines().count();
@@ -594,8 +594,9 @@ impl Cluster {
                     ));
                 }
             }
-            // IPv6: a default (or the hold table's unreachable one) and a throw per internal6
-            for table in [policy.node.route_table, policy.node.hold_table] {
+            // IPv6: a default (or the hold table's unreachable one) and a throw per internal6,
+            // in the pools' tables too
+            for table in tables {
                 let t = table.to_string();
                 let routes = self.on_node(node, &["ip", "-6", "route", "show", "table", &t]);
                 let n = routes.stdout.lines().count();

@@ -249,14 +249,15 @@ pub fn check(
     if crate::kernel::sysctl::ipv6_available() {
         let ipv6 = n.gateway6.is_some() && node_addr6.is_some();
         let want = plan::rules6(policy, ipv6);
+        let pools6 = plan::pool_rules6(policy, ipv6);
         let have = nl.rules_v6()?;
-        for rule in want.iter().filter(|r| !have.contains(r)) {
+        for rule in want.iter().chain(&pools6).filter(|r| !have.contains(r)) {
             drift.push(Drift::MissingRule6(*rule));
         }
-        for rule in have
-            .iter()
-            .filter(|r| crate::node::is_main_or_hold_rule(policy, r) && !want.contains(r))
-        {
+        for rule in have.iter().filter(|r| {
+            (crate::node::is_main_or_hold_rule(policy, r) && !want.contains(r))
+                || (crate::node::is_pool_rule(policy, r) && !pools6.contains(r))
+        }) {
             drift.push(Drift::StaleRule6(*rule));
         }
         if !ipv6 && !nl.has_route6_unreachable_default(n.hold_table)? {
@@ -266,9 +267,16 @@ pub fn check(
         }
         // without the hold link its routes are gone too (reported above)
         if let Some(hold) = hold_index {
-            let want = plan::routes6(policy, iface_index, hold, ipv6);
-            let mut have = nl.routes6(n.route_table)?;
-            have.extend(nl.routes6(n.hold_table)?);
+            let mut want = plan::routes6(policy, iface_index, hold, ipv6);
+            want.extend(plan::pool_routes6(policy, iface_index, ipv6));
+            let mut tables = vec![n.route_table, n.hold_table];
+            tables.extend(pools.iter().map(|r| r.table));
+            tables.sort_unstable();
+            tables.dedup();
+            let mut have = Vec::new();
+            for table in tables {
+                have.extend(nl.routes6(table)?);
+            }
             for r in want.iter().filter(|r| !have.contains(r)) {
                 drift.push(Drift::MissingRoute6(*r));
             }

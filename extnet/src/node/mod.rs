@@ -463,21 +463,28 @@ pub fn ensure_ipv6_routing(
         return Ok(());
     }
     let want = plan::rules6(policy, ipv6);
+    let pools = plan::pool_rules6(policy, ipv6);
     let have = nl.rules_v6()?;
-    for stale in have
-        .iter()
-        .filter(|r| is_main_or_hold_rule(policy, r) && !want.contains(r))
-    {
+    // the tables whose IPv6 routes are extnet's: the main and hold table, every pool table
+    // planned for IPv4 (their IPv6 side goes when IPv6 out goes), and those of stale rules
+    let n = &policy.node;
+    let mut tables = vec![n.route_table, n.hold_table];
+    tables.extend(plan::pool_rules(policy).iter().map(|r| r.table));
+    for stale in have.iter().filter(|r| {
+        (is_main_or_hold_rule(policy, r) && !want.contains(r))
+            || (is_pool_rule(policy, r) && !pools.contains(r))
+    }) {
         nl.rule6_del(stale)?;
         tracing::info!(rule = %stale, "removed an IPv6 rule of an earlier extnet or policy");
+        tables.push(stale.table);
     }
-    for r in &want {
+    for r in want.iter().chain(&pools) {
         if !have.contains(r) {
             nl.rule6_ensure(r)?;
         }
     }
-    let n = &policy.node;
-    let routes = plan::routes6(policy, iface_index, hold_link, ipv6);
+    let mut routes = plan::routes6(policy, iface_index, hold_link, ipv6);
+    routes.extend(plan::pool_routes6(policy, iface_index, ipv6));
     // the wanted routes first (a replace of the same table and destination changes the
     // route in place, so there is no moment without a default), then the stale ones go
     if !ipv6 {
@@ -486,7 +493,9 @@ pub fn ensure_ipv6_routing(
     for r in &routes {
         nl.route6_replace(r)?;
     }
-    for table in [n.route_table, n.hold_table] {
+    tables.sort_unstable();
+    tables.dedup();
+    for table in tables {
         for stale in nl.routes6(table)?.iter().filter(|a| !routes.contains(a)) {
             nl.route6_del(stale)?;
         }
@@ -703,10 +712,31 @@ pub fn teardown_pool_routing(policy: &Policy, nl: &mut Netlink) -> Vec<String> {
         }
         Err(e) => errors.push(e.to_string()),
     }
+    let ipv6 = sysctl::ipv6_available();
+    if ipv6 {
+        match nl.rules_v6() {
+            Ok(have) => {
+                for r in have.iter().filter(|r| is_pool_rule(policy, r)) {
+                    if let Err(e) = nl.rule6_del(r) {
+                        errors.push(e.to_string());
+                    }
+                    tables.push(r.table);
+                }
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
     tables.sort_unstable();
     tables.dedup();
     for table in tables.into_iter().filter(|&t| t != policy.node.route_table) {
         errors.extend(flush_table(nl, table));
+        if ipv6 {
+            for r in nl.routes6(table).unwrap_or_default() {
+                if let Err(e) = nl.route6_del(&r) {
+                    errors.push(e.to_string());
+                }
+            }
+        }
     }
     errors
 }

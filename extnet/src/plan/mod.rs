@@ -122,6 +122,17 @@ pub fn rules6(policy: &Policy, ipv6: bool) -> Vec<FwmarkRule> {
     rules
 }
 
+/// The IPv6 twins of [`pool_rules`]: with IPv6 out, a pool with a table of its own sends
+/// its checked IPv6 there too (the same rules in the IPv6 rule list), so its IPv6 leaves
+/// through the pool's `gateway6`, as its IPv4 through its `gateway`. None without IPv6 out.
+pub fn pool_rules6(policy: &Policy, ipv6: bool) -> Vec<FwmarkRule> {
+    if ipv6 {
+        pool_rules(policy)
+    } else {
+        Vec::new()
+    }
+}
+
 /// The IPv6 routes of the main external and the hold table: a `throw` per `internal6`
 /// network in both (internal IPv6 stays on the node's normal path), and with IPv6 out
 /// (`ipv6`) `default via gateway6 dev IFACE` in the main one and `default dev extnet0` in the
@@ -143,13 +154,38 @@ pub fn routes6(policy: &Policy, iface_index: u32, hold_link_index: u32, ipv6: bo
         });
     }
     for table in [n.route_table, n.hold_table] {
-        routes.extend(n.internal6.iter().map(|net| Route6 {
-            table,
-            dst: *net,
-            via: None,
-        }));
+        routes.extend(throw_internal6(policy, table));
     }
     routes
+}
+
+/// The IPv6 routes of the pools' own tables ([`pool_rules6`]): `default via gateway6 dev
+/// IFACE` of each routed pool and a `throw` per `internal6` network, with IPv6 out. A
+/// routed pool without `gateway6` (the node has none) gets none.
+pub fn pool_routes6(policy: &Policy, iface_index: u32, ipv6: bool) -> Vec<Route6> {
+    if !ipv6 {
+        return Vec::new();
+    }
+    policy
+        .routed_pools()
+        .filter_map(|pool| Some((pool.route_table, pool.gateway6?)))
+        .flat_map(|(table, gw)| {
+            std::iter::once(Route6 {
+                table,
+                dst: Ipv6Net::default(),
+                via: Some((Some(gw), iface_index)),
+            })
+            .chain(throw_internal6(policy, table))
+        })
+        .collect()
+}
+
+fn throw_internal6(policy: &Policy, table: u32) -> impl Iterator<Item = Route6> + '_ {
+    policy.node.internal6.iter().map(move |net| Route6 {
+        table,
+        dst: *net,
+        via: None,
+    })
 }
 
 /// The `/30` of slot `slot` in `netns_subnet`: (host side, job side).
@@ -487,6 +523,69 @@ ports = { range = "40000-41535", block_size = 512 }
         );
         // the one-pool policy has none
         assert!(pool_rules(&policy()).is_empty() && pool_routes(&policy(), 2).is_empty());
+    }
+
+    #[test]
+    fn a_pool_sends_its_ipv6_through_its_own_gateway6_and_a_gateway6_alone_gets_a_table() {
+        let v6 = |t: String| {
+            t.replace(
+                "internal = [",
+                "internal6 = [\"fd00:78e7::/48\"]\ngateway6 = \"fd00:78e7::254\"\ninternal = [",
+            )
+        };
+        // bulk names only an IPv4 gateway: its IPv6 goes to node.gateway6, in its own table
+        let text = v6(policy_text())
+            + r#"[[profile]]
+name = "bulk"
+users = ["*"]
+gateway = "10.99.0.253"
+ports = { range = "30000-32047", block_size = 1024 }
+[[profile]]
+name = "v6bulk"
+users = ["*"]
+gateway6 = "fd00:78e7::253"
+ports = { range = "40000-41023", block_size = 1024 }
+[[profile]]
+name = "plain"
+users = ["*"]
+ports = { range = "50000-50255", block_size = 256 }
+"#;
+        let p = Policy::from_toml(&text, "t").unwrap();
+        let bulk = p.pool_of_profile("bulk").unwrap();
+        let v6bulk = p.pool_of_profile("v6bulk").unwrap();
+        let plain = p.pool_of_profile("plain").unwrap();
+        assert_eq!(bulk.gateway6, p.node.gateway6);
+        // a pool with only gateway6 of its own still gets a table (its IPv4 goes to
+        // node.gateway there); one with neither stays in the main table
+        assert_eq!(
+            (v6bulk.gateway, v6bulk.gateway6.unwrap().to_string()),
+            (p.node.gateway, "fd00:78e7::253".into())
+        );
+        assert_ne!(v6bulk.route_table, p.node.route_table);
+        assert_eq!(plain.route_table, p.node.route_table);
+        // the IPv6 rules are the IPv4 ones, only with IPv6 out
+        assert_eq!(pool_rules6(&p, true), pool_rules(&p));
+        assert_eq!(pool_rules(&p).len(), 2 + 1, "{:?}", pool_rules(&p));
+        assert!(pool_rules6(&p, false).is_empty());
+        let routes: Vec<String> = pool_routes6(&p, 2, true)
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        let t = |pool: &extnet_policy::Pool| pool.route_table;
+        assert_eq!(
+            routes,
+            [
+                format!("default via fd00:78e7::254 dev if#2 table {}", t(bulk)),
+                format!("throw fd00:78e7::/48 table {}", t(bulk)),
+                format!("default via fd00:78e7::253 dev if#2 table {}", t(v6bulk)),
+                format!("throw fd00:78e7::/48 table {}", t(v6bulk)),
+            ]
+        );
+        assert!(pool_routes6(&p, 2, false).is_empty());
+        // without node.gateway6 a pool has no IPv6 gateway and no IPv6 routes
+        let p4 = pooled();
+        assert!(p4.pools.iter().all(|pool| pool.gateway6.is_none()));
+        assert!(pool_routes6(&p4, 2, true).is_empty());
     }
 
     #[test]

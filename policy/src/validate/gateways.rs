@@ -831,6 +831,35 @@ impl Validator<'_> {
             .iter()
             .flat_map(|v| v.nodes.iter().map(String::as_str))
             .collect();
+        // IPv6 follows IPv4: a node's IPv6 goes to the `address6` of the virtual address its
+        // IPv4 goes to, for each pool (`Policy::for_node`), so every virtual address needs one
+        if let Some(g6) = node.gateway6 {
+            if g.vip_by_address6(g6).is_none() {
+                let at = self.offset_of("gateway6").map(|o| o..o + 8);
+                self.err_at("node.gateway6", at, format!("{g6} is no [[gateways.vip]] address6"), "with [gateways], node.gateway6 must be one of the virtual addresses' address6 (each node's IPv6 goes to that of the address its IPv4 goes to)");
+            }
+            for (i, v) in g
+                .vips
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.address6.is_none())
+            {
+                self.err_at(
+                    &format!("gateways.vip[{}].address6", i + 1),
+                    span(&raw[i].get_ref().name),
+                    format!("node.gateway6 is set (the nodes send IPv6 out), but virtual address {:?} has no address6: the IPv6 of the nodes and pools behind it would have no gateway", v.name),
+                    "give it address6 and public6, or remove node.gateway6 to keep the site IPv4 only",
+                );
+            }
+        }
+        for d in drafts.iter().filter(|d| d.gateway6_span.is_some()) {
+            self.err_at(
+                &format!("{}.gateway6", d.checked.key.trim_end_matches(".ports")),
+                d.gateway6_span.clone(),
+                "with [gateways], a pool's IPv6 gateway is the address6 of the virtual address its gateway names".into(),
+                "remove gateway6 (and give that [[gateways.vip]] an address6)",
+            );
+        }
         for (pool, d) in pools.iter().zip(drafts) {
             if pool.route_table == node.route_table {
                 continue;

@@ -251,6 +251,7 @@ impl Validator<'_> {
             default_mode: node.as_ref().map(|n| n.mode).unwrap_or(Mode::Cgroup),
             default_pool: ports,
             node_gateway: node.as_ref().map(|n| n.gateway),
+            node_gateway6: node.as_ref().and_then(|n| n.gateway6),
             internal: &internal,
             internal6: &internal6,
         };
@@ -260,6 +261,8 @@ impl Validator<'_> {
             checked: default_pool,
             gateway: node.as_ref().map(|n| n.gateway),
             gateway_span: None,
+            gateway6: node.as_ref().and_then(|n| n.gateway6),
+            gateway6_span: None,
         }];
         let profiles = self.profiles(raw.profiles, &ctx, &mut drafts);
         let pools = self.pools(node.as_ref(), &drafts);

@@ -11,7 +11,7 @@ use super::profile::ProfileContext;
 use super::{span, Span, Validator};
 use crate::raw::{RawPorts, S};
 use crate::{NodeConfig, Pool, PortPool};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// `[ports] range` when the file gives none.
 pub(super) const DEFAULT_RANGE: &str = "20000-59999";
@@ -34,6 +34,10 @@ pub(super) struct PoolDraft {
     /// `None` when invalid (errors recorded).
     pub(super) gateway: Option<Ipv4Addr>,
     pub(super) gateway_span: Span,
+    /// The pool's IPv6 gateway: the profile's `gateway6`, else `node.gateway6`.
+    pub(super) gateway6: Option<Ipv6Addr>,
+    /// Where the profile wrote `gateway6` (`None`: not written).
+    pub(super) gateway6_span: Span,
 }
 
 impl Validator<'_> {
@@ -133,9 +137,11 @@ impl Validator<'_> {
         name: &str,
         raw_ports: Option<S<RawPorts>>,
         raw_gateway: Option<&S<String>>,
+        raw_gateway6: Option<&S<String>>,
         ctx: &ProfileContext,
     ) -> Option<PoolDraft> {
         let key = &format!("profile[{}]", i + 1);
+        let gateway6 = raw_gateway6.and_then(|g| self.profile_gateway6(key, g, ctx));
         let gateway = raw_gateway.and_then(|g| {
             let a = self.gateway(
                 &format!("{key}.gateway"),
@@ -162,6 +168,16 @@ impl Validator<'_> {
                         span(g),
                         format!("profile {name:?} names gateway {gw}, but it has no port pool of its own: a gateway belongs to a pool, and the default pool ([ports]) goes through node.gateway {node_gw}"),
                         "give the profile its own pool: a [profile.ports] table with a range outside [ports] range (and block_size if it differs), or remove gateway",
+                    );
+                }
+            }
+            if let (Some(gw), Some(g)) = (gateway6, raw_gateway6) {
+                if Some(gw) != ctx.node_gateway6 {
+                    self.err_at(
+                        &format!("{key}.gateway6"),
+                        span(g),
+                        format!("profile {name:?} names gateway6 {gw}, but it has no port pool of its own: a gateway belongs to a pool, and the default pool ([ports]) sends its IPv6 through node.gateway6"),
+                        "give the profile its own pool: a [profile.ports] table with a range outside [ports] range, or remove gateway6",
                     );
                 }
             }
@@ -193,7 +209,40 @@ impl Validator<'_> {
             checked,
             gateway: gateway.or(ctx.node_gateway),
             gateway_span: raw_gateway.and_then(span),
+            gateway6: gateway6.or(ctx.node_gateway6),
+            gateway6_span: raw_gateway6.and_then(span),
         })
+    }
+
+    /// A profile's `gateway6`: an IPv6 gateway address inside `node.internal6`, on a node
+    /// with `node.gateway6` (without it no job's IPv6 leaves, so a pool's IPv6 gateway would
+    /// be a promise the node does not keep). `None` when invalid (errors recorded).
+    fn profile_gateway6(
+        &mut self,
+        key: &str,
+        g: &S<String>,
+        ctx: &ProfileContext,
+    ) -> Option<Ipv6Addr> {
+        let k = format!("{key}.gateway6");
+        let a = self.gateway6(&k, g, "fd00:78e7::253")?;
+        if ctx.node_gateway6.is_none() {
+            self.err_at(
+                &k,
+                span(g),
+                format!("gateway6 {a} is set, but node.gateway6 is not: without it no job's IPv6 leaves the node"),
+                "set node.gateway6 (the IPv6 address of the default gateways), or remove this gateway6",
+            );
+            return None;
+        }
+        if !ctx.internal6.iter().any(|n| n.contains(&a)) {
+            self.err_at(
+                &k,
+                span(g),
+                format!("the IPv6 gateway {a} is not inside any network of node.internal6"),
+                "the node reaches a gateway directly on node.interface: list the cluster's IPv6 network that holds it in node.internal6",
+            );
+        }
+        Some(a)
     }
 
     /// Places the pools' slots one after the other (default pool first), checks that no two
@@ -253,7 +302,7 @@ impl Validator<'_> {
                     "use a larger block_size or a smaller range",
                 );
             }
-            let route_table = if gateway == node.gateway {
+            let route_table = if gateway == node.gateway && d.gateway6 == node.gateway6 {
                 node.route_table
             } else {
                 self.route_table(node, index, d)
@@ -264,6 +313,7 @@ impl Validator<'_> {
                 first_slot,
                 gateway,
                 route_table,
+                gateway6: d.gateway6,
             });
         }
         (self.errors.len() == start && pools.len() == drafts.len()).then_some(pools)

@@ -9,7 +9,7 @@ use super::{span, Span, Validator};
 use crate::raw::{RawPrincipals, RawProfile, S};
 use crate::{Mode, PortPool, Profile};
 use ipnet::{Ipv4Net, Ipv6Net};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// What checking a profile needs from the rest of the file.
 pub(super) struct ProfileContext<'a> {
@@ -18,6 +18,8 @@ pub(super) struct ProfileContext<'a> {
     pub(super) default_pool: Option<PortPool>,
     /// `node.gateway` (`None` when `[node]` is invalid).
     pub(super) node_gateway: Option<Ipv4Addr>,
+    /// `node.gateway6` (`None` when not set or `[node]` is invalid).
+    pub(super) node_gateway6: Option<Ipv6Addr>,
     pub(super) internal: &'a [Ipv4Net],
     pub(super) internal6: &'a [Ipv6Net],
 }
@@ -90,6 +92,7 @@ impl Validator<'_> {
             raw.name.get_ref(),
             raw.ports.take(),
             raw.gateway.as_ref(),
+            raw.gateway6.as_ref(),
             ctx,
         );
         let room = match &own {

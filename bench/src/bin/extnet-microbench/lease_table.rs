@@ -23,6 +23,7 @@ pub fn run() {
         first_slot: 0,
         gateway: Ipv4Addr::new(10, 0, 0, 254),
         route_table: 7700,
+        gateway6: None,
     };
     let req = |job_id, user, uid, mode| LeaseRequest {
         job_id,

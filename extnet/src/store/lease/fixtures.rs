@@ -18,6 +18,7 @@ pub fn pool() -> Pool {
         first_slot: 0,
         gateway: Ipv4Addr::new(10, 0, 0, 254),
         route_table: 7700,
+        gateway6: None,
     }
 }
 
@@ -34,6 +35,7 @@ pub fn bulk() -> Pool {
         first_slot: 3,
         gateway: Ipv4Addr::new(10, 0, 0, 253),
         route_table: 7701,
+        gateway6: None,
     }
 }
 
