@@ -1544,6 +1544,37 @@ fn ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says() {
         [1],
         "{t:?}"
     );
+    // ... and the admin's commands: trace by the node's IPv6 address, status
+    let extnet = |args: &[&str]| -> serde_json::Value {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.env(AS_VAR, "extnet")
+            .args(["--policy".as_ref(), lab.policy.as_os_str()])
+            .args(args);
+        let out = command_in(&mut cmd, &lab.node_ns).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "extnet {args:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    };
+    let port = sport6.to_string();
+    let t = extnet(&["trace", "fd00:78e7::11", &port, "--json"]);
+    assert_eq!(t["leases"][0]["job_id"], 1, "{t}");
+    assert_eq!(t["leases"].as_array().map(Vec::len), Some(1), "{t}");
+    let st = extnet(&["status", "--node", NODE, "--json"]);
+    assert_eq!(st["node_addr6"], "fd00:78e7::11", "{st}");
+    let j1 = &st["jobs"][0];
+    assert_eq!(
+        (&j1["job_id"], &j1["node_addr6"]),
+        (&1.into(), &"fd00:78e7::11".into()),
+        "{st}"
+    );
+    assert!(
+        j1["counters"]["bytes_out6"].as_u64() >= Some(c.bytes_out6) && c.bytes_out6 > 0,
+        "status shows the IPv6 counters: {st}"
+    );
 
     // outside every job: the node's own IPv6 has no way out (no default route), and a
     // socket that sets the job's full mark itself is no job either
