@@ -36,7 +36,7 @@ use std::fmt::Write;
 /// their IPv6 parts.
 pub const KINDS: [&str; 6] = ["out", "in", "conn", "out6", "in6", "conn6"];
 
-/// The name of counter `kind` (`out`, `in`, `conn`) of `slot`.
+/// The name of counter `kind` (one of [`KINDS`]) of `slot`.
 pub fn counter_name(slot: u32, kind: &str) -> String {
     format!("slot{slot}_{kind}")
 }
