@@ -80,7 +80,7 @@ fn node_policy(dir: &Path, cgroup_base: &Path) -> TestPolicy {
         .ports("block_size = 256")
         .ports("quarantine_secs = 0")
         .table(&format!(
-            "[log]\nlease_log = \"{d}/log/lease-%n.log\"\nfile = \"{d}/log/extnet-%n.log\""
+            "[log]\nlease_log = \"{d}/log/lease-%n.log\"\nfile = \"{d}/log/extnet-%n.log\"\naccounting = \"{d}/log/accounting-%n.log\""
         ))
         .profile("default", &["*"], &[])
         .profile("isolated", &["*"], &[r#"mode = "netns""#])
@@ -1060,6 +1060,15 @@ fn a_pinned_namespace_does_not_take_the_slot_from_the_next_job() {
     lab.finish();
 }
 
+/// The epilog's accounting record of `job`.
+fn accounting_record(lab: &Lab, job: u32) -> extnet::store::accounting::Record {
+    let r = jsonl::read(&lab.dir.join(format!("log/accounting-{NODE}.log")))
+        .into_iter()
+        .rfind(|r| r["job_id"] == job)
+        .unwrap_or_else(|| panic!("no accounting record of job {job}"));
+    serde_json::from_value(r).expect("an accounting record")
+}
+
 /// The lease log's records of `job`, in order.
 fn log_records(lab: &Lab, job: u32) -> Vec<serde_json::Value> {
     jsonl::read(&lab.dir.join(format!("log/lease-{NODE}.log")))
@@ -1429,10 +1438,21 @@ fn ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says() {
         task.wait().unwrap().success()
     };
     let v6 = "2001:db8:5::10";
+    let counters = |slot: u32| {
+        netns::run_in(lab.node_ns.as_fd(), || {
+            extnet::node::counters::read(&[slot]).expect("slot counters")[&slot]
+        })
+        .unwrap()
+    };
 
     // a granted job: TCP and UDP over IPv6 leave as the node's IPv6 address, in its block
     let g = lab.granted(1, "default");
     let cg = g.cgroup.clone().expect("a cgroup-mode grant");
+    let allocate = log_records(&lab, 1).remove(0);
+    assert_eq!(
+        allocate["node_addr6"], "fd00:78e7::11",
+        "the lease log says where the job's IPv6 is translated to: {allocate}"
+    );
     for proto in ["tcp", "udp"] {
         let tag = format!("granted-{proto}");
         assert!(
@@ -1454,11 +1474,107 @@ fn ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says() {
             g.port_last
         );
     }
+    // only IPv6 so far: the IPv6 counters hold all of the job's traffic
+    let c6 = counters(g.slot);
+    assert!(c6.bytes_out6 > 0 && c6.bytes_in6 > 0, "{c6:?}");
+    assert_eq!(
+        c6.connections6, 2,
+        "a TCP connection and a UDP flow: {c6:?}"
+    );
+    assert_eq!(
+        (
+            c6.bytes_out,
+            c6.packets_out,
+            c6.bytes_in,
+            c6.packets_in,
+            c6.connections
+        ),
+        (
+            c6.bytes_out6,
+            c6.packets_out6,
+            c6.bytes_in6,
+            c6.packets_in6,
+            c6.connections6
+        ),
+        "no IPv4 yet"
+    );
     // its IPv4 as before, in the same block
     assert!(reach(Some(&cg), "tcp", "203.0.113.10", 443, "granted-v4"));
     let (_, src, sport, _) = seen("granted-v4").expect("granted-v4 seen");
     assert_eq!(src, "::ffff:10.77.0.11");
     assert!((g.port_first..=g.port_last).contains(&sport), "{sport}");
+    // ... which moves the totals, not the IPv6 counters
+    let c = counters(g.slot);
+    assert_eq!(
+        (
+            c.bytes_out6,
+            c.packets_out6,
+            c.bytes_in6,
+            c.packets_in6,
+            c.connections6
+        ),
+        (
+            c6.bytes_out6,
+            c6.packets_out6,
+            c6.bytes_in6,
+            c6.packets_in6,
+            c6.connections6
+        ),
+        "IPv4 moved the IPv6 counters"
+    );
+    assert!(
+        c.bytes_out > c6.bytes_out && c.bytes_in > c6.bytes_in,
+        "{c:?}"
+    );
+    assert_eq!(c.connections, 3, "{c:?}");
+    // `extnet trace` of the node's IPv6 address and the port the outside saw (no gateways)
+    let (_, _, sport6, _) = seen("granted-tcp").unwrap();
+    let lease_log = jsonl::read(&lab.dir.join(format!("log/lease-{NODE}.log")))
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    let t = extnet::store::trace::node_trace(
+        "fd00:78e7::11".parse().unwrap(),
+        sport6,
+        Some(extnet::store::lease::now()),
+        lease_log,
+    );
+    assert_eq!(
+        t.leases.iter().map(|l| l.job_id).collect::<Vec<_>>(),
+        [1],
+        "{t:?}"
+    );
+    // ... and the admin's commands: trace by the node's IPv6 address, status
+    let extnet = |args: &[&str]| -> serde_json::Value {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.env(AS_VAR, "extnet")
+            .args(["--policy".as_ref(), lab.policy.as_os_str()])
+            .args(args);
+        let out = command_in(&mut cmd, &lab.node_ns).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "extnet {args:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    };
+    let port = sport6.to_string();
+    let t = extnet(&["trace", "fd00:78e7::11", &port, "--json"]);
+    assert_eq!(t["leases"][0]["job_id"], 1, "{t}");
+    assert_eq!(t["leases"].as_array().map(Vec::len), Some(1), "{t}");
+    let st = extnet(&["status", "--node", NODE, "--json"]);
+    assert_eq!(st["node_addr6"], "fd00:78e7::11", "{st}");
+    let j1 = &st["jobs"][0];
+    assert_eq!(
+        (&j1["job_id"], &j1["node_addr6"]),
+        (&1.into(), &"fd00:78e7::11".into()),
+        "{st}"
+    );
+    assert!(
+        j1["counters"]["bytes_out6"].as_u64() >= Some(c.bytes_out6) && c.bytes_out6 > 0,
+        "status shows the IPv6 counters: {st}"
+    );
 
     // outside every job: the node's own IPv6 has no way out (no default route), and a
     // socket that sets the job's full mark itself is no job either
@@ -1480,6 +1596,16 @@ fn ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says() {
     // the node holds three slots: each job below ends before the next starts
     lab.epilog_ok(2);
     lab.assert_clean(2, "job 2");
+    // its record: IPv4 only (the dropped IPv6 is not counted), no IPv6 address
+    let r2 = accounting_record(&lab, 2);
+    let c2 = r2.counters;
+    assert!(c2.connections >= 1 && c2.bytes_out > 0, "{r2:?}");
+    assert_eq!(
+        (c2.bytes_out6, c2.bytes_in6, c2.connections6, r2.node_addr6),
+        (0, 0, 0, None),
+        "{r2:?}"
+    );
+    assert!(log_records(&lab, 2)[0].get("node_addr6").is_none());
 
     // an allowlist with an IPv6 entry: only that net and port
     let g3 = lab.granted(3, "web6");
@@ -1490,6 +1616,14 @@ fn ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says() {
     assert!(!reach(Some(&cg3), "tcp", "2001:db8:6::10", 443, "web6-net"));
     lab.epilog_ok(3);
     lab.assert_clean(3, "job 3");
+    // its record: the one IPv6 connection let through, translated to the node's address
+    let r3 = accounting_record(&lab, 3);
+    assert_eq!(r3.counters.connections6, 1, "{r3:?}");
+    assert!(
+        r3.counters.bytes_out6 > 0 && r3.counters.bytes_in6 > 0,
+        "{r3:?}"
+    );
+    assert_eq!(r3.node_addr6, Some("fd00:78e7::11".parse().unwrap()));
     // an IPv4-only allowlist lets no IPv6 through
     let g4 = lab.granted(4, "web4");
     let cg4 = g4.cgroup.clone().unwrap();

@@ -74,6 +74,7 @@ fn lease(table: &mut LeaseTable, policy: &extnet_policy::Policy, job: u32, profi
                 profile,
                 fwmark: policy.node.fwmark,
                 node_addr: "10.99.0.11".parse().unwrap(),
+                node_addr6: None,
             },
             pool,
             100,

@@ -132,10 +132,13 @@ enum Cmd {
     ///
     /// The node, job, user, profile and lease interval behind PUBLIC_ADDRESS:PORT, from the
     /// policy's mapping and the lease logs; with --job, the public addresses and ports the
-    /// job used.
+    /// job used. An address the policy's [gateways] do not translate (or any, without
+    /// [gateways]) is taken as a node's own IPv4 or IPv6 address and found in the lease
+    /// logs alone.
     Trace {
         /// PUBLIC_ADDRESS:PORT as the outside saw it ([IPV6_ADDRESS]:PORT for IPv6), or the
-        /// address alone with the port as the next argument.
+        /// address alone with the port as the next argument; or a node's own address and
+        /// port (no [gateways]).
         #[arg(required_unless_present = "job", conflicts_with = "job")]
         target: Option<String>,
         /// The port, when TARGET is the address alone (`extnet trace 2001:db8::101 20166`).
@@ -152,7 +155,8 @@ enum Cmd {
         /// policy's log.lease_log of the node).
         #[arg(long)]
         log: Vec<PathBuf>,
-        /// With --job and no --log: the node whose lease log to read.
+        /// Without --log: the node whose lease log to read (for --job, and for a node's own
+        /// address: default every node's log the policy's log.lease_log names).
         #[arg(long)]
         node: Option<String>,
         /// One JSON object instead of the text.
@@ -475,7 +479,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => match (target, job) {
             (_, Some(j)) => cmd::trace::job(&cli.policy, j, log, node, json),
-            (Some(t), None) => cmd::trace::address(&cli.policy, &t, port.as_deref(), at, log, json),
+            (Some(t), None) => cmd::trace::address(
+                &cli.policy,
+                &t,
+                port.as_deref(),
+                at,
+                log,
+                node.as_deref(),
+                json,
+            ),
             (None, None) => anyhow::bail!("give PUBLIC_ADDRESS:PORT or --job N"),
         },
     }

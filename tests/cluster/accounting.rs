@@ -135,6 +135,75 @@ fn netns_job_transfer_is_accounted_both_ways_without_internal_traffic() {
     transfer_is_accounted("isolated", "netns");
 }
 
+/// A cgroup-mode job downloads DOWN bytes over IPv4, and DOWN6 bytes and uploads UP6 bytes
+/// over IPv6: its record's totals hold both, its IPv6 fields only the IPv6 part, and it names
+/// the node's IPv6 address the job's IPv6 was translated to, as the lease log does.
+#[test]
+#[ignore = "needs root and the test cluster: run slurm-test-env/test"]
+fn ipv6_traffic_is_accounted_apart_in_the_record() {
+    const DOWN6: u64 = 2_000_000;
+    const UP6: u64 = 500_000;
+    let c = Cluster::get();
+    assert!(
+        c.policy_has_ipv6(),
+        "the test cluster is dual stack (node.gateway6): run slurm-test-env/up"
+    );
+    let script = format!(
+        "set -e; \
+         /usr/bin/curl -sS -o /dev/null -w 'GOT %{{size_download}}\\n' http://{OUTSIDE}:8080/bytes/{DOWN}; \
+         /usr/bin/curl -sS -o /dev/null -w 'GOT6 %{{size_download}}\\n' 'http://[{OUTSIDE6}]:8080/bytes/{DOWN6}'; \
+         head -c {UP6} /dev/zero | /usr/bin/curl -sS --data-binary @- 'http://[{OUTSIDE6}]:8080/sink'"
+    );
+    let r = c.srun(ALLOWED, &["-N1", "-w", "n1", "--external-net"], &script);
+    assert!(r.ok(), "the job failed:\n{r}");
+    assert!(r.stdout.contains(&format!("GOT {DOWN}")), "{r}");
+    assert!(r.stdout.contains(&format!("GOT6 {DOWN6}")), "{r}");
+    assert!(r.stdout.contains(&format!("RECEIVED {UP6}")), "{r}");
+    let job = r.job_id();
+    let recs = wait_records(&c, job, 1);
+    let rec = &recs[0];
+    assert!(rec.get("error").is_none(), "counters unreadable: {rec:#}");
+    let (bin6, bout6) = (u(rec, "bytes_in6"), u(rec, "bytes_out6"));
+    assert!(
+        (DOWN6..DOWN6 + SLACK).contains(&bin6),
+        "bytes_in6 {bin6}: the IPv6 download of {DOWN6} bytes plus headers expected (more: the IPv4 download counted as IPv6): {rec:#}"
+    );
+    assert!(
+        (UP6..UP6 + SLACK).contains(&bout6),
+        "bytes_out6 {bout6}: the IPv6 upload of {UP6} bytes plus headers expected: {rec:#}"
+    );
+    let bin = u(rec, "bytes_in");
+    assert!(
+        (DOWN + DOWN6..DOWN + DOWN6 + 2 * SLACK).contains(&bin),
+        "bytes_in {bin}: both downloads expected in the total: {rec:#}"
+    );
+    assert!(
+        u(rec, "packets_in6") >= DOWN6.div_ceil(65536)
+            && u(rec, "packets_in") > u(rec, "packets_in6"),
+        "{rec:#}"
+    );
+    assert_eq!(
+        u(rec, "connections6"),
+        2,
+        "two HTTP connections over IPv6: {rec:#}"
+    );
+    assert_eq!(u(rec, "connections"), 3, "and one over IPv4: {rec:#}");
+    let addr6 = rec["node_addr6"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the record names the node's IPv6 address: {rec:#}"));
+    assert!(addr6.parse::<std::net::Ipv6Addr>().is_ok(), "{rec:#}");
+    let allocate = c.lease_record(job, "n1", "allocate");
+    assert_eq!(
+        allocate["node_addr6"], addr6,
+        "the lease log says the same: {allocate:#}"
+    );
+
+    // the admin's table shows the IPv6 part beside the totals
+    let a = c.extnet("n1", &["accounting", "--job", &job.to_string()]);
+    assert!(a.ok() && a.stdout.contains("OUT6"), "{a}");
+    c.assert_clean(job);
+}
+
 /// The job's entry in `extnet status --json` on `node`.
 fn status_entry(c: &Cluster, node: &str, job: u32) -> (Value, Value) {
     let s = c.extnet(node, &["status", "--node", node, "--json"]);
@@ -172,6 +241,15 @@ fn status_shows_a_running_jobs_counters_and_interim_records_come_once_per_interv
     let cnt = &entry["counters"];
     assert!(u(cnt, "bytes_in") >= DOWN, "{entry:#}");
     assert!(u(cnt, "connections") >= 1, "{entry:#}");
+    // the IPv6 part (this job used none) and the node's IPv6 translation address
+    assert_eq!(u(cnt, "bytes_in6"), 0, "{entry:#}");
+    if c.policy_has_ipv6() {
+        assert!(
+            v["node_addr6"].as_str().is_some_and(|a| a.contains(':')),
+            "the dual-stack node's IPv6 address: {v:#}"
+        );
+        assert_eq!(entry["node_addr6"], v["node_addr6"], "{entry:#}");
+    }
     let table = c.extnet("n1", &["status", "--node", "n1"]);
     let line = table
         .stdout

@@ -18,7 +18,12 @@ use support::tables::accounting_table as ruleset;
 
 /// Sends `n` datagrams of `size` bytes from one socket to `to` and waits for each echo.
 fn exchange(to: &str, n: usize, size: usize) {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let s = UdpSocket::bind(if to.starts_with('[') {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    })
+    .unwrap();
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut buf = vec![0u8; 65536];
     for _ in 0..n {
@@ -60,6 +65,7 @@ fn counters_count_marked_external_traffic_both_ways_and_survive_a_reload() {
         echo_server("127.0.0.1:9999");
         echo_server("127.0.0.2:9999");
         echo_server("127.0.0.1:9997");
+        echo_server("[::1]:9999");
 
         let p = support::policy::accounting("20000-20767", 256);
         nft::apply(&ruleset(&p)).expect("load the accounting objects and chains");
@@ -80,7 +86,9 @@ fn counters_count_marked_external_traffic_both_ways_and_survive_a_reload() {
                 bytes_in: wire,
                 packets_in: n as u64,
                 connections: 1,
-            }
+                ..Counters::default()
+            },
+            "IPv4 moves the totals, not the IPv6 counters"
         );
         assert_eq!(read(0), Counters::default(), "another slot counts nothing");
 
@@ -98,6 +106,7 @@ fn counters_count_marked_external_traffic_both_ways_and_survive_a_reload() {
             mode: extnet_policy::Mode::Cgroup,
             profile: "downloads".into(),
             node_addr: "10.99.0.11".parse().unwrap(),
+            node_addr6: None,
             since: 1,
             last_logged: None,
         });
@@ -123,10 +132,47 @@ fn counters_count_marked_external_traffic_both_ways_and_survive_a_reload() {
         exchange("127.0.0.1:9999", 1, 100);
         assert_eq!(read(1).connections, 2);
 
+        // IPv6 moves the totals and, by as much, the IPv6 counters
+        let (n6, size6) = (3usize, 700usize);
+        let wire6 = (n6 * (size6 + 48)) as u64; // IPv6 + UDP headers
+        exchange("[::1]:9999", n6, size6);
+        let c6 = read(1);
+        assert_eq!(
+            c6,
+            Counters {
+                bytes_out: wire + 128 + wire6,
+                packets_out: (n + 1 + n6) as u64,
+                bytes_in: wire + 128 + wire6,
+                packets_in: (n + 1 + n6) as u64,
+                connections: 3,
+                bytes_out6: wire6,
+                packets_out6: n6 as u64,
+                bytes_in6: wire6,
+                packets_in6: n6 as u64,
+                connections6: 1,
+            }
+        );
+        // IPv4 again: the IPv6 counters stay
+        exchange("127.0.0.1:9999", 1, 100);
+        let c = read(1);
+        assert_eq!(
+            (c.bytes_out6, c.packets_in6, c.connections6),
+            (c6.bytes_out6, c6.packets_in6, c6.connections6)
+        );
+        assert_eq!(c.bytes_out, c6.bytes_out + 128);
+
         // a base reload keeps the values (carry_over), a reset zeroes them
         let before = read(1);
+        assert!(
+            before.bytes_in6 > 0 && before.connections6 > 0,
+            "{before:?}"
+        );
         nft::apply(&counters::carry_over(&ruleset(&p))).unwrap();
-        assert_eq!(read(1), before, "carried over the reload");
+        assert_eq!(
+            read(1),
+            before,
+            "carried over the reload, the IPv6 counters too"
+        );
         nft::apply(&ruleset(&p)).unwrap();
         assert_eq!(
             read(1),

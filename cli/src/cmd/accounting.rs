@@ -8,8 +8,8 @@ use extnet_policy::Policy;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// The table of jobs, one line each.
-const JOBS: [Column; 11] = [
+/// The table of jobs, one line each: the totals of both IP families, then their IPv6 part.
+const JOBS: [Column; 14] = [
     Column::right("JOB", 8),
     Column::left("USER", 12).apart(),
     Column::left("NODES", 12),
@@ -21,6 +21,9 @@ const JOBS: [Column; 11] = [
     Column::right("PKTS OUT", 9),
     Column::right("PKTS IN", 9),
     Column::right("CONNS", 6),
+    Column::right("OUT6", 10).apart(),
+    Column::right("IN6", 10),
+    Column::right("CONNS6", 6),
 ];
 
 /// `extnet accounting`: the records of `file` (default: the policy's `log.accounting` files
@@ -97,6 +100,9 @@ pub fn show(
                     &c.packets_out,
                     &c.packets_in,
                     &c.connections,
+                    &human_bytes(c.bytes_out6),
+                    &human_bytes(c.bytes_in6),
+                    &c.connections6,
                 ]
             )
         );
@@ -129,22 +135,23 @@ mod tests {
     /// The table's lines are those of the format string it replaced.
     #[test]
     fn jobs_table_lines() {
-        let format = |cells: [&dyn std::fmt::Display; 11]| {
-            let [a, b, c, d, e, f, g, h, i, j, k] = cells;
+        let format = |cells: [&dyn std::fmt::Display; 14]| {
+            let [a, b, c, d, e, f, g, h, i, j, k, l, m, n] = cells;
             format!(
-                "{a:>8}  {b:<12} {c:<12} {d:<10} {e:<20}  {f:>9}  {g:>10} {h:>10} {i:>9} {j:>9} {k:>6}"
+                "{a:>8}  {b:<12} {c:<12} {d:<10} {e:<20}  {f:>9}  {g:>10} {h:>10} {i:>9} {j:>9} {k:>6}  {l:>10} {m:>10} {n:>6}"
             )
         };
         let head = [
             "JOB", "USER", "NODES", "PROFILE", "START", "DURATION", "OUT", "IN", "PKTS OUT",
-            "PKTS IN", "CONNS",
+            "PKTS IN", "CONNS", "OUT6", "IN6", "CONNS6",
         ];
         assert_eq!(
             output::header(&JOBS),
             format(head.each_ref().map(|s| s as &dyn std::fmt::Display))
         );
         let start = lease::rfc3339(1_700_000_000);
-        let cells: [&dyn std::fmt::Display; 11] = [
+        let (out6, in6) = (human_bytes(512), human_bytes(0));
+        let cells: [&dyn std::fmt::Display; 14] = [
             &4242u32,
             &"alice",
             &"n1,n2",
@@ -156,6 +163,9 @@ mod tests {
             &12u64,
             &3u64,
             &1u64,
+            &out6,
+            &in6,
+            &0u64,
         ];
         assert_eq!(output::row(&JOBS, cells), format(cells));
     }

@@ -5,11 +5,12 @@ use crate::output::{self, human_bytes, Column};
 use extnet::plan::layout::Layout;
 use extnet::store::lease::{self, LeaseTable};
 use extnet_policy::Policy;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::process::ExitCode;
 
-/// The table of active jobs.
-const JOBS: [Column; 11] = [
+/// The table of active jobs: their traffic of both IP families, then its IPv6 part.
+const JOBS: [Column; 14] = [
     Column::right("JOB", 8),
     Column::left("USER", 12).apart(),
     Column::left("MODE", 7),
@@ -21,7 +22,37 @@ const JOBS: [Column; 11] = [
     Column::right("OUT", 10).apart(),
     Column::right("IN", 10),
     Column::right("CONNS", 6),
+    Column::right("OUT6", 10).apart(),
+    Column::right("IN6", 10),
+    Column::right("CONNS6", 6),
 ];
+
+/// The node's addresses on `node.interface`: IPv4, and the IPv6 one jobs' IPv6 is translated
+/// to (`None`: no `node.gateway6`, or no address to translate to). `Err`: not readable.
+fn node_addresses(
+    policy: &Policy,
+    layout: &Layout,
+) -> Result<(Ipv4Addr, Option<Ipv6Addr>), String> {
+    let mut nl = extnet::kernel::netlink::Netlink::open().map_err(|e| e.to_string())?;
+    let (idx, a) = extnet::node::node_addr(policy, layout, &mut nl).map_err(|e| e.to_string())?;
+    let a6 = extnet::node::node_addr6(policy, &mut nl, idx).map_err(|e| e.to_string())?;
+    Ok((a, a6))
+}
+
+/// What `extnet status` says of jobs' IPv6 on the node: where it leaves, or why it does not.
+fn ipv6_line(policy: &Policy, addresses: &Result<(Ipv4Addr, Option<Ipv6Addr>), String>) -> String {
+    match (policy.node.gateway6, addresses) {
+        (None, _) => "jobs' IPv6: dropped (no node.gateway6)".to_owned(),
+        (Some(g), Ok((_, Some(a6)))) => format!(
+            "jobs' IPv6: translated to {a6} (the job's port block), via node.gateway6 {g}, for cgroup-mode jobs of profiles with IPv6"
+        ),
+        (Some(_), Ok((_, None))) => format!(
+            "jobs' IPv6: dropped ({} has no global or unique local IPv6 address to translate to)",
+            policy.node.interface
+        ),
+        (Some(_), Err(e)) => format!("jobs' IPv6: the node's IPv6 address is unreadable: {e}"),
+    }
+}
 
 /// `extnet status [--json]` for `node`.
 pub fn show(policy_path: &Path, node: &str, json: bool) -> anyhow::Result<ExitCode> {
@@ -36,6 +67,7 @@ pub fn show(policy_path: &Path, node: &str, json: bool) -> anyhow::Result<ExitCo
     let slots: Vec<u32> = table.leases.iter().map(|l| l.slot).collect();
     let counters = extnet::node::counters::read(&slots).map_err(|e| e.to_string());
     let of = |slot: u32| counters.as_ref().ok().and_then(|m| m.get(&slot));
+    let addresses = node_addresses(&policy, &layout);
     if json {
         let jobs: Vec<serde_json::Value> = table
             .leases
@@ -66,6 +98,14 @@ pub fn show(policy_path: &Path, node: &str, json: bool) -> anyhow::Result<ExitCo
         if let Err(e) = &counters {
             v["counters_error"] = e.clone().into();
         }
+        match &addresses {
+            Ok((a, a6)) => {
+                v["node_addr"] = a.to_string().into();
+                // what jobs' IPv6 is translated to (null: it is dropped)
+                v["node_addr6"] = serde_json::to_value(a6).expect("address serializes");
+            }
+            Err(e) => v["node_addr_error"] = e.clone().into(),
+        }
         let (pinned, unreadable) = extnet::store::pinned::list(&layout);
         v["pinned_namespaces"] = serde_json::to_value(&pinned).expect("records serialize");
         if !unreadable.is_empty() {
@@ -88,6 +128,12 @@ pub fn show(policy_path: &Path, node: &str, json: bool) -> anyhow::Result<ExitCo
         quarantined,
         total.saturating_sub(table.leases.len() + quarantined)
     );
+    if let Ok((a, _)) = &addresses {
+        println!("  address {a}");
+    }
+    if policy.node.gateway6.is_some() || table.leases.iter().any(|l| l.node_addr6.is_some()) {
+        println!("  {}", ipv6_line(&policy, &addresses));
+    }
     for u in &pools {
         println!(
             "  pool {}: ports {}-{} in blocks of {}, gateway {}: {} used, {} in quarantine, {} free of {} (profiles: {})",
@@ -127,13 +173,16 @@ pub fn show(policy_path: &Path, node: &str, json: bool) -> anyhow::Result<ExitCo
     if !table.leases.is_empty() {
         println!("{}", output::header(&JOBS));
         for l in &table.leases {
-            let (out, inn, conns) = match of(l.slot) {
-                Some(c) => (
+            let [out, inn, conns, out6, in6, conns6] = match of(l.slot) {
+                Some(c) => [
                     human_bytes(c.bytes_out),
                     human_bytes(c.bytes_in),
                     c.connections.to_string(),
-                ),
-                None => ("?".into(), "?".into(), "?".into()),
+                    human_bytes(c.bytes_out6),
+                    human_bytes(c.bytes_in6),
+                    c.connections6.to_string(),
+                ],
+                None => ["?", "?", "?", "?", "?", "?"].map(String::from),
             };
             println!(
                 "{}",
@@ -151,9 +200,20 @@ pub fn show(policy_path: &Path, node: &str, json: bool) -> anyhow::Result<ExitCo
                         &out,
                         &inn,
                         &conns,
+                        &out6,
+                        &in6,
+                        &conns6,
                     ]
                 )
             );
+        }
+        let v6: Vec<String> = table
+            .leases
+            .iter()
+            .filter_map(|l| l.node_addr6.map(|a| format!("job {} as {a}", l.job_id)))
+            .collect();
+        if !v6.is_empty() {
+            println!("IPv6 translated (ports as above): {}", v6.join(", "));
         }
         if let Err(e) = &counters {
             println!("traffic counters unavailable: {e}");
@@ -261,7 +321,7 @@ mod tests {
         assert_eq!(
             output::header(&JOBS),
             format!(
-                "{:>8}  {:<12} {:<7} {:>5} {:>9}  {:<13} {:<12} {:<20}  {:>10} {:>10} {:>6}",
+                "{:>8}  {:<12} {:<7} {:>5} {:>9}  {:<13} {:<12} {:<20}  {:>10} {:>10} {:>6}  {:>10} {:>10} {:>6}",
                 "JOB",
                 "USER",
                 "MODE",
@@ -272,12 +332,16 @@ mod tests {
                 "SINCE",
                 "OUT",
                 "IN",
-                "CONNS"
+                "CONNS",
+                "OUT6",
+                "IN6",
+                "CONNS6"
             )
         );
         let mode = extnet_policy::Mode::Netns;
         let since = lease::rfc3339(1_700_000_000);
         let (out, inn, conns) = (human_bytes(1536), "?".to_owned(), "12".to_owned());
+        let (out6, in6, conns6) = (human_bytes(512), human_bytes(0), "1".to_owned());
         assert_eq!(
             output::row(
                 &JOBS,
@@ -293,10 +357,13 @@ mod tests {
                     &out,
                     &inn,
                     &conns,
+                    &out6,
+                    &in6,
+                    &conns6,
                 ]
             ),
             format!(
-                "{:>8}  {:<12} {:<7} {:>5} {:>9}  {:<13} {:<12} {:<20}  {out:>10} {inn:>10} {conns:>6}",
+                "{:>8}  {:<12} {:<7} {:>5} {:>9}  {:<13} {:<12} {:<20}  {out:>10} {inn:>10} {conns:>6}  {out6:>10} {in6:>10} {conns6:>6}",
                 4242,
                 "alice",
                 mode.to_string(),

@@ -5,6 +5,7 @@
 use anyhow::Context;
 use extnet::store::lease::{parse_time, rfc3339};
 use extnet::store::trace;
+use extnet_policy::gateways::NatLookupError;
 use extnet_policy::Policy;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -67,6 +68,7 @@ pub fn address(
     port: Option<&str>,
     at: Option<String>,
     log: Vec<PathBuf>,
+    node: Option<&str>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let policy = Policy::load(policy_path)?;
@@ -78,7 +80,14 @@ pub fn address(
             })
         })
         .transpose()?;
-    let entry = policy.nat_lookup(public, port)?;
+    let entry = match policy.nat_lookup(public, port) {
+        Ok(e) => e,
+        // not translated by a gateway the policy describes: a node's own address
+        Err(NatLookupError::NoGateways | NatLookupError::NotPublic(_)) => {
+            return node_address(&policy, public, port, at, log, node, json)
+        }
+        Err(e) => return Err(e.into()),
+    };
     let paths = logs(&policy, log, Some(&entry.node));
     let (records, bad) = trace::read_records(
         &paths,
@@ -100,35 +109,92 @@ pub fn address(
             t.pool,
             t.virtual_address
         );
-        if let Some(at) = t.at {
-            println!("at {}:", rfc3339(at));
-        }
-        for l in &t.leases {
-            println!(
-                "  job {} user {} (uid {}) profile {} block {}-{}: {}",
-                l.job_id,
-                l.user,
-                l.uid,
-                l.profile,
-                l.port_first,
-                l.port_last,
-                l.interval_text()
-            );
-        }
-        for u in &t.unknown {
-            println!("  unknown: {u}");
-        }
+        print_leases(t.at, &t.leases, &t.unknown, false);
     }
+    Ok(found(bad, !t.leases.is_empty()))
+}
+
+/// The leases that held a port (`at` a time), one line each (`with_node`: with the node and
+/// its addresses first), then what the logs cannot tell.
+fn print_leases(at: Option<u64>, leases: &[trace::LeaseSpan], unknown: &[String], with_node: bool) {
+    if let Some(at) = at {
+        println!("at {}:", rfc3339(at));
+    }
+    for l in leases {
+        let node = if with_node {
+            format!(
+                "node {} ({}{}) ",
+                l.node,
+                l.node_addr,
+                l.node_addr6.map_or(String::new(), |a| format!(", {a}"))
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "  {node}job {} user {} (uid {}) profile {} block {}-{}: {}",
+            l.job_id,
+            l.user,
+            l.uid,
+            l.profile,
+            l.port_first,
+            l.port_last,
+            l.interval_text()
+        );
+    }
+    for u in unknown {
+        println!("  unknown: {u}");
+    }
+}
+
+/// The exit code of a trace (1: nothing found), after a warning for `bad` unreadable lines.
+fn found(bad: usize, any: bool) -> ExitCode {
     if bad > 0 {
         eprintln!(
             "extnet: warning: {bad} line(s) of the logs are not lease records and were skipped"
         );
     }
-    Ok(if t.leases.is_empty() {
-        ExitCode::from(1)
-    } else {
+    if any {
         ExitCode::SUCCESS
-    })
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// `extnet trace NODE_ADDRESS:PORT`: the jobs whose lease had that node address (IPv4:
+/// `node_addr`, IPv6: `node_addr6`) and a block holding the port, from the lease logs alone.
+fn node_address(
+    policy: &Policy,
+    address: IpAddr,
+    port: u16,
+    at: Option<u64>,
+    log: Vec<PathBuf>,
+    node: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let paths = if !log.is_empty() || node.is_some() {
+        logs(policy, log, node)
+    } else {
+        let this = extnet::job::env::short_hostname();
+        extnet::store::accounting::log_files(&policy.log.lease_log, None, this.as_deref())
+    };
+    anyhow::ensure!(
+        !paths.is_empty(),
+        "{address} is not a public address of the policy's [gateways], so it is taken as a node's own address; no lease log matches log.lease_log = {:?}: pass the lease logs with --log (a file or a directory of collected logs) or --node",
+        policy.log.lease_log
+    );
+    let (records, bad) = trace::read_records(&paths, &trace::node_needle(address), node)?;
+    let t = trace::node_trace(address, port, at, records);
+    if json {
+        println!("{}", serde_json::to_string(&t)?);
+    } else {
+        println!(
+            "{} is a node's own address (not a public address of the policy's [gateways])",
+            SocketAddr::new(address, port)
+        );
+        print_leases(t.at, &t.leases, &t.unknown, true);
+    }
+    Ok(found(bad, !t.leases.is_empty()))
 }
 
 pub fn job(
@@ -173,16 +239,7 @@ pub fn job(
             }
         }
     }
-    if bad > 0 {
-        eprintln!(
-            "extnet: warning: {bad} line(s) of the logs are not lease records and were skipped"
-        );
-    }
-    Ok(if uses.is_empty() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(found(bad, !uses.is_empty()))
 }
 
 #[cfg(test)]

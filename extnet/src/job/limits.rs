@@ -83,6 +83,7 @@ mod tests {
             mode: extnet_policy::Mode::Cgroup,
             profile: profile.into(),
             node_addr: "10.0.0.2".parse().unwrap(),
+            node_addr6: None,
             since: 0,
             last_logged: None,
         }

@@ -156,6 +156,7 @@ fn grant(
     step("lock");
     let mut nl = Netlink::open()?;
     let (iface, node_addr) = node::node_addr(policy, layout, &mut nl)?;
+    let node_addr6 = node::node_addr6(policy, &mut nl, iface)?;
     step("node-addr");
     let table_path = layout.lease_table();
     let mut table = LeaseTable::load(&table_path, &layout.node)?;
@@ -183,6 +184,9 @@ fn grant(
         // the lease records the mark of the job's checked packets (plan::mark)
         fwmark: policy.node.fwmark | policy.node.checked_fwmark,
         node_addr,
+        // what the job's IPv6 is translated to, when it goes out at all (netns mode has no
+        // IPv6 yet: docs/ipv6.md)
+        node_addr6: node_addr6.filter(|_| mode == Mode::Cgroup && policy.ipv6_of(profile_def)),
     };
     // a block of the profile's pool: its own ([profile.ports]) or the default one
     step("limits");
@@ -199,7 +203,7 @@ fn grant(
     }
     step("lease-store");
     let result = (|| -> Result<Grant, JobError> {
-        node::ensure(policy, layout, &mut nl, iface, node_addr)?;
+        node::ensure_with(policy, layout, &mut nl, iface, node_addr, node_addr6)?;
         step("node-ensure");
         let mut g = Grant {
             profile: profile.to_owned(),

@@ -114,6 +114,7 @@ mod tests {
             mode: extnet_policy::Mode::Cgroup,
             profile: profile.into(),
             node_addr: "10.99.0.11".parse().unwrap(),
+            node_addr6: None,
             since: 0,
             last_logged: None,
         };

@@ -21,9 +21,9 @@ pub enum CounterError {
     },
 }
 
-/// Reads the counters of `slots` (and of no other slot): three netlink requests per slot on
-/// one socket (`nft list counter inet extnet slotN_out` ..., without the libnftables cache,
-/// which would fetch the whole table, cgroup maps included).
+/// Reads the counters of `slots` (and of no other slot): six netlink requests per slot (the
+/// totals and their IPv6 parts) on one socket (`nft list counter inet extnet slotN_out` ...,
+/// without the libnftables cache, which would fetch the whole table, cgroup maps included).
 pub fn read(slots: &[u32]) -> Result<BTreeMap<u32, Counters>, CounterError> {
     get_slots(slots, false)
 }
@@ -57,6 +57,9 @@ fn get_slots(slots: &[u32], reset: bool) -> Result<BTreeMap<u32, Counters>, Coun
         let (packets_out, bytes_out) = get("out")?;
         let (packets_in, bytes_in) = get("in")?;
         let (connections, _) = get("conn")?;
+        let (packets_out6, bytes_out6) = get("out6")?;
+        let (packets_in6, bytes_in6) = get("in6")?;
+        let (connections6, _) = get("conn6")?;
         out.insert(
             slot,
             Counters {
@@ -65,6 +68,11 @@ fn get_slots(slots: &[u32], reset: bool) -> Result<BTreeMap<u32, Counters>, Coun
                 bytes_in,
                 packets_in,
                 connections,
+                bytes_out6,
+                packets_out6,
+                bytes_in6,
+                packets_in6,
+                connections6,
             },
         );
     }

@@ -438,6 +438,12 @@ pub fn snapshot(
                 bytes_in,
                 packets_in,
                 connections: get(&counter_name(l.slot, "conn")).map_or(0, |c| c.0),
+                // the IPv6 parts (absent from a table of an earlier version: zero)
+                bytes_out6: get(&counter_name(l.slot, "out6")).map_or(0, |c| c.1),
+                packets_out6: get(&counter_name(l.slot, "out6")).map_or(0, |c| c.0),
+                bytes_in6: get(&counter_name(l.slot, "in6")).map_or(0, |c| c.1),
+                packets_in6: get(&counter_name(l.slot, "in6")).map_or(0, |c| c.0),
+                connections6: get(&counter_name(l.slot, "conn6")).map_or(0, |c| c.0),
             };
         }
     }
@@ -572,6 +578,7 @@ mod tests {
             mode: Mode::Cgroup,
             profile: profile.into(),
             node_addr: "10.99.0.11".parse().unwrap(),
+            node_addr6: None,
             since: 100,
             last_logged: None,
         }

@@ -6,10 +6,12 @@ use crate::store::lease::{rfc3339, Lease};
 use extnet_policy::Mode;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-/// A job's traffic to and from the outside, as counted on one node.
+/// A job's traffic to and from the outside, as counted on one node: the totals of both IP
+/// families, and of them the IPv6 part (`*6`; its IPv4 part is the difference). Records of
+/// earlier versions have no IPv6 fields: they read as zero.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     pub bytes_out: u64,
@@ -18,6 +20,16 @@ pub struct Counters {
     pub packets_in: u64,
     /// Connections opened to the outside (TCP, UDP flows, ICMP echo: conntrack entries).
     pub connections: u64,
+    #[serde(default)]
+    pub bytes_out6: u64,
+    #[serde(default)]
+    pub packets_out6: u64,
+    #[serde(default)]
+    pub bytes_in6: u64,
+    #[serde(default)]
+    pub packets_in6: u64,
+    #[serde(default)]
+    pub connections6: u64,
 }
 
 impl std::ops::AddAssign for Counters {
@@ -27,6 +39,11 @@ impl std::ops::AddAssign for Counters {
         self.bytes_in += o.bytes_in;
         self.packets_in += o.packets_in;
         self.connections += o.connections;
+        self.bytes_out6 += o.bytes_out6;
+        self.packets_out6 += o.packets_out6;
+        self.bytes_in6 += o.bytes_in6;
+        self.packets_in6 += o.packets_in6;
+        self.connections6 += o.connections6;
     }
 }
 
@@ -40,6 +57,9 @@ pub struct Record {
     pub uid: u32,
     pub node: String,
     pub node_addr: Ipv4Addr,
+    /// The node's IPv6 address the job's IPv6 was translated to, when it was (the lease's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_addr6: Option<Ipv6Addr>,
     pub profile: String,
     pub mode: Mode,
     pub slot: u32,
@@ -72,6 +92,7 @@ impl Record {
             uid: lease.uid,
             node: node.to_owned(),
             node_addr: lease.node_addr,
+            node_addr6: lease.node_addr6,
             profile: lease.profile.to_string(),
             mode: lease.mode,
             slot: lease.slot,
@@ -252,6 +273,7 @@ mod tests {
             mode: Mode::Cgroup,
             profile: "default".into(),
             node_addr: Ipv4Addr::new(10, 99, 0, 11),
+            node_addr6: None,
             since,
             last_logged: None,
         }
@@ -265,6 +287,7 @@ mod tests {
             bytes_in: 3,
             packets_in: 4,
             connections: 5,
+            ..Counters::default()
         };
         let r = Record::new(&lease(7, 2, 1_700_000_000), "n1", 1_700_000_060, Ok(c));
         let v = serde_json::to_value(&r).unwrap();
@@ -282,6 +305,60 @@ mod tests {
         assert_eq!(bad.error.as_deref(), Some("nft refused"));
     }
 
+    /// A record of the version before the IPv6 fields reads with them zero and without
+    /// `node_addr6`; a record with them round-trips and sums them per job.
+    #[test]
+    fn ipv6_fields_are_optional_and_summed() {
+        let old = r#"{"time":"2026-11-22T03:29:17Z","job_id":2,"user":"xnalice","uid":1001,"node":"n1","node_addr":"10.99.0.11","profile":"default","mode":"cgroup","slot":1,"mark":65537,"port_first":20256,"port_last":20511,"start":1795318156,"start_time":"2026-11-22T03:29:16Z","end":1795318157,"end_time":"2026-11-22T03:29:17Z","bytes_out":1007064,"packets_out":131,"bytes_in":3007233,"packets_in":132,"connections":3}"#;
+        let r: Record = serde_json::from_str(old).unwrap();
+        assert_eq!(r.node_addr6, None);
+        assert_eq!(r.counters.bytes_out, 1_007_064);
+        assert_eq!(
+            (
+                r.counters.bytes_out6,
+                r.counters.packets_in6,
+                r.counters.connections6
+            ),
+            (0, 0, 0)
+        );
+        let c = Counters {
+            bytes_out: 100,
+            packets_out: 4,
+            bytes_in: 200,
+            packets_in: 5,
+            connections: 3,
+            bytes_out6: 60,
+            packets_out6: 2,
+            bytes_in6: 120,
+            packets_in6: 3,
+            connections6: 1,
+        };
+        let mut l = lease(7, 2, 1_700_000_000);
+        l.node_addr6 = Some("fd00:78e7::11".parse().unwrap());
+        let r = Record::new(&l, "n1", 1_700_000_060, Ok(c));
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["node_addr6"], "fd00:78e7::11", "{v}");
+        assert_eq!(v["bytes_out6"], 60, "{v}");
+        assert_eq!(v["connections6"], 1, "{v}");
+        assert_eq!(serde_json::from_value::<Record>(v).unwrap(), r);
+        let no6 = Record::new(&lease(8, 1, 0), "n1", 60, Ok(Counters::default()));
+        assert!(serde_json::to_value(&no6)
+            .unwrap()
+            .get("node_addr6")
+            .is_none());
+        let t = totals(&[
+            r.clone(),
+            Record {
+                node: "n2".into(),
+                ..r
+            },
+        ]);
+        assert_eq!(
+            (t[0].counters.bytes_in6, t[0].counters.bytes_in),
+            (240, 400)
+        );
+    }
+
     #[test]
     fn records_are_read_deduplicated_and_summed_per_job() {
         let dir = tempfile::tempdir().unwrap();
@@ -293,6 +370,7 @@ mod tests {
             bytes_in: 2 * b,
             packets_in: 2,
             connections: 1,
+            ..Counters::default()
         };
         Record::new(&lease(1, 0, 100), "n1", 200, Ok(c(10)))
             .append(&f1)

@@ -138,6 +138,7 @@ pub(crate) mod tests {
             mode: Mode::Cgroup,
             profile: "p".into(),
             node_addr: "10.0.0.5".parse().unwrap(),
+            node_addr6: None,
             since: 1,
             last_logged: None,
         });

@@ -6,7 +6,10 @@
 //! block of the node's ports, when). Nothing per connection is needed. An IPv6 public
 //! address (`public6`) is traced by the same arithmetic: its node slice and ports are those
 //! of its IPv4 twin, and the lease of the block is the same lease (a job's block holds for
-//! both families). A lease's interval is
+//! both families). Without `[gateways]` (or for an address the gateways do not translate),
+//! a node's own address and port are traced by the lease logs alone ([`node_trace`]): the
+//! IPv4 address by the records' `node_addr`, the IPv6 one by their `node_addr6`, which a
+//! lease has when its job's IPv6 was translated. A lease's interval is
 //! closed at both ends, `[allocate, release]`: a time exactly at a release still belongs to
 //! the job that released; the block's next job can only begin after its quarantine, so two
 //! leases share an instant only with `quarantine_secs = 0`, and then both are reported.
@@ -36,6 +39,9 @@ pub enum TraceError {
 pub struct LeaseSpan {
     pub node: String,
     pub node_addr: Ipv4Addr,
+    /// The node's IPv6 address the job's IPv6 was translated to (the records' `node_addr6`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_addr6: Option<Ipv6Addr>,
     pub job_id: u32,
     pub user: String,
     pub uid: u32,
@@ -149,6 +155,7 @@ pub fn spans(mut records: Vec<LogRecord>) -> Vec<LeaseSpan> {
         let new = |r: &LogRecord, logged: bool| LeaseSpan {
             node: r.node.clone(),
             node_addr: r.node_addr,
+            node_addr6: r.node_addr6,
             job_id: r.job_id,
             user: r.user.clone(),
             uid: r.uid,
@@ -302,6 +309,101 @@ pub fn trace(
     })
 }
 
+/// The answer for a node's own address and port (no gateway in between, or one the policy
+/// does not describe).
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeTrace {
+    pub address: IpAddr,
+    pub port: u16,
+    pub at: Option<u64>,
+    /// With `at`: the leases of the address whose block held the port then; without: every
+    /// lease of the port on that address in the logs.
+    pub leases: Vec<LeaseSpan>,
+    /// What the logs cannot tell.
+    pub unknown: Vec<String>,
+}
+
+/// The lease-log needle of a node address: the JSON field it is in (a cheap filter).
+pub fn node_needle(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(a) => format!("\"node_addr\":\"{a}\""),
+        IpAddr::V6(a) => format!("\"node_addr6\":\"{a}\""),
+    }
+}
+
+/// Traces a node's own `address` (IPv4: the leases' `node_addr`; IPv6: their `node_addr6`)
+/// and `port` at `at` (or over the whole logs) through the lease records `records`.
+pub fn node_trace(
+    address: IpAddr,
+    port: u16,
+    at: Option<u64>,
+    records: Vec<LogRecord>,
+) -> NodeTrace {
+    let mine = |r: &LogRecord| match address {
+        IpAddr::V4(a) => r.node_addr == a,
+        IpAddr::V6(a) => r.node_addr6 == Some(a),
+    };
+    let records: Vec<LogRecord> = records.into_iter().filter(mine).collect();
+    let (earliest, latest) = (
+        records.iter().map(|r| r.unix).min(),
+        records.iter().map(|r| r.unix).max(),
+    );
+    let all: Vec<LeaseSpan> = spans(records)
+        .into_iter()
+        .filter(|s| s.port_first <= port && port <= s.port_last)
+        .collect();
+    let leases: Vec<LeaseSpan> = match at {
+        None => all.clone(),
+        Some(t) => all.iter().filter(|s| s.holds_at(t)).cloned().collect(),
+    };
+    let mut unknown = Vec::new();
+    let family = if address.is_ipv6() {
+        " (an IPv6 address is only in the records of leases whose job's IPv6 was translated, written by extnet versions that log node_addr6)"
+    } else {
+        ""
+    };
+    match (earliest, at) {
+        (None, _) => unknown.push(format!(
+            "the logs read hold no lease of node address {address}{family}: pass the node's lease log (or a directory of collected logs) with --log"
+        )),
+        (Some(first), Some(t)) if t < first => unknown.push(format!(
+            "the logs read begin at {} for node address {address}: a lease before that is not in them",
+            rfc3339(first)
+        )),
+        (_, Some(t))
+            if latest.is_some_and(|l| t > l) && leases.iter().all(|s| s.end.is_none()) =>
+        {
+            unknown.push(format!(
+                "the logs read end at {} for node address {address}: what happened later is not in them",
+                rfc3339(latest.unwrap_or(0))
+            ))
+        }
+        _ => {}
+    }
+    if earliest.is_some() && leases.is_empty() {
+        unknown.push(match at {
+            Some(t) => format!(
+                "no lease of {address} held port {port} at {} in the logs read",
+                rfc3339(t)
+            ),
+            None => format!("no lease of {address} held port {port} in the logs read"),
+        });
+    }
+    if leases.len() > 1 && at.is_some() {
+        unknown.push(format!(
+            "{} leases touch that time (one released, the next allocated at the same second, quarantine 0): the connection belongs to one of them",
+            leases.len()
+        ));
+    }
+    NodeTrace {
+        address,
+        port,
+        at,
+        leases,
+        unknown,
+    }
+}
+
 /// The port as the node's pool saw it, for the quarantine lookup: the policy's pools are
 /// node slice 0, the node's are shifted.
 fn pool_port(pool: &extnet_policy::Pool, node_first: u16, port: u16) -> u16 {
@@ -419,6 +521,7 @@ first_address = "10.99.0.11"
             uid: 1000 + job,
             node: node.into(),
             node_addr: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 99, 0, 10)) + n),
+            node_addr6: None,
             family: "ipv4".into(),
             proto: "tcp,udp".into(),
             port_first: first,
@@ -656,6 +759,71 @@ first_address = "10.99.0.11"
         let uses = job(&p, 2, log());
         assert_eq!(uses[0].public6, Some("2001:db8::102".parse().unwrap()));
         assert_eq!(job(&policy(), 2, log())[0].public6, None);
+    }
+
+    /// Without `[gateways]`: a node's IPv6 address and port name the job whose lease had that
+    /// address as its `node_addr6`; its IPv4 address finds the same lease; a lease logged
+    /// before `node_addr6` existed (an old line, read as it is) is found by IPv4 only.
+    #[test]
+    fn a_node_address_and_port_name_the_job_from_the_lease_log_alone() {
+        let a6: Ipv6Addr = "fd00:78e7::16".parse().unwrap();
+        let mut log = log();
+        for r in log.iter_mut().filter(|r| r.job_id == 2) {
+            r.node_addr6 = Some(a6);
+        }
+        // job 1's records as an earlier version wrote them: no node_addr6
+        let old = r#"{"time":"2027-01-15T08:00:00Z","unix":1800000000,"event":"allocate","job_id":1,"user":"u1","uid":1001,"node":"n6","node_addr":"10.99.0.16","family":"ipv4","proto":"tcp,udp","port_first":21000,"port_last":21499,"mark":268435456,"mode":"cgroup","profile":"default"}"#;
+        let parsed: LogRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(parsed.node_addr6, None);
+        assert_eq!(
+            parsed, log[0],
+            "the old line reads as the record without node_addr6"
+        );
+        let line = serde_json::to_string(&log[3]).unwrap();
+        assert!(line.contains(&node_needle(IpAddr::V6(a6))), "{line}");
+        assert!(
+            line.contains(&node_needle(IpAddr::V4("10.99.0.16".parse().unwrap()))),
+            "{line}"
+        );
+
+        let t = node_trace(IpAddr::V6(a6), 21166, Some(T0 + 220), log.clone());
+        assert_eq!(jobs_of(&t.leases), [2], "{t:?}");
+        assert_eq!(t.leases[0].node_addr6, Some(a6));
+        assert!(t.unknown.is_empty(), "{:?}", t.unknown);
+        // job 1 held the block then, but its records carry no IPv6 address
+        let t = node_trace(IpAddr::V6(a6), 21166, Some(T0 + 50), log.clone());
+        assert!(t.leases.is_empty(), "{t:?}");
+        assert!(
+            t.unknown
+                .iter()
+                .any(|u| u.contains("the logs read begin at")),
+            "{:?}",
+            t.unknown
+        );
+        let t = node_trace(
+            "10.99.0.16".parse().unwrap(),
+            21166,
+            Some(T0 + 50),
+            log.clone(),
+        );
+        assert_eq!(jobs_of(&t.leases), [1]);
+        // another node's address, a port of another block
+        let t = node_trace("fd00:78e7::17".parse().unwrap(), 21166, None, log.clone());
+        assert!(
+            t.leases.is_empty()
+                && t.unknown[0].contains("hold no lease of node address fd00:78e7::17"),
+            "{t:?}"
+        );
+        let t = node_trace(IpAddr::V6(a6), 21600, None, log);
+        assert!(
+            t.leases.is_empty()
+                && t.unknown[0].contains("no lease of fd00:78e7::16 held port 21600"),
+            "{t:?}"
+        );
+    }
+
+    fn jobs_of(l: &[LeaseSpan]) -> Vec<u32> {
+        l.iter().map(|l| l.job_id).collect()
     }
 
     #[test]

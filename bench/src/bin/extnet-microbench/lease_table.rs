@@ -33,6 +33,7 @@ pub fn run() {
         profile: "default",
         fwmark: 0x10000,
         node_addr: Ipv4Addr::new(10, 0, 0, 1),
+        node_addr6: None,
     };
     let dir = std::env::temp_dir().join(format!("extnet-lease-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

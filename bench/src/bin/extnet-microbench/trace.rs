@@ -26,6 +26,7 @@ fn record(event: &str, job: u32, node: u32, first: u16, unix: u64) -> LogRecord 
         uid: 10_000 + job % 500,
         node: format!("n{node}"),
         node_addr: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 1, 0, 0)) + node),
+        node_addr6: None,
         family: "ipv4".into(),
         proto: "tcp,udp".into(),
         port_first: first,

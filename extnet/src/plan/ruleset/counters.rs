@@ -15,6 +15,12 @@
 //! - `slot<N>_conn`: connections (conntrack entries) the job opened to the outside, counted
 //!   on their first packet (`ct state new`).
 //!
+//! These three count both IP families. Each has an IPv6 twin (`slot<N>_out6`, `_in6`,
+//! `_conn6`) counting the IPv6 part only (`meta nfproto ipv6`), so a record can say how much
+//! of a job's traffic was IPv6; its IPv4 part is the difference. Twins of the totals rather
+//! than an IPv4 and an IPv6 counter: records and readers of earlier versions keep their
+//! meaning, and an IPv4-only job costs no extra counter update per packet.
+//!
 //! They are reached through maps `mark : counter` (`counter name meta mark map @slot_out`), so
 //! each rule is one hash lookup whatever the number of slots. Counters count packets as the
 //! kernel handles them: with segmentation offload (GSO/GRO) one large packet of up to 64 KiB
@@ -26,10 +32,11 @@ use extnet_policy::Policy;
 use std::collections::HashMap;
 use std::fmt::Write;
 
-/// The three counters of a slot, by the suffix of their names.
-pub const KINDS: [&str; 3] = ["out", "in", "conn"];
+/// The counters of a slot, by the suffix of their names: the totals of both families, then
+/// their IPv6 parts.
+pub const KINDS: [&str; 6] = ["out", "in", "conn", "out6", "in6", "conn6"];
 
-/// The name of counter `kind` (`out`, `in`, `conn`) of `slot`.
+/// The name of counter `kind` (one of [`KINDS`]) of `slot`.
 pub fn counter_name(slot: u32, kind: &str) -> String {
     format!("slot{slot}_{kind}")
 }
@@ -77,10 +84,15 @@ pub fn nft_chains(policy: &Policy) -> String {
     ip daddr @internal return
     ct state new ct mark set meta mark counter name meta mark map @slot_conn
     counter name meta mark map @slot_out
+    meta nfproto ipv6 ct state new counter name meta mark map @slot_conn6
+    meta nfproto ipv6 counter name meta mark map @slot_out6
   }}
   chain account_in {{
     type filter hook prerouting priority filter; policy accept;
-    ct direction reply ct mark & 0x{flag:x} == 0x{flag:x} counter name ct mark map @slot_in
+    ct direction != reply return
+    ct mark & 0x{flag:x} != 0x{flag:x} return
+    counter name ct mark map @slot_in
+    meta nfproto ipv6 counter name ct mark map @slot_in6
   }}
 "#
     )
@@ -113,10 +125,10 @@ mod tests {
     use crate::plan::testing::node_policy;
 
     #[test]
-    fn objects_are_three_counters_and_one_element_per_map_per_slot() {
+    fn objects_are_six_counters_and_one_element_per_map_per_slot() {
         let p = node_policy("ib0", "");
         let o = nft_objects(&p);
-        assert_eq!(o.matches("counter slot").count(), 9, "{o}");
+        assert_eq!(o.matches("counter slot").count(), 18, "{o}");
         for kind in KINDS {
             assert!(
                 o.contains(&format!(
@@ -139,9 +151,21 @@ mod tests {
             "{c}"
         );
         assert!(
-            c.contains(
-                "ct direction reply ct mark & 0x10000 == 0x10000 counter name ct mark map @slot_in"
-            ),
+            c.contains("ct direction != reply return\n    ct mark & 0x10000 != 0x10000 return\n    counter name ct mark map @slot_in\n"),
+            "{c}"
+        );
+        // the IPv6 twins count only IPv6, after the totals (the conntrack mark is set once)
+        for (map, mark) in [("conn6", "meta"), ("out6", "meta"), ("in6", "ct")] {
+            assert!(
+                c.contains(&format!(
+                    "meta nfproto ipv6 {}counter name {mark} mark map @slot_{map}\n",
+                    if map == "conn6" { "ct state new " } else { "" }
+                )),
+                "{map}: {c}"
+            );
+        }
+        assert!(
+            c.find("@slot_out\n").unwrap() < c.find("@slot_conn6").unwrap(),
             "{c}"
         );
         // O(1): no rule names a slot, a mark value or a counter

@@ -276,8 +276,8 @@ mod tests {
             r.contains("elements = { 10.99.0.0/24, 172.16.0.0/12 }"),
             "{r}"
         );
-        // slot_netns, slot_snat (slot_snat6 is empty without IPv6), the three accounting maps
-        assert_eq!(r.matches("0x30002").count(), 5, "{r}");
+        // slot_netns, slot_snat (slot_snat6 is empty without IPv6), the six accounting maps
+        assert_eq!(r.matches("0x30002").count(), 8, "{r}");
         assert!(
             r.contains("map slot_snat6 { type mark : verdict; }") && !r.contains("chain snat6_"),
             "{r}"

@@ -49,6 +49,7 @@ pub fn req(job_id: u32) -> LeaseRequest<'static> {
         profile: "default",
         fwmark: 0x10000,
         node_addr: Ipv4Addr::new(10, 0, 0, 1),
+        node_addr6: None,
     }
 }
 

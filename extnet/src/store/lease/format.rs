@@ -13,9 +13,10 @@
 //! 2 quarantine), mode u8 (0 cgroup, 1 netns), user length u8, profile length u8, job id u32,
 //! uid u32, slot u32 (= `s`), first port u16, last port u16, mark u32, node address 4 bytes,
 //! flags u32 (bit 0: `last_logged` is set; in a quarantine record bit 1: the uid of the user
-//! who released the block is set), since u64, last_logged u64, quarantine end u64,
-//! user 64 bytes, profile 64 bytes, zeros, CRC-32 of bytes 0..252 at 252. A free record is
-//! all zeros.
+//! who released the block is set; in a lease record bit 2: the node's IPv6 address is set),
+//! since u64, last_logged u64, quarantine end u64, user 64 bytes, profile 64 bytes, the
+//! node's IPv6 address 16 bytes (`node_addr6`; zeros in records of earlier versions, whose
+//! flags lack bit 2), zeros, CRC-32 of bytes 0..252 at 252. A free record is all zeros.
 //!
 //! Why this shape: a record never straddles a 512-byte sector and carries its own checksum,
 //! so a torn write is detected rather than read as a lease; records are independent of each
@@ -25,7 +26,7 @@
 use super::{Lease, LeaseError, Quarantined};
 use compact_str::CompactString;
 use extnet_policy::Mode;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 
 /// The version of the table's file format.
@@ -74,6 +75,8 @@ pub mod at {
     pub const UNTIL: usize = 48;
     pub const USER: usize = 56;
     pub const PROFILE: usize = 120;
+    /// The node's IPv6 address (flag [`super::LEASE_ADDR6`]).
+    pub const NODE_ADDR6: usize = 184;
 }
 
 /// The bytes of slot `slot`'s record in the file.
@@ -205,14 +208,34 @@ pub fn encode_lease(l: &Lease) -> Result<[u8; RECORD], LeaseError> {
     put(&mut r, at::PORT_LAST, &l.port_last.to_le_bytes());
     put(&mut r, at::MARK, &l.mark.to_le_bytes());
     put(&mut r, at::NODE_ADDR, &l.node_addr.octets());
-    let flags = u32::from(l.last_logged.is_some());
-    put(&mut r, at::FLAGS, &flags.to_le_bytes());
+    put(&mut r, at::FLAGS, &lease_flags(l).to_le_bytes());
     put(&mut r, at::SINCE, &l.since.to_le_bytes());
     let last_logged = l.last_logged.unwrap_or(0);
     put(&mut r, at::LAST_LOGGED, &last_logged.to_le_bytes());
     put(&mut r, at::USER, l.user.as_bytes());
     put(&mut r, at::PROFILE, l.profile.as_bytes());
+    if let Some(a6) = l.node_addr6 {
+        put(&mut r, at::NODE_ADDR6, &a6.octets());
+    }
     Ok(r)
+}
+
+/// Bit of a lease record's flags: the node's IPv6 address is set.
+const LEASE_ADDR6: u32 = 4;
+
+/// A lease record's flags.
+fn lease_flags(l: &Lease) -> u32 {
+    u32::from(l.last_logged.is_some()) | l.node_addr6.map_or(0, |_| LEASE_ADDR6)
+}
+
+/// The node IPv6 address of lease record `r`, if its flags say it has one.
+fn node_addr6_of(r: &[u8]) -> Option<Ipv6Addr> {
+    (u32_at(r, at::FLAGS) & LEASE_ADDR6 != 0).then(|| {
+        let b: [u8; 16] = r[at::NODE_ADDR6..at::NODE_ADDR6 + 16]
+            .try_into()
+            .expect("16 bytes");
+        Ipv6Addr::from(b)
+    })
 }
 
 /// A quarantine entry's record, without its checksum.
@@ -249,7 +272,8 @@ pub fn holds_lease(r: &[u8], l: &Lease) -> bool {
         && u16_at(r, at::PORT_LAST) == l.port_last
         && u32_at(r, at::MARK) == l.mark
         && r[at::NODE_ADDR..at::NODE_ADDR + 4] == l.node_addr.octets()
-        && u32_at(r, at::FLAGS) == u32::from(l.last_logged.is_some())
+        && u32_at(r, at::FLAGS) == lease_flags(l)
+        && node_addr6_of(r) == l.node_addr6
         && u64_at(r, at::SINCE) == l.since
         && u64_at(r, at::LAST_LOGGED) == l.last_logged.unwrap_or(0)
         && r.get(at::USER..at::USER + u.len()) == Some(u)
@@ -306,6 +330,7 @@ pub fn decode_lease(
         mode,
         profile,
         node_addr: Ipv4Addr::new(r[a], r[a + 1], r[a + 2], r[a + 3]),
+        node_addr6: node_addr6_of(r),
         since: u64_at(r, at::SINCE),
         last_logged: (u32_at(r, at::FLAGS) & 1 != 0).then(|| u64_at(r, at::LAST_LOGGED)),
     }
@@ -327,9 +352,9 @@ pub fn decode_quarantine(r: &[u8], slot: u32) -> Quarantined {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_record_holds_an_entry_exactly_when_encoding_the_entry_gives_it() {
-        let base = Lease {
+    /// Job 7's lease of slot 3 (IPv4 only, no interim record yet).
+    fn lease() -> Lease {
+        Lease {
             job_id: 7,
             user: "alice".into(),
             uid: 1000,
@@ -340,9 +365,15 @@ mod tests {
             mode: Mode::Cgroup,
             profile: "default".into(),
             node_addr: Ipv4Addr::new(10, 99, 0, 11),
+            node_addr6: None,
             since: 1_700_000_000,
             last_logged: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_record_holds_an_entry_exactly_when_encoding_the_entry_gives_it() {
+        let base = lease();
         let variants: Vec<Lease> = vec![
             base.clone(),
             Lease {
@@ -403,6 +434,18 @@ mod tests {
             },
             Lease {
                 last_logged: Some(1_700_000_600),
+                ..base.clone()
+            },
+            Lease {
+                node_addr6: Some("fd00:78e7::11".parse().unwrap()),
+                ..base.clone()
+            },
+            Lease {
+                node_addr6: Some("fd00:78e7::12".parse().unwrap()),
+                ..base.clone()
+            },
+            Lease {
+                node_addr6: Some("::".parse().unwrap()),
                 ..base.clone()
             },
         ];
@@ -479,6 +522,29 @@ mod tests {
             !holds_lease(&[0u8; RECORD], &base),
             "a blank record holds nothing"
         );
+    }
+
+    /// A lease record of the version before `node_addr6` (its bytes 184.. zero, flag bit 2
+    /// clear) reads as a lease without it; one with it reads back the same.
+    #[test]
+    fn node_addr6_is_optional_in_lease_records() {
+        let mut l = Lease {
+            last_logged: Some(1_700_000_600),
+            ..lease()
+        };
+        let decode = |r: &[u8]| decode_lease(r, 3, Mode::Cgroup, "alice".into(), "default".into());
+        let old = encode_lease(&l).unwrap();
+        assert_eq!(
+            u32_at(&old, at::FLAGS),
+            1,
+            "the flags of the earlier version"
+        );
+        assert!(old[at::NODE_ADDR6..RECORD].iter().all(|&b| b == 0));
+        assert_eq!(decode(&old), l);
+        l.node_addr6 = Some("fd00:78e7::11".parse().unwrap());
+        let new = encode_lease(&l).unwrap();
+        assert_eq!(decode(&new), l);
+        assert!(holds_lease(&new, &l) && !holds_lease(&old, &l));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::{Lease, LeaseTable};
 use crate::store::fs::{append_line, FsError};
 use extnet_policy::Mode;
 use serde::{Deserialize, Serialize};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 /// One record of the lease log.
@@ -23,6 +23,11 @@ pub struct LogRecord {
     pub uid: u32,
     pub node: String,
     pub node_addr: Ipv4Addr,
+    /// The node's IPv6 address the job's IPv6 was translated to (into the same ports), when
+    /// it was ([`Lease::node_addr6`]); absent otherwise and in logs of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_addr6: Option<Ipv6Addr>,
+    /// `ipv4`, or `ipv4,ipv6` when the block was also the job's on `node_addr6`.
     pub family: String,
     pub proto: String,
     pub port_first: u16,
@@ -48,8 +53,19 @@ impl LogRecord {
             uid: lease.uid,
             node: node.to_owned(),
             node_addr: lease.node_addr,
-            family: "ipv4".into(),
-            proto: "tcp,udp,icmp".into(),
+            node_addr6: lease.node_addr6,
+            family: if lease.node_addr6.is_some() {
+                "ipv4,ipv6"
+            } else {
+                "ipv4"
+            }
+            .into(),
+            proto: if lease.node_addr6.is_some() {
+                "tcp,udp,icmp,icmpv6"
+            } else {
+                "tcp,udp,icmp"
+            }
+            .into(),
             port_first: lease.port_first,
             port_last: lease.port_last,
             mark: lease.mark,

@@ -57,7 +57,7 @@ use extnet_policy::{Mode, Pool};
 use image::Image;
 use ports::PortMap;
 use serde::{Deserialize, Serialize};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 /// The in-memory table. `leases` and `quarantine` may be changed freely under the node lock;
@@ -105,6 +105,11 @@ pub struct Lease {
     pub profile: CompactString,
     /// The node address the block is on (what the gateway sees before its own NAT).
     pub node_addr: Ipv4Addr,
+    /// The node's IPv6 address the job's IPv6 is translated to, into the same block: set
+    /// when the job's IPv6 goes out (cgroup mode, a profile with IPv6, `node.gateway6` and an
+    /// address on `node.interface`); absent otherwise and in leases of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_addr6: Option<Ipv6Addr>,
     /// Unix time the lease was taken.
     pub since: u64,
     /// Unix time of the lease's last `interim` lease-log record (none yet: `since`, the time
@@ -187,6 +192,8 @@ pub struct LeaseRequest<'a> {
     pub profile: &'a str,
     pub fwmark: u32,
     pub node_addr: Ipv4Addr,
+    /// See [`Lease::node_addr6`].
+    pub node_addr6: Option<Ipv6Addr>,
 }
 
 impl LeaseTable {
@@ -280,6 +287,7 @@ impl LeaseTable {
             mode: req.mode,
             profile: req.profile.into(),
             node_addr: req.node_addr,
+            node_addr6: req.node_addr6,
             since: now,
             last_logged: None,
         };
