@@ -199,7 +199,8 @@ fn grant(
     }
     step("lease-store");
     let result = (|| -> Result<Grant, JobError> {
-        node::ensure(policy, layout, &mut nl, iface, node_addr)?;
+        let node_addr6 = node::node_addr6(policy, &mut nl, iface)?;
+        node::ensure_with(policy, layout, &mut nl, iface, node_addr, node_addr6)?;
         step("node-ensure");
         let mut g = Grant {
             profile: profile.to_owned(),
@@ -220,7 +221,9 @@ fn grant(
                 g.cgroup = Some(job_cgroup::setup(policy, layout, job.job_id, l.slot)?);
             }
             Mode::Netns => {
-                netns::setup(policy, layout, &mut nl, job.job_id, l.slot)?;
+                // IPv6 on the veth pair only when it can leave (else it stays off there)
+                let ipv6 = policy.netns_ipv6_of(profile_def) && node_addr6.is_some();
+                netns::setup(policy, layout, &mut nl, job.job_id, l.slot, ipv6)?;
                 g.netns = Some(layout.netns_dir.join(layout.netns_name(job.job_id)));
                 g.resolv_conf = resolv::prepare(
                     policy,

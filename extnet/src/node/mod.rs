@@ -180,8 +180,20 @@ pub fn ensure(
     iface_index: u32,
     node_addr: Ipv4Addr,
 ) -> Result<bool, NodeError> {
-    let n = &policy.node;
     let node_addr6 = node_addr6(policy, nl, iface_index)?;
+    ensure_with(policy, layout, nl, iface_index, node_addr, node_addr6)
+}
+
+/// [`ensure`] with the node's IPv6 address already read ([`node_addr6`]).
+pub fn ensure_with(
+    policy: &Policy,
+    layout: &Layout,
+    nl: &mut Netlink,
+    iface_index: u32,
+    node_addr: Ipv4Addr,
+    node_addr6: Option<Ipv6Addr>,
+) -> Result<bool, NodeError> {
+    let n = &policy.node;
     ensure_routing_with(policy, nl, iface_index, node_addr6)?;
     if policy.uses_netns() {
         sysctl::enable_forwarding(&n.interface)?;
