@@ -133,6 +133,13 @@ pub fn ipv6_addrs(
     Some(addrs)
 }
 
+/// [`ipv6_forwarding_problem`] when some netns profile of `policy` has IPv6 and this node
+/// does not forward IPv6 (for `extnet status` and `extnet node setup`); `None` otherwise.
+pub fn ipv6_forwarding_warning(policy: &Policy) -> Option<String> {
+    let wanted = policy.profiles.iter().any(|p| policy.netns_ipv6_of(p));
+    (wanted && sysctl::ipv6_available() && !sysctl::ipv6_forwarding()).then(ipv6_forwarding_problem)
+}
+
 /// What an admin reads when netns jobs would have IPv6 but the node does not forward it.
 pub fn ipv6_forwarding_problem() -> String {
     format!(
