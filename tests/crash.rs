@@ -1311,6 +1311,26 @@ except Exception as e:
     sys.exit(1)
 "#;
 
+/// The lab of an IPv6 test (`test`, tagged `tag`): the node policy with `node.gateway6`
+/// fd00:78e7::1, `internal6` fd00:78e7::/48 and `netns_subnet6` fd00:ffff::/112, changed by
+/// `edit`. `None`, saying why, without root or without IPv6 in the kernel.
+fn ipv6_lab(test: &str, tag: &str, edit: impl FnOnce(TestPolicy) -> TestPolicy) -> Option<Lab> {
+    if !root(test) {
+        return None;
+    }
+    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        println!("SKIPPED {test}: the kernel has no IPv6");
+        return None;
+    }
+    Some(Lab::with_policy(tag, |p| {
+        edit(
+            p.node(r#"gateway6 = "fd00:78e7::1""#)
+                .node(r#"internal6 = ["fd00:78e7::/48"]"#)
+                .node(r#"netns_subnet6 = "fd00:ffff::/112""#),
+        )
+    }))
+}
+
 /// The outside of the IPv6 tests: a gateway namespace on the node's `eth0` (10.77.0.254,
 /// fd00:78e7::1; the node gets fd00:78e7::11) that also is the outside (2001:db8:5::10,
 /// 2001:db8:6::10, 203.0.113.10 on its loopback), running [`SERVER6`] until dropped.
@@ -1382,6 +1402,26 @@ impl Outside6 {
     }
 }
 
+impl Outside6 {
+    /// Asserts that the server saw `tag` over `proto` from the node's IPv6 address and a port
+    /// of the block of grant `g`.
+    #[track_caller]
+    fn assert_from_block(&self, tag: &str, proto: &str, g: &extnet::store::state::Grant) {
+        let (p, src, sport, _) = self.seen(tag).unwrap_or_else(|| panic!("{tag} not seen"));
+        assert_eq!(
+            (p.as_str(), src.as_str()),
+            (proto, "fd00:78e7::11"),
+            "{tag}"
+        );
+        assert!(
+            (g.port_first..=g.port_last).contains(&sport),
+            "{tag}: source port {sport} outside the job's block {}-{}",
+            g.port_first,
+            g.port_last
+        );
+    }
+}
+
 impl Drop for Outside6 {
     fn drop(&mut self) {
         let _ = self.server.kill();
@@ -1399,19 +1439,12 @@ impl Drop for Outside6 {
 /// mark) gets nothing out; the IPv6 main rule deleted or the nft table flushed lets nothing
 /// out, and the next prolog's base check puts each back.
 fn ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says() {
-    if !root("ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says") {
-        return;
-    }
-    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
-        println!("SKIPPED ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says: the kernel has no IPv6");
-        return;
-    }
     use std::io::Write as _;
-    let lab = Lab::with_policy("ipv6", |p| {
-        p.node(r#"gateway6 = "fd00:78e7::1""#)
-            .node(r#"internal6 = ["fd00:78e7::/48"]"#)
-            .node(r#"netns_subnet6 = "fd00:ffff::/112""#)
-            .profile("v4only", &["*"], &["ipv6 = false"])
+    let Some(lab) = ipv6_lab(
+        "ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says",
+        "ipv6",
+        |p| {
+            p.profile("v4only", &["*"], &["ipv6 = false"])
             .profile(
                 "web6",
                 &["*"],
@@ -1422,7 +1455,10 @@ fn ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says() {
                 &["*"],
                 &[r#"destinations = [ { net = "203.0.113.0/24" } ]"#],
             )
-    });
+        },
+    ) else {
+        return;
+    };
     let node_ns = &lab.node_ns;
     let out = Outside6::new(&lab);
     let (sh, seen) = (sh_in, |tag: &str| out.seen(tag));
@@ -1453,18 +1489,7 @@ fn ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says() {
             std::fs::read_to_string(&log).unwrap_or_default(),
             sh(node_ns, "nft list ruleset | grep -E 'counter|snat' | grep -v '{ }'; cat /proc/net/nf_conntrack 2>/dev/null | grep -v tcp | head")
         );
-        let (p, src, sport, _) = seen(&tag).unwrap_or_else(|| panic!("{tag} not seen"));
-        assert_eq!(
-            (p.as_str(), src.as_str()),
-            (proto, "fd00:78e7::11"),
-            "{tag}"
-        );
-        assert!(
-            (g.port_first..=g.port_last).contains(&sport),
-            "{tag}: source port {sport} outside the job's block {}-{}",
-            g.port_first,
-            g.port_last
-        );
+        out.assert_from_block(&tag, proto, &g);
     }
     // its IPv4 as before, in the same block
     assert!(reach(Some(&cg), "tcp", "203.0.113.10", 443, "granted-v4"));
@@ -1567,19 +1592,12 @@ fn ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says() {
 /// profile with `ipv6 = false` gets no IPv6 on its pair; an allowlist lets only its IPv6 net
 /// and port through; a flushed table lets nothing out and the next prolog puts it back.
 fn ipv6_of_granted_netns_jobs_leaves_only_as_the_policy_says() {
-    if !root("ipv6_of_granted_netns_jobs_leaves_only_as_the_policy_says") {
-        return;
-    }
-    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
-        println!("SKIPPED ipv6_of_granted_netns_jobs_leaves_only_as_the_policy_says: the kernel has no IPv6");
-        return;
-    }
     use std::io::Write as _;
-    let lab = Lab::with_policy("ipv6ns", |p| {
-        p.node(r#"gateway6 = "fd00:78e7::1""#)
-            .node(r#"internal6 = ["fd00:78e7::/48"]"#)
-            .node(r#"netns_subnet6 = "fd00:ffff::/112""#)
-            .profile("v4onlyns", &["*"], &[r#"mode = "netns""#, "ipv6 = false"])
+    let Some(lab) = ipv6_lab(
+        "ipv6_of_granted_netns_jobs_leaves_only_as_the_policy_says",
+        "ipv6ns",
+        |p| {
+            p.profile("v4onlyns", &["*"], &[r#"mode = "netns""#, "ipv6 = false"])
             .profile(
                 "web6ns",
                 &["*"],
@@ -1588,7 +1606,10 @@ fn ipv6_of_granted_netns_jobs_leaves_only_as_the_policy_says() {
                     r#"destinations = [ { net = "2001:db8:5::/48", proto = "tcp", ports = 443 }, { net = "203.0.113.10" } ]"#,
                 ],
             )
-    });
+        },
+    ) else {
+        return;
+    };
     let node_ns = &lab.node_ns;
     let out = Outside6::new(&lab);
     let job_ns = |g: &extnet::store::state::Grant| {
@@ -1664,18 +1685,7 @@ fn ipv6_of_granted_netns_jobs_leaves_only_as_the_policy_says() {
             std::fs::read_to_string(&out.log).unwrap_or_default(),
             sh_in(node_ns, "nft list ruleset | grep -E 'counter|snat' | grep -v '{ }'; ip -6 neigh; ip -6 route show table all | grep -v '^local\\|^multicast'")
         );
-        let (p, src, sport, _) = out.seen(&tag).unwrap_or_else(|| panic!("{tag} not seen"));
-        assert_eq!(
-            (p.as_str(), src.as_str()),
-            (proto, "fd00:78e7::11"),
-            "{tag}"
-        );
-        assert!(
-            (g.port_first..=g.port_last).contains(&sport),
-            "{tag}: source port {sport} outside the job's block {}-{}",
-            g.port_first,
-            g.port_last
-        );
+        out.assert_from_block(&tag, proto, &g);
     }
     assert!(reach(&g, "tcp", "203.0.113.10", 443, "granted-v4", None));
     let (_, src, sport, _) = out.seen("granted-v4").expect("granted-v4 seen");
