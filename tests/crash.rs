@@ -26,7 +26,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-use support::netns::{command_in, mounts_under, node_link, remove_all};
+use support::netns::{command_in, mounts_under, node_link, remove_all, sh_in};
 use support::policy::TestPolicy;
 use support::{jsonl, wait};
 
@@ -1289,8 +1289,9 @@ while True:
             c.close()
 "#;
 
-/// A job's task that sends `TAG` over `PROTO` to `HOST PORT` once it is in its cgroup (a
-/// line on stdin) and exits 0 when the answer came back within 2 s.
+/// A job's task that sends `TAG` over `PROTO` to `HOST PORT` (from source address `SRC` when
+/// given) once it is in its cgroup (a line on stdin) and exits 0 when the answer came back
+/// within 2 s.
 const CLIENT: &str = r#"import socket, sys
 sys.stdin.readline()
 proto, host, port, tag = sys.argv[1:5]
@@ -1298,6 +1299,8 @@ fam = socket.AF_INET6 if ':' in host else socket.AF_INET
 try:
     kind = socket.SOCK_STREAM if proto == 'tcp' else socket.SOCK_DGRAM
     s = socket.socket(fam, kind)
+    if len(sys.argv) > 5:
+        s.bind((sys.argv[5], 0))
     if proto == 'tcp':
         s.settimeout(2)
         s.connect((host, int(port)))
@@ -1317,101 +1320,83 @@ except Exception as e:
     sys.exit(1)
 "#;
 
-/// IPv6 of cgroup-mode jobs on a node with `node.gateway6` (issue 19): the node (eth0,
-/// 10.77.0.11 and fd00:78e7::11) and a gateway namespace (10.77.0.254, fd00:78e7::1) that
-/// also is the outside (2001:db8:5::10, 2001:db8:6::10, 203.0.113.10 on its loopback). A
-/// granted job's IPv6 TCP and UDP reach the outside through gateway6, translated to the
-/// node's IPv6 address and a port of the job's block; a profile with `ipv6 = false` gets no
-/// IPv6 (its IPv4 still works); an allowlist with an IPv6 entry lets only that net and port
-/// through, an IPv4-only one no IPv6; a socket outside every job (even with the job's full
-/// mark) gets nothing out; the IPv6 main rule deleted or the nft table flushed lets nothing
-/// out, and the next prolog's base check puts each back.
-fn ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says() {
-    if !root("ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says") {
-        return;
+/// The lab of an IPv6 test (`test`, tagged `tag`): the node policy with `node.gateway6`
+/// fd00:78e7::1, `internal6` fd00:78e7::/48 and `netns_subnet6` fd00:ffff::/112, changed by
+/// `edit`. `None`, saying why, without root or without IPv6 in the kernel.
+fn ipv6_lab(test: &str, tag: &str, edit: impl FnOnce(TestPolicy) -> TestPolicy) -> Option<Lab> {
+    if !root(test) {
+        return None;
     }
     if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
-        println!("SKIPPED ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says: the kernel has no IPv6");
-        return;
+        println!("SKIPPED {test}: the kernel has no IPv6");
+        return None;
     }
-    use std::io::{BufRead as _, Write as _};
-    let lab = Lab::with_policy("ipv6", |p| {
-        p.node(r#"gateway6 = "fd00:78e7::1""#)
-            .node(r#"internal6 = ["fd00:78e7::/48"]"#)
-            .profile("v4only", &["*"], &["ipv6 = false"])
-            .profile(
-                "web6",
-                &["*"],
-                &[r#"destinations = [ { net = "2001:db8:5::/48", proto = "tcp", ports = 443 }, { net = "203.0.113.10" } ]"#],
-            )
-            .profile(
-                "web4",
-                &["*"],
-                &[r#"destinations = [ { net = "203.0.113.0/24" } ]"#],
-            )
-    });
-    let node_ns = &lab.node_ns;
-    let gw_ns = netns::create(&lab.dir.join("nodens"), "gw").expect("create gateway namespace");
-    let sh = |ns: &File, cmd: &str| {
-        let out = command_in(Command::new("sh").args(["-ec", cmd]), ns)
-            .env("NETNS_RUN_DIR", lab.dir.join("nodens"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
+    Some(Lab::with_policy(tag, |p| {
+        edit(
+            p.node(r#"gateway6 = "fd00:78e7::1""#)
+                .node(r#"internal6 = ["fd00:78e7::/48"]"#)
+                .node(r#"netns_subnet6 = "fd00:ffff::/112""#),
+        )
+    }))
+}
+
+/// The outside of the IPv6 tests: a gateway namespace on the node's `eth0` (10.77.0.254,
+/// fd00:78e7::1; the node gets fd00:78e7::11) that also is the outside (2001:db8:5::10,
+/// 2001:db8:6::10, 203.0.113.10 on its loopback), running [`SERVER6`] until dropped.
+struct Outside6 {
+    server: Child,
+    log: PathBuf,
+    _gw_ns: File,
+}
+
+impl Outside6 {
+    fn new(lab: &Lab) -> Outside6 {
+        let gw_ns = netns::create(&lab.dir.join("nodens"), "gw").expect("create gateway namespace");
+        // `ip link set ... netns PID` of a process in the gateway's namespace
+        let mut holder = command_in(Command::new("sleep").arg("600"), &gw_ns)
+            .spawn()
+            .expect("sleep");
+        sh_in(
+            &lab.node_ns,
+            &format!(
+                "ip link set eth0p netns {}; ip -6 addr add fd00:78e7::11/64 dev eth0 nodad",
+                holder.id()
+            ),
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    // `ip link set ... netns PID` of a process in the gateway's namespace
-    let mut holder = command_in(Command::new("sleep").arg("600"), &gw_ns)
-        .spawn()
-        .expect("sleep");
-    sh(
-        node_ns,
-        &format!(
-            "ip link set eth0p netns {}; ip -6 addr add fd00:78e7::11/64 dev eth0 nodad",
-            holder.id()
-        ),
-    );
-    let _ = holder.kill();
-    let _ = holder.wait();
-    sh(
-        &gw_ns,
-        "ip link set lo up; ip addr add 10.77.0.254/24 dev eth0p; ip -6 addr add fd00:78e7::1/64 dev eth0p nodad; ip link set eth0p up; \
-         ip addr add 203.0.113.10/32 dev lo; ip -6 addr add 2001:db8:5::10/128 dev lo; ip -6 addr add 2001:db8:6::10/128 dev lo",
-    );
-    let log = lab.dir.join("server6.log");
-    /// Kills the server however the test ends.
-    struct Server(Child);
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let server = Server(
-        command_in(
+        let _ = holder.kill();
+        let _ = holder.wait();
+        sh_in(
+            &gw_ns,
+            "ip link set lo up; ip addr add 10.77.0.254/24 dev eth0p; ip -6 addr add fd00:78e7::1/64 dev eth0p nodad; ip link set eth0p up; \
+             ip addr add 203.0.113.10/32 dev lo; ip -6 addr add 2001:db8:5::10/128 dev lo; ip -6 addr add 2001:db8:6::10/128 dev lo",
+        );
+        let log = lab.dir.join("server6.log");
+        let server = command_in(
             Command::new("python3")
                 .args(["-c", SERVER6])
                 .stdout(File::create(&log).unwrap()),
             &gw_ns,
         )
         .spawn()
-        .expect("python3"),
-    );
-    wait::until(
-        Duration::from_secs(5),
-        Duration::from_millis(20),
-        || match std::fs::read_to_string(&log) {
-            Ok(t) if t.starts_with("ready") => Ok(()),
-            _ => Err("the IPv6 server did not start".to_owned()),
-        },
-    );
-    // what the server saw of `tag`: (protocol, source address, source port, port)
-    let seen = |tag: &str| -> Option<(String, String, u16, u16)> {
-        let f = std::io::BufReader::new(File::open(&log).unwrap());
+        .expect("python3");
+        let out = Outside6 {
+            server,
+            log,
+            _gw_ns: gw_ns,
+        };
+        wait::until(Duration::from_secs(5), Duration::from_millis(20), || {
+            match std::fs::read_to_string(&out.log) {
+                Ok(t) if t.starts_with("ready") => Ok(()),
+                _ => Err("the IPv6 server did not start".to_owned()),
+            }
+        });
+        out
+    }
+
+    /// What the server saw of `tag`: (protocol, source address, source port, port).
+    fn seen(&self, tag: &str) -> Option<(String, String, u16, u16)> {
+        use std::io::BufRead as _;
+        let f = std::io::BufReader::new(File::open(&self.log).unwrap());
         f.lines().map_while(Result::ok).find_map(|l| {
             let w: Vec<&str> = l.split_whitespace().collect();
             (w.len() == 5 && w[4] == tag).then(|| {
@@ -1423,7 +1408,70 @@ fn ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says() {
                 )
             })
         })
+    }
+}
+
+impl Outside6 {
+    /// Asserts that the server saw `tag` over `proto` from the node's IPv6 address and a port
+    /// of the block of grant `g`.
+    #[track_caller]
+    fn assert_from_block(&self, tag: &str, proto: &str, g: &extnet::store::state::Grant) {
+        let (p, src, sport, _) = self.seen(tag).unwrap_or_else(|| panic!("{tag} not seen"));
+        assert_eq!(
+            (p.as_str(), src.as_str()),
+            (proto, "fd00:78e7::11"),
+            "{tag}"
+        );
+        assert!(
+            (g.port_first..=g.port_last).contains(&sport),
+            "{tag}: source port {sport} outside the job's block {}-{}",
+            g.port_first,
+            g.port_last
+        );
+    }
+}
+
+impl Drop for Outside6 {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// IPv6 of cgroup-mode jobs on a node with `node.gateway6` (issue 19): the node (eth0,
+/// 10.77.0.11 and fd00:78e7::11) and a gateway namespace (10.77.0.254, fd00:78e7::1) that
+/// also is the outside (2001:db8:5::10, 2001:db8:6::10, 203.0.113.10 on its loopback). A
+/// granted job's IPv6 TCP and UDP reach the outside through gateway6, translated to the
+/// node's IPv6 address and a port of the job's block; a profile with `ipv6 = false` gets no
+/// IPv6 (its IPv4 still works); an allowlist with an IPv6 entry lets only that net and port
+/// through, an IPv4-only one no IPv6; a socket outside every job (even with the job's full
+/// mark) gets nothing out; the IPv6 main rule deleted or the nft table flushed lets nothing
+/// out, and the next prolog's base check puts each back.
+fn ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says() {
+    use std::io::Write as _;
+    let Some(lab) = ipv6_lab(
+        "ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says",
+        "ipv6",
+        |p| {
+            p.profile("v4only", &["*"], &["ipv6 = false"])
+            .profile(
+                "web6",
+                &["*"],
+                &[r#"destinations = [ { net = "2001:db8:5::/48", proto = "tcp", ports = 443 }, { net = "203.0.113.10" } ]"#],
+            )
+            .profile(
+                "web4",
+                &["*"],
+                &[r#"destinations = [ { net = "203.0.113.0/24" } ]"#],
+            )
+        },
+    ) else {
+        return;
     };
+    let node_ns = &lab.node_ns;
+    let out = Outside6::new(&lab);
+    let (sh, seen) = (sh_in, |tag: &str| out.seen(tag));
+    let log = out.log.clone();
     // `proto` to `host:port` from a task in `cgroup` (None: the node, outside every job)
     let reach = |cgroup: Option<&Path>, proto: &str, host: &str, port: u16, tag: &str| {
         let mut cmd = Command::new("python3");
@@ -1461,18 +1509,7 @@ fn ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says() {
             std::fs::read_to_string(&log).unwrap_or_default(),
             sh(node_ns, "nft list ruleset | grep -E 'counter|snat' | grep -v '{ }'; cat /proc/net/nf_conntrack 2>/dev/null | grep -v tcp | head")
         );
-        let (p, src, sport, _) = seen(&tag).unwrap_or_else(|| panic!("{tag} not seen"));
-        assert_eq!(
-            (p.as_str(), src.as_str()),
-            (proto, "fd00:78e7::11"),
-            "{tag}"
-        );
-        assert!(
-            (g.port_first..=g.port_last).contains(&sport),
-            "{tag}: source port {sport} outside the job's block {}-{}",
-            g.port_first,
-            g.port_last
-        );
+        out.assert_from_block(&tag, proto, &g);
     }
     // only IPv6 so far: the IPv6 counters hold all of the job's traffic
     let c6 = counters(g.slot);
@@ -1670,12 +1707,209 @@ fn ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says() {
         "the prolog loads the table again"
     );
 
-    drop(server);
+    drop(out);
     for job in [1, 5, 6] {
         lab.epilog_ok(job);
         lab.assert_clean(job, &format!("job {job}"));
     }
-    drop(gw_ns);
+    lab.finish();
+}
+
+/// IPv6 of netns-mode jobs (issue 19), the twin of
+/// [`ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says`] with the same outside
+/// ([`Outside6`]). While the node does not forward IPv6 (a new namespace's default) a job of a
+/// profile with IPv6 gets none on its veth pair (fail closed; its IPv4 works) and the prolog
+/// says how to fix it; extnet leaves the switch alone. Once the admin turns it on: the host
+/// side has only its /126 address (no link-local), and the job's IPv6 TCP and UDP reach the
+/// outside translated to the node's IPv6 address and a port of its block; a job that sends
+/// from another running job's address, or from any address not its own, gets nothing out; a
+/// profile with `ipv6 = false` gets no IPv6 on its pair; an allowlist lets only its IPv6 net
+/// and port through; a flushed table lets nothing out and the next prolog puts it back.
+fn ipv6_of_granted_netns_jobs_leaves_only_as_the_policy_says() {
+    use std::io::Write as _;
+    let Some(lab) = ipv6_lab(
+        "ipv6_of_granted_netns_jobs_leaves_only_as_the_policy_says",
+        "ipv6ns",
+        |p| {
+            p.profile("v4onlyns", &["*"], &[r#"mode = "netns""#, "ipv6 = false"])
+            .profile(
+                "web6ns",
+                &["*"],
+                &[
+                    r#"mode = "netns""#,
+                    r#"destinations = [ { net = "2001:db8:5::/48", proto = "tcp", ports = 443 }, { net = "203.0.113.10" } ]"#,
+                ],
+            )
+        },
+    ) else {
+        return;
+    };
+    let node_ns = &lab.node_ns;
+    let out = Outside6::new(&lab);
+    let job_ns = |g: &extnet::store::state::Grant| {
+        File::open(g.netns.as_ref().expect("a netns-mode grant")).expect("the job's namespace")
+    };
+    // `proto` to `host:port` from a task in the job's namespace, from `src` when given
+    let reach = |g: &extnet::store::state::Grant,
+                 proto: &str,
+                 host: &str,
+                 port: u16,
+                 tag: &str,
+                 src: Option<&str>| {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", CLIENT, proto, host, &port.to_string(), tag])
+            .args(src)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null());
+        let ns = job_ns(g);
+        let mut task = command_in(&mut cmd, &ns).spawn().expect("python3");
+        task.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        task.wait().unwrap().success()
+    };
+    let v6 = "2001:db8:5::10";
+    let (policy, _) = lab_layout(&lab);
+    let addrs6 = |slot: u32| extnet::plan::netns_addrs6(&policy, slot).expect("netns_subnet6");
+
+    // the node does not forward IPv6: no IPv6 on the pair, IPv4 as ever, and the log says why
+    assert_eq!(
+        sh_in(node_ns, "cat /proc/sys/net/ipv6/conf/all/forwarding").trim(),
+        "0"
+    );
+    let g = lab.granted(1, "isolated");
+    assert_eq!(lab.host_veth_disable_ipv6(1), "1");
+    let inside = sh_in(
+        &job_ns(&g),
+        "ip -6 addr show dev eth0 scope global; ip -6 route show",
+    );
+    assert!(
+        !inside.contains("fd00:ffff"),
+        "no IPv6 for the job without forwarding:\n{inside}"
+    );
+    assert!(!reach(&g, "tcp", v6, 443, "noforward-v6", None));
+    assert!(reach(&g, "tcp", "203.0.113.10", 443, "noforward-v4", None));
+    let log =
+        std::fs::read_to_string(lab.dir.join(format!("log/extnet-{NODE}.log"))).unwrap_or_default();
+    assert!(
+        log.contains("net.ipv6.conf.all.forwarding = 1"),
+        "the prolog names the fix:\n{log}"
+    );
+    assert_eq!(
+        sh_in(node_ns, "cat /proc/sys/net/ipv6/conf/all/forwarding").trim(),
+        "0",
+        "extnet leaves the node's IPv6 forwarding alone"
+    );
+    lab.epilog_ok(1);
+    lab.assert_clean(1, "job 1");
+
+    // the admin turns IPv6 forwarding on
+    sh_in(node_ns, "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding");
+    let g = lab.granted(2, "isolated");
+    let (host6, job6) = addrs6(g.slot);
+    let host_side = sh_in(node_ns, "ip -6 addr show dev xj2");
+    assert!(
+        host_side.contains(&format!("inet6 {host6}/126 ")) && !host_side.contains("fe80"),
+        "the host side has its /126 and no link-local address:\n{host_side}"
+    );
+    assert_eq!(lab.host_veth_disable_ipv6(2), "0");
+    for proto in ["tcp", "udp"] {
+        let tag = format!("granted-{proto}");
+        assert!(
+            reach(&g, proto, v6, 443, &tag, None),
+            "{tag}; the server saw:\n{}\nthe node:\n{}",
+            std::fs::read_to_string(&out.log).unwrap_or_default(),
+            sh_in(node_ns, "nft list ruleset | grep -E 'counter|snat' | grep -v '{ }'; ip -6 neigh; ip -6 route show table all | grep -v '^local\\|^multicast'")
+        );
+        out.assert_from_block(&tag, proto, &g);
+    }
+    assert!(reach(&g, "tcp", "203.0.113.10", 443, "granted-v4", None));
+    let (_, src, sport, _) = out.seen("granted-v4").expect("granted-v4 seen");
+    assert_eq!(src, "::ffff:10.77.0.11");
+    assert!((g.port_first..=g.port_last).contains(&sport), "{sport}");
+
+    // forged sources: another running job's address, another slot's, the node's network's,
+    // the outside's; each put on the job's eth0 (the most a job could do)
+    let g3 = lab.granted(3, "isolated");
+    let idle = (0..3).find(|s| ![g.slot, g3.slot].contains(s)).unwrap();
+    let forged: [(&str, std::net::Ipv6Addr); 5] = [
+        ("forged-running", addrs6(g3.slot).1),
+        ("forged-idle-slot", addrs6(idle).1),
+        // ::3 of its own /126: on its link, but not its address
+        (
+            "forged-own-link",
+            std::net::Ipv6Addr::from(u128::from(job6) + 1),
+        ),
+        ("forged-internal", "fd00:78e7::99".parse().unwrap()),
+        ("forged-outside", "2001:db8:7::1".parse().unwrap()),
+    ];
+    for (tag, src) in &forged {
+        sh_in(
+            &job_ns(&g),
+            &format!("ip -6 addr add {src}/128 dev eth0 nodad"),
+        );
+        for proto in ["udp", "tcp"] {
+            let tag = format!("{tag}-{proto}");
+            let src = src.to_string();
+            assert!(
+                !reach(&g, proto, v6, 443, &tag, Some(&src)),
+                "{tag} from {src} got an answer"
+            );
+        }
+        sh_in(&job_ns(&g), &format!("ip -6 addr del {src}/128 dev eth0"));
+    }
+    // and its own address still works
+    assert!(reach(&g, "udp", v6, 443, "after-forged", None));
+    lab.epilog_ok(3);
+    lab.assert_clean(3, "job 3");
+
+    // a profile with ipv6 = false: nothing of IPv6 on its pair, its IPv4 leaves
+    let g4 = lab.granted(4, "v4onlyns");
+    assert_eq!(lab.host_veth_disable_ipv6(4), "1");
+    assert!(!reach(&g4, "tcp", v6, 443, "v4only-tcp", None));
+    assert!(!reach(&g4, "udp", v6, 443, "v4only-udp", None));
+    assert!(reach(&g4, "tcp", "203.0.113.10", 443, "v4only-v4", None));
+    lab.epilog_ok(4);
+    lab.assert_clean(4, "job 4");
+
+    // an allowlist with an IPv6 entry: only that net and port
+    let g5 = lab.granted(5, "web6ns");
+    assert!(reach(&g5, "tcp", v6, 443, "web6-ok", None));
+    assert!(!reach(&g5, "tcp", v6, 80, "web6-port", None));
+    assert!(!reach(&g5, "udp", v6, 443, "web6-udp", None));
+    assert!(!reach(&g5, "tcp", "2001:db8:6::10", 443, "web6-net", None));
+    lab.epilog_ok(5);
+    lab.assert_clean(5, "job 5");
+
+    // fail closed: the table flushed, nothing leaves; the next prolog loads it again
+    sh_in(node_ns, "nft flush ruleset");
+    assert!(!reach(&g, "tcp", v6, 443, "flushed", None));
+    assert!(!reach(&g, "udp", v6, 443, "flushed-udp", None));
+    lab.granted(6, "isolated");
+    assert!(
+        reach(&g, "tcp", v6, 443, "reloaded", None),
+        "job 2 gets out again"
+    );
+
+    let mut never = vec![
+        "noforward-v6".to_owned(),
+        "v4only-tcp".into(),
+        "v4only-udp".into(),
+        "web6-port".into(),
+        "web6-udp".into(),
+        "web6-net".into(),
+        "flushed".into(),
+        "flushed-udp".into(),
+    ];
+    for (tag, _) in &forged {
+        never.extend(["udp", "tcp"].map(|p| format!("{tag}-{p}")));
+    }
+    for tag in &never {
+        assert_eq!(out.seen(tag), None, "{tag} must not reach the outside");
+    }
+    drop(out);
+    for job in [2, 6] {
+        lab.epilog_ok(job);
+        lab.assert_clean(job, &format!("job {job}"));
+    }
     lab.finish();
 }
 
@@ -1683,6 +1917,10 @@ const TESTS: &[(&str, TestFn)] = &[
     (
         "ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says",
         ipv6_of_granted_cgroup_jobs_leaves_only_as_the_policy_says,
+    ),
+    (
+        "ipv6_of_granted_netns_jobs_leaves_only_as_the_policy_says",
+        ipv6_of_granted_netns_jobs_leaves_only_as_the_policy_says,
     ),
     (
         "prolog_killed_at_each_step_then_epilog_leaves_nothing",

@@ -109,6 +109,10 @@ pub struct NodeConfig {
     pub cgroup_root: Option<String>,
     /// Addresses for netns-mode veth pairs: one /30 per slot.
     pub netns_subnet: Ipv4Net,
+    /// IPv6 addresses for netns-mode veth pairs: a unique local network, one /126 per slot
+    /// (host side `::1`, job side `::2`). `None`: netns jobs get no IPv6 (required when a
+    /// netns profile has IPv6 on a node with `gateway6`).
+    pub netns_subnet6: Option<Ipv6Net>,
     /// Where named network namespaces live (as `ip netns` does).
     pub netns_dir: PathBuf,
     /// MTU of a netns-mode job's veth pair (both ends); `None`: the MTU of `interface`, so
@@ -124,6 +128,13 @@ impl NodeConfig {
     /// How many /30 job links `netns_subnet` holds (one per slot in netns mode).
     pub(crate) fn netns_links(&self) -> u64 {
         1u64 << (30u8.saturating_sub(self.netns_subnet.prefix_len()))
+    }
+
+    /// How many /126 job links `netns_subnet6` holds (none without it), at most 2^32.
+    pub(crate) fn netns_links6(&self) -> u64 {
+        self.netns_subnet6.map_or(0, |n| {
+            1u64 << (126u8.saturating_sub(n.prefix_len())).min(32)
+        })
     }
 }
 
@@ -418,6 +429,13 @@ impl Policy {
     /// profile did not say `ipv6 = false`. Otherwise their IPv6 is dropped on the node.
     pub fn ipv6_of(&self, profile: &Profile) -> bool {
         self.node.gateway6.is_some() && profile.ipv6
+    }
+
+    /// True when netns-mode jobs of `profile` get IPv6 on their veth pair: the profile has
+    /// IPv6 ([`Policy::ipv6_of`]), uses netns mode, and the node has `netns_subnet6` (which
+    /// validation requires then).
+    pub fn netns_ipv6_of(&self, profile: &Profile) -> bool {
+        profile.mode == Mode::Netns && self.ipv6_of(profile) && self.node.netns_subnet6.is_some()
     }
 
     /// True when some profile uses netns mode (the node then needs forwarding for job veths).

@@ -163,6 +163,9 @@ pub struct RawNode {
     pub cgroup_root: Option<String>,
     #[serde(default)]
     pub netns_subnet: Option<S<String>>,
+    /// IPv6 addresses of netns-mode job links: a unique local network, one /126 per slot.
+    #[serde(default)]
+    pub netns_subnet6: Option<S<String>>,
     #[serde(default)]
     pub netns_dir: Option<String>,
     #[serde(default)]

@@ -270,6 +270,13 @@ pub fn summary(policy: &Policy) -> String {
             "netns mode: job links from {} ({links} /30 links, enough for all slots)",
             n.netns_subnet
         );
+        if let Some(net6) = n.netns_subnet6 {
+            let _ = writeln!(
+                s,
+                "netns mode: IPv6 job links from {net6} ({} /126 links), for profiles with IPv6",
+                n.netns_links6()
+            );
+        }
         let _ = writeln!(
             s,
             "netns mode: name resolution: {}",

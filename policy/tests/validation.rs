@@ -309,6 +309,82 @@ fn node_ipv6_gateway_and_internal_networks() {
     assert!(e.hint.contains("fd01::/64"), "{e}");
 }
 
+/// `[node]` with IPv6, `extra` more node keys, and a netns profile `n` with `rest`.
+fn netns6(extra: &str, rest: &str) -> String {
+    with(&format!(
+        "internal6 = [\"fd00:78e7::/48\"]\ngateway6 = \"fd00:78e7::1\"\n{extra}{}",
+        profile_x("n", &format!("mode = \"netns\"\n{rest}"))
+    ))
+}
+
+#[test]
+fn netns_subnet6_is_required_for_netns_ipv6_unique_local_and_holds_every_slot() {
+    let p = parse_ok(&netns6("netns_subnet6 = \"fd00:ffff::/112\"\n", ""));
+    assert_eq!(
+        p.node.netns_subnet6,
+        Some("fd00:ffff::/112".parse().unwrap())
+    );
+    assert!(p.netns_ipv6_of(p.profile("n").unwrap()));
+    // required when a netns profile has IPv6 on a node with gateway6: at the [node] header
+    let t = netns6("", "");
+    let e = check(
+        &t,
+        "node.netns_subnet6",
+        "[node]",
+        "profile \"n\" uses netns mode with IPv6",
+    );
+    assert!(
+        e.hint.contains("netns_subnet6 = ") && e.hint.contains("ipv6 = false"),
+        "{e}"
+    );
+    // not with ipv6 = false, nor without gateway6, nor for cgroup mode
+    let p = parse_ok(&netns6("", "ipv6 = false\n"));
+    assert!(p.node.netns_subnet6.is_none() && !p.netns_ipv6_of(p.profile("n").unwrap()));
+    parse_ok(&with(&profile_x("n", "mode = \"netns\"\n")));
+    parse_ok(&with(&format!(
+        "internal6 = [\"fd00:78e7::/48\"]\ngateway6 = \"fd00:78e7::1\"\n{}",
+        profile_x("c", "")
+    )));
+    // bad values, each at the key
+    for (value, problem) in [
+        ("\"fd00:ffff::1/112\"", "host bits set"),
+        ("\"10.0.0.0/16\"", "is an IPv4 network"),
+        ("\"2001:db8::/112\"", "not a unique local network"),
+        ("\"fd00:ffff::/127\"", "smaller than one /126"),
+        (
+            "\"fd00:78e7:0:1::/112\"",
+            "overlaps the internal IPv6 network fd00:78e7::/48",
+        ),
+        (
+            "\"fd00::/8\"",
+            "overlaps the internal IPv6 network fd00:78e7::/48",
+        ),
+        ("\"nonsense\"", "not an IPv4 or IPv6 network"),
+    ] {
+        let t = netns6(&format!("netns_subnet6 = {value}\n"), "");
+        check(&t, "node.netns_subnet6", value, problem);
+    }
+    // a /126 per slot of all pools: a /122 holds 16 links, the default pool here 16 slots
+    let pooled = |subnet6: &str| {
+        format!(
+            "{}{}{}",
+            netns6(&format!("netns_subnet6 = \"{subnet6}\"\n"), ""),
+            ports("20000-24095", 256),
+            profile_x(
+                "b",
+                "[profile.ports]\nrange = \"30000-31023\"\nblock_size = 1024\n"
+            )
+        )
+    };
+    parse_ok(&pooled("fd00:ffff::/121"));
+    check(
+        &pooled("fd00:ffff::/122"),
+        "node.netns_subnet6",
+        "\"fd00:ffff::/122\"",
+        "holds 16 /126 links but the port pools have 17 slots",
+    );
+}
+
 #[test]
 fn profile_ipv6_flag() {
     let node = |rest: &str| {

@@ -13,8 +13,14 @@
 //! connections. And the cluster's own IPv6: the outside host answers the gateways; a node
 //! reaches the gateways over IPv6 but has no IPv6 route out of its own.
 //!
-//! Profiles of `slurm-test-env/extnet-test.toml`: `default` (cgroup mode), `web6` (TCP 7000
-//! of the outside host over IPv4, UDP 7001 over IPv6), `v4only` (`ipv6 = false`).
+//! The same of netns-mode jobs, whose IPv6 leaves their namespace from their slot's /126
+//! (`node.netns_subnet6`): a granted one gets out and is traced, one of a profile without IPv6
+//! gets nothing out over IPv6, one that forges another IPv6 source gets nothing out
+//! (tests/cluster/netns.rs: its datagrams cross at the veth's MTU over IPv6 too).
+//!
+//! Profiles of `slurm-test-env/extnet-test.toml`: `default` (cgroup mode), `isolated` (netns
+//! mode), `web6` (TCP 7000 of the outside host over IPv4, UDP 7001 over IPv6), `v4only` and
+//! `v4onlyns` (`ipv6 = false`, cgroup and netns mode).
 
 use std::time::Duration;
 use support::cluster::*;
@@ -120,21 +126,45 @@ fn a_node_reaches_the_gateways_over_ipv6_but_has_no_route_out() {
 #[test]
 #[ignore = "needs root and the test cluster: run slurm-test-env/test"]
 fn a_granted_cgroup_job_gets_out_over_ipv6_from_its_block_and_is_traced() {
+    gets_out_over_ipv6_from_its_block_and_is_traced("default", true);
+}
+
+/// The same of a granted netns-mode job (profile `isolated`): its IPv6 leaves its namespace
+/// from its slot's /126 (`node.netns_subnet6`), is forwarded, translated into its block and
+/// traced to it. No ICMPv6 echo: a job's own namespace does not let users open ping sockets
+/// (`net.ipv4.ping_group_range` is per namespace, and empty in a new one).
+#[test]
+#[ignore = "needs root and the test cluster: run slurm-test-env/test"]
+fn a_granted_netns_job_gets_out_over_ipv6_from_its_block_and_is_traced() {
+    gets_out_over_ipv6_from_its_block_and_is_traced("isolated", false);
+}
+
+/// A granted job of `profile` probes TCP, UDP, HTTP (and with `icmp` ICMPv6 echo) over IPv6
+/// and TCP over IPv4; see the two tests above.
+fn gets_out_over_ipv6_from_its_block_and_is_traced(profile: &str, icmp: bool) {
     let c = Cluster::get();
     let p = c.probe();
     let mark = c.seen_log_mark();
+    let echo = if icmp {
+        format!("{p} icmp {OUTSIDE6} --port 29000 && ")
+    } else {
+        String::new()
+    };
     let r = c.srun(
         ALLOWED,
-        &["-N1", "-w", NODE, "--external-net"],
+        &["-N1", "-w", NODE, &format!("--external-net={profile}")],
         // the probes start a second after the allocate, so that the moment traced below is
         // not the second in which the previous test's job may have released the same block
         // (the test policy's quarantine is 0; trace rightly answers "one of two" then)
         &format!(
             "sleep 1.1 && {p} tcp {OUTSIDE6} && {p} udp {OUTSIDE6} && {p} http {OUTSIDE6} && \
-             {p} icmp {OUTSIDE6} --port 29000 && {p} tcp"
+             {echo}{p} tcp"
         ),
     );
-    assert!(r.ok(), "a granted job must get out over IPv6:\n{r}");
+    assert!(
+        r.ok(),
+        "a granted job ({profile}) must get out over IPv6:\n{r}"
+    );
     let job = r.job_id();
     let block = c.block(job, NODE);
     let mut seen = Vec::new();
@@ -158,7 +188,10 @@ fn a_granted_cgroup_job_gets_out_over_ipv6_from_its_block_and_is_traced() {
     let seen6 = seen6_since(&c, mark);
     let echoes: Vec<&Seen> = seen6.iter().filter(|s| s.proto == "icmp").collect();
     assert!(
-        echoes.len() == 1 && echoes[0].ip == GATEWAY_PUBLIC6 && in_block(echoes[0].port, block),
+        !icmp
+            || echoes.len() == 1
+                && echoes[0].ip == GATEWAY_PUBLIC6
+                && in_block(echoes[0].port, block),
         "the job asked for echo identifier 29000 (beyond every block): the outside must see one \
          echo from {GATEWAY_PUBLIC6} with an identifier of the block {block:?}: {echoes:?}"
     );
@@ -283,15 +316,38 @@ fn an_allowlist_entry_lets_through_its_own_family_only() {
 #[test]
 #[ignore = "needs root and the test cluster: run slurm-test-env/test"]
 fn a_profile_without_ipv6_gets_ipv4_only() {
+    gets_ipv4_only("v4only", true);
+}
+
+/// Profile `v4onlyns` (netns mode, `ipv6 = false`): its jobs get IPv4 out and no IPv6
+/// address on their veth pair at all, so nothing of their IPv6 leaves.
+#[test]
+#[ignore = "needs root and the test cluster: run slurm-test-env/test"]
+fn a_netns_profile_without_ipv6_gets_ipv4_only() {
+    gets_ipv4_only("v4onlyns", false);
+}
+
+/// A job of `profile` probes TCP over IPv4, then TCP, UDP (and with `icmp` ICMPv6 echo) over
+/// IPv6: only the first gets an answer, and the outside host sees no IPv6 of it.
+fn gets_ipv4_only(profile: &str, icmp: bool) {
     let c = Cluster::get();
     let p = c.probe();
     let mark = c.seen_log_mark();
+    let mut probes = vec![
+        format!("{p} tcp"),
+        format!("{p} tcp {OUTSIDE6}"),
+        format!("{p} udp {OUTSIDE6}"),
+    ];
+    if icmp {
+        probes.push(format!("{p} icmp {OUTSIDE6}"));
+    }
+    let list: Vec<String> = probes.iter().map(|a| format!("'{a}'")).collect();
     let r = c.srun(
         ALLOWED,
-        &["-N1", "-w", NODE, "--external-net=v4only"],
+        &["-N1", "-w", NODE, &format!("--external-net={profile}")],
         &format!(
-            "for a in '{p} tcp' '{p} tcp {OUTSIDE6}' '{p} udp {OUTSIDE6}' \
-             '{p} icmp {OUTSIDE6}'; do $a --timeout 2; echo rc=$?; done"
+            "for a in {}; do $a --timeout 2; echo rc=$?; done",
+            list.join(" ")
         ),
     );
     let job = r.job_id();
@@ -300,9 +356,66 @@ fn a_profile_without_ipv6_gets_ipv4_only() {
         .lines()
         .filter_map(|l| l.strip_prefix("rc="))
         .collect();
-    assert_eq!(rcs, ["0", "1", "1", "1"], "IPv4 only:\n{r}");
+    let mut want = vec!["0"];
+    want.resize(probes.len(), "1");
+    assert_eq!(rcs, want, "IPv4 only ({profile}):\n{r}");
     let v6 = seen6_since(&c, mark);
-    assert!(v6.is_empty(), "IPv6 of a v4only job got out: {v6:?}");
+    assert!(v6.is_empty(), "IPv6 of a {profile} job got out: {v6:?}");
+    c.assert_clean(job);
+}
+
+/// A netns job sends UDP over IPv6 from addresses that are not its own (`IPV6_FREEBIND`, which
+/// needs no privilege): the job address of the neighbouring slot, an address of the cluster's
+/// own network, one of the outside's; and once from its own address. Only the last reaches the
+/// outside host, from the job's block: the node marks a netns job's IPv6 only by a source
+/// address that routes back through the veth it came in by.
+#[test]
+#[ignore = "needs root and the test cluster: run slurm-test-env/test"]
+fn a_netns_job_forging_another_ipv6_source_gets_nothing_out() {
+    let c = Cluster::get();
+    let mark = c.seen_log_mark();
+    let script = format!(
+        r#"python3 -c '
+import ipaddress, socket, subprocess
+out = subprocess.run(["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"], capture_output=True, text=True).stdout
+own = ipaddress.IPv6Address(out.split()[3].split("/")[0])
+# the neighbouring slot: the /126 number s ^ 1
+other = ipaddress.IPv6Address(int(own) ^ 4)
+for src in (other, "fd00:78e7::99", "2001:db8::77", own):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IPV6, 78, 1)  # IPV6_FREEBIND
+    s.bind((str(src), 0))
+    s.settimeout(1)
+    for _ in range(3):
+        s.sendto(b"forged" if src != own else b"own", ("{OUTSIDE6}", 7001))
+    try:
+        print("GOT", src, s.recv(200).decode().strip())
+    except OSError as e:
+        print("LOST", src, e)
+'"#
+    );
+    let r = c.srun(
+        ALLOWED,
+        &["-N1", "-w", NODE, "--external-net=isolated"],
+        &script,
+    );
+    assert!(r.ok(), "the job failed:\n{r}");
+    let job = r.job_id();
+    let block = c.block(job, NODE);
+    let got: Vec<&str> = r.stdout.lines().filter(|l| l.starts_with("GOT ")).collect();
+    let lost = r.stdout.lines().filter(|l| l.starts_with("LOST ")).count();
+    assert!(
+        got.len() == 1 && lost == 3 && got[0].contains(&format!("SEEN udp {GATEWAY_PUBLIC6} ")),
+        "only the job's own address gets an answer:\n{r}"
+    );
+    let seen = c.seen_since(mark);
+    assert!(
+        !seen.is_empty()
+            && seen
+                .iter()
+                .all(|s| s.proto == "udp" && s.ip == GATEWAY_PUBLIC6 && in_block(s.port, block)),
+        "the outside host must see the job's own datagrams only, from its block {block:?}: {seen:?}\n{r}"
+    );
     c.assert_clean(job);
 }
 

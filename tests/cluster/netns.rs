@@ -1,5 +1,6 @@
 //! A netns job's own network on the real test cluster: the veth pair's MTU follows the node's
-//! cluster interface, so the job's datagrams at that MTU cross it whole; the job resolves
+//! cluster interface, so the job's datagrams at that MTU cross it whole, over IPv4 and IPv6
+//! (the test policy gives netns jobs IPv6: `node.netns_subnet6`); the job resolves
 //! names through the nameservers the policy gives netns jobs.
 //!
 //! They need root and the running cluster (`slurm-test-env/test`); each changes n1 only inside
@@ -54,36 +55,43 @@ impl Drop for MtuGuard<'_> {
 }
 
 /// With n1's cluster link at 1400, a netns job's veth takes 1400 on both ends and the job's
-/// datagrams reach the outside whole: one of exactly 1400 - 28 bytes (one packet, DF set),
-/// and one of 1450 bytes (more than the link, less than 1500: the job's kernel fragments it
-/// at its eth0). With the kernel's default 1500 on the veth, the job would send the larger
-/// one as a single packet with DF set, which n1 drops on its smaller link.
+/// datagrams reach the outside whole, over IPv4 and IPv6: one of exactly the link's payload
+/// (1400 - 28 bytes over IPv4, 1400 - 48 over IPv6: one packet, DF set or, for IPv6, never
+/// fragmented on the way), and one of 1450 bytes (more than the link, less than 1500: the
+/// job's kernel fragments it at its eth0). With the kernel's default 1500 on the veth, the job
+/// would send the larger one as a single packet, which n1 drops on its smaller link.
 #[test]
 #[ignore = "needs root and the test cluster: run slurm-test-env/test"]
 fn netns_job_moves_datagrams_at_and_above_the_node_link_mtu_whole() {
     let c = Cluster::get();
     let mtu = 1400;
     let _guard = MtuGuard::lower(&c, mtu);
-    let fits = mtu - 28;
     let bigger = 1450;
     // the larger first, on a fresh namespace: nothing has told the job's kernel the path MTU
-    let send = format!(
-        r#"ip -o link show eth0; python3 -c '
+    let sends: Vec<(u32, &str, &str, u32)> = vec![
+        (4, "AF_INET", OUTSIDE, mtu - 28),
+        (6, "AF_INET6", OUTSIDE6, mtu - 48),
+    ];
+    let mut script = "ip -o link show eth0".to_owned();
+    for (v, family, host, fits) in &sends {
+        script += &format!(
+            r#"; python3 -c '
 import socket
 for n in ({bigger}, {fits}):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(socket.{family}, socket.SOCK_DGRAM)
     s.settimeout(3)
-    s.sendto(b"x" * n, ("{OUTSIDE}", 7001))
+    s.sendto(b"x" * n, ("{host}", 7001))
     try:
-        print("GOT", n, s.recv(200).decode().strip())
+        print("GOT{v}", n, s.recv(200).decode().strip())
     except OSError as e:
-        print("LOST", n, e)
+        print("LOST{v}", n, e)
 '"#
-    );
+        );
+    }
     let r = c.srun(
         ALLOWED,
         &["-N1", "-w", "n1", "--external-net=isolated"],
-        &send,
+        &script,
     );
     assert!(r.ok(), "the job failed:\n{r}");
     let job = r.job_id();
@@ -92,13 +100,20 @@ for n in ({bigger}, {fits}):
         Some(mtu),
         "the job's eth0 has the node link's MTU:\n{r}"
     );
-    for n in [bigger, fits] {
-        assert!(
-            r.stdout
-                .lines()
-                .any(|l| l.starts_with(&format!("GOT {n} SEEN udp {GATEWAY_PUBLIC} "))),
-            "a datagram of {n} bytes must reach the outside whole (n1's link MTU {mtu}):\n{r}"
-        );
+    for (v, _, _, fits) in &sends {
+        let public = if *v == 4 {
+            GATEWAY_PUBLIC
+        } else {
+            GATEWAY_PUBLIC6
+        };
+        for n in [bigger, *fits] {
+            assert!(
+                r.stdout
+                    .lines()
+                    .any(|l| l.starts_with(&format!("GOT{v} {n} SEEN udp {public} "))),
+                "an IPv{v} datagram of {n} bytes must reach the outside whole (n1's link MTU {mtu}):\n{r}"
+            );
+        }
     }
     c.assert_clean(job);
 }

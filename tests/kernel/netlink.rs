@@ -581,7 +581,7 @@ fn netns_job_veth_takes_the_mtu_of_the_node_interface_or_the_policy() {
                 let job = 7;
                 let both_ends = |policy: &extnet_policy::Policy, nl: &mut Netlink| {
                     let layout = Layout::new(policy, "w1");
-                    extnet::job::netns::setup(policy, &layout, nl, job, 1).unwrap();
+                    extnet::job::netns::setup(policy, &layout, nl, job, 1, false).unwrap();
                     let ns = netns::open(lab.path(), &layout.netns_name(job))
                         .unwrap()
                         .expect("the job's namespace");
@@ -614,7 +614,7 @@ fn netns_job_veth_takes_the_mtu_of_the_node_interface_or_the_policy() {
                 );
                 ip(&["link", "del", "eth0"]);
                 let layout = Layout::new(&base.policy(), "w1");
-                let e = extnet::job::netns::setup(&base.policy(), &layout, &mut nl, job, 1)
+                let e = extnet::job::netns::setup(&base.policy(), &layout, &mut nl, job, 1, false)
                     .unwrap_err();
                 assert!(
                     e.to_string().contains("node.interface") && e.to_string().contains("netns_mtu"),

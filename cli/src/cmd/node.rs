@@ -35,6 +35,9 @@ pub fn setup(policy_path: &Path, node: Option<String>) -> anyhow::Result<ExitCod
         policy.slots(),
         policy.pools.len()
     );
+    if let Some(w) = extnet::job::netns::ipv6_forwarding_warning(&policy) {
+        println!("warning: {w}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

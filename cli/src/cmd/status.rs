@@ -106,6 +106,10 @@ pub fn show(policy_path: &Path, node: &str, json: bool) -> anyhow::Result<ExitCo
             }
             Err(e) => v["node_addr_error"] = e.clone().into(),
         }
+        v["warnings"] = extnet::job::netns::ipv6_forwarding_warning(&policy)
+            .into_iter()
+            .collect::<Vec<_>>()
+            .into();
         let (pinned, unreadable) = extnet::store::pinned::list(&layout);
         v["pinned_namespaces"] = serde_json::to_value(&pinned).expect("records serialize");
         if !unreadable.is_empty() {
@@ -164,6 +168,9 @@ pub fn show(policy_path: &Path, node: &str, json: bool) -> anyhow::Result<ExitCo
             )
         })
         .collect();
+    if let Some(w) = extnet::job::netns::ipv6_forwarding_warning(&policy) {
+        println!("warning: {w}");
+    }
     if !stray.is_empty() {
         println!(
             "warning: leases that no longer match the policy's pools (the pools changed while they ran; their traffic now uses the slot's new block and gateway): {}",

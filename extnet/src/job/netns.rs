@@ -3,13 +3,13 @@
 
 use crate::diag::failpoint;
 use crate::job::JobError;
-use crate::kernel::netlink::route::{Route, RouteKind};
+use crate::kernel::netlink::route::{Route, Route6, RouteKind};
 use crate::kernel::netlink::Netlink;
 use crate::kernel::{netns, sysctl};
 use crate::plan::{self, layout::Layout};
 use crate::store::pinned::Pinned;
 use extnet_policy::Policy;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::os::fd::AsFd;
 use std::time::Duration;
 
@@ -18,19 +18,34 @@ use std::time::Duration;
 ///  ip addr add HOST/30 dev xjJOB; ip link set xjJOB up; ip -n NS link set lo up;
 ///  ip -n NS addr add JOB/30 dev eth0; ip -n NS link set eth0 up;
 ///  ip -n NS route add default via HOST`.
+///
+/// `ipv6`: the job's profile has IPv6 and the node sends IPv6 out ([`Policy::netns_ipv6_of`]
+/// and the node's IPv6 address). Then, if the node forwards IPv6 ([`ipv6_addrs`]), the pair
+/// gets the slot's /126 too: `sysctl net.ipv6.conf.xjJOB.addr_gen_mode=1 accept_ra=0
+/// disable_ipv6=0; ip -6 addr add HOST6/126 dev xjJOB nodad; ip -n NS -6 addr add JOB6/126
+/// dev eth0 nodad; ip -n NS -6 route add default via HOST6; ip -6 neigh replace JOB6 lladdr
+/// MAC dev xjJOB nud permanent` (and its twin inside). Returns whether it did.
 pub fn setup(
     policy: &Policy,
     layout: &Layout,
     nl: &mut Netlink,
     job_id: u32,
     slot: u32,
-) -> Result<(), JobError> {
+    ipv6: bool,
+) -> Result<bool, JobError> {
     let name = layout.netns_name(job_id);
     // a prolog run twice: start from scratch (also deletes a veth pair an earlier run for
     // this job, killed midway, left behind)
     teardown(layout, nl, job_id)?;
     let host = Layout::veth_name(job_id);
     let (host_addr, job_addr) = plan::netns_addrs(policy, slot);
+    let v6 = if ipv6 {
+        ipv6_addrs(policy, job_id, slot)
+    } else {
+        None
+    };
+    // the slot's /126 is on the same veth as its /30: an earlier job's pair found by the /30
+    // takes both with it
     remove_stale_veth(nl, job_addr, &host)?;
     let mtu = veth_mtu(policy, nl)?;
     let ns = netns::create(&layout.netns_dir, &name)?;
@@ -46,7 +61,14 @@ pub fn setup(
     // the node's IPv6 FIB (fe80::/64, ff00::/8, ...), and the kernel walks that whole FIB on
     // every link event while holding RTNL: with many netns jobs on a node, every job's route
     // changes and every namespace's teardown would wait for walks that grow with the jobs.
-    sysctl::disable_ipv6(&host)?;
+    // A job with IPv6 gets the least of it: its /126, no link-local, no autoconfiguration.
+    match v6 {
+        Some((host6, _)) => {
+            sysctl::enable_ipv6_bare(&host)?;
+            nl.addr6_add_nodad(idx, host6, 126)?;
+        }
+        None => sysctl::disable_ipv6(&host)?,
+    }
     nl.set_up(idx)?;
     let mut jnl = Netlink::open_in(ns.as_fd())?;
     if let Some(lo) = jnl.index("lo")? {
@@ -56,6 +78,9 @@ pub fn setup(
         .index("eth0")?
         .ok_or_else(|| JobError::Vanished(format!("eth0 missing in namespace {name}")))?;
     jnl.addr_add(eth, job_addr, 30)?;
+    if let Some((_, job6)) = v6 {
+        jnl.addr6_add_nodad(eth, job6, 126)?;
+    }
     jnl.set_up(eth)?;
     jnl.route_replace(&Route {
         table: 254,
@@ -65,8 +90,62 @@ pub fn setup(
             oif: Some(eth),
         },
     })?;
+    if let Some((host6, job6)) = v6 {
+        jnl.route6_replace(&Route6 {
+            table: 254,
+            dst: Ipv6Net::default(),
+            via: Some((Some(host6), eth)),
+        })?;
+        // Why: without a link-local address the host side cannot solicit a neighbour for a
+        // packet it forwards (the kernel sends a solicitation only from the packet's source,
+        // when that is its own, or from a link-local address), so it could not reach the job
+        // first, and would lose it whenever its entry went stale. Both ends know each other
+        // for good instead; the entries go with the pair. After both ends are up: a link
+        // going down flushes them.
+        let mac_of = |nl: &mut Netlink, link: &str| {
+            nl.hwaddr(link)?.ok_or_else(|| {
+                JobError::Vanished(format!("link {link} vanished right after creation"))
+            })
+        };
+        let job_mac = mac_of(&mut jnl, "eth0")?;
+        let host_mac = mac_of(nl, &host)?;
+        nl.neigh6_permanent(idx, job6, job_mac)?;
+        jnl.neigh6_permanent(eth, host6, host_mac)?;
+    }
     failpoint::hit("prolog-after-addresses-routes");
-    Ok(())
+    Ok(v6.is_some())
+}
+
+/// The slot's /126 addresses (host side, job side) for a job whose profile has IPv6, when the
+/// node forwards IPv6; `None` with a warning when it does not: the job then gets no IPv6 at
+/// all (its IPv4 works). extnet never turns IPv6 forwarding on itself: it is global
+/// (`net.ipv6.conf.all.forwarding`) and makes the node ignore router advertisements.
+pub fn ipv6_addrs(
+    policy: &Policy,
+    job_id: u32,
+    slot: u32,
+) -> Option<(std::net::Ipv6Addr, std::net::Ipv6Addr)> {
+    let addrs = plan::netns_addrs6(policy, slot)?;
+    if !sysctl::ipv6_forwarding() {
+        tracing::warn!(job_id, "{}", ipv6_forwarding_problem());
+        return None;
+    }
+    Some(addrs)
+}
+
+/// [`ipv6_forwarding_problem`] when some netns profile of `policy` has IPv6 and this node
+/// does not forward IPv6 (for `extnet status` and `extnet node setup`); `None` otherwise.
+pub fn ipv6_forwarding_warning(policy: &Policy) -> Option<String> {
+    let wanted = policy.profiles.iter().any(|p| policy.netns_ipv6_of(p));
+    (wanted && sysctl::ipv6_available() && !sysctl::ipv6_forwarding()).then(ipv6_forwarding_problem)
+}
+
+/// What an admin reads when netns jobs would have IPv6 but the node does not forward it.
+pub fn ipv6_forwarding_problem() -> String {
+    format!(
+        "the node does not forward IPv6 ({} is not 1): netns jobs get no IPv6 (their IPv4 works); set net.ipv6.conf.all.forwarding = 1, and accept_ra = 2 on the interfaces that must still take router advertisements",
+        sysctl::IPV6_FORWARDING
+    )
 }
 
 /// The MTU of a job's veth pair: `node.netns_mtu`, or else that of `node.interface`, the link

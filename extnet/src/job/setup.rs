@@ -184,9 +184,14 @@ fn grant(
         // the lease records the mark of the job's checked packets (plan::mark)
         fwmark: policy.node.fwmark | policy.node.checked_fwmark,
         node_addr,
-        // what the job's IPv6 is translated to, when it goes out at all (netns mode has no
-        // IPv6 yet: docs/ipv6.md)
-        node_addr6: node_addr6.filter(|_| mode == Mode::Cgroup && policy.ipv6_of(profile_def)),
+        // what the job's IPv6 is translated to, when it goes out at all: a netns job's only
+        // from a node that forwards IPv6 (netns::ipv6_addrs)
+        node_addr6: node_addr6.filter(|_| match mode {
+            Mode::Cgroup => policy.ipv6_of(profile_def),
+            Mode::Netns => {
+                policy.netns_ipv6_of(profile_def) && crate::kernel::sysctl::ipv6_forwarding()
+            }
+        }),
     };
     // a block of the profile's pool: its own ([profile.ports]) or the default one
     step("limits");
@@ -224,7 +229,9 @@ fn grant(
                 g.cgroup = Some(job_cgroup::setup(policy, layout, job.job_id, l.slot)?);
             }
             Mode::Netns => {
-                netns::setup(policy, layout, &mut nl, job.job_id, l.slot)?;
+                // IPv6 on the veth pair only when it can leave (else it stays off there)
+                let ipv6 = policy.netns_ipv6_of(profile_def) && node_addr6.is_some();
+                netns::setup(policy, layout, &mut nl, job.job_id, l.slot, ipv6)?;
                 g.netns = Some(layout.netns_dir.join(layout.netns_name(job.job_id)));
                 g.resolv_conf = resolv::prepare(
                     policy,

@@ -53,3 +53,31 @@ pub fn disable_ipv6(name: &str) -> Result<(), SysctlError> {
 pub fn ipv6_available() -> bool {
     Path::new("/proc/sys/net/ipv6").exists()
 }
+
+/// The file of the node's IPv6 forwarding switch. On Linux it is global in effect: a
+/// forwarded IPv6 packet needs `all.forwarding` (the per-interface value does not enable
+/// `ip6_forward`), and setting it makes every interface a router, which ignores router
+/// advertisements unless its `accept_ra` is 2. An admin's choice, never extnet's.
+pub const IPV6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+
+/// Whether this network namespace forwards IPv6 (`net.ipv6.conf.all.forwarding` is 1; false
+/// on a kernel without IPv6).
+pub fn ipv6_forwarding() -> bool {
+    std::fs::read_to_string(IPV6_FORWARDING).is_ok_and(|v| v.trim() == "1")
+}
+
+/// Turns IPv6 on for a new link `name` (still down) with nothing automatic: no link-local or
+/// other generated address (`addr_gen_mode` 1, set first), no router advertisements taken
+/// from the link (`accept_ra` 0: what a job sends on its veth must never change the node's
+/// routes). Equals `sysctl -w net.ipv6.conf.NAME.addr_gen_mode=1
+/// net.ipv6.conf.NAME.accept_ra=0 net.ipv6.conf.NAME.disable_ipv6=0`.
+pub fn enable_ipv6_bare(name: &str) -> Result<(), SysctlError> {
+    for (key, value) in [
+        ("addr_gen_mode", "1"),
+        ("accept_ra", "0"),
+        ("disable_ipv6", "0"),
+    ] {
+        set(&format!("/proc/sys/net/ipv6/conf/{name}/{key}"), value)?;
+    }
+    Ok(())
+}

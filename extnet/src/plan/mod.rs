@@ -2,7 +2,8 @@
 //! nftables ruleset ([`ruleset`]). No I/O; unit-tested without root.
 //!
 //! Everything that varies per job is keyed by *slot*: slot `s` owns port block `s`, packet
-//! mark `fwmark | s` and the `/30` number `s` of `netns_subnet`. The node's
+//! mark `fwmark | s`, the `/30` number `s` of `netns_subnet` and the `/126` number `s` of
+//! `netns_subnet6`. The node's
 //! ruleset holds one static element per slot, so starting or ending a job changes no nftables
 //! state at all (no per-job rule, no per-job element, no `nft` call on the job's path).
 
@@ -14,7 +15,7 @@ use crate::kernel::netlink::route::{Route, Route6, RouteKind};
 use crate::kernel::netlink::rule::FwmarkRule;
 use extnet_policy::Policy;
 use ipnet::{Ipv4Net, Ipv6Net};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Name of the node's nftables table (family `inet`).
 pub const TABLE: &str = "extnet";
@@ -192,6 +193,13 @@ fn throw_internal6(policy: &Policy, table: u32) -> impl Iterator<Item = Route6> 
 pub fn netns_addrs(policy: &Policy, slot: u32) -> (Ipv4Addr, Ipv4Addr) {
     let base = u32::from(policy.node.netns_subnet.network()) + slot * 4;
     (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
+}
+
+/// The `/126` of slot `slot` in `netns_subnet6`: (host side `::1`, job side `::2`); `None`
+/// without `node.netns_subnet6`.
+pub fn netns_addrs6(policy: &Policy, slot: u32) -> Option<(Ipv6Addr, Ipv6Addr)> {
+    let base = u128::from(policy.node.netns_subnet6?.network()) + u128::from(slot) * 4;
+    Some((Ipv6Addr::from(base + 1), Ipv6Addr::from(base + 2)))
 }
 
 /// The bits of the packet mark that carry the slot.

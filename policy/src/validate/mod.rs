@@ -27,7 +27,7 @@ mod profile;
 mod syntax;
 
 use crate::raw::{RawLog, RawPolicy, S};
-use crate::{LogConfig, Mode, Policy};
+use crate::{LogConfig, Mode, NodeConfig, Policy, Pool, Profile};
 use pools::{PoolDraft, DEFAULT_RANGE};
 use profile::ProfileContext;
 use std::ops::Range;
@@ -235,7 +235,7 @@ impl Validator<'_> {
                 "this extnet reads version = 1",
             );
         }
-        let (node, subnet_span) = self.node(raw.node);
+        let (node, subnet_span, subnet6_span) = self.node(raw.node);
         let default_pool = self.port_pool("ports", raw.ports, Some(DEFAULT_RANGE), None);
         let ports = default_pool.ports;
         let log = log(raw.log);
@@ -284,6 +284,9 @@ impl Validator<'_> {
                 );
             }
         }
+        if let (Some(n), Some(pools)) = (&node, &pools) {
+            self.netns_ipv6(n, pools, &profiles, subnet6_span);
+        }
         if !self.errors.is_empty() {
             return None;
         }
@@ -295,6 +298,42 @@ impl Validator<'_> {
             pools: pools?,
             gateways,
         })
+    }
+}
+
+impl Validator<'_> {
+    /// `node.netns_subnet6` against the profiles and pools: required when a netns-mode
+    /// profile has IPv6 on a node with `gateway6`, and then holding a /126 per slot of all
+    /// pools (as `netns_subnet` its /30s).
+    fn netns_ipv6(&mut self, n: &NodeConfig, pools: &[Pool], profiles: &[Profile], at: Span) {
+        let Some(p) = profiles
+            .iter()
+            .find(|p| p.mode == Mode::Netns && p.ipv6 && n.gateway6.is_some())
+        else {
+            return;
+        };
+        let Some(net) = n.netns_subnet6 else {
+            self.err_at(
+                "node.netns_subnet6",
+                at,
+                format!(
+                    "profile {:?} uses netns mode with IPv6 (node.gateway6 is set), but node.netns_subnet6 is not given: its jobs' veth pairs need IPv6 addresses",
+                    p.name
+                ),
+                "add netns_subnet6 = \"fd00:78e7:ffff::/112\" to [node] (a unique local range that no real network uses; a /112 holds 16384 job links), or set ipv6 = false in the profile",
+            );
+            return;
+        };
+        let slots = pools.last().map_or(0, |p| p.slots().end);
+        let links = n.netns_links6();
+        if links < u64::from(slots) {
+            self.err_at(
+                "node.netns_subnet6",
+                at,
+                format!("{net} holds {links} /126 links but the port pools have {slots} slots (the blocks of all pools together)"),
+                "use a larger netns_subnet6 (a /112 holds 16384 jobs), or fewer blocks (a larger block_size or a smaller range)",
+            );
+        }
     }
 }
 

@@ -33,9 +33,10 @@ pub(super) fn reserved_table(table: u32) -> bool {
 }
 
 impl Validator<'_> {
-    /// The node settings, and where `netns_subnet` is written (or the `[node]` header when the
-    /// default is used), for the cross-checks with the pool.
-    pub(super) fn node(&mut self, raw: RawNode) -> (Option<NodeConfig>, Span) {
+    /// The node settings, and where `netns_subnet` and `netns_subnet6` are written (or the
+    /// `[node]` header when the default is used or the key missing), for the cross-checks
+    /// with the pools and profiles.
+    pub(super) fn node(&mut self, raw: RawNode) -> (Option<NodeConfig>, Span, Span) {
         let start = self.errors.len();
         let iface = raw.interface.get_ref();
         if iface.is_empty() || iface.len() > 15 || iface.contains('/') {
@@ -184,6 +185,7 @@ impl Validator<'_> {
                 }
             }
         }
+        let (netns_subnet6, subnet6_span) = self.netns_subnet6(&raw, &internal6);
         let netns_mtu = raw.netns_mtu.as_ref().map(|m| *m.get_ref());
         if let Some(mtu) = netns_mtu.filter(|m| !NETNS_MTU.contains(m)) {
             self.err_at(
@@ -231,7 +233,7 @@ impl Validator<'_> {
             );
         }
         if self.errors.len() > start {
-            return (None, subnet_span);
+            return (None, subnet_span, subnet6_span);
         }
         let node = (|| {
             Some(NodeConfig {
@@ -249,12 +251,52 @@ impl Validator<'_> {
                 state_dir: raw.state_dir.unwrap_or_else(|| "/run/extnet".into()),
                 cgroup_root: raw.cgroup_root,
                 netns_subnet: netns_subnet?,
+                netns_subnet6,
                 netns_dir: PathBuf::from(raw.netns_dir.unwrap_or_else(|| "/run/netns".into())),
                 netns_mtu,
                 netns_nameservers,
             })
         })();
-        (node, subnet_span)
+        (node, subnet_span, subnet6_span)
+    }
+
+    /// `node.netns_subnet6`, when given: a unique local IPv6 network (`fc00::/7`) of /126 or
+    /// larger, written as its network address and clear of every `internal6` network, or
+    /// job links would shadow real hosts. Returns it with where it is written (or the
+    /// `[node]` header, where a missing one belongs).
+    fn netns_subnet6(&mut self, raw: &RawNode, internal6: &[Ipv6Net]) -> (Option<Ipv6Net>, Span) {
+        let header = || self.offset_of("[node]").map(|o| o..o);
+        let Some(s) = raw.netns_subnet6.as_ref() else {
+            return (None, header());
+        };
+        let at = span(s).or_else(header);
+        let key = "node.netns_subnet6";
+        let example = "fd00:78e7:ffff::/112";
+        let Some(net) = self.ipv6_net(key, s, "netns job links", example, "node.netns_subnet")
+        else {
+            return (None, at);
+        };
+        let ula: Ipv6Net = "fc00::/7".parse().expect("a network");
+        let problem = if net.prefix_len() > 126 {
+            Some(format!("{net} is smaller than one /126 job link"))
+        } else if !ula.contains(&net) {
+            Some(format!("{net} is not a unique local network (fc00::/7)"))
+        } else {
+            internal6
+                .iter()
+                .find(|n| n.contains(&net.network()) || net.contains(&n.network()))
+                .map(|n| format!("{net} overlaps the internal IPv6 network {n}"))
+        };
+        if let Some(problem) = problem {
+            self.err_at(
+                key,
+                at.clone(),
+                problem,
+                &format!("use a unique local range that no real network uses, e.g. {example:?} (a /112 holds 16384 job links)"),
+            );
+            return (None, at);
+        }
+        (Some(net), at)
     }
 
     /// The networks of `key`, each reported where it overlaps an earlier one.

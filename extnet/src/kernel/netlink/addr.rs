@@ -1,9 +1,12 @@
-//! IPv4 addresses of links (`ip addr`), and the global IPv6 addresses of a link.
+//! IPv4 addresses of links (`ip addr`), the IPv6 addresses of a netns job's veth pair, and
+//! the global IPv6 addresses of a link.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::AddressMessageBuilder;
 
@@ -29,6 +32,38 @@ impl Netlink {
         ) {
             Ok(()) => {
                 tracing::debug!(index, %addr, prefix_len, "address added");
+                Ok(true)
+            }
+            Err(e) if e.is_exists() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds IPv6 `addr/prefix_len` to link `index` without duplicate address detection (the
+    /// address is usable at once; extnet gives each one to one link only): `Ok(true)` when
+    /// added, `Ok(false)` when the link has it already. Equals `ip -6 addr add ADDR/LEN dev X
+    /// nodad`.
+    pub fn addr6_add_nodad(
+        &mut self,
+        index: u32,
+        addr: Ipv6Addr,
+        prefix_len: u8,
+    ) -> Result<bool, NetlinkError> {
+        let mut msg = AddressMessageBuilder::<Ipv6Addr>::new()
+            .index(index)
+            .address(addr, prefix_len)
+            .build();
+        msg.header.flags = AddressHeaderFlags::Nodad;
+        msg.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        let op = || format!("add address {addr}/{prefix_len} dev with index {index} nodad");
+        match self.change(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+            &op,
+        ) {
+            Ok(()) => {
+                tracing::debug!(index, %addr, prefix_len, "IPv6 address added");
                 Ok(true)
             }
             Err(e) if e.is_exists() => Ok(false),

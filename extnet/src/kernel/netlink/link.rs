@@ -99,6 +99,22 @@ impl Netlink {
         Ok(u32::try_from(mtu).ok())
     }
 
+    /// The hardware (MAC) address of Ethernet link `name`, or `None` when there is no such
+    /// link. Equals the `link/ether` of `ip link show NAME`. One `SIOCGIFHWADDR` ioctl.
+    pub fn hwaddr(&mut self, name: &str) -> Result<Option<[u8; 6]>, NetlinkError> {
+        let Some(req) = self.link_ioctl(IfReq::Name(name), libc::SIOCGIFHWADDR, "SIOCGIFHWADDR")?
+        else {
+            return Ok(None);
+        };
+        // SAFETY: a successful SIOCGIFHWADDR filled in the hwaddr member of the union.
+        let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+        let mut mac = [0u8; 6];
+        for (m, d) in mac.iter_mut().zip(data.iter()) {
+            *m = *d as u8;
+        }
+        Ok(Some(mac))
+    }
+
     /// One `ifreq` ioctl (`SIOCGIF*`) on this socket, for the link named or numbered by `link`
     /// (resolved in the socket's namespace): the filled-in request, or `None` when there is
     /// no such link.

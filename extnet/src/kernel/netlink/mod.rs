@@ -1,5 +1,5 @@
 //! Routing objects of the kernel over one blocking `NETLINK_ROUTE` socket: [`link`], [`addr`],
-//! [`route`] and [`rule`], one module per object, each function named after the `ip` command it
+//! [`neigh`], [`route`] and [`rule`], one module per object, each function named after the `ip` command it
 //! equals; and [`monitor`], the kernel's notifications of their changes (`ip monitor`).
 //!
 //! Messages are built with `rtnetlink`'s builders (or `netlink-packet-route` directly) and read
@@ -13,6 +13,7 @@
 pub mod addr;
 pub mod link;
 pub mod monitor;
+pub mod neigh;
 pub mod route;
 pub mod rule;
 pub mod socket;

@@ -114,7 +114,9 @@ pub fn rule(d: &Destination) -> String {
 /// The map, the counters, the per-profile chains and the two filter chains, as lines of the
 /// base table (after the `internal` sets). `ipv6`: the node sends jobs' IPv6 out at all
 /// (`node.gateway6` and an IPv6 address to translate to); otherwise every IPv6 packet of a
-/// job is dropped before the verdict map.
+/// job is dropped before the verdict map, and so is every IPv6 packet of a netns job
+/// without `node.netns_subnet6`. Otherwise a job's IPv6 meets its profile's verdict as its
+/// IPv4 does, in both modes.
 pub fn nft_objects(policy: &Policy, ipv6: bool) -> String {
     let flag = policy.node.fwmark;
     let mut s = String::new();
@@ -146,11 +148,14 @@ pub fn nft_objects(policy: &Policy, ipv6: bool) -> String {
         }
         let _ = writeln!(s, "  }}");
     }
-    // every job's IPv6 when the node sends none; netns jobs' IPv6 always (not built)
-    let v6_out = if ipv6 {
-        String::new()
+    // every job's IPv6 when the node sends none; netns jobs' IPv6 also without
+    // `netns_subnet6` (none of them has an IPv6 address then)
+    let v6_drop = format!("    meta nfproto ipv6 counter name {IPV6_COUNTER} drop\n");
+    let v6_out = if ipv6 { "" } else { v6_drop.as_str() };
+    let netns6 = if ipv6 && policy.node.netns_subnet6.is_some() {
+        ""
     } else {
-        format!("    meta nfproto ipv6 counter name {IPV6_COUNTER} drop\n")
+        v6_drop.as_str()
     };
     // priority filter - 5: before any other filter chain of these hooks; a drop here is final
     let _ = write!(
@@ -169,9 +174,10 @@ pub fn nft_objects(policy: &Policy, ipv6: bool) -> String {
   chain allow_forward {{
     type filter hook forward priority filter - 5; policy accept;
     iifname != "{VETH_PREFIX}*" return
-    meta nfproto ipv6 counter name {IPV6_COUNTER} drop
-    ip daddr @internal return
-    meta mark & 0x{flag:x} == 0x{flag:x} meta l4proto != {{ tcp, udp, icmp }} counter name {PROTO_COUNTER} drop
+{netns6}    ip daddr @internal return
+    ip6 daddr @internal6 return
+    meta mark & 0x{flag:x} == 0x{flag:x} meta nfproto ipv4 meta l4proto != {{ tcp, udp, icmp }} counter name {PROTO_COUNTER} drop
+    meta mark & 0x{flag:x} == 0x{flag:x} meta nfproto ipv6 meta l4proto != {{ tcp, udp, icmpv6 }} counter name {PROTO_COUNTER} drop
     meta mark & 0x{flag:x} == 0x{flag:x} meta mark vmap @{MAP}
     counter name {UNBOUND_COUNTER} drop
   }}

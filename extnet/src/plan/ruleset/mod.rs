@@ -6,7 +6,7 @@ pub mod allowlist;
 pub mod counters;
 
 use crate::plan::layout::Layout;
-use crate::plan::{mark, netns_addrs, TABLE, VETH_PREFIX};
+use crate::plan::{mark, netns_addrs, netns_addrs6, TABLE, VETH_PREFIX};
 use extnet_policy::Policy;
 use std::fmt::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -117,6 +117,16 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
         &mut s,
         (0..blocks).map(|i| format!("{} : 0x{:x}", netns_addrs(policy, i).1, mark(policy, i))),
     );
+    // slot → job IPv6 address of netns jobs, only when their IPv6 goes out (else no netns
+    // job has an IPv6 address, and an IPv6 packet from a veth gets no mark)
+    let _ = write!(s, "  map slot_netns6 {{ type ipv6_addr : mark;");
+    list(
+        &mut s,
+        (0..blocks).filter_map(|i| {
+            let (_, job) = netns_addrs6(policy, i).filter(|_| v6.is_some())?;
+            Some(format!("{job} : 0x{:x}", mark(policy, i)))
+        }),
+    );
     // each slot's block comes from its pool: blocks of different pools differ in size
     let _ = write!(
         s,
@@ -179,6 +189,10 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
         .map(|l| format!("    meta mark set socket cgroupv2 level {l} map @{JOB_CGROUP_MAP}\n"))
         .collect();
     let both = flag | n.checked_fwmark;
+    // netns jobs: a packet from a job veth is marked by its source address, IPv4 by
+    // `slot_netns`, IPv6 by `slot_netns6` only when that address routes back through the
+    // veth it came in by (`fib saddr . iif`): a job that writes another slot's address (or
+    // any other) gets no mark, and `allow_forward` drops it as a packet of no job
     let _ = writeln!(
         s,
         r#"  chain output_mark {{
@@ -190,7 +204,10 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
   chain prerouting_mark {{
     type filter hook prerouting priority mangle; policy accept;
     iifname "{VETH_PREFIX}*" ip daddr @internal return
+    iifname "{VETH_PREFIX}*" ip6 daddr @internal6 return
     iifname "{VETH_PREFIX}*" meta mark set ip saddr map @slot_netns
+    iifname "{VETH_PREFIX}*" meta nfproto ipv6 fib saddr . iif oif missing return
+    iifname "{VETH_PREFIX}*" meta mark set ip6 saddr map @slot_netns6
   }}
   chain forward {{
     type filter hook forward priority filter; policy accept;
@@ -201,6 +218,7 @@ pub fn base_ruleset(policy: &Policy, facts: &BaseFacts) -> String {
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
     iifname "{VETH_PREFIX}*" ip daddr @internal masquerade
+    iifname "{VETH_PREFIX}*" ip6 daddr @internal6 masquerade
     ip daddr @internal return
     ip6 daddr @internal6 return
     meta mark & 0x{flag:x} == 0x{flag:x} meta l4proto {{ tcp, udp, icmp }} snat ip to meta mark map @slot_snat
@@ -380,5 +398,119 @@ mod tests {
             out.contains("meta nfproto ipv6 counter name ipv6_drop drop"),
             "{out}"
         );
+    }
+
+    /// The test policy with IPv6 out, `netns_subnet6` (when given) and a netns profile
+    /// `ns` with `ns_keys`.
+    fn netns6_policy(subnet6: Option<&str>, ns_keys: &str) -> Policy {
+        let node = match subnet6 {
+            Some(n) => format!("netns_subnet6 = \"{n}\"\n"),
+            None => String::new(),
+        };
+        let text = crate::plan::testing::policy_text().replace(
+            "internal = [",
+            &format!(
+                "internal6 = [\"fd00:78e7::/48\"]\ngateway6 = \"fd00:78e7::1\"\n{node}internal = ["
+            ),
+        ) + &format!(
+            "[[profile]]\nname = \"ns\"\nusers = [\"a\"]\nmode = \"netns\"\n{ns_keys}"
+        );
+        Policy::from_toml(&text, "t").unwrap()
+    }
+
+    fn chain<'a>(r: &'a str, name: &str) -> &'a str {
+        let c = &r[r
+            .find(&format!("chain {name} {{"))
+            .unwrap_or_else(|| panic!("{name}: {r}"))..];
+        &c[..c.find("\n  }").unwrap()]
+    }
+
+    #[test]
+    fn netns_jobs_ipv6_is_marked_by_its_own_address_and_meets_the_profiles_verdict() {
+        let p = netns6_policy(Some("fd00:ffff::/112"), "");
+        let layout = Layout::new(&p, "n1");
+        let v6: Ipv6Addr = "fd00:78e7::11".parse().unwrap();
+        let mut facts = BaseFacts::new(&layout, "10.99.0.11".parse().unwrap(), Some(v6)).unwrap();
+        facts.cgroup_levels = vec![3];
+        let r = base_ruleset(&p, &facts);
+        // slot s: the /126 number s, job side ::2
+        assert_eq!(
+            crate::plan::netns_addrs6(&p, 1),
+            Some((
+                "fd00:ffff::5".parse().unwrap(),
+                "fd00:ffff::6".parse().unwrap()
+            ))
+        );
+        assert!(
+            r.contains("map slot_netns6 { type ipv6_addr : mark; elements = { fd00:ffff::2 : 0x30000, fd00:ffff::6 : 0x30001, fd00:ffff::a : 0x30002 }; }"),
+            "{r}"
+        );
+        // internal IPv6 is not marked; a source that does not route back through its veth
+        // (another slot's address, any other) gets no mark
+        let pre = chain(&r, "prerouting_mark");
+        let order: Vec<usize> = [
+            "iifname \"xj*\" ip6 daddr @internal6 return",
+            "iifname \"xj*\" meta nfproto ipv6 fib saddr . iif oif missing return",
+            "iifname \"xj*\" meta mark set ip6 saddr map @slot_netns6",
+        ]
+        .iter()
+        .map(|l| pre.find(l).unwrap_or_else(|| panic!("{l} missing: {pre}")))
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{pre}");
+        // to internal IPv6 networks: masqueraded to the node address, as IPv4
+        assert!(
+            chain(&r, "postrouting").contains("iifname \"xj*\" ip daddr @internal masquerade\n    iifname \"xj*\" ip6 daddr @internal6 masquerade\n"),
+            "{r}"
+        );
+        // forwarded IPv6 meets the verdict map as IPv4 does; unmarked (forged) is dropped
+        let fwd = chain(&r, "allow_forward");
+        assert!(!fwd.contains("ipv6_drop"), "{fwd}");
+        let order: Vec<usize> = [
+            "ip6 daddr @internal6 return",
+            "meta mark & 0x10000 == 0x10000 meta nfproto ipv6 meta l4proto != { tcp, udp, icmpv6 } counter name proto_drop drop",
+            "meta mark & 0x10000 == 0x10000 meta mark vmap @slot_profile",
+            "counter name unbound_drop drop",
+        ]
+        .iter()
+        .map(|l| fwd.find(l).unwrap_or_else(|| panic!("{l} missing: {fwd}")))
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{fwd}");
+        // the forward chain lets replies of both families in, nothing else, to a veth
+        assert!(
+            chain(&r, "forward").contains(
+                "oifname \"xj*\" ct state established,related accept\n    oifname \"xj*\" drop"
+            ),
+            "{r}"
+        );
+        // translated into the slot's block by mark, forwarded packets too
+        assert!(r.contains("meta mark vmap @slot_snat6"), "{r}");
+
+        // no IPv6 address on the node: no netns job address, every job's IPv6 dropped
+        facts.node_addr6 = None;
+        let r = base_ruleset(&p, &facts);
+        assert!(
+            r.contains("map slot_netns6 { type ipv6_addr : mark; }"),
+            "{r}"
+        );
+        assert!(
+            chain(&r, "allow_forward").contains("meta nfproto ipv6 counter name ipv6_drop drop"),
+            "{r}"
+        );
+        // without netns_subnet6 (netns profiles without IPv6): netns IPv6 dropped and
+        // counted, cgroup jobs' IPv6 still goes out
+        let p = netns6_policy(None, "ipv6 = false\n");
+        facts.node_addr6 = Some(v6);
+        let r = base_ruleset(&p, &facts);
+        assert!(
+            r.contains("map slot_netns6 { type ipv6_addr : mark; }"),
+            "{r}"
+        );
+        assert!(
+            chain(&r, "allow_forward").contains(
+                "iifname != \"xj*\" return\n    meta nfproto ipv6 counter name ipv6_drop drop"
+            ),
+            "{r}"
+        );
+        assert!(!chain(&r, "allow_out").contains("ipv6_drop"), "{r}");
     }
 }
