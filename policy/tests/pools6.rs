@@ -140,9 +140,10 @@ fn with_gateways_each_pools_ipv6_follows_its_ipv4_to_the_same_virtual_address() 
         "gateway = \"10.99.0.253\"\n",
         "gateway = \"10.99.0.253\"\ngateway6 = \"fd00:78e7::253\"\n",
     );
+    let bulk_index = p.profiles.iter().position(|q| q.name == "bulk").unwrap() + 1;
     refused(
         &named,
-        "profile[11].gateway6",
+        &format!("profile[{bulk_index}].gateway6"),
         "with [gateways]",
         "remove gateway6",
     );
