@@ -28,11 +28,26 @@ fn can_run_ipv6(name: &str) -> bool {
     true
 }
 
+/// What the node agent's check finds on node `n1` (address 10.99.0.11), described.
+fn drift_of(p: &extnet_policy::Policy, nl: &mut Netlink, idx: u32) -> String {
+    let layout = extnet::plan::layout::Layout::new(p, "n1");
+    extnet::node::drift::describe(
+        &extnet::node::drift::check(p, &layout, nl, idx, "10.99.0.11".parse().unwrap()).unwrap(),
+    )
+}
+
 /// `ip route get DST mark M`: the device and next hop the kernel picks, or its error.
 fn route_get(dst: &str, mark: u32) -> Result<String, String> {
+    route_get_with(dst, mark, &[])
+}
+
+/// [`route_get`] with more selectors (`from SRC iif DEV`: a packet to forward).
+fn route_get_with(dst: &str, mark: u32, more: &[&str]) -> Result<String, String> {
     let family = if dst.contains(':') { "-6" } else { "-4" };
+    let mark = format!("{mark:#x}");
     let out = std::process::Command::new("ip")
-        .args([family, "route", "get", dst, "mark", &format!("{mark:#x}")])
+        .args([family, "route", "get", dst, "mark", &mark])
+        .args(more)
         .output()
         .unwrap();
     if out.status.success() {
@@ -318,13 +333,7 @@ fn with_gateway6_only_checked_ipv6_reaches_it_and_the_rest_is_held() {
         send_marked(&format!("[{out}]:7001"), plan::socket_mark(&p, 1)).unwrap();
         // the main IPv6 rule deleted: a checked packet is held, not sent
         let main = plan::main_rule(&p).priority.to_string();
-        let layout = extnet::plan::layout::Layout::new(&p, "n1");
-        let drift = |nl: &mut Netlink| {
-            extnet::node::drift::describe(
-                &extnet::node::drift::check(&p, &layout, nl, idx, "10.99.0.11".parse().unwrap())
-                    .unwrap(),
-            )
-        };
+        let drift = |nl: &mut Netlink| drift_of(&p, nl, idx);
         assert!(!drift(&mut nl).contains("IPv6"), "{}", drift(&mut nl));
         ip(&["-6", "rule", "del", "pref", &main]);
         assert_eq!(
@@ -441,13 +450,7 @@ fn a_pools_ipv6_leaves_through_its_own_gateway6_and_its_rules_are_kept_and_remov
             route_get("fd00:78e7::5", plan::mark(&p, bulk_slot)).unwrap(),
             "eth0 via -"
         );
-        let layout = extnet::plan::layout::Layout::new(&p, "n1");
-        let drift = |p: &extnet_policy::Policy, nl: &mut Netlink| {
-            extnet::node::drift::describe(
-                &extnet::node::drift::check(p, &layout, nl, idx, "10.99.0.11".parse().unwrap())
-                    .unwrap(),
-            )
-        };
+        let drift = |p: &extnet_policy::Policy, nl: &mut Netlink| drift_of(p, nl, idx);
         assert!(
             !drift(&p, &mut nl).contains("IPv6"),
             "{}",
@@ -512,5 +515,150 @@ fn a_pools_ipv6_leaves_through_its_own_gateway6_and_its_rules_are_kept_and_remov
             rules.contains(&format!("lookup {}", p.node.route_table)),
             "the main rule is not the pools' teardown's: {rules}"
         );
+    });
+}
+
+/// A netns job's packets, forwarded from its veth, leave only once extnet's chain has marked
+/// them, even on a node with default routes of its own (IPv4, and IPv6 as learned from
+/// router advertisements): unmarked (the nft table flushed) they are routed by the hold
+/// table to `extnet0`, by the source rules of `netns_subnet` and `netns_subnet6`. The node's
+/// own packets to the job still reach it; the agent's check sees a deleted source rule (and
+/// without it the packet would leave by the node's default route), `ensure_routing` puts it
+/// back, and a policy without netns mode removes it.
+#[test]
+fn unmarked_netns_job_packets_are_held_even_with_a_node_default_route() {
+    if !can_run_ipv6("unmarked_netns_job_packets_are_held_even_with_a_node_default_route") {
+        return;
+    }
+    in_private_netns(|| {
+        node_link("eth0", "10.99.0.11/24", Some("10.99.0.1"));
+        ip(&[
+            "-6",
+            "addr",
+            "add",
+            "fd00:78e7::11/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "fd00:78e7::99",
+            "dev",
+            "eth0",
+        ]);
+        std::process::Command::new("sysctl")
+            .args(["-qw", "net.ipv6.conf.all.forwarding=1"])
+            .status()
+            .unwrap();
+        // a job's veth as the prolog makes it (its peer stands in for the namespace)
+        ip(&["link", "add", "xj7", "type", "veth", "peer", "name", "xj7p"]);
+        ip(&["addr", "add", "100.64.0.5/30", "dev", "xj7"]);
+        ip(&[
+            "-6",
+            "addr",
+            "add",
+            "fd00:78e8::5/126",
+            "dev",
+            "xj7",
+            "nodad",
+        ]);
+        ip(&["link", "set", "xj7p", "up"]);
+        ip(&["link", "set", "xj7", "up"]);
+        std::process::Command::new("sysctl")
+            .args(["-qw", "net.ipv4.conf.xj7.forwarding=1"])
+            .status()
+            .unwrap();
+        let netns = support::policy::TestPolicy::new("eth0", "10.99.0", "20000-20767")
+            .node(r#"gateway6 = "fd00:78e7::1""#)
+            .node(r#"internal6 = ["fd00:78e7::/48"]"#)
+            .node(r#"netns_subnet6 = "fd00:78e8::/112""#)
+            .profile("ns", &["*"], &[r#"mode = "netns""#]);
+        let p = netns.clone().policy();
+        let mut nl = Netlink::open().unwrap();
+        let idx = nl.index("eth0").unwrap().expect("eth0");
+        ensure_routing(&p, &mut nl, idx).unwrap();
+        let hold = format!("{HOLD_LINK} via -");
+        let cases = [
+            ("198.51.100.7", "100.64.0.6", "10.99.0.254"),
+            ("2001:db8:2::10", "fd00:78e8::6", "fd00:78e7::1"),
+        ];
+        for (dst, job, gw) in cases {
+            let from = ["from", job, "iif", "xj7"];
+            // unmarked: held, not the node's default route
+            assert_eq!(
+                route_get_with(dst, 0, &from).unwrap(),
+                hold,
+                "{dst} from {job}"
+            );
+            // marked by extnet's chain: the gateway
+            assert_eq!(
+                route_get_with(dst, plan::mark(&p, 1), &from).unwrap(),
+                format!("eth0 via {gw}"),
+                "{dst} from {job}"
+            );
+        }
+        // the node's own packets to the job reach it (the hold table throws the subnets)
+        for (job, host) in [
+            ("100.64.0.6", "100.64.0.5"),
+            ("fd00:78e8::6", "fd00:78e8::5"),
+        ] {
+            assert_eq!(
+                route_get_with(job, 0, &["from", host]).unwrap(),
+                "xj7 via -",
+                "{job}"
+            );
+        }
+        let drift = |p: &extnet_policy::Policy, nl: &mut Netlink| drift_of(p, nl, idx);
+        assert!(
+            !drift(&p, &mut nl).contains("netns hold"),
+            "{}",
+            drift(&p, &mut nl)
+        );
+        // a rule deleted: the packet would leave by the node's default route; seen, put back
+        let pref = (p.node.rule_priority + 2).to_string();
+        for (family, (dst, job, _), node_gw) in [
+            ("-4", cases[0], "10.99.0.1"),
+            ("-6", cases[1], "fd00:78e7::99"),
+        ] {
+            ip(&[family, "rule", "del", "pref", &pref]);
+            let from = ["from", job, "iif", "xj7"];
+            assert_eq!(
+                route_get_with(dst, 0, &from).unwrap(),
+                format!("eth0 via {node_gw}"),
+                "without the rule"
+            );
+            assert!(
+                drift(&p, &mut nl).contains("netns hold rule from"),
+                "{}",
+                drift(&p, &mut nl)
+            );
+            ensure_routing(&p, &mut nl, idx).unwrap();
+            assert_eq!(route_get_with(dst, 0, &from).unwrap(), hold, "repaired");
+        }
+        assert!(
+            !drift(&p, &mut nl).contains("netns hold"),
+            "{}",
+            drift(&p, &mut nl)
+        );
+        // a policy without netns mode: the rules are stale, then gone
+        let q = support::policy::TestPolicy::new("eth0", "10.99.0", "20000-20767")
+            .node(r#"gateway6 = "fd00:78e7::1""#)
+            .node(r#"internal6 = ["fd00:78e7::/48"]"#)
+            .policy();
+        assert!(
+            drift(&q, &mut nl).contains("stale netns hold rule"),
+            "{}",
+            drift(&q, &mut nl)
+        );
+        ensure_routing(&q, &mut nl, idx).unwrap();
+        for family in ["-4", "-6"] {
+            let rules = ip(&[family, "rule", "show"]);
+            assert!(!rules.contains(&format!("{pref}:")), "{rules}");
+        }
     });
 }

@@ -583,10 +583,15 @@ impl Cluster {
             }
             let mut tables = vec![policy.node.route_table, policy.node.hold_table];
             tables.extend(policy.routed_pools().map(|p| p.route_table));
+            // the hold table also throws the netns subnets back (plan::hold_routes)
+            let netns_throw = |table: u32, net: bool| {
+                usize::from(table == policy.node.hold_table && policy.uses_netns() && net)
+            };
             for &table in &tables {
                 let t = table.to_string();
                 let routes = self.on_node(node, &["ip", "route", "show", "table", &t]);
                 let n = routes.stdout.lines().count();
+                let table_routes = table_routes + netns_throw(table, true);
                 if n > table_routes {
                     left.push(format!(
                         "{node}: {n} routes in table {t} ({table_routes} expected):\n{}",
@@ -600,6 +605,8 @@ impl Cluster {
                 let t = table.to_string();
                 let routes = self.on_node(node, &["ip", "-6", "route", "show", "table", &t]);
                 let n = routes.stdout.lines().count();
+                let table_routes6 =
+                    table_routes6 + netns_throw(table, policy.node.netns_subnet6.is_some());
                 if n > table_routes6 {
                     left.push(format!(
                         "{node}: {n} IPv6 routes in table {t} ({table_routes6} at most):\n{}",

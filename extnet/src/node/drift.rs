@@ -12,6 +12,7 @@
 //! one sysctl file), so a check causes no notification of its own.
 
 use crate::kernel::netlink::route::Route6;
+use crate::kernel::netlink::rule::SourceRule;
 use crate::kernel::netlink::{FwmarkRule, Netlink, Route};
 use crate::kernel::nftables::{self as nft, netlink::Family};
 use crate::node::{inputs_key, BaseRecord, NodeError};
@@ -73,6 +74,11 @@ pub enum Drift {
     StaleRoute6(Route6),
     /// A route of a pool's table that the policy does not plan.
     StaleRoute(Route),
+    /// A netns hold rule is missing ([`plan::netns_hold_rules`]): with the nft table gone, a
+    /// netns job's packets would follow the node's own routes.
+    MissingSourceRule(SourceRule),
+    /// A netns hold rule of extnet's that the policy does not plan.
+    StaleSourceRule(SourceRule),
     /// Forwarding is off on `node.interface`, which netns jobs need.
     Forwarding {
         iface: String,
@@ -124,6 +130,8 @@ impl fmt::Display for Drift {
             Drift::Ipv6HoldRoute { table } => {
                 write!(f, "IPv6 route unreachable default table {table} missing")
             }
+            Drift::MissingSourceRule(r) => write!(f, "netns hold rule {r} missing"),
+            Drift::StaleSourceRule(r) => write!(f, "stale netns hold rule {r}"),
             Drift::Forwarding { iface } => write!(f, "forwarding off on {iface}"),
         }
     }
@@ -284,6 +292,18 @@ pub fn check(
                 drift.push(Drift::StaleRoute6(*r));
             }
         }
+    }
+
+    let want = plan::netns_hold_rules(policy, crate::kernel::sysctl::ipv6_available());
+    let have = crate::node::netns_hold_rules_now(nl)?;
+    for r in want.iter().filter(|r| !have.contains(r)) {
+        drift.push(Drift::MissingSourceRule(*r));
+    }
+    for r in have
+        .iter()
+        .filter(|r| crate::node::is_netns_hold_rule(policy, r) && !want.contains(r))
+    {
+        drift.push(Drift::StaleSourceRule(*r));
     }
 
     if policy.uses_netns() {

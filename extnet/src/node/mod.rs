@@ -16,7 +16,7 @@ pub mod job_cgroups;
 pub mod metrics;
 pub mod watch;
 
-use crate::kernel::netlink::rule::FwmarkRule;
+use crate::kernel::netlink::rule::{FwmarkRule, SourceRule};
 use crate::kernel::netlink::Netlink;
 use crate::kernel::nftables::netlink::Family;
 use crate::kernel::{bpf, cgroup, nftables as nft, sysctl};
@@ -359,6 +359,16 @@ pub fn teardown(policy: &Policy, layout: &Layout, nl: &mut Netlink) -> Vec<Strin
             errors.push(e.to_string());
         }
     }
+    match netns_hold_rules_now(nl) {
+        Ok(have) => {
+            for r in have.iter().filter(|r| is_netns_hold_rule(policy, r)) {
+                if let Err(e) = nl.source_rule_del(r) {
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        Err(e) => errors.push(e.to_string()),
+    }
     if sysctl::ipv6_available() {
         for rule in [plan::main_rule(policy), plan::hold_rule(policy)] {
             if let Err(e) = nl.rule6_del(&rule) {
@@ -446,9 +456,45 @@ pub fn ensure_routing_with(
         nl.route_replace(&r)?;
     }
     ensure_ipv6_routing(policy, nl, iface_index, hold_link, ipv6)?;
+    ensure_netns_hold_rules(policy, nl)?;
     // pools with a gateway of their own: their rules and tables (and none left from an
     // earlier policy)
     pool_routing(policy, nl, iface_index, &have)
+}
+
+/// Puts the netns hold rules in place ([`plan::netns_hold_rules`]) and deletes extnet's
+/// other source rules at their priority (of an earlier policy, or with netns mode gone).
+/// Equals `ip rule add from NETNS_SUBNET lookup hold_table priority P+2` (and `ip -6 rule`
+/// of `netns_subnet6`), after `ip rule del` of the stale ones.
+fn ensure_netns_hold_rules(policy: &Policy, nl: &mut Netlink) -> Result<(), NodeError> {
+    let want = plan::netns_hold_rules(policy, sysctl::ipv6_available());
+    for have in netns_hold_rules_now(nl)? {
+        if is_netns_hold_rule(policy, &have) && !want.contains(&have) {
+            nl.source_rule_del(&have)?;
+            tracing::info!(rule = %have, "removed a netns hold rule of an earlier extnet or policy");
+        }
+    }
+    for r in &want {
+        nl.source_rule_ensure(r)?;
+    }
+    Ok(())
+}
+
+/// The node's `from PREFIX lookup TABLE` rules of both families (IPv6 only on a kernel with
+/// it).
+pub(crate) fn netns_hold_rules_now(nl: &mut Netlink) -> Result<Vec<SourceRule>, NodeError> {
+    let mut have = nl.source_rules(false)?;
+    if sysctl::ipv6_available() {
+        have.extend(nl.source_rules(true)?);
+    }
+    Ok(have)
+}
+
+/// Whether `rule` is a netns hold rule of extnet's (this policy's or an earlier one's): a
+/// source rule at `rule_priority + 2` that looks up the hold table.
+pub(crate) fn is_netns_hold_rule(policy: &Policy, rule: &SourceRule) -> bool {
+    let n = &policy.node;
+    rule.priority == n.rule_priority.saturating_add(2) && rule.table == n.hold_table
 }
 
 /// The IPv6 side of the routing. Without IPv6 out (`ipv6` false: no `node.gateway6`, or no

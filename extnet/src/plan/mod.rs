@@ -12,7 +12,7 @@ pub mod layout;
 pub mod ruleset;
 
 use crate::kernel::netlink::route::{Route, Route6, RouteKind};
-use crate::kernel::netlink::rule::FwmarkRule;
+use crate::kernel::netlink::rule::{FwmarkRule, SourceRule};
 use extnet_policy::Policy;
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -88,10 +88,17 @@ pub fn main_routes(policy: &Policy, iface_index: u32) -> Vec<Route> {
     .collect()
 }
 
-/// The routes of the hold table: `default dev extnet0` (a link whose packets are dropped) and
-/// a `throw` per internal network.
+/// The routes of the hold table: `default dev extnet0` (a link whose packets are dropped), a
+/// `throw` per internal network, and with netns mode a `throw` of `netns_subnet` (what the
+/// node sends to its jobs' namespaces from their veths' host sides, which
+/// [`netns_hold_rules`] sends here, goes on to the main table).
 pub fn hold_routes(policy: &Policy, hold_link_index: u32) -> Vec<Route> {
     let n = &policy.node;
+    let netns = policy.uses_netns().then_some(Route {
+        table: n.hold_table,
+        dst: n.netns_subnet,
+        kind: RouteKind::Throw,
+    });
     std::iter::once(Route {
         table: n.hold_table,
         dst: Ipv4Net::default(),
@@ -101,7 +108,38 @@ pub fn hold_routes(policy: &Policy, hold_link_index: u32) -> Vec<Route> {
         },
     })
     .chain(throw_internal(policy, n.hold_table))
+    .chain(netns)
     .collect()
+}
+
+/// The rules that hold what netns jobs send unless extnet's chain has marked it: `ip rule
+/// add from NETNS_SUBNET lookup hold_table priority P+2` (after the main and the hold rule),
+/// and its IPv6 twin for `netns_subnet6` (`ipv6`: the kernel has IPv6). Why: a netns job's
+/// packets are forwarded, and marked by extnet's prerouting chain; with that chain gone (a
+/// firewall reload flushed the table) they would be routed by the node's main table, and
+/// leave untranslated through a default route the node has (one learned from router
+/// advertisements, say). With these rules they go to the hold table, whose default is
+/// `extnet0`, and are dropped; internal destinations and the namespaces' own addresses are
+/// thrown back. Nothing without a netns profile.
+pub fn netns_hold_rules(policy: &Policy, ipv6: bool) -> Vec<SourceRule> {
+    let n = &policy.node;
+    if !policy.uses_netns() {
+        return Vec::new();
+    }
+    let priority = n.rule_priority.saturating_add(2);
+    let mut rules = vec![SourceRule {
+        src: n.netns_subnet.into(),
+        table: n.hold_table,
+        priority,
+    }];
+    if let (true, Some(net6)) = (ipv6, n.netns_subnet6) {
+        rules.push(SourceRule {
+            src: net6.into(),
+            table: n.hold_table,
+            priority,
+        });
+    }
+    rules
 }
 
 fn throw_internal(policy: &Policy, table: u32) -> impl Iterator<Item = Route> + '_ {
@@ -156,6 +194,14 @@ pub fn routes6(policy: &Policy, iface_index: u32, hold_link_index: u32, ipv6: bo
     }
     for table in [n.route_table, n.hold_table] {
         routes.extend(throw_internal6(policy, table));
+    }
+    // as for IPv4 (hold_routes): the node's own packets to its jobs' namespaces go on
+    if let (true, Some(net6)) = (policy.uses_netns(), n.netns_subnet6) {
+        routes.push(Route6 {
+            table: n.hold_table,
+            dst: net6,
+            via: None,
+        });
     }
     routes
 }
@@ -531,6 +577,42 @@ ports = { range = "40000-41535", block_size = 512 }
         );
         // the one-pool policy has none
         assert!(pool_rules(&policy()).is_empty() && pool_routes(&policy(), 2).is_empty());
+    }
+
+    #[test]
+    fn netns_subnets_are_held_unless_marked_and_thrown_back_in_the_hold_table() {
+        assert!(netns_hold_rules(&policy(), true).is_empty());
+        let text = policy_text().replace(
+            "internal = [",
+            "internal6 = [\"fd00:78e7::/48\"]\ngateway6 = \"fd00:78e7::1\"\nnetns_subnet6 = \"fd00:78e8::/112\"\ninternal = [",
+        ) + "[[profile]]\nname = \"ns\"\nusers = [\"*\"]\nmode = \"netns\"\n";
+        let p = Policy::from_toml(&text, "t").unwrap();
+        let rules: Vec<String> = netns_hold_rules(&p, true)
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        let (hold, prio) = (p.node.hold_table, p.node.rule_priority + 2);
+        assert_eq!(
+            rules,
+            [
+                format!("from 100.64.0.0/16 lookup {hold} priority {prio}"),
+                format!("from fd00:78e8::/112 lookup {hold} priority {prio}"),
+            ]
+        );
+        assert_eq!(netns_hold_rules(&p, false).len(), 1);
+        let h: Vec<String> = hold_routes(&p, 9).iter().map(|r| r.to_string()).collect();
+        assert!(
+            h.contains(&format!("throw 100.64.0.0/16 table {hold}")),
+            "{h:?}"
+        );
+        let h6: Vec<String> = routes6(&p, 2, 9, true)
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert!(
+            h6.contains(&format!("throw fd00:78e8::/112 table {hold}")),
+            "{h6:?}"
+        );
     }
 
     #[test]

@@ -172,17 +172,157 @@ impl Netlink {
     }
 
     fn rules_in(&mut self, family: AddressFamily) -> Result<Vec<FwmarkRule>, NetlinkError> {
+        Ok(self
+            .rule_dump(family)?
+            .iter()
+            .filter_map(|r| FwmarkRule::parse(r, family))
+            .collect())
+    }
+
+    /// Every rule of `family`: `ip rule show`.
+    fn rule_dump(&mut self, family: AddressFamily) -> Result<Vec<RuleMessage>, NetlinkError> {
         let mut req = RuleMessage::default();
         req.header.family = family;
         let answers = self.dump(RouteNetlinkMessage::GetRule(req), &|| {
             format!("show {} rules", name(family))
         })?;
         Ok(answers
-            .iter()
+            .into_iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRule(r) => FwmarkRule::parse(r, family),
+                RouteNetlinkMessage::NewRule(r) if r.header.family == family => Some(r),
                 _ => None,
             })
+            .collect())
+    }
+}
+
+/// `from PREFIX lookup TABLE priority PRIORITY`: packets whose source address is in `src`
+/// are routed by `table`. Its family is the prefix's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceRule {
+    pub src: ipnet::IpNet,
+    pub table: u32,
+    pub priority: u32,
+}
+
+/// Written as `ip rule add` takes it.
+impl fmt::Display for SourceRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "from {} lookup {} priority {}",
+            self.src, self.table, self.priority
+        )
+    }
+}
+
+impl SourceRule {
+    fn family(&self) -> AddressFamily {
+        match self.src {
+            ipnet::IpNet::V4(_) => AddressFamily::Inet,
+            ipnet::IpNet::V6(_) => AddressFamily::Inet6,
+        }
+    }
+
+    fn message(&self) -> RuleMessage {
+        let mut msg = RuleMessage::default();
+        msg.header.family = self.family();
+        msg.header.action = RuleAction::ToTable;
+        msg.header.src_len = self.src.prefix_len();
+        msg.header.table = if self.table > 255 {
+            RouteHeader::RT_TABLE_UNSPEC
+        } else {
+            self.table as u8
+        };
+        msg.attributes = vec![
+            RuleAttribute::Priority(self.priority),
+            RuleAttribute::Source(self.src.network()),
+            RuleAttribute::Table(self.table),
+        ];
+        msg
+    }
+
+    /// A dumped rule as a [`SourceRule`], when it is exactly one: "lookup", a source prefix
+    /// and no other selector.
+    fn parse(msg: &RuleMessage) -> Option<SourceRule> {
+        let h = &msg.header;
+        if h.action != RuleAction::ToTable
+            || !h.flags.is_empty()
+            || h.dst_len != 0
+            || h.src_len == 0
+            || h.tos != 0
+        {
+            return None;
+        }
+        let mut table = u32::from(h.table);
+        let (mut src, mut priority) = (None, 0);
+        for attr in &msg.attributes {
+            match attr {
+                RuleAttribute::Table(t) => table = *t,
+                RuleAttribute::Source(a) => src = Some(*a),
+                RuleAttribute::Priority(p) => priority = *p,
+                RuleAttribute::Protocol(_) => {}
+                RuleAttribute::SuppressPrefixLen(u32::MAX)
+                | RuleAttribute::SuppressIfGroup(u32::MAX) => {}
+                _ => return None,
+            }
+        }
+        let src = ipnet::IpNet::new(src?, h.src_len).ok()?;
+        Some(SourceRule {
+            src,
+            table,
+            priority,
+        })
+    }
+}
+
+impl Netlink {
+    /// Adds `rule` unless an identical one is there (`Ok(true)`: added). Equals `ip rule add
+    /// from PREFIX lookup T priority P`, guarded by `ip rule show`.
+    pub fn source_rule_ensure(&mut self, rule: &SourceRule) -> Result<bool, NetlinkError> {
+        let family = rule.family();
+        if self
+            .source_rules(family == AddressFamily::Inet6)?
+            .contains(rule)
+        {
+            return Ok(false);
+        }
+        match self.change(
+            RouteNetlinkMessage::NewRule(rule.message()),
+            NLM_F_CREATE | NLM_F_EXCL,
+            &|| format!("add {} rule {rule}", name(family)),
+        ) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_exists() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes `rule`: `Ok(false)` when there is no such rule. Equals `ip rule del from PREFIX
+    /// lookup T priority P`.
+    pub fn source_rule_del(&mut self, rule: &SourceRule) -> Result<bool, NetlinkError> {
+        let family = rule.family();
+        match self.change(RouteNetlinkMessage::DelRule(rule.message()), 0, &|| {
+            format!("delete {} rule {rule}", name(family))
+        }) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The plain `from PREFIX lookup TABLE` rules of IPv4 (or of IPv6, `ipv6`). Equals `ip
+    /// rule show`, filtered.
+    pub fn source_rules(&mut self, ipv6: bool) -> Result<Vec<SourceRule>, NetlinkError> {
+        let family = if ipv6 {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        Ok(self
+            .rule_dump(family)?
+            .iter()
+            .filter_map(SourceRule::parse)
             .collect())
     }
 }
@@ -223,6 +363,31 @@ mod tests {
             FwmarkRule::parse(&small.message(AddressFamily::Inet), AddressFamily::Inet),
             Some(small)
         );
+    }
+
+    #[test]
+    fn source_rules_parse_back_and_are_not_fwmark_rules() {
+        for src in ["100.64.0.0/16", "fd00:78e7:ffff::/112"] {
+            let rule = SourceRule {
+                src: src.parse().unwrap(),
+                table: 7698,
+                priority: 7702,
+            };
+            let msg = rule.message();
+            assert_eq!(SourceRule::parse(&msg), Some(rule), "{src}");
+            assert_eq!(FwmarkRule::parse(&msg, msg.header.family), None, "{src}");
+            assert_eq!(
+                rule.to_string(),
+                format!("from {src} lookup 7698 priority 7702")
+            );
+        }
+        let fw = FwmarkRule {
+            fwmark: 1,
+            mask: 1,
+            table: 7700,
+            priority: 100,
+        };
+        assert_eq!(SourceRule::parse(&fw.message(AddressFamily::Inet)), None);
     }
 
     #[test]
