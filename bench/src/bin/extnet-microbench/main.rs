@@ -14,6 +14,7 @@ mod gateway_connrate;
 mod gateway_forward;
 mod gateway_render;
 mod lease_table;
+mod netns_setup6;
 mod per_job_setup;
 mod pids_in;
 mod pool_routing;
@@ -39,6 +40,12 @@ const BENCHES: &[Bench] = &[
         about: "a job's namespace, veth, addresses and routes: extnet against `ip` commands",
         root: Some("network namespaces and mounts"),
         run: per_job_setup::run,
+    },
+    Bench {
+        name: "netns-setup6",
+        about: "a netns job's setup and teardown without and with IPv6 on its veth pair",
+        root: Some("network namespaces"),
+        run: netns_setup6::run,
     },
     Bench {
         name: "pids-in",
