@@ -174,7 +174,7 @@ impl Snapshot {
             .collect();
         if !traffic.is_empty() {
             type InOut = fn(&Counters) -> (u64, u64);
-            let families: [(&'static str, &str, InOut); 2] = [
+            let families: [(&'static str, &str, InOut); 4] = [
                 (
                     "extnet_active_traffic_bytes",
                     "Bytes the running external jobs sent (out) and received (in) so far, summed by profile; a job's share goes when it ends (its total is in the accounting log).",
@@ -184,6 +184,17 @@ impl Snapshot {
                     "extnet_active_traffic_packets",
                     "Packets the running external jobs sent (out) and received (in) so far, summed by profile.",
                     |t| (t.packets_in, t.packets_out),
+                ),
+                // the IPv6 part of the two above (which count both families)
+                (
+                    "extnet_active_ipv6_traffic_bytes",
+                    "The IPv6 part of extnet_active_traffic_bytes.",
+                    |t| (t.bytes_in6, t.bytes_out6),
+                ),
+                (
+                    "extnet_active_ipv6_traffic_packets",
+                    "The IPv6 part of extnet_active_traffic_packets.",
+                    |t| (t.packets_in6, t.packets_out6),
                 ),
             ];
             for (name, help, in_out) in families {
@@ -202,6 +213,15 @@ impl Snapshot {
             );
             for (p, t) in &traffic {
                 f.sample(&[("profile", p)], t.connections);
+            }
+            let mut f = Family::new(
+                &mut s,
+                "extnet_active_ipv6_connections",
+                "gauge",
+                "The IPv6 part of extnet_active_connections.",
+            );
+            for (p, t) in &traffic {
+                f.sample(&[("profile", p)], t.connections6);
             }
         }
         let drops: Vec<(&String, Drops)> = self
@@ -614,6 +634,9 @@ mod tests {
             ("slot0_out", (10, 1000)),
             ("slot0_in", (20, 30000)),
             ("slot0_conn", (3, 0)),
+            ("slot0_out6", (4, 400)),
+            ("slot0_in6", (6, 9000)),
+            ("slot0_conn6", (1, 0)),
             ("slot1_out", (99, 99)),
             ("slot2_out", (1, 60)),
             ("slot2_in", (2, 120)),
@@ -661,10 +684,26 @@ extnet_active_traffic_packets{direction="in",profile="open"} 20
 extnet_active_traffic_packets{direction="out",profile="open"} 10
 extnet_active_traffic_packets{direction="in",profile="web-only"} 2
 extnet_active_traffic_packets{direction="out",profile="web-only"} 1
+# HELP extnet_active_ipv6_traffic_bytes The IPv6 part of extnet_active_traffic_bytes.
+# TYPE extnet_active_ipv6_traffic_bytes gauge
+extnet_active_ipv6_traffic_bytes{direction="in",profile="open"} 9000
+extnet_active_ipv6_traffic_bytes{direction="out",profile="open"} 400
+extnet_active_ipv6_traffic_bytes{direction="in",profile="web-only"} 0
+extnet_active_ipv6_traffic_bytes{direction="out",profile="web-only"} 0
+# HELP extnet_active_ipv6_traffic_packets The IPv6 part of extnet_active_traffic_packets.
+# TYPE extnet_active_ipv6_traffic_packets gauge
+extnet_active_ipv6_traffic_packets{direction="in",profile="open"} 6
+extnet_active_ipv6_traffic_packets{direction="out",profile="open"} 4
+extnet_active_ipv6_traffic_packets{direction="in",profile="web-only"} 0
+extnet_active_ipv6_traffic_packets{direction="out",profile="web-only"} 0
 # HELP extnet_active_connections Connections to the outside the running external jobs opened so far, summed by profile.
 # TYPE extnet_active_connections gauge
 extnet_active_connections{profile="open"} 3
 extnet_active_connections{profile="web-only"} 1
+# HELP extnet_active_ipv6_connections The IPv6 part of extnet_active_connections.
+# TYPE extnet_active_ipv6_connections gauge
+extnet_active_ipv6_connections{profile="open"} 1
+extnet_active_ipv6_connections{profile="web-only"} 0
 # HELP extnet_allowlist_dropped_packets_total Packets the profile's destination allowlist dropped since the node's table was loaded.
 # TYPE extnet_allowlist_dropped_packets_total counter
 extnet_allowlist_dropped_packets_total{profile="web-only"} 4
