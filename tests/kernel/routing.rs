@@ -11,7 +11,7 @@ use extnet::node::ensure_routing;
 use extnet::plan::{self, HOLD_LINK};
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
-use support::netns::{in_private_netns, ip, node_link};
+use support::netns::{addr6, in_private_netns, ip, node_link};
 use support::policy::pools_a;
 use support::root::is_root;
 
@@ -220,15 +220,7 @@ fn a_jobs_ipv6_has_no_route_whatever_the_nft_tables() {
     in_private_netns(|| {
         node_link("eth0", "10.99.0.11/24", None);
         // the node's own IPv6 way out, as on a dual-stack site
-        ip(&[
-            "-6",
-            "addr",
-            "add",
-            "2001:db8:1::11/64",
-            "dev",
-            "eth0",
-            "nodad",
-        ]);
+        addr6("eth0", "2001:db8:1::11/64");
         ip(&[
             "-6",
             "route",
@@ -304,15 +296,7 @@ fn with_gateway6_only_checked_ipv6_reaches_it_and_the_rest_is_held() {
             let err = route_get(out, mark).unwrap_err();
             assert!(err.contains("No route to host"), "mark {mark:#x}: {err}");
         }
-        ip(&[
-            "-6",
-            "addr",
-            "add",
-            "fd00:78e7::11/64",
-            "dev",
-            "eth0",
-            "nodad",
-        ]);
+        addr6("eth0", "fd00:78e7::11/64");
         ensure_routing(&p, &mut nl, idx).unwrap();
         assert_eq!(
             route_get(out, plan::mark(&p, 1)).unwrap(),
@@ -403,15 +387,7 @@ fn a_pools_ipv6_leaves_through_its_own_gateway6_and_its_rules_are_kept_and_remov
     }
     in_private_netns(|| {
         node_link("eth0", "10.99.0.11/24", None);
-        ip(&[
-            "-6",
-            "addr",
-            "add",
-            "fd00:78e7::11/64",
-            "dev",
-            "eth0",
-            "nodad",
-        ]);
+        addr6("eth0", "fd00:78e7::11/64");
         let base = support::policy::TestPolicy::new("eth0", "10.99.0", "20000-20767")
             .node(r#"gateway6 = "fd00:78e7::1""#)
             .node(r#"internal6 = ["fd00:78e7::/48"]"#);
@@ -532,15 +508,7 @@ fn unmarked_netns_job_packets_are_held_even_with_a_node_default_route() {
     }
     in_private_netns(|| {
         node_link("eth0", "10.99.0.11/24", Some("10.99.0.1"));
-        ip(&[
-            "-6",
-            "addr",
-            "add",
-            "fd00:78e7::11/64",
-            "dev",
-            "eth0",
-            "nodad",
-        ]);
+        addr6("eth0", "fd00:78e7::11/64");
         ip(&[
             "-6",
             "route",
@@ -558,15 +526,7 @@ fn unmarked_netns_job_packets_are_held_even_with_a_node_default_route() {
         // a job's veth as the prolog makes it (its peer stands in for the namespace)
         ip(&["link", "add", "xj7", "type", "veth", "peer", "name", "xj7p"]);
         ip(&["addr", "add", "100.64.0.5/30", "dev", "xj7"]);
-        ip(&[
-            "-6",
-            "addr",
-            "add",
-            "fd00:78e8::5/126",
-            "dev",
-            "xj7",
-            "nodad",
-        ]);
+        addr6("xj7", "fd00:78e8::5/126");
         ip(&["link", "set", "xj7p", "up"]);
         ip(&["link", "set", "xj7", "up"]);
         std::process::Command::new("sysctl")

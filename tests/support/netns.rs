@@ -52,6 +52,12 @@ pub fn node_link(name: &str, addr: &str, gateway: Option<&str>) {
     }
 }
 
+/// Adds the IPv6 address `addr` (`fd00:78e7::11/64`) to `dev` in the calling thread's
+/// namespace, usable at once (`nodad`: not tentative for a second).
+pub fn addr6(dev: &str, addr: &str) {
+    ip(&["-6", "addr", "add", addr, "dev", dev, "nodad"]);
+}
+
 /// Runs `ip ARGS` in the calling thread's network namespace and returns what it printed;
 /// panics with its stderr when it fails.
 pub fn ip(args: &[&str]) -> String {

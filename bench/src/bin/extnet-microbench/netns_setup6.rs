@@ -12,7 +12,7 @@ use extnet::job::netns;
 use extnet::kernel::netlink::Netlink;
 use extnet::plan::layout::Layout;
 use std::time::{Duration, Instant};
-use support::netns::{in_private_netns, ip, node_link, NetnsDir};
+use support::netns::{addr6, in_private_netns, node_link, NetnsDir};
 use support::policy::TestPolicy;
 
 const RUNS: u32 = 100;
@@ -22,15 +22,7 @@ pub fn run() {
     let dir = NetnsDir::temporary();
     in_private_netns(|| {
         node_link("eth0", "10.99.0.11/24", None);
-        ip(&[
-            "-6",
-            "addr",
-            "add",
-            "fd00:78e7::11/64",
-            "dev",
-            "eth0",
-            "nodad",
-        ]);
+        addr6("eth0", "fd00:78e7::11/64");
         // this thread's namespace: /proc/sys/net is the writer's
         std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1")
             .expect("IPv6 forwarding in the private namespace");

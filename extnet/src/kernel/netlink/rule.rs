@@ -36,12 +36,7 @@ impl FwmarkRule {
         let mut msg = RuleMessage::default();
         msg.header.family = family;
         msg.header.action = RuleAction::ToTable;
-        // Like iproute2: tables above 255 only in FRA_TABLE, the 8-bit field says "unspec".
-        msg.header.table = if self.table > 255 {
-            RouteHeader::RT_TABLE_UNSPEC
-        } else {
-            self.table as u8
-        };
+        msg.header.table = header_table(self.table);
         msg.attributes = vec![
             RuleAttribute::Priority(self.priority),
             RuleAttribute::FwMark(self.fwmark),
@@ -229,11 +224,7 @@ impl SourceRule {
         msg.header.family = self.family();
         msg.header.action = RuleAction::ToTable;
         msg.header.src_len = self.src.prefix_len();
-        msg.header.table = if self.table > 255 {
-            RouteHeader::RT_TABLE_UNSPEC
-        } else {
-            self.table as u8
-        };
+        msg.header.table = header_table(self.table);
         msg.attributes = vec![
             RuleAttribute::Priority(self.priority),
             RuleAttribute::Source(self.src.network()),
@@ -325,6 +316,12 @@ impl Netlink {
             .filter_map(SourceRule::parse)
             .collect())
     }
+}
+
+/// A rule header's 8-bit table field for `table`. Like iproute2: tables above 255 only in
+/// FRA_TABLE, the 8-bit field says "unspec".
+fn header_table(table: u32) -> u8 {
+    u8::try_from(table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC)
 }
 
 /// The family as errors and logs name it.
